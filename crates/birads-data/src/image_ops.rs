@@ -1,0 +1,454 @@
+//! Deterministic image operations of the inference chain, each matching what the original
+//! Python program did (PIL + numpy + torchvision), so that weights trained there see the same
+//! pixels here: decode → CutBlack → CenterCrop → Resize → ToTensor + Normalize.
+
+use std::io::{BufRead, Seek};
+use std::path::Path;
+
+use fast_image_resize as fr;
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+
+use crate::sample::ImageSource;
+
+/// ImageNet statistics used by torchvision's `Normalize` in the original program.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Largest decoded image accepted, in pixels. Ultrasound frames are well under 10 MP; a
+/// header claiming more is a decompression bomb or a corrupt file.
+pub const MAX_PIXELS: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("cannot read file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a decodable image: {0}")]
+    Image(#[from] image::ImageError),
+    #[error("image is {width}×{height} pixels, above the limit of {MAX_PIXELS} pixels")]
+    TooLarge { width: u32, height: u32 },
+    #[error("image has zero width or height")]
+    Empty,
+}
+
+fn decode_reader<R: BufRead + Seek>(reader: ImageReader<R>) -> Result<RgbImage, DecodeError> {
+    let mut reader = reader.with_guessed_format()?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_PIXELS * 8);
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder()?;
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return Err(DecodeError::Empty);
+    }
+    if width as u64 * height as u64 > MAX_PIXELS {
+        return Err(DecodeError::TooLarge { width, height });
+    }
+    // A broken EXIF block should not lose an otherwise readable image.
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder)?;
+    img.apply_orientation(orientation);
+    Ok(to_rgb8(img))
+}
+
+/// Grey, grey+alpha, RGBA and 16-bit images all become 8-bit RGB, as PIL's
+/// `convert('RGB')` does (alpha is dropped, not composited).
+fn to_rgb8(img: DynamicImage) -> RgbImage {
+    match img {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.to_rgb8(),
+    }
+}
+
+/// Decode a JPEG/PNG/BMP file to 8-bit RGB, applying its EXIF orientation.
+pub fn decode_path(path: &Path) -> Result<RgbImage, DecodeError> {
+    decode_reader(ImageReader::open(path)?)
+}
+
+/// Decode in-memory bytes (an upload) to 8-bit RGB.
+pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
+    decode_reader(ImageReader::new(std::io::Cursor::new(bytes)))
+}
+
+pub fn decode(source: &ImageSource) -> Result<RgbImage, DecodeError> {
+    match source {
+        ImageSource::Path(p) => decode_path(p),
+        ImageSource::Bytes { data, .. } => decode_bytes(data),
+    }
+}
+
+/// Image size from the header only (fast; used by `data check`).
+pub fn dimensions(path: &Path) -> Result<(u32, u32), DecodeError> {
+    Ok(ImageReader::open(path)?.with_guessed_format()?.into_dimensions()?)
+}
+
+/// A pixel rectangle: `x0..x1` × `y0..y1` (exclusive ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CropBox {
+    pub x0: u32,
+    pub y0: u32,
+    pub x1: u32,
+    pub y1: u32,
+}
+
+impl CropBox {
+    pub fn full(width: u32, height: u32) -> Self {
+        Self { x0: 0, y0: 0, x1: width, y1: height }
+    }
+    pub fn width(&self) -> u32 {
+        self.x1.saturating_sub(self.x0)
+    }
+    pub fn height(&self) -> u32 {
+        self.y1.saturating_sub(self.y0)
+    }
+}
+
+/// Parameters of CutBlack; the defaults are the original program's.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CutBlackParams {
+    /// A pixel is black when all three channels are ≤ this.
+    pub threshold: u8,
+    /// A column (row) is trimmed while more than this fraction of it is black.
+    pub black_ratio: f32,
+    /// Crops narrower or shorter than this keep the original image.
+    pub min_width: u32,
+    pub min_height: u32,
+}
+
+impl Default for CutBlackParams {
+    fn default() -> Self {
+        Self { threshold: 10, black_ratio: 0.5, min_width: 200, min_height: 200 }
+    }
+}
+
+/// The crop box CutBlack chooses, reproducing the original numpy code exactly, quirks
+/// included: columns are scanned from each edge towards the middle over the full height and
+/// rows over the full width of the *original* image; on the right (bottom) side the exclusive
+/// end becomes `x − 1` for the last black column `x`, so one extra non-black column goes too.
+/// When the crop would be narrower or shorter than the minimum, the whole image is kept.
+pub fn cut_black_box(img: &RgbImage, p: &CutBlackParams) -> CropBox {
+    let (w, h) = img.dimensions();
+    let full = CropBox::full(w, h);
+    if w == 0 || h == 0 {
+        return full;
+    }
+    let t = p.threshold;
+    let raw = img.as_raw();
+    let stride = w as usize * 3;
+    // Black pixels per column and per row in one pass over the image.
+    let mut col_black = vec![0u32; w as usize];
+    let mut row_black = vec![0u32; h as usize];
+    for y in 0..h as usize {
+        let row = &raw[y * stride..(y + 1) * stride];
+        let mut count = 0u32;
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            if px[0] <= t && px[1] <= t && px[2] <= t {
+                col_black[x] += 1;
+                count += 1;
+            }
+        }
+        row_black[y] = count;
+    }
+    // numpy compares `black / n > ratio` in float64.
+    let col_is_black = |x: usize| col_black[x] as f64 / h as f64 > p.black_ratio as f64;
+    let row_is_black = |y: usize| row_black[y] as f64 / w as f64 > p.black_ratio as f64;
+
+    let (w_us, h_us) = (w as i64, h as i64);
+    let mut left = 0i64;
+    for x in 0..w_us / 2 {
+        if col_is_black(x as usize) {
+            left = x + 1;
+        } else {
+            break;
+        }
+    }
+    let mut right = w_us;
+    let mut x = w_us - 1;
+    while x > w_us / 2 {
+        if col_is_black(x as usize) {
+            right = x - 1;
+        } else {
+            break;
+        }
+        x -= 1;
+    }
+    let mut top = 0i64;
+    for y in 0..h_us / 2 {
+        if row_is_black(y as usize) {
+            top = y + 1;
+        } else {
+            break;
+        }
+    }
+    let mut bottom = h_us;
+    let mut y = h_us - 1;
+    while y > h_us / 2 {
+        if row_is_black(y as usize) {
+            bottom = y - 1;
+        } else {
+            break;
+        }
+        y -= 1;
+    }
+    let cw = (right - left).max(0);
+    let ch = (bottom - top).max(0);
+    if cw < p.min_width as i64 || ch < p.min_height as i64 {
+        return full;
+    }
+    CropBox { x0: left as u32, y0: top as u32, x1: right as u32, y1: bottom as u32 }
+}
+
+/// Copy a rectangle out of an image; parts outside the image are black (zero).
+pub fn crop_padded(img: &RgbImage, x0: i64, y0: i64, width: u32, height: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let mut out = RgbImage::new(width, height);
+    let src = img.as_raw();
+    let dst_stride = width as usize * 3;
+    let src_stride = w as usize * 3;
+    // Overlap of the requested rectangle with the image, in source coordinates.
+    let sx0 = x0.clamp(0, w as i64);
+    let sx1 = (x0 + width as i64).clamp(0, w as i64);
+    let sy0 = y0.clamp(0, h as i64);
+    let sy1 = (y0 + height as i64).clamp(0, h as i64);
+    if sx0 >= sx1 || sy0 >= sy1 {
+        return out;
+    }
+    let n = (sx1 - sx0) as usize * 3;
+    let dst = out.as_mut();
+    for sy in sy0..sy1 {
+        let dy = (sy - y0) as usize;
+        let dx = (sx0 - x0) as usize;
+        let s = sy as usize * src_stride + sx0 as usize * 3;
+        let d = dy * dst_stride + dx * 3;
+        dst[d..d + n].copy_from_slice(&src[s..s + n]);
+    }
+    out
+}
+
+pub fn crop(img: &RgbImage, b: CropBox) -> RgbImage {
+    crop_padded(img, b.x0 as i64, b.y0 as i64, b.width(), b.height())
+}
+
+/// CutBlack: trim black borders (see [`cut_black_box`]). Returns the crop and its box.
+pub fn cut_black(img: &RgbImage, p: &CutBlackParams) -> (RgbImage, CropBox) {
+    let b = cut_black_box(img, p);
+    if b == CropBox::full(img.width(), img.height()) {
+        (img.clone(), b)
+    } else {
+        (crop(img, b), b)
+    }
+}
+
+/// Python's `round()`: halves go to the even neighbour (torchvision's CenterCrop uses it).
+fn round_half_even(v: f64) -> i64 {
+    let r = v.round();
+    if (v - v.trunc()).abs() == 0.5 {
+        let f = v.floor() as i64;
+        if f % 2 == 0 {
+            f
+        } else {
+            f + 1
+        }
+    } else {
+        r as i64
+    }
+}
+
+/// Top-left corner, in source coordinates, of torchvision's `CenterCrop(size)`: zero padding
+/// (left/top gets `(size − w) // 2`) when the image is smaller, then a crop starting at
+/// `round((w − size) / 2)` with Python's banker's rounding.
+pub fn center_crop_origin(w: u32, h: u32, cw: u32, ch: u32) -> (i64, i64) {
+    let axis = |len: u32, c: u32| -> i64 {
+        if c > len {
+            -(((c - len) / 2) as i64)
+        } else {
+            round_half_even((len - c) as f64 / 2.0)
+        }
+    };
+    (axis(w, cw), axis(h, ch))
+}
+
+/// torchvision `CenterCrop((ch, cw))` on a PIL image, zero padding included.
+pub fn center_crop(img: &RgbImage, cw: u32, ch: u32) -> RgbImage {
+    let (x0, y0) = center_crop_origin(img.width(), img.height(), cw, ch);
+    crop_padded(img, x0, y0, cw, ch)
+}
+
+thread_local! {
+    static RESIZER: std::cell::RefCell<fr::Resizer> = std::cell::RefCell::new(fr::Resizer::new());
+}
+
+/// Resize with the same convolution as Pillow's `BILINEAR` (antialiased when shrinking) that
+/// torchvision's `Resize` used on PIL images. Uses `fast_image_resize`, which implements
+/// Pillow's separable convolution with SIMD.
+pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    if img.dimensions() == (width, height) {
+        return img.clone();
+    }
+    let src = fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
+        .expect("RgbImage buffer has width*height*3 bytes");
+    let mut out = RgbImage::new(width, height);
+    {
+        let mut dst = fr::images::Image::from_slice_u8(width, height, out.as_mut(), fr::PixelType::U8x3)
+            .expect("RgbImage buffer has width*height*3 bytes");
+        let opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+        RESIZER.with(|r| r.borrow_mut().resize(&src, &mut dst, &opts)).expect("same pixel types");
+    }
+    out
+}
+
+/// A float image in CHW layout, what a model consumes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chw {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub data: Vec<f32>,
+}
+
+impl Chw {
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// torchvision `ToTensor()` followed by `Normalize(mean, std)`: HWC u8 → CHW f32.
+pub fn to_tensor_normalized(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Chw {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let plane = w * h;
+    let mut data = vec![0f32; 3 * plane];
+    // Per-channel lookup table: exactly (v/255 − mean)/std as torchvision computes it in f32.
+    let mut lut = [[0f32; 256]; 3];
+    for c in 0..3 {
+        for v in 0..256 {
+            lut[c][v] = (v as f32 / 255.0 - mean[c]) / std[c];
+        }
+    }
+    let (r, rest) = data.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for (i, px) in img.as_raw().chunks_exact(3).enumerate() {
+        r[i] = lut[0][px[0] as usize];
+        g[i] = lut[1][px[1] as usize];
+        b[i] = lut[2][px[2] as usize];
+    }
+    Chw { channels: 3, height: h, width: w, data }
+}
+
+pub fn flip_horizontal(img: &RgbImage) -> RgbImage {
+    image::imageops::flip_horizontal(img)
+}
+
+pub fn flip_vertical(img: &RgbImage) -> RgbImage {
+    image::imageops::flip_vertical(img)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    fn bordered(w: u32, h: u32, l: u32, r: u32, t: u32, b: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            if x < l || x >= w - r || y < t || y >= h - b {
+                Rgb([3, 5, 10])
+            } else {
+                Rgb([120, 120, 120])
+            }
+        })
+    }
+
+    #[test]
+    fn cut_black_trims_with_original_right_quirk() {
+        let img = bordered(400, 300, 20, 30, 10, 15);
+        let b = cut_black_box(&img, &CutBlackParams::default());
+        // Left: columns 0..20 black → x0 = 20. Right: last black column scanned is 370 →
+        // exclusive end 369, dropping non-black column 369 as the original did.
+        assert_eq!(b, CropBox { x0: 20, y0: 10, x1: 369, y1: 284 });
+    }
+
+    #[test]
+    fn cut_black_keeps_small_results_and_black_images() {
+        let img = bordered(300, 300, 60, 60, 0, 0); // crop would be 179 wide
+        assert_eq!(cut_black_box(&img, &CutBlackParams::default()), CropBox::full(300, 300));
+        let black = RgbImage::new(500, 400);
+        assert_eq!(cut_black_box(&black, &CutBlackParams::default()), CropBox::full(500, 400));
+        let one = RgbImage::new(1, 1);
+        assert_eq!(cut_black_box(&one, &CutBlackParams::default()), CropBox::full(1, 1));
+    }
+
+    #[test]
+    fn center_crop_pads_and_rounds_like_torchvision() {
+        // 5 − 2 = 3 → round(1.5) = 2 in Python.
+        assert_eq!(center_crop_origin(5, 5, 2, 2), (2, 2));
+        // 7 − 2 = 5 → round(2.5) = 2 (banker's rounding).
+        assert_eq!(center_crop_origin(7, 7, 2, 2), (2, 2));
+        // Smaller than the crop: pad (672 − 501) // 2 = 85 on the left/top.
+        assert_eq!(center_crop_origin(501, 300, 672, 672), (-85, -186));
+        let img = RgbImage::from_pixel(3, 1, Rgb([9, 9, 9]));
+        let c = center_crop(&img, 5, 3);
+        assert_eq!(c.get_pixel(0, 1), &Rgb([0, 0, 0]));
+        assert_eq!(c.get_pixel(1, 1), &Rgb([9, 9, 9]));
+        assert_eq!(c.get_pixel(3, 1), &Rgb([9, 9, 9]));
+        assert_eq!(c.get_pixel(4, 1), &Rgb([0, 0, 0]));
+        assert_eq!(c.get_pixel(2, 0), &Rgb([0, 0, 0]));
+    }
+
+    #[test]
+    fn normalize_matches_formula() {
+        let img = RgbImage::from_pixel(2, 1, Rgb([0, 128, 255]));
+        let t = to_tensor_normalized(&img, IMAGENET_MEAN, IMAGENET_STD);
+        assert_eq!((t.channels, t.height, t.width), (3, 1, 2));
+        assert!((t.data[0] - (-0.485 / 0.229)).abs() < 1e-6);
+        assert!((t.data[2] - ((128.0 / 255.0 - 0.456) / 0.224)).abs() < 1e-6);
+        assert!((t.data[4] - ((1.0 - 0.406) / 0.225)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn decode_rejects_garbage_and_bombs() {
+        assert!(matches!(decode_bytes(b"not an image"), Err(DecodeError::Image(_))));
+        // A PNG header claiming 100000×100000 pixels.
+        let mut png = Vec::new();
+        png.extend_from_slice(&[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a]);
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(b"IHDR");
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        png.extend_from_slice(&13u32.to_be_bytes());
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+        let err = decode_bytes(&png).unwrap_err();
+        assert!(matches!(err, DecodeError::TooLarge { .. } | DecodeError::Image(_)), "{err}");
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn decode_converts_grey_alpha_and_16bit() {
+        let mut buf = Vec::new();
+        let grey = image::GrayAlphaImage::from_pixel(3, 2, image::LumaA([77, 10]));
+        DynamicImage::ImageLumaA8(grey)
+            .write_to(&mut std::io::Cursor::new(&mut buf), image::ImageFormat::Png)
+            .unwrap();
+        let rgb = decode_bytes(&buf).unwrap();
+        assert_eq!(rgb.get_pixel(1, 1), &Rgb([77, 77, 77]));
+
+        let mut buf = Vec::new();
+        let g16 = image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(2, 2, image::Luma([65535u16]));
+        DynamicImage::ImageLuma16(g16)
+            .write_to(&mut std::io::Cursor::new(&mut buf), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(decode_bytes(&buf).unwrap().get_pixel(0, 0), &Rgb([255, 255, 255]));
+    }
+}

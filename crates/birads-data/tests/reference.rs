@@ -1,0 +1,101 @@
+//! Image operations against fixtures made by `scripts/make_fixtures.py` with Pillow and
+//! numpy (the libraries the original program used).
+
+use std::path::{Path, PathBuf};
+
+use birads_data::image_ops::{cut_black_box, decode_path, resize_bilinear, CropBox, CutBlackParams};
+use image::RgbImage;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The shared BUS-BRA copy beside the repository (CI provides it at ../shared).
+pub fn busbra() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/bus-bra");
+    assert!(p.join("labels.csv").is_file(), "BUS-BRA not found at {} (expected ../shared beside the clone)", p.display());
+    p
+}
+
+fn read_boxes(csv_path: &Path) -> Vec<(String, u32, u32, CropBox)> {
+    let mut rdr = csv::Reader::from_path(csv_path).unwrap();
+    rdr.records()
+        .map(|r| {
+            let r = r.unwrap();
+            let n = |i: usize| r[i].parse::<u32>().unwrap();
+            (r[0].to_string(), n(1), n(2), CropBox { x0: n(3), y0: n(4), x1: n(5), y1: n(6) })
+        })
+        .collect()
+}
+
+#[test]
+fn cut_black_matches_reference_on_every_busbra_image() {
+    let dir = busbra().join("images");
+    let cases = read_boxes(&fixtures().join("cutblack_busbra.csv"));
+    assert_eq!(cases.len(), 1875);
+    let cropped = cases.iter().filter(|(_, w, h, b)| *b != CropBox::full(*w, *h)).count();
+    assert!(cropped > 50, "fixture should exercise real crops, has {cropped}");
+    let mut mismatches = Vec::new();
+    for (name, w, h, want) in &cases {
+        let img = decode_path(&dir.join(name)).unwrap();
+        assert_eq!(img.dimensions(), (*w, *h), "{name}");
+        let got = cut_black_box(&img, &CutBlackParams::default());
+        if got != *want {
+            mismatches.push(format!("{name}: got {got:?}, reference {want:?}"));
+        }
+    }
+    assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
+}
+
+#[test]
+fn cut_black_matches_reference_on_crafted_cases() {
+    let cases = read_boxes(&fixtures().join("cutblack_cases.csv"));
+    assert!(cases.len() >= 10);
+    for (name, w, h, want) in cases {
+        let img = decode_path(&fixtures().join("cutblack_cases").join(&name)).unwrap();
+        assert_eq!(img.dimensions(), (w, h));
+        assert_eq!(cut_black_box(&img, &CutBlackParams::default()), want, "{name}");
+    }
+}
+
+/// Same formulas as `pattern()` in scripts/make_fixtures.py.
+pub fn pattern(kind: &str, w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let (x, y, w, h) = (x as i64, y as i64, w as i64, h as i64);
+        let (r, g, b) = match kind {
+            "gradient" => (x * 255 / (w - 1).max(1), y * 255 / (h - 1).max(1), (x + y) * 255 / (w + h - 2).max(1)),
+            "texture" => ((x * 7 + y * 13 + (x * y) % 31) % 256, (x * x + 3 * y) % 256, ((x / 8 + y / 8) % 2) * 200 + (x % 5) * 11),
+            "stripes" => (if (x / 3) % 2 == 0 { 250 } else { 5 }, if (y / 2) % 2 == 0 { 240 } else { 20 }, (x * 3 + y * 5) % 256),
+            _ => unreachable!(),
+        };
+        image::Rgb([r.clamp(0, 255) as u8, g.clamp(0, 255) as u8, b.clamp(0, 255) as u8])
+    })
+}
+
+#[test]
+fn resize_matches_pillow_bilinear() {
+    let dir = fixtures().join("resize");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        // <kind>_<sw>x<sh>_to_<dw>x<dh>
+        let parts: Vec<&str> = name.split('_').collect();
+        let dims = |s: &str| -> (u32, u32) {
+            let (a, b) = s.split_once('x').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        };
+        let (sw, sh) = dims(parts[1]);
+        let (dw, dh) = dims(parts[3]);
+        let want = image::open(&path).unwrap().to_rgb8();
+        let got = resize_bilinear(&pattern(parts[0], sw, sh), dw, dh);
+        assert_eq!(got.dimensions(), want.dimensions());
+        let diffs: Vec<u32> = got.as_raw().iter().zip(want.as_raw()).map(|(a, b)| a.abs_diff(*b) as u32).collect();
+        let mad = diffs.iter().sum::<u32>() as f64 / diffs.len() as f64;
+        let max = *diffs.iter().max().unwrap();
+        assert!(mad <= 1.0, "{name}: mean abs diff {mad} > 1/255");
+        assert!(max <= 2, "{name}: max abs diff {max}");
+        n += 1;
+    }
+    assert!(n >= 7, "expected the resize fixtures, found {n}");
+}
