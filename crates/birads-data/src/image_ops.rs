@@ -284,13 +284,26 @@ pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     if img.dimensions() == (width, height) {
         return img.clone();
     }
+    resize_impl(img, None, width, height)
+}
+
+/// Pillow's `resize(size, BILINEAR, box=(left, top, left + w, top + h))`: resize a
+/// sub-rectangle given in fractional source pixels.
+pub fn resize_bilinear_box(img: &RgbImage, rect: (f64, f64, f64, f64), width: u32, height: u32) -> RgbImage {
+    resize_impl(img, Some(rect), width, height)
+}
+
+fn resize_impl(img: &RgbImage, rect: Option<(f64, f64, f64, f64)>, width: u32, height: u32) -> RgbImage {
     let src = fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
         .expect("RgbImage buffer has width*height*3 bytes");
     let mut out = RgbImage::new(width, height);
     {
         let mut dst = fr::images::Image::from_slice_u8(width, height, out.as_mut(), fr::PixelType::U8x3)
             .expect("RgbImage buffer has width*height*3 bytes");
-        let opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+        let mut opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+        if let Some((l, t, w, h)) = rect {
+            opts = opts.crop(l, t, w, h);
+        }
         RESIZER.with(|r| r.borrow_mut().resize(&src, &mut dst, &opts)).expect("same pixel types");
     }
     out

@@ -8,10 +8,17 @@
 //! generator ([`synth`]). No deep-learning framework here: plain image buffers and `f32`s.
 
 pub mod atomic;
+pub mod augment;
+pub mod check;
 pub mod image_ops;
 pub mod labels;
+pub mod loader;
 pub mod manifest;
+pub mod pipeline;
 pub mod readers;
+pub mod rng;
+pub mod sampler;
+pub mod split;
 pub mod sample;
 
 pub use readers::{read_dataset, ReadError};
