@@ -19,6 +19,7 @@ pub mod readers;
 pub mod rng;
 pub mod sampler;
 pub mod split;
+pub mod synth;
 pub mod sample;
 
 pub use readers::{read_dataset, ReadError};

@@ -533,7 +533,8 @@ pub fn read_test_set(root: &Path) -> Result<Dataset, ReadError> {
                     None => problems.push(Problem::warning(img.display(), format!("not listed in {part}_gt.csv"))),
                 }
             }
-            s.lesion = boxes.get(&name).copied();
+            // boxes.csv names images `cla/0001.jpg` (cla and fea reuse names) or just `0001.jpg`.
+            s.lesion = boxes.get(&format!("{part}/{name}")).or_else(|| boxes.get(&name)).copied();
             ds.samples.push(s);
         }
         if let Some(gt) = &gt {

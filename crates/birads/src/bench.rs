@@ -1,0 +1,197 @@
+//! `birads bench`: speed figures, side by side with the original Python implementation.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use birads_data::image_ops::decode;
+use birads_data::loader::Loader;
+use birads_data::pipeline::{augment, preprocess, Augment, CutMix, Preprocess};
+use birads_data::readers::list_images;
+use birads_data::rng::{stream, STREAM_AUGMENT};
+use birads_data::synth::{synthesize, SynthConfig};
+use birads_data::{ImageSource, Sample};
+use clap::{Args, Subcommand};
+
+/// The Python side: the original chain with PIL, numpy and torchvision, embedded so the
+/// benchmark runs from any folder.
+const PY_SCRIPT: &str = include_str!("../../../scripts/bench_preprocess.py");
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Preprocessing throughput (decode → CutBlack → CenterCrop → Resize → Normalize, and
+    /// the training augmentation chain), single core and with the parallel loader.
+    Preprocess(PreprocessArgs),
+}
+
+#[derive(Args)]
+pub struct PreprocessArgs {
+    /// Folder of images to use (default: a synthetic set of 200 images, 320–640 px).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// Use at most this many images.
+    #[arg(long, default_value_t = 200)]
+    pub limit: usize,
+    /// Timed repetitions; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Python interpreter with Pillow, numpy and torchvision for the side-by-side figures
+    /// (skipped when absent).
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Skip the Python side.
+    #[arg(long)]
+    pub no_python: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// CPU seconds (user + system) used by this process so far, from /proc (Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+struct Row {
+    name: &'static str,
+    rust_1: f64,
+    rust_all: f64,
+    cpu_util: f64,
+    python: Option<f64>,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
+    match cmd {
+        BenchCommand::Preprocess(a) => bench_preprocess(a),
+    }
+}
+
+fn bench_preprocess(a: PreprocessArgs) -> anyhow::Result<u8> {
+    let tmp;
+    let dir = match &a.images {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile_dir()?;
+            let cfg = SynthConfig { seed: 7, train_cls: 0, train_fea: 0, test_cls: a.limit, test_fea: 0, ..SynthConfig::default() };
+            synthesize(&tmp, &cfg)?;
+            tmp.join("testA/cla")
+        }
+    };
+    let mut problems = Vec::new();
+    let mut files = list_images(&dir, &mut problems).map_err(|e| anyhow::anyhow!("{e}"))?;
+    files.truncate(a.limit);
+    anyhow::ensure!(!files.is_empty(), "no images in {}", dir.display());
+    let samples: Arc<Vec<Sample>> = Arc::new(files.iter().map(|p| Sample::unlabelled(ImageSource::Path(p.clone()), "bench")).collect());
+    let n = samples.len();
+    let threads = rayon::current_num_threads();
+    println!("preprocessing benchmark: {n} images from {}, {} repeats, medians", dir.display(), a.repeats);
+
+    let infer = Preprocess { cut_black: true, ..Preprocess::original_inference() };
+    let aug = Augment::original(CutMix::Off);
+    // Warm-up (file cache, allocator).
+    for s in samples.iter().take(10) {
+        let _ = decode(&s.image).map(|im| preprocess(&im, None, &infer));
+    }
+    let single = |train: bool| -> f64 {
+        let times: Vec<f64> = (0..a.repeats)
+            .map(|r| {
+                let t = Instant::now();
+                for (k, s) in samples.iter().enumerate() {
+                    let Ok(im) = decode(&s.image) else { continue };
+                    let out = if train {
+                        let mut rng = stream(r as u64, &[STREAM_AUGMENT, k as u64]);
+                        augment(&im, None, None, &infer, &aug, &mut rng)
+                    } else {
+                        preprocess(&im, None, &infer)
+                    };
+                    std::hint::black_box(out);
+                }
+                n as f64 / t.elapsed().as_secs_f64()
+            })
+            .collect();
+        median(times)
+    };
+    let parallel = |train: bool| -> (f64, f64) {
+        let loader = Loader::new(samples.clone(), infer.clone(), train.then(|| aug.clone()), 0);
+        let order: Vec<usize> = (0..n).collect();
+        let mut rates = Vec::new();
+        let mut utils = Vec::new();
+        for r in 0..a.repeats {
+            let (c0, t) = (cpu_seconds(), Instant::now());
+            let got: usize = loader.prefetch(r as u64, order.clone(), 32, 2).into_iter().map(|b| b.len()).sum();
+            let wall = t.elapsed().as_secs_f64();
+            rates.push(got as f64 / wall);
+            if let (Some(c0), Some(c1)) = (c0, cpu_seconds()) {
+                utils.push((c1 - c0) / wall / threads as f64);
+            }
+        }
+        (median(rates), if utils.is_empty() { f64::NAN } else { median(utils) })
+    };
+    let py = if a.no_python { None } else { run_python(&a.python, &dir, n, a.repeats) };
+    let mut rows = Vec::new();
+    for (name, train) in [("inference chain", false), ("training chain", true)] {
+        let rust_1 = rayon::ThreadPoolBuilder::new().num_threads(1).build()?.install(|| single(train));
+        let (rust_all, cpu_util) = parallel(train);
+        let python = py.as_ref().and_then(|v| v.get(if train { "train" } else { "inference" })?.as_f64());
+        rows.push(Row { name, rust_1, rust_all, cpu_util, python });
+    }
+    println!();
+    println!("| chain | Python 1 core (img/s) | birads 1 core (img/s) | ratio | birads loader, {threads} threads (img/s) | CPU busy |");
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        let (py, ratio) = match r.python {
+            Some(p) => (format!("{p:.1}"), format!("{:.1}×", r.rust_1 / p)),
+            None => ("–".into(), "–".into()),
+        };
+        println!(
+            "| {} | {py} | {:.1} | {ratio} | {:.1} | {:.0}% |",
+            r.name,
+            r.rust_1,
+            r.rust_all,
+            r.cpu_util * 100.0
+        );
+    }
+    if py.is_none() && !a.no_python {
+        println!("\n(Python side skipped: `{} scripts/bench_preprocess.py` needs Pillow, numpy and torchvision; pass --python)", a.python);
+    }
+    Ok(0)
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("birads-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    Ok(d)
+}
+
+/// Run the embedded Python benchmark on the same images; `None` (with a note) if it fails.
+fn run_python(python: &str, dir: &Path, limit: usize, repeats: usize) -> Option<serde_json::Value> {
+    let script = std::env::temp_dir().join(format!("birads_bench_preprocess_{}.py", std::process::id()));
+    std::fs::write(&script, PY_SCRIPT).ok()?;
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg("--images")
+        .arg(dir)
+        .args(["--limit", &limit.to_string(), "--repeats", &repeats.to_string(), "--json"])
+        .env("OMP_NUM_THREADS", "1")
+        .env("MKL_NUM_THREADS", "1")
+        .output();
+    let _ = std::fs::remove_file(&script);
+    match out {
+        Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).ok(),
+        Ok(o) => {
+            eprintln!("python benchmark failed: {}", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
+            None
+        }
+        Err(e) => {
+            eprintln!("cannot run {python}: {e}");
+            None
+        }
+    }
+}
