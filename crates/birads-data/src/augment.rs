@@ -95,30 +95,62 @@ fn invert_affine(m: &[f64; 6]) -> [f64; 6] {
 /// `Image.transform(AFFINE, …, NEAREST)` does (pixel centres at +0.5, floor). The box, if
 /// any, becomes the bounding box of its transformed corners, clipped to the image.
 pub fn apply_affine(img: &RgbImage, t: &Affine, lesion: Option<PixelBox>) -> (RgbImage, Option<PixelBox>) {
+    apply_flips_affine(img, false, false, t, lesion)
+}
+
+/// Horizontal/vertical flips followed by an affine transform, in one pass over the output:
+/// the flips mirror the source index after the nearest-neighbour lookup, which is exactly
+/// flipping first and then transforming, without the two intermediate copies.
+///
+/// The sampling is Pillow's `affine_fixed` (what `Image.transform(AFFINE, NEAREST)` runs
+/// for images under 32768 px): the matrix in 16.16 fixed point with pixel-centre offsets
+/// folded into the translation, stepped incrementally, floor by arithmetic shift. Doing the
+/// same integer steps gives the same pixels as the original, and is fast.
+pub fn apply_flips_affine(
+    img: &RgbImage,
+    hflip: bool,
+    vflip: bool,
+    t: &Affine,
+    lesion: Option<PixelBox>,
+) -> (RgbImage, Option<PixelBox>) {
     let (w, h) = img.dimensions();
     let m = t.inverse_matrix(w, h);
     let mut out = RgbImage::new(w, h);
     let src = img.as_raw();
     let dst = out.as_mut();
     let stride = w as usize * 3;
+    let fix = |v: f64| -> i64 { (v * 65536.0 + 0.5).floor() as i64 };
+    let (a0, a1, a3, a4) = (fix(m[0]), fix(m[1]), fix(m[3]), fix(m[4]));
+    let mut a2 = fix(m[2] + m[0] * 0.5 + m[1] * 0.5);
+    let mut a5 = fix(m[5] + m[3] * 0.5 + m[4] * 0.5);
+    let (wi, hi) = (w as i64, h as i64);
     for y in 0..h as usize {
-        let yc = y as f64 + 0.5;
-        let mut u = m[0] * 0.5 + m[1] * yc + m[2];
-        let mut v = m[3] * 0.5 + m[4] * yc + m[5];
-        for x in 0..w as usize {
-            if u >= 0.0 && v >= 0.0 {
-                let (xi, yi) = (u as usize, v as usize);
-                if xi < w as usize && yi < h as usize {
-                    let s = yi * stride + xi * 3;
-                    let d = y * stride + x * 3;
-                    dst[d..d + 3].copy_from_slice(&src[s..s + 3]);
-                }
+        let (mut xx, mut yy) = (a2, a5);
+        let row = &mut dst[y * stride..(y + 1) * stride];
+        for px in row.chunks_exact_mut(3) {
+            let xin = xx >> 16;
+            let yin = yy >> 16;
+            if xin >= 0 && xin < wi && yin >= 0 && yin < hi {
+                let xs = if hflip { wi - 1 - xin } else { xin } as usize;
+                let ys = if vflip { hi - 1 - yin } else { yin } as usize;
+                let s = ys * stride + xs * 3;
+                px.copy_from_slice(&src[s..s + 3]);
             }
-            u += m[0];
-            v += m[3];
+            xx += a0;
+            yy += a3;
         }
+        a2 += a1;
+        a5 += a4;
     }
     let lesion = lesion.and_then(|b| {
+        let b = match hflip {
+            true => [w as f32 - b[2], b[1], w as f32 - b[0], b[3]],
+            false => b,
+        };
+        let b = match vflip {
+            true => [b[0], h as f32 - b[3], b[2], h as f32 - b[1]],
+            false => b,
+        };
         let f = invert_affine(&m);
         let corners = [(b[0], b[1]), (b[2], b[1]), (b[0], b[3]), (b[2], b[3])];
         let pts: Vec<(f64, f64)> = corners
@@ -165,6 +197,16 @@ pub fn gaussian_kernel(k: u32, sigma: f32) -> Vec<f32> {
     pdf.into_iter().map(|v| v / sum).collect()
 }
 
+/// Round half to even and saturate to u8. Adding and subtracting 1.5·2²³ makes the FPU's
+/// round-to-nearest-even do the rounding, which vectorises on baseline x86-64 where
+/// `f32::round_ties_even` becomes a libm call per value.
+#[inline(always)]
+fn round_u8(v: f32) -> u8 {
+    const MAGIC: f32 = 12_582_912.0;
+    let c = v.clamp(0.0, 255.0);
+    ((c + MAGIC) - MAGIC) as u8
+}
+
 /// Reflect index into `0..n` without repeating the edge (torch's `reflect` padding).
 fn reflect(i: isize, n: isize) -> usize {
     if n == 1 {
@@ -180,43 +222,54 @@ fn reflect(i: isize, n: isize) -> usize {
 
 /// Gaussian blur with reflect padding, computed in f32 and rounded back to u8 (half to
 /// even, as `torch.round`), like torchvision's `gaussian_blur` on a uint8 image. Separable:
-/// the same kernel along x, then y.
+/// the same kernel along x, then y; each pass runs over whole contiguous rows so the
+/// compiler vectorises it.
 pub fn gaussian_blur(img: &RgbImage, kernel: u32, sigma: f32) -> RgbImage {
     let k = gaussian_kernel(kernel, sigma);
-    let r = (kernel / 2) as isize;
-    let (w, h) = (img.width() as isize, img.height() as isize);
+    let taps = k.len();
+    let r = taps / 2;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let cw = w * 3;
     let src = img.as_raw();
-    let mut tmp = vec![0f32; src.len()];
-    for y in 0..h {
-        for x in 0..w {
-            let mut acc = [0f32; 3];
-            for (j, kv) in k.iter().enumerate() {
-                let xs = reflect(x + j as isize - r, w);
-                let s = (y as usize * w as usize + xs) * 3;
-                for c in 0..3 {
-                    acc[c] += kv * src[s + c] as f32;
-                }
-            }
-            let d = (y as usize * w as usize + x as usize) * 3;
-            tmp[d..d + 3].copy_from_slice(&acc);
+    let mut pad = vec![0f32; (w + 2 * r) * 3];
+    // Horizontally blurred rows, kept in a small ring (cache-resident) keyed by source row.
+    let mut ring: Vec<(usize, Vec<f32>)> = (0..taps).map(|_| (usize::MAX, vec![0f32; cw])).collect();
+    let mut horizontal = |sy: usize, out: &mut [f32]| {
+        let row = &src[sy * cw..(sy + 1) * cw];
+        for (p, &v) in pad[r * 3..r * 3 + cw].iter_mut().zip(row) {
+            *p = v as f32;
         }
-    }
+        for px in (0..r).chain(w + r..w + 2 * r) {
+            let sx = reflect(px as isize - r as isize, w as isize);
+            for c in 0..3 {
+                pad[px * 3 + c] = row[sx * 3 + c] as f32;
+            }
+        }
+        out.fill(0.0);
+        for (j, &kv) in k.iter().enumerate() {
+            for (o, &v) in out.iter_mut().zip(&pad[j * 3..j * 3 + cw]) {
+                *o += kv * v;
+            }
+        }
+    };
     let mut out = RgbImage::new(img.width(), img.height());
     let dst = out.as_mut();
+    let mut acc = vec![0f32; cw];
     for y in 0..h {
-        for x in 0..w {
-            let mut acc = [0f32; 3];
-            for (j, kv) in k.iter().enumerate() {
-                let ys = reflect(y + j as isize - r, h);
-                let s = (ys * w as usize + x as usize) * 3;
-                for c in 0..3 {
-                    acc[c] += kv * tmp[s + c];
-                }
+        acc.fill(0.0);
+        for (j, &kv) in k.iter().enumerate() {
+            let sy = reflect(y as isize + j as isize - r as isize, h as isize);
+            let slot = sy % taps;
+            if ring[slot].0 != sy {
+                horizontal(sy, &mut ring[slot].1);
+                ring[slot].0 = sy;
             }
-            let d = (y as usize * w as usize + x as usize) * 3;
-            for c in 0..3 {
-                dst[d + c] = acc[c].round_ties_even().clamp(0.0, 255.0) as u8;
+            for (a, &v) in acc.iter_mut().zip(&ring[slot].1) {
+                *a += kv * v;
             }
+        }
+        for (d, &a) in dst[y * cw..(y + 1) * cw].iter_mut().zip(&acc) {
+            *d = round_u8(a);
         }
     }
     out
@@ -401,6 +454,29 @@ mod tests {
     }
 
     #[test]
+    fn fused_flips_equal_flipping_first() {
+        let img = ramp(41, 29);
+        let t = Affine { angle: 7.0, tx: 3.0, ty: -4.0, scale: 1.05, shear_x: -6.0, shear_y: 0.0 };
+        let b = Some([5.0, 6.0, 20.0, 18.0]);
+        for (hf, vf) in [(true, false), (false, true), (true, true)] {
+            let mut flipped = img.clone();
+            let mut fb = b.unwrap();
+            if hf {
+                flipped = image::imageops::flip_horizontal(&flipped);
+                fb = [41.0 - fb[2], fb[1], 41.0 - fb[0], fb[3]];
+            }
+            if vf {
+                flipped = image::imageops::flip_vertical(&flipped);
+                fb = [fb[0], 29.0 - fb[3], fb[2], 29.0 - fb[1]];
+            }
+            let (want, wb) = apply_affine(&flipped, &t, Some(fb));
+            let (got, gb) = apply_flips_affine(&img, hf, vf, &t, b);
+            assert_eq!(got, want, "hflip {hf} vflip {vf}");
+            assert_eq!(gb, wb);
+        }
+    }
+
+    #[test]
     fn affine_params_stay_in_range() {
         let p = AffineParams::default();
         let mut r = rng();
@@ -434,6 +510,9 @@ mod tests {
         assert_eq!(reflect(-1, 5), 1);
         assert_eq!(reflect(5, 5), 3);
         assert_eq!(reflect(-2, 5), 2);
+        for (v, want) in [(0.5f32, 0u8), (1.5, 2), (2.5, 2), (254.5, 254), (-3.0, 0), (300.0, 255), (7.49, 7), (7.51, 8)] {
+            assert_eq!(round_u8(v), want, "{v}");
+        }
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub fn read_manifest(path: &Path) -> Result<Dataset, ReadError> {
             problems.push(Problem::error(item, format!("image {} not found", img.display())));
             continue;
         }
-        if !seen.insert(img.clone()) {
+        if seen.contains(&img) {
             problems.push(Problem::error(item, format!("image {} listed twice: later row left out", img.display())));
             continue;
         }
@@ -219,6 +219,7 @@ pub fn read_manifest(path: &Path) -> Result<Dataset, ReadError> {
                 s.group = Some(g.to_string());
             }
         }
+        seen.insert(img);
         ds.samples.push(s);
     }
     ds.problems.extend(problems);

@@ -12,7 +12,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::{
-    apply_affine, gaussian_blur, lesion_cutmix, random_erasing, rectangle_cutmix, Affine, AffineParams, BlurParams,
+    apply_flips_affine, gaussian_blur, lesion_cutmix, random_erasing, rectangle_cutmix, Affine, AffineParams, BlurParams,
     ErasingParams, PixelBox,
 };
 use crate::image_ops::{
@@ -205,22 +205,30 @@ pub fn augment(
     }
     let (mut im, mut lesion_px, cut_box) = crop_stage(&src, lesion_px, p);
     let (w, h) = im.dimensions();
-    if rng.random::<f32>() < a.hflip {
-        im = crate::image_ops::flip_horizontal(&im);
-        lesion_px = lesion_px.map(|b| [w as f32 - b[2], b[1], w as f32 - b[0], b[3]]);
+    // Draw in the original order (hflip, vflip, affine) so one seed means one augmentation.
+    let hflip = rng.random::<f32>() < a.hflip;
+    let vflip = rng.random::<f32>() < a.vflip;
+    if hflip {
         applied.push("hflip".into());
     }
-    if rng.random::<f32>() < a.vflip {
-        im = crate::image_ops::flip_vertical(&im);
-        lesion_px = lesion_px.map(|b| [b[0], h as f32 - b[3], b[2], h as f32 - b[1]]);
+    if vflip {
         applied.push("vflip".into());
     }
     if let Some(ap) = &a.affine {
         let t = Affine::sample(ap, w, h, rng);
-        let (out, b) = apply_affine(&im, &t, lesion_px);
+        let (out, b) = apply_flips_affine(&im, hflip, vflip, &t, lesion_px);
         im = out;
         lesion_px = b;
         applied.push(format!("affine {:.1}° t=({},{}) s={:.2} shear={:.1}°", t.angle, t.tx, t.ty, t.scale, t.shear_x));
+    } else {
+        if hflip {
+            im = crate::image_ops::flip_horizontal(&im);
+            lesion_px = lesion_px.map(|b| [w as f32 - b[2], b[1], w as f32 - b[0], b[3]]);
+        }
+        if vflip {
+            im = crate::image_ops::flip_vertical(&im);
+            lesion_px = lesion_px.map(|b| [b[0], h as f32 - b[3], b[2], h as f32 - b[1]]);
+        }
     }
     if let Some(bp) = &a.blur {
         let sigma = if bp.sigma_max > bp.sigma_min { rng.random_range(bp.sigma_min..bp.sigma_max) } else { bp.sigma_min };

@@ -134,6 +134,7 @@ fn bench_preprocess(a: PreprocessArgs) -> anyhow::Result<u8> {
         }
         (median(rates), if utils.is_empty() { f64::NAN } else { median(utils) })
     };
+    breakdown(&samples, &infer, &aug);
     let py = if a.no_python { None } else { run_python(&a.python, &dir, n, a.repeats) };
     let mut rows = Vec::new();
     for (name, train) in [("inference chain", false), ("training chain", true)] {
@@ -194,4 +195,44 @@ fn run_python(python: &str, dir: &Path, limit: usize, repeats: usize) -> Option<
             None
         }
     }
+}
+
+/// Single-core time per stage (µs per image, medians over images), to see where time goes.
+fn breakdown(samples: &[Sample], pre: &Preprocess, aug: &Augment) {
+    use birads_data::augment::{apply_affine, gaussian_blur, random_erasing, Affine};
+    use birads_data::image_ops::{center_crop, cut_black, flip_horizontal, resize_bilinear, to_tensor_normalized};
+    let mut stages: Vec<(&str, Vec<f64>)> = ["decode", "cut_black", "center_crop", "resize", "normalize", "flip", "affine", "blur", "erasing"]
+        .iter()
+        .map(|n| (*n, Vec::new()))
+        .collect();
+    let mut rng = stream(1, &[]);
+    let c = pre.crop.unwrap_or(672);
+    for s in samples.iter().take(60) {
+        let mut t = Instant::now();
+        let mut lap = |k: usize, stages: &mut Vec<(&str, Vec<f64>)>| {
+            stages[k].1.push(t.elapsed().as_secs_f64() * 1e6);
+            t = Instant::now();
+        };
+        let Ok(im) = decode(&s.image) else { continue };
+        lap(0, &mut stages);
+        let (im, _) = cut_black(&im, &pre.cut_black_params);
+        lap(1, &mut stages);
+        let im = center_crop(&im, c, c);
+        lap(2, &mut stages);
+        let small = resize_bilinear(&im, pre.size, pre.size);
+        lap(3, &mut stages);
+        let mut tensor = to_tensor_normalized(&small, pre.mean, pre.std);
+        lap(4, &mut stages);
+        let im = flip_horizontal(&im);
+        lap(5, &mut stages);
+        let tr = Affine::sample(aug.affine.as_ref().unwrap(), c, c, &mut rng);
+        let (im, _) = apply_affine(&im, &tr, None);
+        lap(6, &mut stages);
+        std::hint::black_box(gaussian_blur(&im, 5, 1.0));
+        lap(7, &mut stages);
+        random_erasing(&mut tensor, aug.erasing.as_ref().unwrap(), &mut rng);
+        lap(8, &mut stages);
+    }
+    let parts: Vec<String> = stages.into_iter().filter(|s| !s.1.is_empty()).map(|(n, v)| format!("{n} {:.0}", median(v))).collect();
+    println!("single-core stage medians (µs/image): {}", parts.join(", "));
 }
