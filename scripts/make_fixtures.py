@@ -9,6 +9,9 @@ Writes crates/birads-data/tests/fixtures/:
   cutblack_busbra.csv      crop box of the original CutBlack on every BUS-BRA image
   cutblack_cases/*.png     crafted edge cases, and cutblack_cases.csv with their boxes
   resize/*.png             Pillow BILINEAR resizes of formula-defined images (see pattern())
+  affine/*.png, affine.csv torchvision F.affine (NEAREST, fill 0) on a PIL image, per parameter set
+  blur/*.png               torchvision F.gaussian_blur(kernel 5) on a PIL image, per sigma
+(affine and blur need torchvision: pip install torch torchvision)
 """
 import argparse
 import csv
@@ -141,6 +144,40 @@ def crafted_cases():
     return cases
 
 
+AFFINE_CASES = [
+    # angle, tx, ty, scale, shear_x
+    (0.0, 0, 0, 1.0, 0.0),
+    (12.5, 0, 0, 1.0, 0.0),
+    (-15.0, 7, -5, 1.0, 0.0),
+    (3.3, -9, 4, 0.93, 0.0),
+    (-7.7, 2, 8, 1.08, 6.5),
+    (14.2, -4, -6, 0.9, -10.0),
+    (90.0, 0, 0, 1.0, 0.0),
+]
+BLUR_SIGMAS = [0.1, 0.6, 1.3, 2.0]
+
+
+def torchvision_fixtures():
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+
+    os.makedirs(os.path.join(OUT, "affine"), exist_ok=True)
+    os.makedirs(os.path.join(OUT, "blur"), exist_ok=True)
+    img = Image.fromarray(pattern("texture", 97, 83))
+    with open(os.path.join(OUT, "affine.csv"), "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["file", "angle", "tx", "ty", "scale", "shear_x"])
+        for i, (angle, tx, ty, scale, shear) in enumerate(AFFINE_CASES):
+            out = F.affine(img, angle=angle, translate=[tx, ty], scale=scale, shear=[shear, 0.0],
+                           interpolation=InterpolationMode.NEAREST, fill=0)
+            name = f"affine_{i}.png"
+            out.save(os.path.join(OUT, "affine", name), optimize=True)
+            wr.writerow([name, angle, tx, ty, scale, shear])
+    for sigma in BLUR_SIGMAS:
+        out = F.gaussian_blur(img, [5, 5], [sigma, sigma])
+        out.save(os.path.join(OUT, "blur", f"blur_{sigma}.png"), optimize=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--busbra", default=os.path.join(HERE, "..", "..", "shared", "data", "bus-bra"))
@@ -172,6 +209,7 @@ def main():
         src = Image.fromarray(pattern(kind, sw, sh))
         out = src.resize((dw, dh), Image.BILINEAR)
         out.save(os.path.join(OUT, "resize", f"{kind}_{sw}x{sh}_to_{dw}x{dh}.png"), optimize=True)
+    torchvision_fixtures()
     print("fixtures written to", os.path.normpath(OUT))
 
 

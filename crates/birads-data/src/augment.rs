@@ -28,7 +28,13 @@ pub struct AffineParams {
 
 impl Default for AffineParams {
     fn default() -> Self {
-        Self { degrees: 15.0, translate: 0.1, scale_min: 0.9, scale_max: 1.1, shear: 10.0 }
+        Self {
+            degrees: 15.0,
+            translate: 0.1,
+            scale_min: 0.9,
+            scale_max: 1.1,
+            shear: 10.0,
+        }
     }
 }
 
@@ -60,7 +66,14 @@ impl Affine {
         let ty = uni(rng, -max_dy, max_dy).round();
         let scale = uni(rng, p.scale_min, p.scale_max);
         let shear_x = uni(rng, -p.shear, p.shear);
-        Self { angle, tx, ty, scale, shear_x, shear_y: 0.0 }
+        Self {
+            angle,
+            tx,
+            ty,
+            scale,
+            shear_x,
+            shear_y: 0.0,
+        }
     }
 
     /// torchvision's inverse affine matrix (output → input coordinates) about the image
@@ -94,7 +107,11 @@ fn invert_affine(m: &[f64; 6]) -> [f64; 6] {
 /// Apply an affine transform with nearest-neighbour sampling and black fill, as PIL's
 /// `Image.transform(AFFINE, …, NEAREST)` does (pixel centres at +0.5, floor). The box, if
 /// any, becomes the bounding box of its transformed corners, clipped to the image.
-pub fn apply_affine(img: &RgbImage, t: &Affine, lesion: Option<PixelBox>) -> (RgbImage, Option<PixelBox>) {
+pub fn apply_affine(
+    img: &RgbImage,
+    t: &Affine,
+    lesion: Option<PixelBox>,
+) -> (RgbImage, Option<PixelBox>) {
     apply_flips_affine(img, false, false, t, lesion)
 }
 
@@ -160,10 +177,26 @@ pub fn apply_flips_affine(
                 (f[0] * x + f[1] * y + f[2], f[3] * x + f[4] * y + f[5])
             })
             .collect();
-        let x0 = pts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min).max(0.0);
-        let y0 = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min).max(0.0);
-        let x1 = pts.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max).min(w as f64);
-        let y1 = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max).min(h as f64);
+        let x0 = pts
+            .iter()
+            .map(|p| p.0)
+            .fold(f64::INFINITY, f64::min)
+            .max(0.0);
+        let y0 = pts
+            .iter()
+            .map(|p| p.1)
+            .fold(f64::INFINITY, f64::min)
+            .max(0.0);
+        let x1 = pts
+            .iter()
+            .map(|p| p.0)
+            .fold(f64::NEG_INFINITY, f64::max)
+            .min(w as f64);
+        let y1 = pts
+            .iter()
+            .map(|p| p.1)
+            .fold(f64::NEG_INFINITY, f64::max)
+            .min(h as f64);
         (x1 > x0 && y1 > y0).then_some([x0 as f32, y0 as f32, x1 as f32, y1 as f32])
     });
     (out, lesion)
@@ -179,7 +212,11 @@ pub struct BlurParams {
 
 impl Default for BlurParams {
     fn default() -> Self {
-        Self { kernel: 5, sigma_min: 0.1, sigma_max: 2.0 }
+        Self {
+            kernel: 5,
+            sigma_min: 0.1,
+            sigma_max: 2.0,
+        }
     }
 }
 
@@ -233,7 +270,8 @@ pub fn gaussian_blur(img: &RgbImage, kernel: u32, sigma: f32) -> RgbImage {
     let src = img.as_raw();
     let mut pad = vec![0f32; (w + 2 * r) * 3];
     // Horizontally blurred rows, kept in a small ring (cache-resident) keyed by source row.
-    let mut ring: Vec<(usize, Vec<f32>)> = (0..taps).map(|_| (usize::MAX, vec![0f32; cw])).collect();
+    let mut ring: Vec<(usize, Vec<f32>)> =
+        (0..taps).map(|_| (usize::MAX, vec![0f32; cw])).collect();
     let mut horizontal = |sy: usize, out: &mut [f32]| {
         let row = &src[sy * cw..(sy + 1) * cw];
         for (p, &v) in pad[r * 3..r * 3 + cw].iter_mut().zip(row) {
@@ -289,13 +327,25 @@ pub struct ErasingParams {
 
 impl Default for ErasingParams {
     fn default() -> Self {
-        Self { p: 0.9, area_min: 0.02, area_max: 0.33, ratio_min: 0.3, ratio_max: 3.3, value: 0.0 }
+        Self {
+            p: 0.9,
+            area_min: 0.02,
+            area_max: 0.33,
+            ratio_min: 0.3,
+            ratio_max: 3.3,
+            value: 0.0,
+        }
     }
 }
 
 /// The rectangle `(top, left, height, width)` torchvision's `RandomErasing.get_params`
 /// picks, or `None` when it gives up after 10 attempts.
-pub fn erasing_rect(p: &ErasingParams, img_h: usize, img_w: usize, rng: &mut impl Rng) -> Option<(usize, usize, usize, usize)> {
+pub fn erasing_rect(
+    p: &ErasingParams,
+    img_h: usize,
+    img_w: usize,
+    rng: &mut impl Rng,
+) -> Option<(usize, usize, usize, usize)> {
     let area = (img_h * img_w) as f32;
     let (lr0, lr1) = (p.ratio_min.ln(), p.ratio_max.ln());
     for _ in 0..10 {
@@ -314,7 +364,11 @@ pub fn erasing_rect(p: &ErasingParams, img_h: usize, img_w: usize, rng: &mut imp
 }
 
 /// Apply `RandomErasing`; returns the erased rectangle, if any.
-pub fn random_erasing(t: &mut Chw, p: &ErasingParams, rng: &mut impl Rng) -> Option<(usize, usize, usize, usize)> {
+pub fn random_erasing(
+    t: &mut Chw,
+    p: &ErasingParams,
+    rng: &mut impl Rng,
+) -> Option<(usize, usize, usize, usize)> {
     if rng.random::<f32>() >= p.p {
         return None;
     }
@@ -338,7 +392,12 @@ fn py_int(v: f32) -> i64 {
 /// out, resized onto B's lesion box (grown to B's box when smaller in either side, else
 /// capped at twice B's box), and pasted centred on B's lesion centre. The caller keeps A's
 /// label. Returns the mixed image and the pasted box in its pixel coordinates.
-pub fn lesion_cutmix(a: &RgbImage, box_a: &LesionBox, b: &RgbImage, box_b: &LesionBox) -> (RgbImage, PixelBox) {
+pub fn lesion_cutmix(
+    a: &RgbImage,
+    box_a: &LesionBox,
+    b: &RgbImage,
+    box_b: &LesionBox,
+) -> (RgbImage, PixelBox) {
     let (w1, h1) = (a.width() as f32, a.height() as f32);
     let (w2, h2) = (b.width() as f32, b.height() as f32);
     let x1_min = py_int(box_a.cx * w1 - box_a.w * w1 / 2.0).max(0);
@@ -351,7 +410,10 @@ pub fn lesion_cutmix(a: &RgbImage, box_a: &LesionBox, b: &RgbImage, box_b: &Lesi
     let (rw, rh) = if box_a.w < box_b.w || box_a.h < box_b.h {
         (py_int(box_b.w * w2), py_int(box_b.h * h2))
     } else {
-        ((cw as i64).min(py_int(box_b.w * w2 * 2.0)), (ch as i64).min(py_int(box_b.h * h2 * 2.0)))
+        (
+            (cw as i64).min(py_int(box_b.w * w2 * 2.0)),
+            (ch as i64).min(py_int(box_b.h * h2 * 2.0)),
+        )
     };
     // PIL refuses a zero-sized resize; one pixel is the closest meaningful patch.
     let (rw, rh) = (rw.max(1) as u32, rh.max(1) as u32);
@@ -366,7 +428,11 @@ pub fn lesion_cutmix(a: &RgbImage, box_a: &LesionBox, b: &RgbImage, box_b: &Lesi
     let y_end = (y2 + rh as i64).min(b.height() as i64);
     for y in y2..y_end {
         for x in x2..x_end {
-            out.put_pixel(x as u32, y as u32, *resized.get_pixel((x - x2) as u32, (y - y2) as u32));
+            out.put_pixel(
+                x as u32,
+                y as u32,
+                *resized.get_pixel((x - x2) as u32, (y - y2) as u32),
+            );
         }
     }
     (out, [x2 as f32, y2 as f32, x_end as f32, y_end as f32])
@@ -422,13 +488,26 @@ mod tests {
     }
 
     fn ramp(w: u32, h: u32) -> RgbImage {
-        RgbImage::from_fn(w, h, |x, y| Rgb([(x * 3 % 256) as u8, (y * 5 % 256) as u8, ((x + y) % 256) as u8]))
+        RgbImage::from_fn(w, h, |x, y| {
+            Rgb([
+                (x * 3 % 256) as u8,
+                (y * 5 % 256) as u8,
+                ((x + y) % 256) as u8,
+            ])
+        })
     }
 
     #[test]
     fn identity_affine_changes_nothing() {
         let img = ramp(37, 23);
-        let t = Affine { angle: 0.0, tx: 0.0, ty: 0.0, scale: 1.0, shear_x: 0.0, shear_y: 0.0 };
+        let t = Affine {
+            angle: 0.0,
+            tx: 0.0,
+            ty: 0.0,
+            scale: 1.0,
+            shear_x: 0.0,
+            shear_y: 0.0,
+        };
         let (out, b) = apply_affine(&img, &t, Some([2.0, 3.0, 10.0, 12.0]));
         assert_eq!(out, img);
         let b = b.unwrap();
@@ -438,25 +517,54 @@ mod tests {
     #[test]
     fn affine_translation_and_rotation_move_pixels_as_expected() {
         let img = ramp(40, 30);
-        let t = Affine { angle: 0.0, tx: 5.0, ty: -2.0, scale: 1.0, shear_x: 0.0, shear_y: 0.0 };
+        let t = Affine {
+            angle: 0.0,
+            tx: 5.0,
+            ty: -2.0,
+            scale: 1.0,
+            shear_x: 0.0,
+            shear_y: 0.0,
+        };
         let (out, b) = apply_affine(&img, &t, Some([10.0, 10.0, 20.0, 20.0]));
         assert_eq!(out.get_pixel(15, 10), img.get_pixel(10, 12));
-        assert_eq!(out.get_pixel(2, 5), &Rgb([0, 0, 0]), "uncovered area is black");
+        assert_eq!(
+            out.get_pixel(2, 5),
+            &Rgb([0, 0, 0]),
+            "uncovered area is black"
+        );
         assert_eq!(b.unwrap(), [15.0, 8.0, 25.0, 18.0]);
         // 90° on a square image is a quarter turn of the pixel grid (the sign convention
         // does not matter to training: angles are drawn symmetrically).
         let sq = ramp(16, 16);
-        let t = Affine { angle: 90.0, tx: 0.0, ty: 0.0, scale: 1.0, shear_x: 0.0, shear_y: 0.0 };
+        let t = Affine {
+            angle: 90.0,
+            tx: 0.0,
+            ty: 0.0,
+            scale: 1.0,
+            shear_x: 0.0,
+            shear_y: 0.0,
+        };
         let (out, _) = apply_affine(&sq, &t, None);
         let expect = image::imageops::rotate90(&sq);
-        let same = out.pixels().zip(expect.pixels()).filter(|(a, b)| a == b).count();
+        let same = out
+            .pixels()
+            .zip(expect.pixels())
+            .filter(|(a, b)| a == b)
+            .count();
         assert!(same >= 16 * 15, "{same} of 256 pixels agree with rot90");
     }
 
     #[test]
     fn fused_flips_equal_flipping_first() {
         let img = ramp(41, 29);
-        let t = Affine { angle: 7.0, tx: 3.0, ty: -4.0, scale: 1.05, shear_x: -6.0, shear_y: 0.0 };
+        let t = Affine {
+            angle: 7.0,
+            tx: 3.0,
+            ty: -4.0,
+            scale: 1.05,
+            shear_x: -6.0,
+            shear_y: 0.0,
+        };
         let b = Some([5.0, 6.0, 20.0, 18.0]);
         for (hf, vf) in [(true, false), (false, true), (true, true)] {
             let mut flipped = img.clone();
@@ -510,7 +618,16 @@ mod tests {
         assert_eq!(reflect(-1, 5), 1);
         assert_eq!(reflect(5, 5), 3);
         assert_eq!(reflect(-2, 5), 2);
-        for (v, want) in [(0.5f32, 0u8), (1.5, 2), (2.5, 2), (254.5, 254), (-3.0, 0), (300.0, 255), (7.49, 7), (7.51, 8)] {
+        for (v, want) in [
+            (0.5f32, 0u8),
+            (1.5, 2),
+            (2.5, 2),
+            (254.5, 254),
+            (-3.0, 0),
+            (300.0, 255),
+            (7.49, 7),
+            (7.51, 8),
+        ] {
             assert_eq!(round_u8(v), want, "{v}");
         }
     }
@@ -521,7 +638,12 @@ mod tests {
         let mut r = rng();
         let mut erased = 0;
         for _ in 0..500 {
-            let mut t = Chw { channels: 3, height: 64, width: 64, data: vec![1.0; 3 * 64 * 64] };
+            let mut t = Chw {
+                channels: 3,
+                height: 64,
+                width: 64,
+                data: vec![1.0; 3 * 64 * 64],
+            };
             if let Some((i, j, h, w)) = random_erasing(&mut t, &p, &mut r) {
                 erased += 1;
                 let frac = (h * w) as f32 / 4096.0;
@@ -542,16 +664,36 @@ mod tests {
         let a = RgbImage::from_pixel(100, 80, Rgb([200, 200, 200]));
         let b = RgbImage::from_pixel(120, 100, Rgb([10, 10, 10]));
         // A's lesion (20×16 px) is smaller than B's (30×30 px): grown to B's box size.
-        let box_a = LesionBox { cx: 0.5, cy: 0.5, w: 0.2, h: 0.2 };
-        let box_b = LesionBox { cx: 0.25, cy: 0.3, w: 0.25, h: 0.3 };
+        let box_a = LesionBox {
+            cx: 0.5,
+            cy: 0.5,
+            w: 0.2,
+            h: 0.2,
+        };
+        let box_b = LesionBox {
+            cx: 0.25,
+            cy: 0.3,
+            w: 0.25,
+            h: 0.3,
+        };
         let (out, pasted) = lesion_cutmix(&a, &box_a, &b, &box_b);
         assert_eq!(out.dimensions(), (120, 100));
         assert_eq!(pasted, [15.0, 15.0, 45.0, 45.0]);
         assert_eq!(out.get_pixel(30, 30), &Rgb([200, 200, 200]));
         assert_eq!(out.get_pixel(50, 30), &Rgb([10, 10, 10]));
         // A bigger lesion is capped at twice B's box.
-        let big = LesionBox { cx: 0.5, cy: 0.5, w: 0.9, h: 0.9 };
-        let small = LesionBox { cx: 0.5, cy: 0.5, w: 0.1, h: 0.1 };
+        let big = LesionBox {
+            cx: 0.5,
+            cy: 0.5,
+            w: 0.9,
+            h: 0.9,
+        };
+        let small = LesionBox {
+            cx: 0.5,
+            cy: 0.5,
+            w: 0.1,
+            h: 0.1,
+        };
         let (_, pasted) = lesion_cutmix(&a, &big, &b, &small);
         assert_eq!((pasted[2] - pasted[0], pasted[3] - pasted[1]), (24.0, 20.0));
     }
@@ -572,8 +714,17 @@ mod tests {
 
     #[test]
     fn fit_keeps_the_centre() {
-        let img = RgbImage::from_fn(40, 10, |x, _| if (10..30).contains(&x) { Rgb([255, 255, 255]) } else { Rgb([0, 0, 0]) });
+        let img = RgbImage::from_fn(40, 10, |x, _| {
+            if (10..30).contains(&x) {
+                Rgb([255, 255, 255])
+            } else {
+                Rgb([0, 0, 0])
+            }
+        });
         let f = fit(&img, 10, 10);
-        assert!(f.pixels().all(|p| p[0] == 255), "centre 10×10 is all white after fitting");
+        assert!(
+            f.pixels().all(|p| p[0] == 255),
+            "centre 10×10 is all white after fitting"
+        );
     }
 }

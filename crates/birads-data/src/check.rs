@@ -60,7 +60,9 @@ pub fn check(ds: &mut Dataset, full_decode: bool) -> Summary {
         .par_iter()
         .map(|s| match (&s.image, full_decode) {
             (ImageSource::Path(p), false) => dimensions(p).map_err(|e| e.to_string()),
-            (src, _) => decode(src).map(|i| i.dimensions()).map_err(|e| e.to_string()),
+            (src, _) => decode(src)
+                .map(|i| i.dimensions())
+                .map_err(|e| e.to_string()),
         })
         .collect();
     let mut ws = Vec::new();
@@ -71,7 +73,9 @@ pub fn check(ds: &mut Dataset, full_decode: bool) -> Summary {
                 ws.push(*w);
                 hs.push(*h);
             }
-            Err(e) => ds.problems.push(Problem::error(&s.image, format!("unreadable image: {e}"))),
+            Err(e) => ds
+                .problems
+                .push(Problem::error(&s.image, format!("unreadable image: {e}"))),
         }
     }
     let size_stats = SizeStats {
@@ -112,7 +116,12 @@ pub fn check(ds: &mut Dataset, full_decode: bool) -> Summary {
         per_feature: FEATURE_NAMES
             .iter()
             .zip(feats)
-            .map(|(n, c)| FeatureCount { name: n.to_string(), positive: c[0], negative: c[1], unlabelled: c[2] })
+            .map(|(n, c)| FeatureCount {
+                name: n.to_string(),
+                positive: c[0],
+                negative: c[1],
+                unlabelled: c[2],
+            })
             .collect(),
         per_source: sources.into_iter().collect(),
         with_lesion_box: ds.samples.iter().filter(|s| s.lesion.is_some()).count(),
@@ -127,7 +136,11 @@ pub fn check(ds: &mut Dataset, full_decode: bool) -> Summary {
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "{}", self.description)?;
-        writeln!(f, "  samples: {} ({} groups, {} with a lesion box)", self.samples, self.groups, self.with_lesion_box)?;
+        writeln!(
+            f,
+            "  samples: {} ({} groups, {} with a lesion box)",
+            self.samples, self.groups, self.with_lesion_box
+        )?;
         writeln!(f, "  per source:")?;
         for (s, n) in &self.per_source {
             writeln!(f, "    {s:<24} {n:>6}")?;
@@ -137,17 +150,35 @@ impl std::fmt::Display for Summary {
             writeln!(f, "    {c:<24} {n:>6}")?;
         }
         writeln!(f, "    {:<24} {:>6}", "(no class)", self.unclassified)?;
-        writeln!(f, "  per feature:            {:>8} {:>8} {:>10}", "1", "0", "unlabelled")?;
+        writeln!(
+            f,
+            "  per feature:            {:>8} {:>8} {:>10}",
+            "1", "0", "unlabelled"
+        )?;
         for fc in &self.per_feature {
-            writeln!(f, "    {:<20} {:>8} {:>8} {:>10}", fc.name, fc.positive, fc.negative, fc.unlabelled)?;
+            writeln!(
+                f,
+                "    {:<20} {:>8} {:>8} {:>10}",
+                fc.name, fc.positive, fc.negative, fc.unlabelled
+            )?;
         }
         let s = &self.sizes;
         writeln!(
             f,
             "  image sizes ({} read): width {}..{} (median {}), height {}..{} (median {})",
-            s.count, s.min_width, s.max_width, s.median_width, s.min_height, s.max_height, s.median_height
+            s.count,
+            s.min_width,
+            s.max_width,
+            s.median_width,
+            s.min_height,
+            s.max_height,
+            s.median_height
         )?;
-        writeln!(f, "  problems: {} errors, {} warnings", self.errors, self.warnings)?;
+        writeln!(
+            f,
+            "  problems: {} errors, {} warnings",
+            self.errors, self.warnings
+        )?;
         for p in &self.problems {
             writeln!(f, "    {p}")?;
         }

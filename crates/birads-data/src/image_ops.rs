@@ -44,7 +44,9 @@ fn decode_reader<R: BufRead + Seek>(reader: ImageReader<R>) -> Result<RgbImage, 
         return Err(DecodeError::TooLarge { width, height });
     }
     // A broken EXIF block should not lose an otherwise readable image.
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder)?;
     img.apply_orientation(orientation);
     Ok(to_rgb8(img))
@@ -78,7 +80,9 @@ pub fn decode(source: &ImageSource) -> Result<RgbImage, DecodeError> {
 
 /// Image size from the header only (fast; used by `data check`).
 pub fn dimensions(path: &Path) -> Result<(u32, u32), DecodeError> {
-    Ok(ImageReader::open(path)?.with_guessed_format()?.into_dimensions()?)
+    Ok(ImageReader::open(path)?
+        .with_guessed_format()?
+        .into_dimensions()?)
 }
 
 /// A pixel rectangle: `x0..x1` × `y0..y1` (exclusive ends).
@@ -92,7 +96,12 @@ pub struct CropBox {
 
 impl CropBox {
     pub fn full(width: u32, height: u32) -> Self {
-        Self { x0: 0, y0: 0, x1: width, y1: height }
+        Self {
+            x0: 0,
+            y0: 0,
+            x1: width,
+            y1: height,
+        }
     }
     pub fn width(&self) -> u32 {
         self.x1.saturating_sub(self.x0)
@@ -116,7 +125,12 @@ pub struct CutBlackParams {
 
 impl Default for CutBlackParams {
     fn default() -> Self {
-        Self { threshold: 10, black_ratio: 0.5, min_width: 200, min_height: 200 }
+        Self {
+            threshold: 10,
+            black_ratio: 0.5,
+            min_width: 200,
+            min_height: 200,
+        }
     }
 }
 
@@ -194,7 +208,12 @@ pub fn cut_black_box(img: &RgbImage, p: &CutBlackParams) -> CropBox {
     if cw < p.min_width as i64 || ch < p.min_height as i64 {
         return full;
     }
-    CropBox { x0: left as u32, y0: top as u32, x1: right as u32, y1: bottom as u32 }
+    CropBox {
+        x0: left as u32,
+        y0: top as u32,
+        x1: right as u32,
+        y1: bottom as u32,
+    }
 }
 
 /// Copy a rectangle out of an image; parts outside the image are black (zero).
@@ -289,22 +308,37 @@ pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
 
 /// Pillow's `resize(size, BILINEAR, box=(left, top, left + w, top + h))`: resize a
 /// sub-rectangle given in fractional source pixels.
-pub fn resize_bilinear_box(img: &RgbImage, rect: (f64, f64, f64, f64), width: u32, height: u32) -> RgbImage {
+pub fn resize_bilinear_box(
+    img: &RgbImage,
+    rect: (f64, f64, f64, f64),
+    width: u32,
+    height: u32,
+) -> RgbImage {
     resize_impl(img, Some(rect), width, height)
 }
 
-fn resize_impl(img: &RgbImage, rect: Option<(f64, f64, f64, f64)>, width: u32, height: u32) -> RgbImage {
-    let src = fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
-        .expect("RgbImage buffer has width*height*3 bytes");
+fn resize_impl(
+    img: &RgbImage,
+    rect: Option<(f64, f64, f64, f64)>,
+    width: u32,
+    height: u32,
+) -> RgbImage {
+    let src =
+        fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
+            .expect("RgbImage buffer has width*height*3 bytes");
     let mut out = RgbImage::new(width, height);
     {
-        let mut dst = fr::images::Image::from_slice_u8(width, height, out.as_mut(), fr::PixelType::U8x3)
-            .expect("RgbImage buffer has width*height*3 bytes");
-        let mut opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+        let mut dst =
+            fr::images::Image::from_slice_u8(width, height, out.as_mut(), fr::PixelType::U8x3)
+                .expect("RgbImage buffer has width*height*3 bytes");
+        let mut opts = fr::ResizeOptions::new()
+            .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
         if let Some((l, t, w, h)) = rect {
             opts = opts.crop(l, t, w, h);
         }
-        RESIZER.with(|r| r.borrow_mut().resize(&src, &mut dst, &opts)).expect("same pixel types");
+        RESIZER
+            .with(|r| r.borrow_mut().resize(&src, &mut dst, &opts))
+            .expect("same pixel types");
     }
     out
 }
@@ -346,7 +380,12 @@ pub fn to_tensor_normalized(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Ch
         g[i] = lut[1][px[1] as usize];
         b[i] = lut[2][px[2] as usize];
     }
-    Chw { channels: 3, height: h, width: w, data }
+    Chw {
+        channels: 3,
+        height: h,
+        width: w,
+        data,
+    }
 }
 
 pub fn flip_horizontal(img: &RgbImage) -> RgbImage {
@@ -378,17 +417,34 @@ mod tests {
         let b = cut_black_box(&img, &CutBlackParams::default());
         // Left: columns 0..20 black → x0 = 20. Right: last black column scanned is 370 →
         // exclusive end 369, dropping non-black column 369 as the original did.
-        assert_eq!(b, CropBox { x0: 20, y0: 10, x1: 369, y1: 284 });
+        assert_eq!(
+            b,
+            CropBox {
+                x0: 20,
+                y0: 10,
+                x1: 369,
+                y1: 284
+            }
+        );
     }
 
     #[test]
     fn cut_black_keeps_small_results_and_black_images() {
         let img = bordered(300, 300, 60, 60, 0, 0); // crop would be 179 wide
-        assert_eq!(cut_black_box(&img, &CutBlackParams::default()), CropBox::full(300, 300));
+        assert_eq!(
+            cut_black_box(&img, &CutBlackParams::default()),
+            CropBox::full(300, 300)
+        );
         let black = RgbImage::new(500, 400);
-        assert_eq!(cut_black_box(&black, &CutBlackParams::default()), CropBox::full(500, 400));
+        assert_eq!(
+            cut_black_box(&black, &CutBlackParams::default()),
+            CropBox::full(500, 400)
+        );
         let one = RgbImage::new(1, 1);
-        assert_eq!(cut_black_box(&one, &CutBlackParams::default()), CropBox::full(1, 1));
+        assert_eq!(
+            cut_black_box(&one, &CutBlackParams::default()),
+            CropBox::full(1, 1)
+        );
     }
 
     #[test]
@@ -420,7 +476,10 @@ mod tests {
 
     #[test]
     fn decode_rejects_garbage_and_bombs() {
-        assert!(matches!(decode_bytes(b"not an image"), Err(DecodeError::Image(_))));
+        assert!(matches!(
+            decode_bytes(b"not an image"),
+            Err(DecodeError::Image(_))
+        ));
         // A PNG header claiming 100000×100000 pixels.
         let mut png = Vec::new();
         png.extend_from_slice(&[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a]);
@@ -433,7 +492,10 @@ mod tests {
         png.extend_from_slice(&ihdr);
         png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
         let err = decode_bytes(&png).unwrap_err();
-        assert!(matches!(err, DecodeError::TooLarge { .. } | DecodeError::Image(_)), "{err}");
+        assert!(
+            matches!(err, DecodeError::TooLarge { .. } | DecodeError::Image(_)),
+            "{err}"
+        );
     }
 
     fn crc32(data: &[u8]) -> u32 {
@@ -441,7 +503,11 @@ mod tests {
         for &b in data {
             crc ^= b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -458,10 +524,14 @@ mod tests {
         assert_eq!(rgb.get_pixel(1, 1), &Rgb([77, 77, 77]));
 
         let mut buf = Vec::new();
-        let g16 = image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(2, 2, image::Luma([65535u16]));
+        let g16 =
+            image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(2, 2, image::Luma([65535u16]));
         DynamicImage::ImageLuma16(g16)
             .write_to(&mut std::io::Cursor::new(&mut buf), image::ImageFormat::Png)
             .unwrap();
-        assert_eq!(decode_bytes(&buf).unwrap().get_pixel(0, 0), &Rgb([255, 255, 255]));
+        assert_eq!(
+            decode_bytes(&buf).unwrap().get_pixel(0, 0),
+            &Rgb([255, 255, 255])
+        );
     }
 }

@@ -45,11 +45,16 @@ fn parse_line(line: &str) -> Result<(YoloLine, Option<String>), String> {
     }
     let class = class_f as i64;
     match fields.len() {
-        1 => Ok((YoloLine { class, bbox: None }, Some("line has a class id but no box".into()))),
+        1 => Ok((
+            YoloLine { class, bbox: None },
+            Some("line has a class id but no box".into()),
+        )),
         5 => {
             let mut v = [0f32; 4];
             for (i, f) in fields[1..].iter().enumerate() {
-                let x: f32 = f.parse().map_err(|_| format!("box field '{f}' is not a number"))?;
+                let x: f32 = f
+                    .parse()
+                    .map_err(|_| format!("box field '{f}' is not a number"))?;
                 if !x.is_finite() {
                     return Err(format!("box field '{f}' is not finite"));
                 }
@@ -57,16 +62,29 @@ fn parse_line(line: &str) -> Result<(YoloLine, Option<String>), String> {
             }
             let mut warn = None;
             if v.iter().any(|x| !(0.0..=1.0).contains(x)) {
-                if v.iter().all(|x| (-COORD_TOLERANCE..=1.0 + COORD_TOLERANCE).contains(x)) {
+                if v.iter()
+                    .all(|x| (-COORD_TOLERANCE..=1.0 + COORD_TOLERANCE).contains(x))
+                {
                     warn = Some(format!("box {v:?} slightly outside [0,1], clamped"));
                     v.iter_mut().for_each(|x| *x = x.clamp(0.0, 1.0));
                 } else {
                     return Err(format!("box {v:?} has coordinates outside [0,1]"));
                 }
             }
-            let bbox = LesionBox { cx: v[0], cy: v[1], w: v[2], h: v[3] };
+            let bbox = LesionBox {
+                cx: v[0],
+                cy: v[1],
+                w: v[2],
+                h: v[3],
+            };
             bbox.validate()?;
-            Ok((YoloLine { class, bbox: Some(bbox) }, warn))
+            Ok((
+                YoloLine {
+                    class,
+                    bbox: Some(bbox),
+                },
+                warn,
+            ))
         }
         n => Err(format!("expected 5 fields 'c cx cy w h', found {n}")),
     }
@@ -102,7 +120,10 @@ pub fn interpret(text: &str, ids: ClassIds) -> Result<Label, String> {
     let value = match ids {
         ClassIds::OneBased(n) => {
             if first.class < 1 || first.class > n as i64 {
-                return Err(format!("class id {} out of range 1..={n} (ids are 1-based)", first.class));
+                return Err(format!(
+                    "class id {} out of range 1..={n} (ids are 1-based)",
+                    first.class
+                ));
             }
             (first.class - 1) as usize
         }
@@ -114,12 +135,19 @@ pub fn interpret(text: &str, ids: ClassIds) -> Result<Label, String> {
     if lines.len() > 1 {
         if lines.iter().any(|l| l.class != first.class) {
             let ids: Vec<i64> = lines.iter().map(|l| l.class).collect();
-            return Err(format!("{} lines with conflicting class ids {ids:?}", lines.len()));
+            return Err(format!(
+                "{} lines with conflicting class ids {ids:?}",
+                lines.len()
+            ));
         }
         warnings.push(format!("{} lines; the first box is used", lines.len()));
     }
     let bbox = first.bbox.or_else(|| lines.iter().find_map(|l| l.bbox));
-    Ok(Label { value, bbox, warnings })
+    Ok(Label {
+        value,
+        bbox,
+        warnings,
+    })
 }
 
 /// Format a YOLO line the way the competition files are written.
@@ -159,7 +187,9 @@ mod tests {
             let err = interpret(text, ClassIds::OneBased(6)).unwrap_err();
             assert!(err.contains(want), "{text:?}: {err}");
         }
-        assert!(interpret("2 0.5 0.5 0.1 0.1", ClassIds::Binary).unwrap_err().contains("not 0 or 1"));
+        assert!(interpret("2 0.5 0.5 0.1 0.1", ClassIds::Binary)
+            .unwrap_err()
+            .contains("not 0 or 1"));
     }
 
     #[test]
@@ -179,7 +209,12 @@ mod tests {
 
     #[test]
     fn format_round_trips() {
-        let b = LesionBox { cx: 0.25, cy: 0.5, w: 0.125, h: 0.0625 };
+        let b = LesionBox {
+            cx: 0.25,
+            cy: 0.5,
+            w: 0.125,
+            h: 0.0625,
+        };
         let s = format_yolo(4, &b);
         assert_eq!(s, "4 0.250000 0.500000 0.125000 0.062500\n");
         assert_eq!(interpret(&s, ClassIds::OneBased(6)).unwrap().bbox, Some(b));

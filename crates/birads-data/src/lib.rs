@@ -17,10 +17,12 @@ pub mod manifest;
 pub mod pipeline;
 pub mod readers;
 pub mod rng;
+pub mod sample;
 pub mod sampler;
 pub mod split;
 pub mod synth;
-pub mod sample;
 
 pub use readers::{read_dataset, ReadError};
-pub use sample::{ClassList, Dataset, ImageSource, LesionBox, Problem, Sample, Severity, BIRADS6, FEATURE_NAMES};
+pub use sample::{
+    ClassList, Dataset, ImageSource, LesionBox, Problem, Sample, Severity, BIRADS6, FEATURE_NAMES,
+};

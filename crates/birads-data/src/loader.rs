@@ -47,8 +47,18 @@ pub struct Loader {
 }
 
 impl Loader {
-    pub fn new(samples: Arc<Vec<Sample>>, preprocess: Preprocess, augment: Option<Augment>, seed: u64) -> Self {
-        Self { samples, preprocess, augment, seed }
+    pub fn new(
+        samples: Arc<Vec<Sample>>,
+        preprocess: Preprocess,
+        augment: Option<Augment>,
+        seed: u64,
+    ) -> Self {
+        Self {
+            samples,
+            preprocess,
+            augment,
+            seed,
+        }
     }
 
     pub fn samples(&self) -> &[Sample] {
@@ -71,14 +81,24 @@ impl Loader {
             match decode(&other.image) {
                 Ok(im) => {
                     partner_img = im;
-                    Some(Partner { image: &partner_img, lesion: other.lesion })
+                    Some(Partner {
+                        image: &partner_img,
+                        lesion: other.lesion,
+                    })
                 }
                 Err(_) => None, // reported when that sample itself is loaded
             }
         } else {
             None
         };
-        Ok(augment(&img, s.lesion.as_ref(), partner, &self.preprocess, aug, &mut rng))
+        Ok(augment(
+            &img,
+            s.lesion.as_ref(),
+            partner,
+            &self.preprocess,
+            aug,
+            &mut rng,
+        ))
     }
 
     /// Load the samples at `indices` (their positions in the epoch start at `first_position`)
@@ -114,7 +134,13 @@ impl Loader {
 
     /// Batches of an epoch's order, prepared `ahead` batches in advance on a background
     /// thread (which fans out to rayon).
-    pub fn prefetch(&self, epoch: u64, order: Vec<usize>, batch_size: usize, ahead: usize) -> Receiver<Batch> {
+    pub fn prefetch(
+        &self,
+        epoch: u64,
+        order: Vec<usize>,
+        batch_size: usize,
+        ahead: usize,
+    ) -> Receiver<Batch> {
         let (tx, rx) = sync_channel(ahead.max(1));
         let loader = self.clone();
         std::thread::spawn(move || {
@@ -138,10 +164,19 @@ mod tests {
         let mut v = Vec::new();
         for i in 0..6u32 {
             let p = dir.join(format!("{i}.png"));
-            image::RgbImage::from_fn(120 + i * 7, 100, |x, y| image::Rgb([(x * i % 256) as u8, y as u8, 60])).save(&p).unwrap();
+            image::RgbImage::from_fn(120 + i * 7, 100, |x, y| {
+                image::Rgb([(x * i % 256) as u8, y as u8, 60])
+            })
+            .save(&p)
+            .unwrap();
             let mut s = Sample::unlabelled(ImageSource::Path(p), "t");
             s.class = Some(i as usize % 6);
-            s.lesion = Some(LesionBox { cx: 0.5, cy: 0.5, w: 0.3, h: 0.3 });
+            s.lesion = Some(LesionBox {
+                cx: 0.5,
+                cy: 0.5,
+                w: 0.3,
+                h: 0.3,
+            });
             v.push(s);
         }
         let bad = dir.join("bad.png");
@@ -154,11 +189,27 @@ mod tests {
     fn batches_are_identical_across_thread_counts_and_report_failures() {
         let dir = tempfile::tempdir().unwrap();
         let ds = dataset(dir.path());
-        let pre = Preprocess { size: 32, ..Preprocess::original_inference() };
-        let loader = Loader::new(ds, pre, Some(Augment::original(CutMix::Lesion { p: 0.8 })), 5);
+        let pre = Preprocess {
+            size: 32,
+            ..Preprocess::original_inference()
+        };
+        let loader = Loader::new(
+            ds,
+            pre,
+            Some(Augment::original(CutMix::Lesion { p: 0.8 })),
+            5,
+        );
         let idx = [0, 1, 2, 3, 4, 5, 6, 2];
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| loader.batch(0, 0, &idx));
-        let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| loader.batch(0, 0, &idx));
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| loader.batch(0, 0, &idx));
+        let two = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap()
+            .install(|| loader.batch(0, 0, &idx));
         assert_eq!(one.images, two.images);
         assert_eq!(one.len(), 7);
         assert_eq!(one.failures.len(), 1);
@@ -166,7 +217,10 @@ mod tests {
         assert_eq!(one.images.len(), 7 * 3 * 32 * 32);
         // The same sample at two positions gets different augmentations.
         let plane = 3 * 32 * 32;
-        assert_ne!(one.images[2 * plane..3 * plane], one.images[6 * plane..7 * plane]);
+        assert_ne!(
+            one.images[2 * plane..3 * plane],
+            one.images[6 * plane..7 * plane]
+        );
         // Another epoch, other augmentations.
         assert_ne!(loader.batch(1, 0, &idx).images, one.images);
     }
@@ -175,9 +229,26 @@ mod tests {
     fn prefetch_yields_every_batch_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let ds = dataset(dir.path());
-        let loader = Loader::new(ds, Preprocess { size: 16, ..Preprocess::original_inference() }, None, 0);
-        let batches: Vec<Batch> = loader.prefetch(0, vec![0, 1, 2, 3, 4], 2, 2).into_iter().collect();
-        assert_eq!(batches.iter().map(|b| b.indices.clone()).collect::<Vec<_>>(), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        let loader = Loader::new(
+            ds,
+            Preprocess {
+                size: 16,
+                ..Preprocess::original_inference()
+            },
+            None,
+            0,
+        );
+        let batches: Vec<Batch> = loader
+            .prefetch(0, vec![0, 1, 2, 3, 4], 2, 2)
+            .into_iter()
+            .collect();
+        assert_eq!(
+            batches
+                .iter()
+                .map(|b| b.indices.clone())
+                .collect::<Vec<_>>(),
+            vec![vec![0, 1], vec![2, 3], vec![4]]
+        );
         assert_eq!(batches[0].classes, vec![Some(0), Some(1)]);
     }
 }

@@ -18,10 +18,15 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::readers::ReadError;
-use crate::sample::{normalise_class_name, ClassList, Dataset, ImageSource, LesionBox, Problem, Sample, BIRADS6, FEATURE_NAMES};
+use crate::sample::{
+    normalise_class_name, ClassList, Dataset, ImageSource, LesionBox, Problem, Sample, BIRADS6,
+    FEATURE_NAMES,
+};
 
 fn find(headers: &[String], names: &[&str]) -> Option<usize> {
-    names.iter().find_map(|n| headers.iter().position(|h| h == n))
+    names
+        .iter()
+        .find_map(|n| headers.iter().position(|h| h == n))
 }
 
 /// The class list implied by the category names present: the competition's six when they
@@ -42,7 +47,10 @@ pub fn infer_class_list(names: &BTreeSet<String>) -> ClassList {
 
 /// Read a CSV manifest (see the module documentation).
 pub fn read_manifest(path: &Path) -> Result<Dataset, ReadError> {
-    let err = |reason: String| ReadError::Manifest { path: path.to_path_buf(), reason };
+    let err = |reason: String| ReadError::Manifest {
+        path: path.to_path_buf(),
+        reason,
+    };
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
         .from_path(path)
@@ -53,12 +61,25 @@ pub fn read_manifest(path: &Path) -> Result<Dataset, ReadError> {
         .iter()
         .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
         .collect();
-    let col_image = find(&headers, &["image", "path", "file", "filename", "img_name"])
-        .ok_or_else(|| err(format!("no image column (image, path, file, filename or img_name) in {headers:?}")))?;
+    let col_image =
+        find(&headers, &["image", "path", "file", "filename", "img_name"]).ok_or_else(|| {
+            err(format!(
+                "no image column (image, path, file, filename or img_name) in {headers:?}"
+            ))
+        })?;
     let col_class = find(&headers, &["birads", "bi-rads", "category", "class"]);
-    let col_index = if col_class.is_none() { find(&headers, &["label"]) } else { None };
+    let col_index = if col_class.is_none() {
+        find(&headers, &["label"])
+    } else {
+        None
+    };
     let col_feat: Vec<Option<usize>> = FEATURE_NAMES.iter().map(|f| find(&headers, &[f])).collect();
-    let col_norm: Option<[usize; 4]> = match (find(&headers, &["cx"]), find(&headers, &["cy"]), find(&headers, &["w"]), find(&headers, &["h"])) {
+    let col_norm: Option<[usize; 4]> = match (
+        find(&headers, &["cx"]),
+        find(&headers, &["cy"]),
+        find(&headers, &["w"]),
+        find(&headers, &["h"]),
+    ) {
         (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d]),
         _ => None,
     };
@@ -90,7 +111,11 @@ pub fn read_manifest(path: &Path) -> Result<Dataset, ReadError> {
             }
         }
     }
-    let classes = if col_class.is_some() { infer_class_list(&class_names) } else { ClassList::birads6() };
+    let classes = if col_class.is_some() {
+        infer_class_list(&class_names)
+    } else {
+        ClassList::birads6()
+    };
     let mut ds = Dataset::new(format!("CSV manifest {}", path.display()), classes.clone());
     let mut problems = Vec::new();
     let mut seen: HashSet<PathBuf> = HashSet::new();
@@ -112,14 +137,24 @@ pub fn read_manifest(path: &Path) -> Result<Dataset, ReadError> {
         }
         let img = {
             let p = PathBuf::from(raw);
-            if p.is_absolute() { p } else { base.join(p) }
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
         };
         if !img.is_file() {
-            problems.push(Problem::error(item, format!("image {} not found", img.display())));
+            problems.push(Problem::error(
+                item,
+                format!("image {} not found", img.display()),
+            ));
             continue;
         }
         if seen.contains(&img) {
-            problems.push(Problem::error(item, format!("image {} listed twice: later row left out", img.display())));
+            problems.push(Problem::error(
+                item,
+                format!("image {} listed twice: later row left out", img.display()),
+            ));
             continue;
         }
         let mut s = Sample::unlabelled(ImageSource::Path(img.clone()), "manifest");
@@ -130,7 +165,10 @@ pub fn read_manifest(path: &Path) -> Result<Dataset, ReadError> {
                 match classes.index_of(v) {
                     Some(k) => s.class = Some(k),
                     None => {
-                        problems.push(Problem::error(item, format!("unknown category '{v}' (classes {classes})")));
+                        problems.push(Problem::error(
+                            item,
+                            format!("unknown category '{v}' (classes {classes})"),
+                        ));
                         continue;
                     }
                 }
@@ -141,7 +179,10 @@ pub fn read_manifest(path: &Path) -> Result<Dataset, ReadError> {
                 match v.parse::<usize>() {
                     Ok(k) if k < BIRADS6.len() => s.class = Some(k),
                     _ => {
-                        problems.push(Problem::error(item, format!("label '{v}' is not an index 0..5")));
+                        problems.push(Problem::error(
+                            item,
+                            format!("label '{v}' is not an index 0..5"),
+                        ));
                         continue;
                     }
                 }
@@ -155,7 +196,10 @@ pub fn read_manifest(path: &Path) -> Result<Dataset, ReadError> {
                 "0" => s.features[f] = Some(false),
                 "1" => s.features[f] = Some(true),
                 v => {
-                    problems.push(Problem::error(item.clone(), format!("{} must be 0 or 1, got '{v}'", FEATURE_NAMES[f])));
+                    problems.push(Problem::error(
+                        item.clone(),
+                        format!("{} must be 0 or 1, got '{v}'", FEATURE_NAMES[f]),
+                    ));
                     bad = true;
                 }
             }
@@ -178,7 +222,14 @@ pub fn read_manifest(path: &Path) -> Result<Dataset, ReadError> {
             Some(Ok(v))
         };
         let bbox = if let Some(cols) = col_norm {
-            parse4(cols).map(|r| r.map(|v| LesionBox { cx: v[0], cy: v[1], w: v[2], h: v[3] }))
+            parse4(cols).map(|r| {
+                r.map(|v| LesionBox {
+                    cx: v[0],
+                    cy: v[1],
+                    w: v[2],
+                    h: v[3],
+                })
+            })
         } else if let Some(cols) = col_px {
             parse4(cols).map(|r| {
                 r.and_then(|v| {
@@ -193,7 +244,9 @@ pub fn read_manifest(path: &Path) -> Result<Dataset, ReadError> {
                         },
                     }?;
                     dims_cache.insert(img.clone(), size);
-                    Ok(LesionBox::from_pixels(v[0], v[1], v[2], v[3], size.0, size.1))
+                    Ok(LesionBox::from_pixels(
+                        v[0], v[1], v[2], v[3], size.0, size.1,
+                    ))
                 })
             })
         } else {
@@ -227,19 +280,47 @@ pub fn read_manifest(path: &Path) -> Result<Dataset, ReadError> {
 }
 
 /// Write samples as a manifest that [`read_manifest`] reads back (absolute image paths).
-pub fn write_manifest(path: &Path, samples: &[&Sample], classes: &ClassList) -> std::io::Result<()> {
+pub fn write_manifest(
+    path: &Path,
+    samples: &[&Sample],
+    classes: &ClassList,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     {
         let mut w = csv::Writer::from_writer(&mut buf);
-        w.write_record(["image", "birads", "boundary", "calcification", "direction", "shape", "cx", "cy", "w", "h", "group"])?;
+        w.write_record([
+            "image",
+            "birads",
+            "boundary",
+            "calcification",
+            "direction",
+            "shape",
+            "cx",
+            "cy",
+            "w",
+            "h",
+            "group",
+        ])?;
         for s in samples {
             let img = match &s.image {
-                ImageSource::Path(p) => std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string(),
+                ImageSource::Path(p) => std::fs::canonicalize(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string(),
                 ImageSource::Bytes { name, .. } => name.clone(),
             };
-            let mut rec = vec![img, s.class.and_then(|c| classes.name(c)).unwrap_or("").to_string()];
+            let mut rec = vec![
+                img,
+                s.class
+                    .and_then(|c| classes.name(c))
+                    .unwrap_or("")
+                    .to_string(),
+            ];
             for f in s.features {
-                rec.push(f.map(|b| if b { "1" } else { "0" }.to_string()).unwrap_or_default());
+                rec.push(
+                    f.map(|b| if b { "1" } else { "0" }.to_string())
+                        .unwrap_or_default(),
+                );
             }
             match s.lesion {
                 Some(b) => rec.extend([b.cx, b.cy, b.w, b.h].iter().map(|v| format!("{v:.6}"))),

@@ -12,12 +12,12 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::{
-    apply_flips_affine, gaussian_blur, lesion_cutmix, random_erasing, rectangle_cutmix, Affine, AffineParams, BlurParams,
-    ErasingParams, PixelBox,
+    apply_flips_affine, gaussian_blur, lesion_cutmix, random_erasing, rectangle_cutmix, Affine,
+    AffineParams, BlurParams, ErasingParams, PixelBox,
 };
 use crate::image_ops::{
-    center_crop, center_crop_origin, cut_black, resize_bilinear, to_tensor_normalized, Chw, CropBox, CutBlackParams,
-    IMAGENET_MEAN, IMAGENET_STD,
+    center_crop, center_crop_origin, cut_black, resize_bilinear, to_tensor_normalized, Chw,
+    CropBox, CutBlackParams, IMAGENET_MEAN, IMAGENET_STD,
 };
 use crate::sample::LesionBox;
 
@@ -70,10 +70,14 @@ impl Default for Preprocess {
 pub enum CutMix {
     Off,
     /// The classification dataset's lesion-aware CutMix, applied with probability `p`.
-    Lesion { p: f32 },
+    Lesion {
+        p: f32,
+    },
     /// The feature dataset's random-rectangle CutMix. The original drew twice at 0.5 each,
     /// so its effective probability was 0.25.
-    Rectangle { p: f32 },
+    Rectangle {
+        p: f32,
+    },
 }
 
 /// Random training augmentation; `None` switches a transform off.
@@ -103,7 +107,14 @@ impl Augment {
 
     /// No randomness at all: training then sees exactly the inference chain.
     pub fn none() -> Self {
-        Self { hflip: 0.0, vflip: 0.0, affine: None, blur: None, erasing: None, cutmix: CutMix::Off }
+        Self {
+            hflip: 0.0,
+            vflip: 0.0,
+            affine: None,
+            blur: None,
+            erasing: None,
+            cutmix: CutMix::Off,
+        }
     }
 }
 
@@ -130,12 +141,21 @@ fn shift(b: PixelBox, dx: f32, dy: f32) -> PixelBox {
 }
 
 fn clip(b: PixelBox, w: u32, h: u32) -> Option<PixelBox> {
-    let c = [b[0].max(0.0), b[1].max(0.0), b[2].min(w as f32), b[3].min(h as f32)];
+    let c = [
+        b[0].max(0.0),
+        b[1].max(0.0),
+        b[2].min(w as f32),
+        b[3].min(h as f32),
+    ];
     (c[2] > c[0] && c[3] > c[1]).then_some(c)
 }
 
 /// CutBlack + CenterCrop, carrying the lesion box.
-fn crop_stage(img: &RgbImage, lesion: Option<PixelBox>, p: &Preprocess) -> (RgbImage, Option<PixelBox>, CropBox) {
+fn crop_stage(
+    img: &RgbImage,
+    lesion: Option<PixelBox>,
+    p: &Preprocess,
+) -> (RgbImage, Option<PixelBox>, CropBox) {
     let (mut img, cut) = if p.cut_black {
         cut_black(img, &p.cut_black_params)
     } else {
@@ -151,9 +171,19 @@ fn crop_stage(img: &RgbImage, lesion: Option<PixelBox>, p: &Preprocess) -> (RgbI
     (img, lesion, cut)
 }
 
-fn resize_stage(img: &RgbImage, lesion: Option<PixelBox>, size: u32) -> (RgbImage, Option<PixelBox>) {
-    let (sx, sy) = (size as f32 / img.width() as f32, size as f32 / img.height() as f32);
-    (resize_bilinear(img, size, size), lesion.map(|b| [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]))
+fn resize_stage(
+    img: &RgbImage,
+    lesion: Option<PixelBox>,
+    size: u32,
+) -> (RgbImage, Option<PixelBox>) {
+    let (sx, sy) = (
+        size as f32 / img.width() as f32,
+        size as f32 / img.height() as f32,
+    );
+    (
+        resize_bilinear(img, size, size),
+        lesion.map(|b| [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]),
+    )
 }
 
 /// The inference chain.
@@ -161,7 +191,13 @@ pub fn preprocess(img: &RgbImage, lesion: Option<&LesionBox>, p: &Preprocess) ->
     let lesion = lesion.map(|b| to_pixels(b, img.width(), img.height()));
     let (img, lesion, cut_box) = crop_stage(img, lesion, p);
     let (img, lesion) = resize_stage(&img, lesion, p.size);
-    Prepared { tensor: to_tensor_normalized(&img, p.mean, p.std), image: img, lesion, cut_box, applied: Vec::new() }
+    Prepared {
+        tensor: to_tensor_normalized(&img, p.mean, p.std),
+        image: img,
+        lesion,
+        cut_box,
+        applied: Vec::new(),
+    }
 }
 
 /// Another training image for CutMix.
@@ -219,7 +255,10 @@ pub fn augment(
         let (out, b) = apply_flips_affine(&im, hflip, vflip, &t, lesion_px);
         im = out;
         lesion_px = b;
-        applied.push(format!("affine {:.1}° t=({},{}) s={:.2} shear={:.1}°", t.angle, t.tx, t.ty, t.scale, t.shear_x));
+        applied.push(format!(
+            "affine {:.1}° t=({},{}) s={:.2} shear={:.1}°",
+            t.angle, t.tx, t.ty, t.scale, t.shear_x
+        ));
     } else {
         if hflip {
             im = crate::image_ops::flip_horizontal(&im);
@@ -231,7 +270,11 @@ pub fn augment(
         }
     }
     if let Some(bp) = &a.blur {
-        let sigma = if bp.sigma_max > bp.sigma_min { rng.random_range(bp.sigma_min..bp.sigma_max) } else { bp.sigma_min };
+        let sigma = if bp.sigma_max > bp.sigma_min {
+            rng.random_range(bp.sigma_min..bp.sigma_max)
+        } else {
+            bp.sigma_min
+        };
         im = gaussian_blur(&im, bp.kernel, sigma);
         applied.push(format!("blur σ={sigma:.2}"));
     }
@@ -242,7 +285,13 @@ pub fn augment(
             applied.push(format!("erase {ew}×{eh} at ({j},{i})"));
         }
     }
-    Prepared { tensor, image: im, lesion: lesion_px, cut_box, applied }
+    Prepared {
+        tensor,
+        image: im,
+        lesion: lesion_px,
+        cut_box,
+        applied,
+    }
 }
 
 /// Turn a normalised tensor back into an RGB image (erased areas show as the mean colour).
@@ -250,7 +299,11 @@ pub fn denormalize(t: &Chw, mean: [f32; 3], std: [f32; 3]) -> RgbImage {
     let plane = t.height * t.width;
     RgbImage::from_fn(t.width as u32, t.height as u32, |x, y| {
         let i = y as usize * t.width + x as usize;
-        let px = |c: usize| ((t.data[c * plane + i] * std[c] + mean[c]) * 255.0).round().clamp(0.0, 255.0) as u8;
+        let px = |c: usize| {
+            ((t.data[c * plane + i] * std[c] + mean[c]) * 255.0)
+                .round()
+                .clamp(0.0, 255.0) as u8
+        };
         image::Rgb([px(0), px(1), px(2)])
     })
 }
@@ -275,21 +328,46 @@ mod tests {
         let img = test_image();
         let p = Preprocess::original_inference();
         let out = preprocess(&img, None, &p);
-        let manual = to_tensor_normalized(&resize_bilinear(&center_crop(&img, 672, 672), 224, 224), IMAGENET_MEAN, IMAGENET_STD);
+        let manual = to_tensor_normalized(
+            &resize_bilinear(&center_crop(&img, 672, 672), 224, 224),
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+        );
         assert_eq!(out.tensor, manual);
-        assert_eq!((out.tensor.channels, out.tensor.height, out.tensor.width), (3, 224, 224));
+        assert_eq!(
+            (out.tensor.channels, out.tensor.height, out.tensor.width),
+            (3, 224, 224)
+        );
     }
 
     #[test]
     fn lesion_box_follows_cutblack_crop_and_resize() {
         let img = test_image();
         let b = LesionBox::from_pixels(130.0, 100.0, 100.0, 50.0, 500, 400);
-        let p = Preprocess { cut_black: true, crop: Some(400), size: 200, ..Preprocess::original_inference() };
+        let p = Preprocess {
+            cut_black: true,
+            crop: Some(400),
+            size: 200,
+            ..Preprocess::original_inference()
+        };
         let out = preprocess(&img, Some(&b), &p);
         // CutBlack removes 30 columns (470 wide), CenterCrop(400) starts at round(35.0) = 35.
-        assert_eq!(out.cut_box, CropBox { x0: 30, y0: 0, x1: 500, y1: 400 });
+        assert_eq!(
+            out.cut_box,
+            CropBox {
+                x0: 30,
+                y0: 0,
+                x1: 500,
+                y1: 400
+            }
+        );
         let l = out.lesion.unwrap();
-        let expect = [(130.0 - 30.0 - 35.0) / 2.0, 50.0, (230.0 - 65.0) / 2.0, 75.0];
+        let expect = [
+            (130.0 - 30.0 - 35.0) / 2.0,
+            50.0,
+            (230.0 - 65.0) / 2.0,
+            75.0,
+        ];
         for k in 0..4 {
             assert!((l[k] - expect[k]).abs() < 1e-3, "{l:?} vs {expect:?}");
         }
@@ -298,12 +376,30 @@ mod tests {
     #[test]
     fn same_seed_same_augmentation() {
         let img = test_image();
-        let b = LesionBox { cx: 0.5, cy: 0.5, w: 0.2, h: 0.2 };
-        let p = Preprocess { size: 64, ..Preprocess::original_inference() };
+        let b = LesionBox {
+            cx: 0.5,
+            cy: 0.5,
+            w: 0.2,
+            h: 0.2,
+        };
+        let p = Preprocess {
+            size: 64,
+            ..Preprocess::original_inference()
+        };
         let a = Augment::original(CutMix::Lesion { p: 0.5 });
         let run = |seed| {
             let mut rng = stream(seed, &[1]);
-            augment(&img, Some(&b), Some(Partner { image: &img, lesion: Some(b) }), &p, &a, &mut rng)
+            augment(
+                &img,
+                Some(&b),
+                Some(Partner {
+                    image: &img,
+                    lesion: Some(b),
+                }),
+                &p,
+                &a,
+                &mut rng,
+            )
         };
         let (x, y, z) = (run(1), run(1), run(2));
         assert_eq!(x.tensor, y.tensor);
@@ -315,7 +411,10 @@ mod tests {
     #[test]
     fn no_augmentation_equals_inference() {
         let img = test_image();
-        let p = Preprocess { size: 96, ..Preprocess::original_inference() };
+        let p = Preprocess {
+            size: 96,
+            ..Preprocess::original_inference()
+        };
         let mut rng = stream(0, &[]);
         let a = augment(&img, None, None, &p, &Augment::none(), &mut rng);
         assert_eq!(a.tensor, preprocess(&img, None, &p).tensor);

@@ -29,7 +29,10 @@ pub enum ReadError {
     #[error("{0}: no such file or folder")]
     NotFound(PathBuf),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}: no dataset layout recognised (expected a competition folder, cla/ + labels/, cla/ + fea/, a folder of images or a .csv manifest)")]
     UnknownLayout(PathBuf),
     #[error("{path}: {reason}")]
@@ -72,14 +75,20 @@ struct Listing {
 }
 
 fn list_dir(dir: &Path, problems: &mut Vec<Problem>) -> Result<Listing, ReadError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| ReadError::Io { path: dir.to_path_buf(), source: e })?;
+    let rd = std::fs::read_dir(dir).map_err(|e| ReadError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
     let mut dirs = Vec::new();
     let mut files = Vec::new();
     for entry in rd {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                problems.push(Problem::error(dir.display(), format!("cannot list entry: {e}")));
+                problems.push(Problem::error(
+                    dir.display(),
+                    format!("cannot list entry: {e}"),
+                ));
                 continue;
             }
         };
@@ -88,17 +97,26 @@ fn list_dir(dir: &Path, problems: &mut Vec<Problem>) -> Result<Listing, ReadErro
         match std::fs::metadata(&path) {
             Ok(m) if m.is_dir() => dirs.push(path),
             Ok(_) => files.push(path),
-            Err(e) => problems.push(Problem::error(path.display(), format!("unreadable entry: {e}"))),
+            Err(e) => problems.push(Problem::error(
+                path.display(),
+                format!("unreadable entry: {e}"),
+            )),
         }
     }
-    let key = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let key = |p: &PathBuf| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
     dirs.sort_by(|a, b| natord::compare(&key(a), &key(b)));
     files.sort_by(|a, b| natord::compare(&key(a), &key(b)));
     Ok(Listing { dirs, files })
 }
 
 fn name_of(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn child(dir: &Path, name: &str) -> Option<PathBuf> {
@@ -108,7 +126,10 @@ fn child(dir: &Path, name: &str) -> Option<PathBuf> {
 
 /// Images of a folder keyed by file stem. Non-image files and duplicate stems (`a.jpg` and
 /// `a.png`: a label could belong to either) are reported; duplicates are left out.
-fn images_by_stem(dir: &Path, problems: &mut Vec<Problem>) -> Result<BTreeMap<OsString, PathBuf>, ReadError> {
+fn images_by_stem(
+    dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> Result<BTreeMap<OsString, PathBuf>, ReadError> {
     let listing = list_dir(dir, problems)?;
     let mut by_stem: BTreeMap<OsString, Vec<PathBuf>> = BTreeMap::new();
     for f in listing.files {
@@ -116,11 +137,17 @@ fn images_by_stem(dir: &Path, problems: &mut Vec<Problem>) -> Result<BTreeMap<Os
             let stem = f.file_stem().unwrap_or_default().to_os_string();
             by_stem.entry(stem).or_default().push(f);
         } else {
-            problems.push(Problem::warning(f.display(), "not an image file (jpg, png, bmp, dcm): ignored"));
+            problems.push(Problem::warning(
+                f.display(),
+                "not an image file (jpg, png, bmp, dcm): ignored",
+            ));
         }
     }
     for d in listing.dirs {
-        problems.push(Problem::warning(d.display(), "unexpected folder inside an image folder: ignored"));
+        problems.push(Problem::warning(
+            d.display(),
+            "unexpected folder inside an image folder: ignored",
+        ));
     }
     let mut out = BTreeMap::new();
     for (stem, paths) in by_stem {
@@ -128,7 +155,10 @@ fn images_by_stem(dir: &Path, problems: &mut Vec<Problem>) -> Result<BTreeMap<Os
             let names: Vec<String> = paths.iter().map(|p| name_of(p)).collect();
             problems.push(Problem::error(
                 dir.join(&stem).display(),
-                format!("duplicate stem: {} share one label file; all left out", names.join(" and ")),
+                format!(
+                    "duplicate stem: {} share one label file; all left out",
+                    names.join(" and ")
+                ),
             ));
         } else {
             out.insert(stem, paths.into_iter().next().unwrap());
@@ -138,31 +168,50 @@ fn images_by_stem(dir: &Path, problems: &mut Vec<Problem>) -> Result<BTreeMap<Os
 }
 
 /// Label files of a folder keyed by stem; other files are reported.
-fn labels_by_stem(dir: &Path, problems: &mut Vec<Problem>) -> Result<BTreeMap<OsString, PathBuf>, ReadError> {
+fn labels_by_stem(
+    dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> Result<BTreeMap<OsString, PathBuf>, ReadError> {
     let listing = list_dir(dir, problems)?;
     let mut out = BTreeMap::new();
     for f in listing.files {
-        if f.extension().map(|e| e.eq_ignore_ascii_case("txt")).unwrap_or(false) {
+        if f.extension()
+            .map(|e| e.eq_ignore_ascii_case("txt"))
+            .unwrap_or(false)
+        {
             out.insert(f.file_stem().unwrap_or_default().to_os_string(), f);
         } else {
-            problems.push(Problem::warning(f.display(), "not a .txt label file: ignored"));
+            problems.push(Problem::warning(
+                f.display(),
+                "not a .txt label file: ignored",
+            ));
         }
     }
     Ok(out)
 }
 
-fn read_label(path: &Path, ids: ClassIds, problems: &mut Vec<Problem>) -> Option<crate::labels::Label> {
+fn read_label(
+    path: &Path,
+    ids: ClassIds,
+    problems: &mut Vec<Problem>,
+) -> Option<crate::labels::Label> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
-            problems.push(Problem::error(path.display(), format!("cannot read label file: {e}")));
+            problems.push(Problem::error(
+                path.display(),
+                format!("cannot read label file: {e}"),
+            ));
             return None;
         }
     };
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(_) => {
-            problems.push(Problem::error(path.display(), "label file is not UTF-8 text"));
+            problems.push(Problem::error(
+                path.display(),
+                "label file is not UTF-8 text",
+            ));
             return None;
         }
     };
@@ -187,7 +236,10 @@ fn report_orphan_labels(
 ) {
     for (stem, path) in labels {
         if !images.contains_key(stem) {
-            problems.push(Problem::error(path.display(), "label file without an image"));
+            problems.push(Problem::error(
+                path.display(),
+                "label file without an image",
+            ));
         }
     }
 }
@@ -198,7 +250,11 @@ pub fn detect_layout(path: &Path) -> Result<Layout, ReadError> {
         return Err(ReadError::NotFound(path.to_path_buf()));
     }
     if path.is_file() {
-        return if path.extension().map(|e| e.eq_ignore_ascii_case("csv")).unwrap_or(false) {
+        return if path
+            .extension()
+            .map(|e| e.eq_ignore_ascii_case("csv"))
+            .unwrap_or(false)
+        {
             Ok(Layout::Manifest)
         } else {
             Err(ReadError::UnknownLayout(path.to_path_buf()))
@@ -265,13 +321,19 @@ fn train_dir(path: &Path) -> PathBuf {
 
 fn has_class_dirs(path: &Path) -> bool {
     std::fs::read_dir(path)
-        .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().ends_with('类') && e.path().is_dir()))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with('类') && e.path().is_dir())
+        })
         .unwrap_or(false)
 }
 
 /// The whole package: both training sets and any test sets beside them.
 pub fn read_package(root: &Path) -> Result<Dataset, ReadError> {
-    let mut ds = Dataset::new(format!("competition package at {}", root.display()), ClassList::birads6());
+    let mut ds = Dataset::new(
+        format!("competition package at {}", root.display()),
+        ClassList::birads6(),
+    );
     if let Some(cls) = child(root, CLS_PACKAGE) {
         ds.extend(read_competition_cls(&train_dir(&cls))?);
     }
@@ -287,7 +349,10 @@ pub fn read_package(root: &Path) -> Result<Dataset, ReadError> {
         if d.join("cla").is_dir() || d.join("fea").is_dir() {
             ds.extend(read_test_set(&d)?);
         } else {
-            problems.push(Problem::warning(d.display(), "unrecognised folder in the package: ignored"));
+            problems.push(Problem::warning(
+                d.display(),
+                "unrecognised folder in the package: ignored",
+            ));
         }
     }
     ds.problems.extend(problems);
@@ -298,11 +363,17 @@ pub fn read_package(root: &Path) -> Result<Dataset, ReadError> {
 /// the (1-based) id in the label file, which also gives the lesion box.
 pub fn read_competition_cls(root: &Path) -> Result<Dataset, ReadError> {
     let classes = ClassList::birads6();
-    let mut ds = Dataset::new(format!("competition classification layout at {}", root.display()), classes.clone());
+    let mut ds = Dataset::new(
+        format!("competition classification layout at {}", root.display()),
+        classes.clone(),
+    );
     let mut problems = Vec::new();
     let listing = list_dir(root, &mut problems)?;
     for f in &listing.files {
-        problems.push(Problem::warning(f.display(), "file outside the class folders: ignored"));
+        problems.push(Problem::warning(
+            f.display(),
+            "file outside the class folders: ignored",
+        ));
     }
     for class_dir in &listing.dirs {
         let name = name_of(class_dir);
@@ -315,14 +386,20 @@ pub fn read_competition_cls(root: &Path) -> Result<Dataset, ReadError> {
             continue;
         };
         let Some(img_dir) = child(class_dir, "images") else {
-            problems.push(Problem::error(class_dir.display(), "class folder has no images/ folder"));
+            problems.push(Problem::error(
+                class_dir.display(),
+                "class folder has no images/ folder",
+            ));
             continue;
         };
         let images = images_by_stem(&img_dir, &mut problems)?;
         let labels = match child(class_dir, "labels") {
             Some(l) => labels_by_stem(&l, &mut problems)?,
             None => {
-                problems.push(Problem::warning(class_dir.display(), "class folder has no labels/ folder: no lesion boxes"));
+                problems.push(Problem::warning(
+                    class_dir.display(),
+                    "class folder has no labels/ folder: no lesion boxes",
+                ));
                 BTreeMap::new()
             }
         };
@@ -332,7 +409,10 @@ pub fn read_competition_cls(root: &Path) -> Result<Dataset, ReadError> {
             sample.class = Some(class);
             match labels.get(&stem) {
                 None => {
-                    problems.push(Problem::warning(img.display(), "no label file: class taken from the folder, no lesion box"));
+                    problems.push(Problem::warning(
+                        img.display(),
+                        "no label file: class taken from the folder, no lesion box",
+                    ));
                 }
                 Some(lp) => {
                     sample.origin = lp.display().to_string();
@@ -390,7 +470,9 @@ fn walk_images(dir: &Path) -> Vec<PathBuf> {
 /// Which feature a `<feature>_labels` folder holds.
 fn feature_index(folder: &str) -> Option<usize> {
     let name = folder.strip_suffix("_labels")?;
-    FEATURE_NAMES.iter().position(|f| f.eq_ignore_ascii_case(name))
+    FEATURE_NAMES
+        .iter()
+        .position(|f| f.eq_ignore_ascii_case(name))
 }
 
 /// Features from per-feature label folders; shared by the competition and reorganised layouts.
@@ -421,7 +503,10 @@ fn read_feature_labels(
             Some(labels) => report_orphan_labels(labels, &images, &mut problems),
             None => problems.push(Problem::warning(
                 labels_root.display(),
-                format!("no {}_labels folder: that feature is unlabelled", FEATURE_NAMES[i]),
+                format!(
+                    "no {}_labels folder: that feature is unlabelled",
+                    FEATURE_NAMES[i]
+                ),
             )),
         }
     }
@@ -444,11 +529,20 @@ fn read_feature_labels(
             }
         }
         if !sample.has_features() {
-            problems.push(Problem::error(img.display(), "no usable feature label: left out"));
+            problems.push(Problem::error(
+                img.display(),
+                "no usable feature label: left out",
+            ));
             continue;
         }
         if !missing.is_empty() {
-            problems.push(Problem::warning(img.display(), format!("no label for {}: those features unlabelled", missing.join(", "))));
+            problems.push(Problem::warning(
+                img.display(),
+                format!(
+                    "no label for {}: those features unlabelled",
+                    missing.join(", ")
+                ),
+            ));
         }
         sample.origin = img.display().to_string();
         ds.samples.push(sample);
@@ -463,7 +557,11 @@ pub fn read_competition_fea(root: &Path) -> Result<Dataset, ReadError> {
     if !images.is_dir() {
         return Err(ReadError::UnknownLayout(root.to_path_buf()));
     }
-    let mut ds = read_feature_labels(&images, root, format!("competition feature layout at {}", root.display()))?;
+    let mut ds = read_feature_labels(
+        &images,
+        root,
+        format!("competition feature layout at {}", root.display()),
+    )?;
     let mut problems = Vec::new();
     for d in list_dir(root, &mut problems)?.dirs {
         let n = name_of(&d);
@@ -478,7 +576,10 @@ pub fn read_competition_fea(root: &Path) -> Result<Dataset, ReadError> {
 /// The original program's `<root>/cla` + `<root>/labels/*.txt` (class id in the file).
 pub fn read_reorganised_cls(root: &Path) -> Result<Dataset, ReadError> {
     let classes = ClassList::birads6();
-    let mut ds = Dataset::new(format!("reorganised classification layout at {}", root.display()), classes.clone());
+    let mut ds = Dataset::new(
+        format!("reorganised classification layout at {}", root.display()),
+        classes.clone(),
+    );
     let mut problems = Vec::new();
     let images = images_by_stem(&root.join("cla"), &mut problems)?;
     let labels = labels_by_stem(&root.join("labels"), &mut problems)?;
@@ -488,7 +589,9 @@ pub fn read_reorganised_cls(root: &Path) -> Result<Dataset, ReadError> {
             problems.push(Problem::error(img.display(), "no label file: left out"));
             continue;
         };
-        let Some(l) = read_label(lp, ClassIds::OneBased(classes.len()), &mut problems) else { continue };
+        let Some(l) = read_label(lp, ClassIds::OneBased(classes.len()), &mut problems) else {
+            continue;
+        };
         let mut s = Sample::unlabelled(ImageSource::Path(img), "cls");
         s.class = Some(l.value);
         s.lesion = l.bbox;
@@ -512,17 +615,23 @@ pub fn read_reorganised_fea(root: &Path) -> Result<Dataset, ReadError> {
 /// format of the prediction CSVs) lie beside the folders.
 pub fn read_test_set(root: &Path) -> Result<Dataset, ReadError> {
     let set = name_of(root);
-    let mut ds = Dataset::new(format!("test set at {}", root.display()), ClassList::birads6());
+    let mut ds = Dataset::new(
+        format!("test set at {}", root.display()),
+        ClassList::birads6(),
+    );
     let mut problems = Vec::new();
     let boxes = read_gt_boxes(&root.join("boxes.csv"), &mut problems);
     for part in ["cla", "fea"] {
-        let Some(dir) = child(root, part) else { continue };
+        let Some(dir) = child(root, part) else {
+            continue;
+        };
         let images = list_images(&dir, &mut problems)?;
         let gt = read_gt(&root.join(format!("{part}_gt.csv")), part, &mut problems);
         let mut seen = BTreeSet::new();
         for img in images {
             let name = name_of(&img);
-            let mut s = Sample::unlabelled(ImageSource::Path(img.clone()), &format!("{set}/{part}"));
+            let mut s =
+                Sample::unlabelled(ImageSource::Path(img.clone()), &format!("{set}/{part}"));
             if let Some(gt) = &gt {
                 match gt.get(&name) {
                     Some(row) => {
@@ -530,16 +639,25 @@ pub fn read_test_set(root: &Path) -> Result<Dataset, ReadError> {
                         s.features = row.features;
                         seen.insert(name.clone());
                     }
-                    None => problems.push(Problem::warning(img.display(), format!("not listed in {part}_gt.csv"))),
+                    None => problems.push(Problem::warning(
+                        img.display(),
+                        format!("not listed in {part}_gt.csv"),
+                    )),
                 }
             }
             // boxes.csv names images `cla/0001.jpg` (cla and fea reuse names) or just `0001.jpg`.
-            s.lesion = boxes.get(&format!("{part}/{name}")).or_else(|| boxes.get(&name)).copied();
+            s.lesion = boxes
+                .get(&format!("{part}/{name}"))
+                .or_else(|| boxes.get(&name))
+                .copied();
             ds.samples.push(s);
         }
         if let Some(gt) = &gt {
             for name in gt.keys().filter(|n| !seen.contains(*n)) {
-                problems.push(Problem::error(format!("{}/{part}_gt.csv: {name}", root.display()), "listed but no such image"));
+                problems.push(Problem::error(
+                    format!("{}/{part}_gt.csv: {name}", root.display()),
+                    "listed but no such image",
+                ));
             }
         }
     }
@@ -555,7 +673,11 @@ struct GtRow {
 
 /// `cla_gt.csv` (`img_name,label` with label 0..5) or `fea_gt.csv`
 /// (`img_name,boundary,calcification,direction,shape`).
-fn read_gt(path: &Path, part: &str, problems: &mut Vec<Problem>) -> Option<BTreeMap<String, GtRow>> {
+fn read_gt(
+    path: &Path,
+    part: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<BTreeMap<String, GtRow>> {
     if !path.is_file() {
         return None;
     }
@@ -579,7 +701,9 @@ fn read_gt(path: &Path, part: &str, problems: &mut Vec<Problem>) -> Option<BTree
         let name = rec.get(0).unwrap_or("").to_string();
         let mut row = GtRow::default();
         let parse01 = |v: &str| -> Result<usize, String> {
-            v.trim().parse::<usize>().map_err(|_| format!("'{v}' is not an integer"))
+            v.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("'{v}' is not an integer"))
         };
         let ok = if part == "cla" {
             match rec.get(1).map(parse01) {
@@ -588,7 +712,10 @@ fn read_gt(path: &Path, part: &str, problems: &mut Vec<Problem>) -> Option<BTree
                     true
                 }
                 other => {
-                    problems.push(Problem::error(item, format!("label must be 0..5, got {other:?}")));
+                    problems.push(Problem::error(
+                        item,
+                        format!("label must be 0..5, got {other:?}"),
+                    ));
                     false
                 }
             }
@@ -598,7 +725,10 @@ fn read_gt(path: &Path, part: &str, problems: &mut Vec<Problem>) -> Option<BTree
                 match rec.get(f + 1).map(parse01) {
                     Some(Ok(v)) if v < 2 => row.features[f] = Some(v == 1),
                     other => {
-                        problems.push(Problem::error(item.clone(), format!("{} must be 0/1, got {other:?}", FEATURE_NAMES[f])));
+                        problems.push(Problem::error(
+                            item.clone(),
+                            format!("{} must be 0/1, got {other:?}", FEATURE_NAMES[f]),
+                        ));
                         ok = false;
                         break;
                     }
@@ -624,12 +754,22 @@ fn read_gt_boxes(path: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, L
     };
     for (i, rec) in rdr.records().enumerate() {
         let Ok(rec) = rec else { continue };
-        let vals: Vec<f32> = (1..5).filter_map(|k| rec.get(k)?.trim().parse().ok()).collect();
+        let vals: Vec<f32> = (1..5)
+            .filter_map(|k| rec.get(k)?.trim().parse().ok())
+            .collect();
         if vals.len() != 4 {
-            problems.push(Problem::error(format!("{}:{}", path.display(), i + 2), "expected img_name,cx,cy,w,h"));
+            problems.push(Problem::error(
+                format!("{}:{}", path.display(), i + 2),
+                "expected img_name,cx,cy,w,h",
+            ));
             continue;
         }
-        let b = LesionBox { cx: vals[0], cy: vals[1], w: vals[2], h: vals[3] };
+        let b = LesionBox {
+            cx: vals[0],
+            cy: vals[1],
+            w: vals[2],
+            h: vals[3],
+        };
         match b.validate() {
             Ok(()) => {
                 out.insert(rec.get(0).unwrap_or("").to_string(), b);
@@ -642,10 +782,14 @@ fn read_gt_boxes(path: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, L
 
 /// A flat folder of images, unlabelled.
 pub fn read_flat(root: &Path) -> Result<Dataset, ReadError> {
-    let mut ds = Dataset::new(format!("image folder {}", root.display()), ClassList::birads6());
+    let mut ds = Dataset::new(
+        format!("image folder {}", root.display()),
+        ClassList::birads6(),
+    );
     let mut problems = Vec::new();
     for f in list_images(root, &mut problems)? {
-        ds.samples.push(Sample::unlabelled(ImageSource::Path(f), "flat"));
+        ds.samples
+            .push(Sample::unlabelled(ImageSource::Path(f), "flat"));
     }
     ds.problems.extend(problems);
     Ok(ds)
@@ -656,14 +800,20 @@ pub fn read_flat(root: &Path) -> Result<Dataset, ReadError> {
 pub fn list_images(dir: &Path, problems: &mut Vec<Problem>) -> Result<Vec<PathBuf>, ReadError> {
     let listing = list_dir(dir, problems)?;
     for d in &listing.dirs {
-        problems.push(Problem::warning(d.display(), "sub-folder of an image folder: ignored"));
+        problems.push(Problem::warning(
+            d.display(),
+            "sub-folder of an image folder: ignored",
+        ));
     }
     let mut out = Vec::new();
     for f in listing.files {
         if is_image_name(&f) {
             out.push(f);
         } else {
-            problems.push(Problem::warning(f.display(), "not an image file (jpg, png, bmp, dcm): ignored"));
+            problems.push(Problem::warning(
+                f.display(),
+                "not an image file (jpg, png, bmp, dcm): ignored",
+            ));
         }
     }
     Ok(out)

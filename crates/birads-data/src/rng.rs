@@ -36,10 +36,22 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_distinct() {
-        let a: Vec<u32> = stream(7, &[STREAM_AUGMENT, 0, 5]).random_iter().take(4).collect();
-        let b: Vec<u32> = stream(7, &[STREAM_AUGMENT, 0, 5]).random_iter().take(4).collect();
-        let c: Vec<u32> = stream(7, &[STREAM_AUGMENT, 0, 6]).random_iter().take(4).collect();
-        let d: Vec<u32> = stream(8, &[STREAM_AUGMENT, 0, 5]).random_iter().take(4).collect();
+        let a: Vec<u32> = stream(7, &[STREAM_AUGMENT, 0, 5])
+            .random_iter()
+            .take(4)
+            .collect();
+        let b: Vec<u32> = stream(7, &[STREAM_AUGMENT, 0, 5])
+            .random_iter()
+            .take(4)
+            .collect();
+        let c: Vec<u32> = stream(7, &[STREAM_AUGMENT, 0, 6])
+            .random_iter()
+            .take(4)
+            .collect();
+        let d: Vec<u32> = stream(8, &[STREAM_AUGMENT, 0, 5])
+            .random_iter()
+            .take(4)
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);

@@ -79,7 +79,12 @@ impl LesionBox {
     /// From a pixel box (top-left corner, width, height) in an image of `img_w × img_h`.
     pub fn from_pixels(x: f32, y: f32, w: f32, h: f32, img_w: u32, img_h: u32) -> Self {
         let (iw, ih) = (img_w as f32, img_h as f32);
-        Self { cx: (x + w / 2.0) / iw, cy: (y + h / 2.0) / ih, w: w / iw, h: h / ih }
+        Self {
+            cx: (x + w / 2.0) / iw,
+            cy: (y + h / 2.0) / ih,
+            w: w / iw,
+            h: h / ih,
+        }
     }
 
     /// Pixel box `(x0, y0, x1, y1)` (exclusive right/bottom, floating point) in an image of
@@ -115,7 +120,10 @@ impl LesionBox {
 pub enum ImageSource {
     Path(PathBuf),
     /// In-memory encoded bytes (an upload), with a display name.
-    Bytes { name: String, data: std::sync::Arc<Vec<u8>> },
+    Bytes {
+        name: String,
+        data: std::sync::Arc<Vec<u8>>,
+    },
 }
 
 impl ImageSource {
@@ -224,11 +232,19 @@ pub struct Problem {
 
 impl Problem {
     pub fn error(item: impl fmt::Display, reason: impl Into<String>) -> Self {
-        Self { severity: Severity::Error, item: item.to_string(), reason: reason.into() }
+        Self {
+            severity: Severity::Error,
+            item: item.to_string(),
+            reason: reason.into(),
+        }
     }
 
     pub fn warning(item: impl fmt::Display, reason: impl Into<String>) -> Self {
-        Self { severity: Severity::Warning, item: item.to_string(), reason: reason.into() }
+        Self {
+            severity: Severity::Warning,
+            item: item.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -250,15 +266,26 @@ pub struct Dataset {
 
 impl Dataset {
     pub fn new(description: impl Into<String>, classes: ClassList) -> Self {
-        Self { description: description.into(), classes, samples: Vec::new(), problems: Vec::new() }
+        Self {
+            description: description.into(),
+            classes,
+            samples: Vec::new(),
+            problems: Vec::new(),
+        }
     }
 
     pub fn error_count(&self) -> usize {
-        self.problems.iter().filter(|p| p.severity == Severity::Error).count()
+        self.problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .count()
     }
 
     pub fn warning_count(&self) -> usize {
-        self.problems.iter().filter(|p| p.severity == Severity::Warning).count()
+        self.problems
+            .iter()
+            .filter(|p| p.severity == Severity::Warning)
+            .count()
     }
 
     /// Samples with a BI-RADS class (the classification task).

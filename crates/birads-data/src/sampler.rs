@@ -23,16 +23,22 @@ impl WeightedSampler {
     pub fn from_classes(classes: &[usize], class_weights: &[f64]) -> Result<Self, String> {
         let mut w = Vec::with_capacity(classes.len());
         for &c in classes {
-            let cw = *class_weights
-                .get(c)
-                .ok_or_else(|| format!("class index {c} has no weight ({} weights given)", class_weights.len()))?;
+            let cw = *class_weights.get(c).ok_or_else(|| {
+                format!(
+                    "class index {c} has no weight ({} weights given)",
+                    class_weights.len()
+                )
+            })?;
             if !(cw.is_finite() && cw >= 0.0) {
                 return Err(format!("class weight {cw} is not a non-negative number"));
             }
             w.push(cw);
         }
         let dist = WeightedIndex::new(&w).map_err(|e| format!("invalid sampling weights: {e}"))?;
-        Ok(Self { dist, len: classes.len() })
+        Ok(Self {
+            dist,
+            len: classes.len(),
+        })
     }
 
     /// Sample indices of one epoch: `len` draws with replacement.
@@ -44,7 +50,11 @@ impl WeightedSampler {
 
 /// Expected share of each class under class weights: `count_c · w_c / Σ count · w`.
 pub fn expected_class_shares(counts: &[usize], class_weights: &[f64]) -> Vec<f64> {
-    let mass: Vec<f64> = counts.iter().zip(class_weights).map(|(&n, &w)| n as f64 * w).collect();
+    let mass: Vec<f64> = counts
+        .iter()
+        .zip(class_weights)
+        .map(|(&n, &w)| n as f64 * w)
+        .collect();
     let total: f64 = mass.iter().sum();
     mass.into_iter().map(|m| m / total).collect()
 }
@@ -64,7 +74,11 @@ mod tests {
     fn oversampling_hits_expected_class_frequencies() {
         // The competition's class counts.
         let counts = [463usize, 878, 448, 295, 251, 138];
-        let classes: Vec<usize> = counts.iter().enumerate().flat_map(|(c, &n)| std::iter::repeat_n(c, n)).collect();
+        let classes: Vec<usize> = counts
+            .iter()
+            .enumerate()
+            .flat_map(|(c, &n)| std::iter::repeat_n(c, n))
+            .collect();
         let s = WeightedSampler::from_classes(&classes, &BIRADS6_OVERSAMPLING).unwrap();
         let expect = expected_class_shares(&counts, &BIRADS6_OVERSAMPLING);
         let mut seen = [0usize; 6];
@@ -79,7 +93,10 @@ mod tests {
             let p = expect[c];
             let sd = (p * (1.0 - p) / n).sqrt();
             let got = seen[c] as f64 / n;
-            assert!((got - p).abs() < 4.0 * sd, "class {c}: share {got:.4}, expected {p:.4} ± {sd:.4}");
+            assert!(
+                (got - p).abs() < 4.0 * sd,
+                "class {c}: share {got:.4}, expected {p:.4} ± {sd:.4}"
+            );
         }
         // 4A is drawn about 4480/8827 of the time, far above its 18% share of the data.
         assert!(expect[2] > 0.5);

@@ -14,18 +14,24 @@ pub struct Split {
 
 /// FNV-1a: a stable string hash (std's hasher is randomised per process).
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The stratum of a sample: its class, else its feature pattern, else nothing.
 fn stratum(s: &Sample) -> String {
     match s.class {
         Some(c) => format!("c{c}"),
-        None => s.features.iter().map(|f| match f {
-            Some(true) => '1',
-            Some(false) => '0',
-            None => '-',
-        }).collect(),
+        None => s
+            .features
+            .iter()
+            .map(|f| match f {
+                Some(true) => '1',
+                Some(false) => '0',
+                None => '-',
+            })
+            .collect(),
     }
 }
 
@@ -40,7 +46,11 @@ pub fn group_split(samples: &[Sample], val_fraction: f64, seed: u64) -> Split {
     let mut strata: BTreeMap<String, Vec<(u64, &str, &Vec<usize>)>> = BTreeMap::new();
     for (key, members) in &groups {
         let st = stratum(&samples[members[0]]);
-        strata.entry(st).or_default().push((derive(seed, &[STREAM_SPLIT, fnv1a(key)]), key, members));
+        strata.entry(st).or_default().push((
+            derive(seed, &[STREAM_SPLIT, fnv1a(key)]),
+            key,
+            members,
+        ));
     }
     let mut val_mask = vec![false; samples.len()];
     for list in strata.values_mut() {
@@ -64,7 +74,11 @@ pub fn group_split(samples: &[Sample], val_fraction: f64, seed: u64) -> Split {
     }
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for (i, v) in val_mask.into_iter().enumerate() {
-        if v { val.push(i) } else { train.push(i) }
+        if v {
+            val.push(i)
+        } else {
+            train.push(i)
+        }
     }
     Split { train, val }
 }
@@ -78,7 +92,8 @@ mod tests {
     fn samples() -> Vec<Sample> {
         (0..600)
             .map(|i| {
-                let mut s = Sample::unlabelled(ImageSource::Path(format!("/x/{i}.jpg").into()), "t");
+                let mut s =
+                    Sample::unlabelled(ImageSource::Path(format!("/x/{i}.jpg").into()), "t");
                 s.class = Some(i % 4);
                 s.group = Some(format!("patient{}", i / 2)); // two views per patient, same class
                 s.class = Some((i / 2) % 4);
@@ -93,7 +108,10 @@ mod tests {
         let split = group_split(&s, 0.2, 9);
         assert_eq!(split.train.len() + split.val.len(), s.len());
         let val_groups: HashSet<String> = split.val.iter().map(|&i| s[i].group_key()).collect();
-        assert!(split.train.iter().all(|&i| !val_groups.contains(&s[i].group_key())));
+        assert!(split
+            .train
+            .iter()
+            .all(|&i| !val_groups.contains(&s[i].group_key())));
         for c in 0..4 {
             let n = s.iter().filter(|x| x.class == Some(c)).count() as f64;
             let v = split.val.iter().filter(|&&i| s[i].class == Some(c)).count() as f64;

@@ -10,7 +10,11 @@ fn img(path: &Path) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     let ext = path.extension().unwrap().to_str().unwrap();
     let im = image::RgbImage::from_pixel(40, 30, image::Rgb([90, 90, 90]));
-    let fmt = if ext == "png" { image::ImageFormat::Png } else { image::ImageFormat::Jpeg };
+    let fmt = if ext == "png" {
+        image::ImageFormat::Png
+    } else {
+        image::ImageFormat::Jpeg
+    };
     im.save_with_format(path, fmt).unwrap();
 }
 
@@ -20,11 +24,16 @@ fn txt(path: &Path, text: &str) {
 }
 
 fn problems_for<'a>(ds: &'a Dataset, needle: &str) -> Vec<&'a birads_data::Problem> {
-    ds.problems.iter().filter(|p| p.item.contains(needle)).collect()
+    ds.problems
+        .iter()
+        .filter(|p| p.item.contains(needle))
+        .collect()
 }
 
 fn has_problem(ds: &Dataset, item: &str, reason: &str, sev: Severity) -> bool {
-    problems_for(ds, item).iter().any(|p| p.reason.contains(reason) && p.severity == sev)
+    problems_for(ds, item)
+        .iter()
+        .any(|p| p.reason.contains(reason) && p.severity == sev)
 }
 
 fn names(ds: &Dataset) -> Vec<String> {
@@ -54,7 +63,10 @@ fn cls_fixture(root: &Path) -> PathBuf {
     img(&c("3类").join("images/outside.jpg"));
     txt(&c("3类").join("labels/outside.txt"), "2 0.5 1.5 0.1 0.1\n");
     img(&c("3类").join("images/multi.jpg"));
-    txt(&c("3类").join("labels/multi.txt"), "2 0.5 0.5 0.1 0.1\n2 0.3 0.3 0.1 0.1\n");
+    txt(
+        &c("3类").join("labels/multi.txt"),
+        "2 0.5 0.5 0.1 0.1\n2 0.3 0.3 0.1 0.1\n",
+    );
     img(&c("3类").join("images/mismatch.jpg"));
     txt(&c("3类").join("labels/mismatch.txt"), "5 0.5 0.5 0.1 0.1\n");
     img(&c("3类").join("images/dup.jpg"));
@@ -77,7 +89,16 @@ fn classification_layout_reads_good_items_and_reports_every_problem() {
     assert_eq!(detect_layout(&cls).unwrap(), Layout::CompetitionCls);
     let ds = read_dataset(&cls).unwrap();
     // Natural order inside a folder: 0002 before 0010.
-    assert_eq!(names(&ds), ["good.jpg", "multi.jpg", "nolabel.jpg", "0002.jpg", "0010.png"]);
+    assert_eq!(
+        names(&ds),
+        [
+            "good.jpg",
+            "multi.jpg",
+            "nolabel.jpg",
+            "0002.jpg",
+            "0010.png"
+        ]
+    );
     let good = &ds.samples[0];
     assert_eq!(good.class, Some(0));
     assert_eq!(good.lesion.unwrap().w, 0.2);
@@ -92,7 +113,12 @@ fn classification_layout_reads_good_items_and_reports_every_problem() {
     assert!(has_problem(&ds, "nan.txt", "not finite", Error));
     assert!(has_problem(&ds, "outside.txt", "outside [0,1]", Error));
     assert!(has_problem(&ds, "multi.txt", "2 lines", Warning));
-    assert!(has_problem(&ds, "mismatch.txt", "label says class 5", Error));
+    assert!(has_problem(
+        &ds,
+        "mismatch.txt",
+        "label says class 5",
+        Error
+    ));
     assert!(has_problem(&ds, "dup", "duplicate stem", Error));
     assert!(has_problem(&ds, "orphan.txt", "without an image", Error));
     assert!(has_problem(&ds, "letters.txt", "not a number", Error));
@@ -106,7 +132,10 @@ fn classification_layout_reads_good_items_and_reports_every_problem() {
         if entry.extension().is_some_and(|e| e == "jpg" || e == "png") {
             let stem = entry.file_stem().unwrap().to_string_lossy().to_string();
             let accounted = names(&ds).contains(&name)
-                || ds.problems.iter().any(|p| p.item.contains(&stem) || p.item.contains("6类"));
+                || ds
+                    .problems
+                    .iter()
+                    .any(|p| p.item.contains(&stem) || p.item.contains("6类"));
             assert!(accounted, "{name} vanished silently");
         }
     }
@@ -133,10 +162,21 @@ fn feature_layout_allows_partial_labels_and_reports_them() {
     img(&fea.join("images/b.png"));
     img(&fea.join("images/c.jpg"));
     img(&fea.join("images/d.jpg"));
-    for (f, a, b) in [("boundary", "1", "0"), ("calcification", "0", "1"), ("direction", "1", "1"), ("shape", "0", "0")] {
-        txt(&fea.join(format!("{f}_labels/a.txt")), &format!("{a} 0.5 0.5 0.2 0.2\n"));
+    for (f, a, b) in [
+        ("boundary", "1", "0"),
+        ("calcification", "0", "1"),
+        ("direction", "1", "1"),
+        ("shape", "0", "0"),
+    ] {
+        txt(
+            &fea.join(format!("{f}_labels/a.txt")),
+            &format!("{a} 0.5 0.5 0.2 0.2\n"),
+        );
         if f != "shape" {
-            txt(&fea.join(format!("{f}_labels/b.txt")), &format!("{b} 0.4 0.4 0.2 0.2\n"));
+            txt(
+                &fea.join(format!("{f}_labels/b.txt")),
+                &format!("{b} 0.4 0.4 0.2 0.2\n"),
+            );
         }
     }
     txt(&fea.join("shape_labels/b.txt"), ""); // empty file: that feature unlabelled
@@ -146,16 +186,37 @@ fn feature_layout_allows_partial_labels_and_reports_them() {
     assert_eq!(detect_layout(&fea).unwrap(), Layout::CompetitionFea);
     let ds = read_dataset(&fea).unwrap();
     assert_eq!(names(&ds), ["a.jpg", "b.png"]);
-    assert_eq!(ds.samples[0].features, [Some(true), Some(false), Some(true), Some(false)]);
-    assert_eq!(ds.samples[1].features, [Some(false), Some(true), Some(true), None]);
+    assert_eq!(
+        ds.samples[0].features,
+        [Some(true), Some(false), Some(true), Some(false)]
+    );
+    assert_eq!(
+        ds.samples[1].features,
+        [Some(false), Some(true), Some(true), None]
+    );
     assert_eq!(ds.samples[1].lesion.unwrap().cx, 0.4);
     use Severity::*;
-    assert!(has_problem(&ds, "shape_labels/b.txt", "empty label file", Error));
-    assert!(has_problem(&ds, "boundary_labels/c.txt", "not 0 or 1", Error));
+    assert!(has_problem(
+        &ds,
+        "shape_labels/b.txt",
+        "empty label file",
+        Error
+    ));
+    assert!(has_problem(
+        &ds,
+        "boundary_labels/c.txt",
+        "not 0 or 1",
+        Error
+    ));
     assert!(has_problem(&ds, "c.jpg", "no usable feature label", Error));
     assert!(has_problem(&ds, "d.jpg", "no usable feature label", Error));
     assert!(has_problem(&ds, "ghost.txt", "without an image", Error));
-    assert!(has_problem(&ds, "margin_labels", "unknown feature folder", Warning));
+    assert!(has_problem(
+        &ds,
+        "margin_labels",
+        "unknown feature folder",
+        Warning
+    ));
 }
 
 #[test]
@@ -174,7 +235,10 @@ fn reorganised_layouts_and_test_sets() {
     let f = dir.path().join("fea");
     img(&f.join("cla/y.jpg"));
     for feat in ["boundary", "calcification", "direction", "shape"] {
-        txt(&f.join(format!("labels/{feat}_labels/y.txt")), "1 0.5 0.5 0.3 0.3\n");
+        txt(
+            &f.join(format!("labels/{feat}_labels/y.txt")),
+            "1 0.5 0.5 0.3 0.3\n",
+        );
     }
     assert_eq!(detect_layout(&f).unwrap(), Layout::ReorganisedFea);
     let ds = read_dataset(&f).unwrap();
@@ -186,7 +250,10 @@ fn reorganised_layouts_and_test_sets() {
     img(&t.join("cla/9.jpg"));
     img(&t.join("cla/9.png"));
     img(&t.join("fea/1.png"));
-    txt(&t.join("cla_gt.csv"), "img_name,label\n9.jpg,4\n10.jpg,0\nmissing.jpg,1\n9.png,9\n");
+    txt(
+        &t.join("cla_gt.csv"),
+        "img_name,label\n9.jpg,4\n10.jpg,0\nmissing.jpg,1\n9.png,9\n",
+    );
     assert_eq!(detect_layout(&t).unwrap(), Layout::TestSet);
     let ds = read_dataset(&t).unwrap();
     assert_eq!(names(&ds), ["9.jpg", "9.png", "10.jpg", "1.png"]);
@@ -194,8 +261,18 @@ fn reorganised_layouts_and_test_sets() {
     assert_eq!(ds.samples[0].class, Some(4));
     assert_eq!(ds.samples[2].class, Some(0));
     assert_eq!(ds.samples[3].source, "testB/fea");
-    assert!(has_problem(&ds, "missing.jpg", "no such image", Severity::Error));
-    assert!(has_problem(&ds, "cla_gt.csv:5", "label must be 0..5", Severity::Error));
+    assert!(has_problem(
+        &ds,
+        "missing.jpg",
+        "no such image",
+        Severity::Error
+    ));
+    assert!(has_problem(
+        &ds,
+        "cla_gt.csv:5",
+        "label must be 0..5",
+        Severity::Error
+    ));
 
     // A flat folder.
     let flat = dir.path().join("flat");
@@ -207,7 +284,10 @@ fn reorganised_layouts_and_test_sets() {
     assert!(read_dataset(&dir.path().join("nope")).is_err());
     let empty = dir.path().join("empty");
     fs::create_dir_all(&empty).unwrap();
-    assert!(read_dataset(&empty).unwrap_err().to_string().contains("no dataset layout"));
+    assert!(read_dataset(&empty)
+        .unwrap_err()
+        .to_string()
+        .contains("no dataset layout"));
 }
 
 #[test]
@@ -217,14 +297,20 @@ fn package_root_reads_both_tasks_and_unicode_names() {
     let fea = dir.path().join(FEA_PACKAGE).join("train");
     img(&fea.join("images/超声 01.jpg"));
     for feat in ["boundary", "calcification", "direction", "shape"] {
-        txt(&fea.join(format!("{feat}_labels/超声 01.txt")), "0 0.5 0.5 0.3 0.3\n");
+        txt(
+            &fea.join(format!("{feat}_labels/超声 01.txt")),
+            "0 0.5 0.5 0.3 0.3\n",
+        );
     }
     img(&dir.path().join("testA/cla/0001.jpg"));
     assert_eq!(detect_layout(dir.path()).unwrap(), Layout::Package);
     let ds = read_dataset(dir.path()).unwrap();
     assert_eq!(ds.classified().count(), 5);
     assert_eq!(ds.featured().count(), 1);
-    assert!(ds.samples.iter().any(|s| s.image.file_name() == "超声 01.jpg"));
+    assert!(ds
+        .samples
+        .iter()
+        .any(|s| s.image.file_name() == "超声 01.jpg"));
     assert!(ds.samples.iter().any(|s| s.source == "testA/cla"));
 }
 
@@ -240,19 +326,37 @@ fn symlink_loops_and_non_utf8_names_are_reported_not_fatal() {
     fs::copy(flat.join("ok.jpg"), &weird).unwrap();
     let ds = read_dataset(&flat).unwrap();
     assert_eq!(ds.samples.len(), 2, "{:?}", ds.samples);
-    assert!(has_problem(&ds, "loop.jpg", "unreadable entry", Severity::Error));
+    assert!(has_problem(
+        &ds,
+        "loop.jpg",
+        "unreadable entry",
+        Severity::Error
+    ));
 }
 
 #[test]
 fn csv_manifest_reads_busbra_as_it_is() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/bus-bra");
-    assert!(root.join("labels.csv").is_file(), "BUS-BRA expected at {}", root.display());
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/bus-bra");
+    assert!(
+        root.join("labels.csv").is_file(),
+        "BUS-BRA expected at {}",
+        root.display()
+    );
     let ds = read_dataset(&root.join("labels.csv")).unwrap();
     assert_eq!(ds.samples.len(), 1875);
-    assert_eq!(ds.error_count(), 0, "{:?}", &ds.problems[..ds.problems.len().min(5)]);
+    assert_eq!(
+        ds.error_count(),
+        0,
+        "{:?}",
+        &ds.problems[..ds.problems.len().min(5)]
+    );
     assert_eq!(ds.classes.names(), ["2", "3", "4", "5"]);
     let count = |c| ds.samples.iter().filter(|s| s.class == Some(c)).count();
-    assert_eq!([count(0), count(1), count(2), count(3)], [562, 463, 693, 157]);
+    assert_eq!(
+        [count(0), count(1), count(2), count(3)],
+        [562, 463, 693, 157]
+    );
     let groups: std::collections::HashSet<_> = ds.samples.iter().map(|s| s.group_key()).collect();
     assert_eq!(groups.len(), 1064);
     // busbra_0001-l: box 90,23 104×80 in a 274×353 image.
@@ -282,13 +386,26 @@ fn csv_manifest_reports_bad_rows_and_round_trips() {
     let ds = read_dataset(&m).unwrap();
     assert_eq!(ds.classes.names(), ["2", "3", "4A", "4B", "4C", "5"]);
     assert_eq!(names(&ds), ["a.jpg", "b.jpg"]);
-    assert_eq!(ds.samples[0].features, [Some(true), Some(false), None, Some(true)]);
+    assert_eq!(
+        ds.samples[0].features,
+        [Some(true), Some(false), None, Some(true)]
+    );
     assert_eq!(ds.samples[1].class, Some(3));
     assert_eq!(ds.samples[0].group.as_deref(), Some("p1"));
     assert!(has_problem(&ds, "m.csv:4", "not found", Severity::Error));
-    assert!(has_problem(&ds, "m.csv:5", "boundary must be 0 or 1", Severity::Error));
+    assert!(has_problem(
+        &ds,
+        "m.csv:5",
+        "boundary must be 0 or 1",
+        Severity::Error
+    ));
     assert!(has_problem(&ds, "m.csv:6", "listed twice", Severity::Error));
-    assert!(has_problem(&ds, "m.csv:7", "not a finite number", Severity::Error));
+    assert!(has_problem(
+        &ds,
+        "m.csv:7",
+        "not a finite number",
+        Severity::Error
+    ));
 
     let out = dir.path().join("out.csv");
     let refs: Vec<_> = ds.samples.iter().collect();
@@ -296,7 +413,10 @@ fn csv_manifest_reports_bad_rows_and_round_trips() {
     let back = read_dataset(&out).unwrap();
     assert_eq!(back.samples.len(), 2);
     for (x, y) in back.samples.iter().zip(&ds.samples) {
-        assert_eq!((x.class, x.features, x.group.clone()), (y.class, y.features, y.group.clone()));
+        assert_eq!(
+            (x.class, x.features, x.group.clone()),
+            (y.class, y.features, y.group.clone())
+        );
         assert_eq!(x.lesion.is_some(), y.lesion.is_some());
     }
 }

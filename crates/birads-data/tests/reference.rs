@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use birads_data::image_ops::{cut_black_box, decode_path, resize_bilinear, CropBox, CutBlackParams};
+use birads_data::image_ops::{
+    cut_black_box, decode_path, resize_bilinear, CropBox, CutBlackParams,
+};
 use image::RgbImage;
 
 fn fixtures() -> PathBuf {
@@ -13,7 +15,11 @@ fn fixtures() -> PathBuf {
 /// The shared BUS-BRA copy beside the repository (CI provides it at ../shared).
 pub fn busbra() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/bus-bra");
-    assert!(p.join("labels.csv").is_file(), "BUS-BRA not found at {} (expected ../shared beside the clone)", p.display());
+    assert!(
+        p.join("labels.csv").is_file(),
+        "BUS-BRA not found at {} (expected ../shared beside the clone)",
+        p.display()
+    );
     p
 }
 
@@ -23,7 +29,17 @@ fn read_boxes(csv_path: &Path) -> Vec<(String, u32, u32, CropBox)> {
         .map(|r| {
             let r = r.unwrap();
             let n = |i: usize| r[i].parse::<u32>().unwrap();
-            (r[0].to_string(), n(1), n(2), CropBox { x0: n(3), y0: n(4), x1: n(5), y1: n(6) })
+            (
+                r[0].to_string(),
+                n(1),
+                n(2),
+                CropBox {
+                    x0: n(3),
+                    y0: n(4),
+                    x1: n(5),
+                    y1: n(6),
+                },
+            )
         })
         .collect()
 }
@@ -33,8 +49,14 @@ fn cut_black_matches_reference_on_every_busbra_image() {
     let dir = busbra().join("images");
     let cases = read_boxes(&fixtures().join("cutblack_busbra.csv"));
     assert_eq!(cases.len(), 1875);
-    let cropped = cases.iter().filter(|(_, w, h, b)| *b != CropBox::full(*w, *h)).count();
-    assert!(cropped > 50, "fixture should exercise real crops, has {cropped}");
+    let cropped = cases
+        .iter()
+        .filter(|(_, w, h, b)| *b != CropBox::full(*w, *h))
+        .count();
+    assert!(
+        cropped > 50,
+        "fixture should exercise real crops, has {cropped}"
+    );
     let mut mismatches = Vec::new();
     for (name, w, h, want) in &cases {
         let img = decode_path(&dir.join(name)).unwrap();
@@ -44,7 +66,12 @@ fn cut_black_matches_reference_on_every_busbra_image() {
             mismatches.push(format!("{name}: got {got:?}, reference {want:?}"));
         }
     }
-    assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
 }
 
 #[test]
@@ -54,7 +81,11 @@ fn cut_black_matches_reference_on_crafted_cases() {
     for (name, w, h, want) in cases {
         let img = decode_path(&fixtures().join("cutblack_cases").join(&name)).unwrap();
         assert_eq!(img.dimensions(), (w, h));
-        assert_eq!(cut_black_box(&img, &CutBlackParams::default()), want, "{name}");
+        assert_eq!(
+            cut_black_box(&img, &CutBlackParams::default()),
+            want,
+            "{name}"
+        );
     }
 }
 
@@ -63,12 +94,28 @@ pub fn pattern(kind: &str, w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| {
         let (x, y, w, h) = (x as i64, y as i64, w as i64, h as i64);
         let (r, g, b) = match kind {
-            "gradient" => (x * 255 / (w - 1).max(1), y * 255 / (h - 1).max(1), (x + y) * 255 / (w + h - 2).max(1)),
-            "texture" => ((x * 7 + y * 13 + (x * y) % 31) % 256, (x * x + 3 * y) % 256, ((x / 8 + y / 8) % 2) * 200 + (x % 5) * 11),
-            "stripes" => (if (x / 3) % 2 == 0 { 250 } else { 5 }, if (y / 2) % 2 == 0 { 240 } else { 20 }, (x * 3 + y * 5) % 256),
+            "gradient" => (
+                x * 255 / (w - 1).max(1),
+                y * 255 / (h - 1).max(1),
+                (x + y) * 255 / (w + h - 2).max(1),
+            ),
+            "texture" => (
+                (x * 7 + y * 13 + (x * y) % 31) % 256,
+                (x * x + 3 * y) % 256,
+                ((x / 8 + y / 8) % 2) * 200 + (x % 5) * 11,
+            ),
+            "stripes" => (
+                if (x / 3) % 2 == 0 { 250 } else { 5 },
+                if (y / 2) % 2 == 0 { 240 } else { 20 },
+                (x * 3 + y * 5) % 256,
+            ),
             _ => unreachable!(),
         };
-        image::Rgb([r.clamp(0, 255) as u8, g.clamp(0, 255) as u8, b.clamp(0, 255) as u8])
+        image::Rgb([
+            r.clamp(0, 255) as u8,
+            g.clamp(0, 255) as u8,
+            b.clamp(0, 255) as u8,
+        ])
     })
 }
 
@@ -90,7 +137,12 @@ fn resize_matches_pillow_bilinear() {
         let want = image::open(&path).unwrap().to_rgb8();
         let got = resize_bilinear(&pattern(parts[0], sw, sh), dw, dh);
         assert_eq!(got.dimensions(), want.dimensions());
-        let diffs: Vec<u32> = got.as_raw().iter().zip(want.as_raw()).map(|(a, b)| a.abs_diff(*b) as u32).collect();
+        let diffs: Vec<u32> = got
+            .as_raw()
+            .iter()
+            .zip(want.as_raw())
+            .map(|(a, b)| a.abs_diff(*b) as u32)
+            .collect();
         let mad = diffs.iter().sum::<u32>() as f64 / diffs.len() as f64;
         let max = *diffs.iter().max().unwrap();
         assert!(mad <= 1.0, "{name}: mean abs diff {mad} > 1/255");
@@ -98,4 +150,70 @@ fn resize_matches_pillow_bilinear() {
         n += 1;
     }
     assert!(n >= 7, "expected the resize fixtures, found {n}");
+}
+
+fn diff_stats(a: &RgbImage, b: &RgbImage) -> (usize, u8) {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let d: Vec<u8> = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| x.abs_diff(*y))
+        .collect();
+    (
+        d.iter().filter(|v| **v != 0).count(),
+        *d.iter().max().unwrap(),
+    )
+}
+
+#[test]
+fn affine_matches_torchvision_on_pil() {
+    use birads_data::augment::{apply_affine, Affine};
+    let src = pattern("texture", 97, 83);
+    let mut rdr = csv::Reader::from_path(fixtures().join("affine.csv")).unwrap();
+    let mut n = 0;
+    for r in rdr.records() {
+        let r = r.unwrap();
+        let f = |i: usize| r[i].parse::<f32>().unwrap();
+        let t = Affine {
+            angle: f(1),
+            tx: f(2),
+            ty: f(3),
+            scale: f(4),
+            shear_x: f(5),
+            shear_y: 0.0,
+        };
+        let want = image::open(fixtures().join("affine").join(&r[0]))
+            .unwrap()
+            .to_rgb8();
+        let (got, _) = apply_affine(&src, &t, None);
+        let (differing, _) = diff_stats(&got, &want);
+        // Pillow's 16.16 fixed-point stepping reproduced: identical pixels.
+        assert_eq!(
+            differing, 0,
+            "{}: {differing} differing values for {t:?}",
+            &r[0]
+        );
+        n += 1;
+    }
+    assert!(n >= 7);
+}
+
+#[test]
+fn gaussian_blur_matches_torchvision_on_pil() {
+    use birads_data::augment::gaussian_blur;
+    let src = pattern("texture", 97, 83);
+    for sigma in [0.1f32, 0.6, 1.3, 2.0] {
+        let want = image::open(fixtures().join("blur").join(format!("blur_{sigma:?}.png")))
+            .unwrap()
+            .to_rgb8();
+        let got = gaussian_blur(&src, 5, sigma);
+        let (differing, max) = diff_stats(&got, &want);
+        // Separable f32 sums round differently from a 2-D convolution only at exact .5 ties.
+        assert!(max <= 1, "sigma {sigma}: max diff {max}");
+        assert!(
+            differing * 1000 <= got.as_raw().len(),
+            "sigma {sigma}: {differing} values differ"
+        );
+    }
 }

@@ -74,26 +74,46 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
 }
 
 fn bench_preprocess(a: PreprocessArgs) -> anyhow::Result<u8> {
-    let tmp;
+    let mut tmp = None;
     let dir = match &a.images {
         Some(d) => d.clone(),
         None => {
-            tmp = tempfile_dir()?;
-            let cfg = SynthConfig { seed: 7, train_cls: 0, train_fea: 0, test_cls: a.limit, test_fea: 0, ..SynthConfig::default() };
-            synthesize(&tmp, &cfg)?;
-            tmp.join("testA/cla")
+            let t = tempfile_dir()?;
+            tmp = Some(RemoveOnDrop(t.clone()));
+            let cfg = SynthConfig {
+                seed: 7,
+                train_cls: 0,
+                train_fea: 0,
+                test_cls: a.limit,
+                test_fea: 0,
+                ..SynthConfig::default()
+            };
+            synthesize(&t, &cfg)?;
+            t.join("testA/cla")
         }
     };
     let mut problems = Vec::new();
     let mut files = list_images(&dir, &mut problems).map_err(|e| anyhow::anyhow!("{e}"))?;
     files.truncate(a.limit);
     anyhow::ensure!(!files.is_empty(), "no images in {}", dir.display());
-    let samples: Arc<Vec<Sample>> = Arc::new(files.iter().map(|p| Sample::unlabelled(ImageSource::Path(p.clone()), "bench")).collect());
+    let samples: Arc<Vec<Sample>> = Arc::new(
+        files
+            .iter()
+            .map(|p| Sample::unlabelled(ImageSource::Path(p.clone()), "bench"))
+            .collect(),
+    );
     let n = samples.len();
     let threads = rayon::current_num_threads();
-    println!("preprocessing benchmark: {n} images from {}, {} repeats, medians", dir.display(), a.repeats);
+    println!(
+        "preprocessing benchmark: {n} images from {}, {} repeats, medians",
+        dir.display(),
+        a.repeats
+    );
 
-    let infer = Preprocess { cut_black: true, ..Preprocess::original_inference() };
+    let infer = Preprocess {
+        cut_black: true,
+        ..Preprocess::original_inference()
+    };
     let aug = Augment::original(CutMix::Off);
     // Warm-up (file cache, allocator).
     for s in samples.iter().take(10) {
@@ -119,29 +139,60 @@ fn bench_preprocess(a: PreprocessArgs) -> anyhow::Result<u8> {
         median(times)
     };
     let parallel = |train: bool| -> (f64, f64) {
-        let loader = Loader::new(samples.clone(), infer.clone(), train.then(|| aug.clone()), 0);
+        let loader = Loader::new(
+            samples.clone(),
+            infer.clone(),
+            train.then(|| aug.clone()),
+            0,
+        );
         let order: Vec<usize> = (0..n).collect();
         let mut rates = Vec::new();
         let mut utils = Vec::new();
         for r in 0..a.repeats {
             let (c0, t) = (cpu_seconds(), Instant::now());
-            let got: usize = loader.prefetch(r as u64, order.clone(), 32, 2).into_iter().map(|b| b.len()).sum();
+            let got: usize = loader
+                .prefetch(r as u64, order.clone(), 32, 2)
+                .into_iter()
+                .map(|b| b.len())
+                .sum();
             let wall = t.elapsed().as_secs_f64();
             rates.push(got as f64 / wall);
             if let (Some(c0), Some(c1)) = (c0, cpu_seconds()) {
                 utils.push((c1 - c0) / wall / threads as f64);
             }
         }
-        (median(rates), if utils.is_empty() { f64::NAN } else { median(utils) })
+        (
+            median(rates),
+            if utils.is_empty() {
+                f64::NAN
+            } else {
+                median(utils)
+            },
+        )
     };
     breakdown(&samples, &infer, &aug);
-    let py = if a.no_python { None } else { run_python(&a.python, &dir, n, a.repeats) };
+    let py = if a.no_python {
+        None
+    } else {
+        run_python(&a.python, &dir, n, a.repeats)
+    };
     let mut rows = Vec::new();
     for (name, train) in [("inference chain", false), ("training chain", true)] {
-        let rust_1 = rayon::ThreadPoolBuilder::new().num_threads(1).build()?.install(|| single(train));
+        let rust_1 = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()?
+            .install(|| single(train));
         let (rust_all, cpu_util) = parallel(train);
-        let python = py.as_ref().and_then(|v| v.get(if train { "train" } else { "inference" })?.as_f64());
-        rows.push(Row { name, rust_1, rust_all, cpu_util, python });
+        let python = py
+            .as_ref()
+            .and_then(|v| v.get(if train { "train" } else { "inference" })?.as_f64());
+        rows.push(Row {
+            name,
+            rust_1,
+            rust_all,
+            cpu_util,
+            python,
+        });
     }
     println!();
     println!("| chain | Python 1 core (img/s) | birads 1 core (img/s) | ratio | birads loader, {threads} threads (img/s) | CPU busy |");
@@ -159,10 +210,20 @@ fn bench_preprocess(a: PreprocessArgs) -> anyhow::Result<u8> {
             r.cpu_util * 100.0
         );
     }
+    drop(tmp);
     if py.is_none() && !a.no_python {
         println!("\n(Python side skipped: `{} scripts/bench_preprocess.py` needs Pillow, numpy and torchvision; pass --python)", a.python);
     }
     Ok(0)
+}
+
+/// Deletes the synthetic benchmark images however the benchmark ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
@@ -173,13 +234,20 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 
 /// Run the embedded Python benchmark on the same images; `None` (with a note) if it fails.
 fn run_python(python: &str, dir: &Path, limit: usize, repeats: usize) -> Option<serde_json::Value> {
-    let script = std::env::temp_dir().join(format!("birads_bench_preprocess_{}.py", std::process::id()));
+    let script =
+        std::env::temp_dir().join(format!("birads_bench_preprocess_{}.py", std::process::id()));
     std::fs::write(&script, PY_SCRIPT).ok()?;
     let out = std::process::Command::new(python)
         .arg(&script)
         .arg("--images")
         .arg(dir)
-        .args(["--limit", &limit.to_string(), "--repeats", &repeats.to_string(), "--json"])
+        .args([
+            "--limit",
+            &limit.to_string(),
+            "--repeats",
+            &repeats.to_string(),
+            "--json",
+        ])
         .env("OMP_NUM_THREADS", "1")
         .env("MKL_NUM_THREADS", "1")
         .output();
@@ -187,7 +255,13 @@ fn run_python(python: &str, dir: &Path, limit: usize, repeats: usize) -> Option<
     match out {
         Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).ok(),
         Ok(o) => {
-            eprintln!("python benchmark failed: {}", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
+            eprintln!(
+                "python benchmark failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
             None
         }
         Err(e) => {
@@ -200,11 +274,23 @@ fn run_python(python: &str, dir: &Path, limit: usize, repeats: usize) -> Option<
 /// Single-core time per stage (µs per image, medians over images), to see where time goes.
 fn breakdown(samples: &[Sample], pre: &Preprocess, aug: &Augment) {
     use birads_data::augment::{apply_affine, gaussian_blur, random_erasing, Affine};
-    use birads_data::image_ops::{center_crop, cut_black, flip_horizontal, resize_bilinear, to_tensor_normalized};
-    let mut stages: Vec<(&str, Vec<f64>)> = ["decode", "cut_black", "center_crop", "resize", "normalize", "flip", "affine", "blur", "erasing"]
-        .iter()
-        .map(|n| (*n, Vec::new()))
-        .collect();
+    use birads_data::image_ops::{
+        center_crop, cut_black, flip_horizontal, resize_bilinear, to_tensor_normalized,
+    };
+    let mut stages: Vec<(&str, Vec<f64>)> = [
+        "decode",
+        "cut_black",
+        "center_crop",
+        "resize",
+        "normalize",
+        "flip",
+        "affine",
+        "blur",
+        "erasing",
+    ]
+    .iter()
+    .map(|n| (*n, Vec::new()))
+    .collect();
     let mut rng = stream(1, &[]);
     let c = pre.crop.unwrap_or(672);
     for s in samples.iter().take(60) {
@@ -233,6 +319,10 @@ fn breakdown(samples: &[Sample], pre: &Preprocess, aug: &Augment) {
         random_erasing(&mut tensor, aug.erasing.as_ref().unwrap(), &mut rng);
         lap(8, &mut stages);
     }
-    let parts: Vec<String> = stages.into_iter().filter(|s| !s.1.is_empty()).map(|(n, v)| format!("{n} {:.0}", median(v))).collect();
+    let parts: Vec<String> = stages
+        .into_iter()
+        .filter(|s| !s.1.is_empty())
+        .map(|(n, v)| format!("{n} {:.0}", median(v)))
+        .collect();
     println!("single-core stage medians (µs/image): {}", parts.join(", "));
 }

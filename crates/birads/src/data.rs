@@ -103,13 +103,20 @@ pub fn select(samples: &[Sample], task: Task) -> Vec<&Sample> {
 }
 
 fn run_split(a: SplitArgs) -> anyhow::Result<u8> {
-    anyhow::ensure!(a.val_fraction > 0.0 && a.val_fraction < 1.0, "--val-fraction must be between 0 and 1");
+    anyhow::ensure!(
+        a.val_fraction > 0.0 && a.val_fraction < 1.0,
+        "--val-fraction must be between 0 and 1"
+    );
     let ds = crate::read_dataset(&a.path)?;
     for p in &ds.problems {
         eprintln!("{p}");
     }
     let chosen: Vec<Sample> = select(&ds.samples, a.task).into_iter().cloned().collect();
-    anyhow::ensure!(!chosen.is_empty(), "no samples to split in {}", a.path.display());
+    anyhow::ensure!(
+        !chosen.is_empty(),
+        "no samples to split in {}",
+        a.path.display()
+    );
     let split = group_split(&chosen, a.val_fraction, a.seed);
     let pick = |idx: &[usize]| idx.iter().map(|&i| &chosen[i]).collect::<Vec<_>>();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
@@ -123,5 +130,9 @@ fn run_split(a: SplitArgs) -> anyhow::Result<u8> {
         a.seed,
         a.out.display()
     );
-    Ok(if ds.error_count() > 0 { crate::EXIT_SKIPPED } else { 0 })
+    Ok(if ds.error_count() > 0 {
+        crate::EXIT_SKIPPED
+    } else {
+        0
+    })
 }

@@ -36,7 +36,11 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     let mut ds = crate::read_dataset(&data)?;
     let summary = check(&mut ds, false);
     print!("{summary}");
-    anyhow::ensure!(summary.errors == 0, "the synthetic dataset has {} errors", summary.errors);
+    anyhow::ensure!(
+        summary.errors == 0,
+        "the synthetic dataset has {} errors",
+        summary.errors
+    );
     println!("\n== 3/3 augmentation previews");
     for (task, name) in [(Task::Cls, "cls"), (Task::Fea, "fea")] {
         crate::preview::run(crate::preview::PreviewArgs {
@@ -52,7 +56,11 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
             cut_black: task == Task::Fea,
         })?;
     }
-    println!("\ndemo finished in {:.1} s; outputs under {}", t.elapsed().as_secs_f32(), a.out.display());
+    println!(
+        "\ndemo finished in {:.1} s; outputs under {}",
+        t.elapsed().as_secs_f32(),
+        a.out.display()
+    );
     println!("  dataset:  {}", data.display());
     println!("  previews: {}", a.out.join("preview").display());
     Ok(0)

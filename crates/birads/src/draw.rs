@@ -30,7 +30,8 @@ pub fn rect(img: &mut RgbImage, b: [f32; 4], color: Rgb<u8>, thickness: u32) {
 
 /// Images side by side on a dark background with a gap.
 pub fn hstack(panels: &[RgbImage], gap: u32) -> RgbImage {
-    let w: u32 = panels.iter().map(|p| p.width()).sum::<u32>() + gap * (panels.len() as u32).saturating_sub(1);
+    let w: u32 = panels.iter().map(|p| p.width()).sum::<u32>()
+        + gap * (panels.len() as u32).saturating_sub(1);
     let h = panels.iter().map(|p| p.height()).max().unwrap_or(1);
     let mut out = RgbImage::from_pixel(w.max(1), h, Rgb([24, 24, 24]));
     let mut x = 0;
@@ -45,7 +46,8 @@ pub fn hstack(panels: &[RgbImage], gap: u32) -> RgbImage {
 pub fn grid(tiles: &[RgbImage], cols: usize, gap: u32) -> RgbImage {
     let rows: Vec<RgbImage> = tiles.chunks(cols.max(1)).map(|c| hstack(c, gap)).collect();
     let w = rows.iter().map(|r| r.width()).max().unwrap_or(1);
-    let h: u32 = rows.iter().map(|r| r.height()).sum::<u32>() + gap * (rows.len() as u32).saturating_sub(1);
+    let h: u32 =
+        rows.iter().map(|r| r.height()).sum::<u32>() + gap * (rows.len() as u32).saturating_sub(1);
     let mut out = RgbImage::from_pixel(w, h.max(1), Rgb([24, 24, 24]));
     let mut y = 0;
     for r in &rows {
@@ -74,7 +76,9 @@ mod tests {
         let a = RgbImage::from_pixel(4, 3, Rgb([1, 1, 1]));
         let g = grid(&[a.clone(), a.clone(), a], 2, 1);
         assert_eq!(g.dimensions(), (9, 7));
-        assert_eq!(g.get_pixel(5, 4), &Rgb([1, 1, 1]));
+        assert_eq!(g.get_pixel(5, 1), &Rgb([1, 1, 1]));
+        assert_eq!(g.get_pixel(2, 5), &Rgb([1, 1, 1]));
+        assert_eq!(g.get_pixel(5, 5), &Rgb([24, 24, 24]));
         assert_eq!(g.get_pixel(4, 0), &Rgb([24, 24, 24]));
     }
 }

@@ -63,14 +63,26 @@ pub fn run(a: PreviewArgs) -> anyhow::Result<u8> {
     let ds = crate::read_dataset(&a.dataset)?;
     let chosen: Vec<_> = select(&ds.samples, a.task).into_iter().cloned().collect();
     anyhow::ensure!(!chosen.is_empty(), "no samples in {}", a.dataset.display());
-    let cutmix = match a.cutmix.unwrap_or(if a.task == Task::Cls { CutMixArg::Lesion } else { CutMixArg::Rectangle }) {
+    let cutmix = match a.cutmix.unwrap_or(if a.task == Task::Cls {
+        CutMixArg::Lesion
+    } else {
+        CutMixArg::Rectangle
+    }) {
         CutMixArg::Off => CutMix::Off,
         CutMixArg::Lesion => CutMix::Lesion { p: a.cutmix_p },
         CutMixArg::Rectangle => CutMix::Rectangle { p: a.cutmix_p },
     };
-    let pre = Preprocess { cut_black: a.cut_black, ..Preprocess::original_inference().with_size(a.size) };
+    let pre = Preprocess {
+        cut_black: a.cut_black,
+        ..Preprocess::original_inference().with_size(a.size)
+    };
     let samples = Arc::new(chosen);
-    let loader = Loader::new(samples.clone(), pre.clone(), Some(Augment::original(cutmix)), a.seed);
+    let loader = Loader::new(
+        samples.clone(),
+        pre.clone(),
+        Some(Augment::original(cutmix)),
+        a.seed,
+    );
     let mut rng = stream(a.seed, &[STREAM_PREVIEW]);
     let picks = sample(&mut rng, samples.len(), a.count.min(samples.len())).into_vec();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
@@ -93,13 +105,24 @@ pub fn run(a: PreviewArgs) -> anyhow::Result<u8> {
         let mut left = resize_bilinear(&src, sw, a.size);
         if let Some(b) = s.lesion {
             let p = b.to_pixels(src.width(), src.height());
-            draw::rect(&mut left, [p[0] * scale, p[1] * scale, p[2] * scale, p[3] * scale], BOX_SOURCE, 2);
+            draw::rect(
+                &mut left,
+                [p[0] * scale, p[1] * scale, p[2] * scale, p[3] * scale],
+                BOX_SOURCE,
+                2,
+            );
         }
         let mut panels = vec![left];
         let class = s.class.and_then(|c| ds.classes.name(c)).unwrap_or("-");
-        writeln!(index, "sample_{k:03}.png  {}  class {class}  features {:?}", s.image, s.features)?;
+        writeln!(
+            index,
+            "sample_{k:03}.png  {}  class {class}  features {:?}",
+            s.image, s.features
+        )?;
         for v in 0..a.versions {
-            let prepared = loader.load(v as u64, k, i).map_err(|p| anyhow::anyhow!("{p}"))?;
+            let prepared = loader
+                .load(v as u64, k, i)
+                .map_err(|p| anyhow::anyhow!("{p}"))?;
             let mut im: RgbImage = denormalize(&prepared.tensor, pre.mean, pre.std);
             if let Some(b) = prepared.lesion {
                 draw::rect(&mut im, b, BOX_AUGMENTED, 2);

@@ -50,11 +50,30 @@ impl SynthArgs {
 pub fn run(a: SynthArgs) -> anyhow::Result<u8> {
     let t = std::time::Instant::now();
     let s = synthesize(&a.out, &a.config())?;
-    println!("wrote {} synthetic images to {} in {:.1} s", s.images, s.out.display(), t.elapsed().as_secs_f32());
-    let classes: Vec<String> = BIRADS6.iter().zip(s.class_counts).map(|(c, n)| format!("{c}: {n}")).collect();
-    println!("  classification training set, BI-RADS {}", classes.join(", "));
-    let feats: Vec<String> = FEATURE_NAMES.iter().zip(s.feature_positive).map(|(f, n)| format!("{f} {n}")).collect();
+    println!(
+        "wrote {} synthetic images to {} in {:.1} s",
+        s.images,
+        s.out.display(),
+        t.elapsed().as_secs_f32()
+    );
+    let classes: Vec<String> = BIRADS6
+        .iter()
+        .zip(s.class_counts)
+        .map(|(c, n)| format!("{c}: {n}"))
+        .collect();
+    println!(
+        "  classification training set, BI-RADS {}",
+        classes.join(", ")
+    );
+    let feats: Vec<String> = FEATURE_NAMES
+        .iter()
+        .zip(s.feature_positive)
+        .map(|(f, n)| format!("{f} {n}"))
+        .collect();
     println!("  feature training set, positives: {}", feats.join(", "));
-    println!("  testA with cla_gt.csv and fea_gt.csv; check it with: birads data check {}", a.out.display());
+    println!(
+        "  testA with cla_gt.csv and fea_gt.csv; check it with: birads data check {}",
+        a.out.display()
+    );
     Ok(0)
 }

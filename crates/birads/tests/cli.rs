@@ -1,0 +1,276 @@
+//! The `birads` binary end to end: exit codes, outputs, and `data check` on real and
+//! synthetic data.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn birads(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_birads"))
+        .args(args)
+        .output()
+        .expect("run birads")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn busbra() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/bus-bra");
+    assert!(
+        p.join("labels.csv").is_file(),
+        "BUS-BRA expected at {} (../shared beside the clone)",
+        p.display()
+    );
+    p
+}
+
+fn synth_small(dir: &Path) -> PathBuf {
+    let out = dir.join("synth");
+    let o = birads(&[
+        "synth",
+        "--out",
+        out.to_str().unwrap(),
+        "--train-cls",
+        "36",
+        "--train-fea",
+        "24",
+        "--test-cls",
+        "12",
+        "--test-fea",
+        "12",
+        "--min-side",
+        "160",
+        "--max-side",
+        "300",
+        "--seed",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+#[test]
+fn help_works_for_every_subcommand() {
+    for args in [
+        vec!["--help"],
+        vec!["demo", "--help"],
+        vec!["synth", "--help"],
+        vec!["data", "check", "--help"],
+        vec!["data", "split", "--help"],
+        vec!["preview", "--help"],
+        vec!["bench", "preprocess", "--help"],
+    ] {
+        let o = birads(&args);
+        assert!(o.status.success(), "{args:?}");
+        assert!(stdout(&o).contains("Usage"), "{args:?}");
+    }
+    assert_eq!(
+        birads(&["no-such-command"]).status.code(),
+        Some(2),
+        "clap usage errors exit 2"
+    );
+}
+
+#[test]
+fn data_check_is_right_on_busbra() {
+    let o = birads(&[
+        "data",
+        "check",
+        busbra().join("labels.csv").to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["samples"], 1875);
+    assert_eq!(v["groups"], 1064);
+    assert_eq!(v["errors"], 0);
+    assert_eq!(v["with_lesion_box"], 1875);
+    let per_class: Vec<(String, u64)> = v["per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        per_class,
+        [
+            ("2".into(), 562),
+            ("3".into(), 463),
+            ("4".into(), 693),
+            ("5".into(), 157)
+        ]
+    );
+    assert_eq!(v["sizes"]["count"], 1875);
+    assert!(v["sizes"]["max_width"].as_u64().unwrap() <= 512);
+    // Text mode says the same.
+    let text = stdout(&birads(&[
+        "data",
+        "check",
+        busbra().join("labels.csv").to_str().unwrap(),
+    ]));
+    assert!(text.contains("samples: 1875 (1064 groups"), "{text}");
+    assert!(text.contains("0 errors"), "{text}");
+}
+
+#[test]
+fn data_check_is_right_on_synth_and_split_keeps_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth_small(dir.path());
+    let o = birads(&["data", "check", data.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["samples"], 36 + 24 + 12 + 12);
+    assert_eq!(v["errors"], 0);
+    assert_eq!(v["warnings"], 0);
+    let classified: u64 = v["per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(classified, 36 + 12, "training and labelled testA images");
+    let sources: Vec<String> = v["per_source"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sources, ["cls", "fea", "testA/cla", "testA/fea"]);
+    for f in v["per_feature"].as_array().unwrap() {
+        assert_eq!(
+            f["positive"].as_u64().unwrap() + f["negative"].as_u64().unwrap(),
+            24 + 12
+        );
+    }
+
+    // Group-aware split of BUS-BRA: deterministic, no patient on both sides.
+    let out = dir.path().join("split");
+    let bb = busbra().join("labels.csv");
+    let o = birads(&[
+        "data",
+        "split",
+        bb.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--val-fraction",
+        "0.2",
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let train = birads_data::read_dataset(&out.join("train.csv")).unwrap();
+    let val = birads_data::read_dataset(&out.join("val.csv")).unwrap();
+    assert_eq!(train.samples.len() + val.samples.len(), 1875);
+    let frac = val.samples.len() as f64 / 1875.0;
+    assert!((frac - 0.2).abs() < 0.02, "{frac}");
+    let val_groups: std::collections::HashSet<_> =
+        val.samples.iter().map(|s| s.group_key()).collect();
+    assert!(train
+        .samples
+        .iter()
+        .all(|s| !val_groups.contains(&s.group_key())));
+    let first = std::fs::read(out.join("val.csv")).unwrap();
+    birads(&[
+        "data",
+        "split",
+        bb.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--val-fraction",
+        "0.2",
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(
+        std::fs::read(out.join("val.csv")).unwrap(),
+        first,
+        "same seed, same split"
+    );
+}
+
+#[test]
+fn data_check_exits_1_and_names_every_bad_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let cls = dir.path().join("乳腺分类训练数据集/train");
+    for (class, stem, label) in [
+        ("2类", "ok", "1 0.5 0.5 0.2 0.2"),
+        ("3类", "bad", "9 0.5 0.5 0.2 0.2"),
+        ("4A类", "nan", "3 nan 0.5 0.2 0.2"),
+    ] {
+        let d = cls.join(class);
+        std::fs::create_dir_all(d.join("images")).unwrap();
+        std::fs::create_dir_all(d.join("labels")).unwrap();
+        image::RgbImage::new(20, 20)
+            .save(d.join("images").join(format!("{stem}.png")))
+            .unwrap();
+        std::fs::write(d.join("labels").join(format!("{stem}.txt")), label).unwrap();
+    }
+    std::fs::write(
+        cls.join("2类/images/trunc.jpg"),
+        b"\xff\xd8\xff\xe0 not really",
+    )
+    .unwrap();
+    std::fs::write(cls.join("2类/labels/trunc.txt"), "1 0.5 0.5 0.2 0.2").unwrap();
+    let o = birads(&["data", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = stdout(&o);
+    assert!(text.contains("bad.txt: class id 9 out of range"), "{text}");
+    assert!(
+        text.contains("nan.txt: line 1: box field 'nan' is not finite"),
+        "{text}"
+    );
+    assert!(text.contains("trunc.jpg: unreadable image"), "{text}");
+    assert!(text.contains("samples: 2"), "{text}");
+    // A path that does not exist is a fatal error, exit 1 with a message.
+    let o = birads(&["data", "check", "/definitely/not/here"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no such file"));
+}
+
+#[test]
+fn preview_writes_pngs_with_boxes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth_small(dir.path());
+    let out = dir.path().join("preview");
+    let o = birads(&[
+        "preview",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--count",
+        "3",
+        "--task",
+        "cls",
+        "--size",
+        "96",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for k in 0..3 {
+        let tile = image::open(out.join(format!("sample_{k:03}.png")))
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(tile.height(), 96);
+        // The augmented panels carry the yellow lesion box.
+        let yellow = tile.pixels().filter(|p| p.0 == [255, 200, 0]).count();
+        assert!(yellow > 20, "sample {k}: {yellow} box pixels");
+    }
+    assert!(out.join("grid.png").is_file());
+    let index = std::fs::read_to_string(out.join("index.txt")).unwrap();
+    assert_eq!(index.matches("version 0").count(), 3);
+}
