@@ -565,10 +565,11 @@ mod tests {
             shear_x: -6.0,
             shear_y: 0.0,
         };
-        let b = Some([5.0, 6.0, 20.0, 18.0]);
+        let b0 = [5.0, 6.0, 20.0, 18.0];
+        let b = Some(b0);
         for (hf, vf) in [(true, false), (false, true), (true, true)] {
             let mut flipped = img.clone();
-            let mut fb = b.unwrap();
+            let mut fb = b0;
             if hf {
                 flipped = image::imageops::flip_horizontal(&flipped);
                 fb = [41.0 - fb[2], fb[1], 41.0 - fb[0], fb[3]];

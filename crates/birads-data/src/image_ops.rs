@@ -368,9 +368,9 @@ pub fn to_tensor_normalized(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Ch
     let mut data = vec![0f32; 3 * plane];
     // Per-channel lookup table: exactly (v/255 − mean)/std as torchvision computes it in f32.
     let mut lut = [[0f32; 256]; 3];
-    for c in 0..3 {
-        for v in 0..256 {
-            lut[c][v] = (v as f32 / 255.0 - mean[c]) / std[c];
+    for (c, table) in lut.iter_mut().enumerate() {
+        for (v, entry) in table.iter_mut().enumerate() {
+            *entry = (v as f32 / 255.0 - mean[c]) / std[c];
         }
     }
     let (r, rest) = data.split_at_mut(plane);
@@ -511,6 +511,54 @@ mod tests {
             }
         }
         !crc
+    }
+
+    /// A JPEG with an EXIF APP1 segment carrying `orientation` (built by hand: SOI, APP1,
+    /// then the rest of an ordinary JPEG).
+    fn jpeg_with_orientation(img: &RgbImage, orientation: u16) -> Vec<u8> {
+        let mut plain = Vec::new();
+        DynamicImage::ImageRgb8(img.clone())
+            .write_to(
+                &mut std::io::Cursor::new(&mut plain),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        let mut tiff = b"II*\0\x08\0\0\0".to_vec();
+        tiff.extend_from_slice(&1u16.to_le_bytes()); // one IFD entry
+        tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+        tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_le_bytes());
+        tiff.extend_from_slice(&orientation.to_le_bytes());
+        tiff.extend_from_slice(&[0, 0]);
+        tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = plain[..2].to_vec();
+        out.extend_from_slice(&[0xff, 0xe1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&plain[2..]);
+        out
+    }
+
+    #[test]
+    fn decode_applies_exif_orientation() {
+        // A wide image, left half white, right half black.
+        let img = RgbImage::from_fn(64, 32, |x, _| {
+            if x < 32 {
+                Rgb([255, 255, 255])
+            } else {
+                Rgb([0, 0, 0])
+            }
+        });
+        let plain = decode_bytes(&jpeg_with_orientation(&img, 1)).unwrap();
+        assert_eq!(plain.dimensions(), (64, 32));
+        // Orientation 6: displayed rotated 90° clockwise, so it becomes tall with the white
+        // half on top.
+        let rotated = decode_bytes(&jpeg_with_orientation(&img, 6)).unwrap();
+        assert_eq!(rotated.dimensions(), (32, 64));
+        assert!(rotated.get_pixel(16, 8)[0] > 200, "top is white");
+        assert!(rotated.get_pixel(16, 56)[0] < 50, "bottom is black");
     }
 
     #[test]

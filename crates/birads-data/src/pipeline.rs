@@ -219,23 +219,19 @@ pub fn augment(
     let mut src = std::borrow::Cow::Borrowed(img);
     let mut lesion_px = lesion.map(|b| to_pixels(b, img.width(), img.height()));
     match (a.cutmix, partner) {
-        (CutMix::Lesion { p: prob }, Some(partner)) => {
-            // Decide first, as the original did, so the draw count does not depend on boxes.
-            if rng.random::<f32>() < prob {
-                if let (Some(box_a), Some(box_b)) = (lesion, partner.lesion) {
-                    let (mixed, pasted) = lesion_cutmix(img, box_a, partner.image, &box_b);
-                    src = std::borrow::Cow::Owned(mixed);
-                    lesion_px = Some(pasted);
-                    applied.push("lesion cutmix".to_string());
-                }
+        // Decide first, as the original did, so the draw count does not depend on boxes.
+        (CutMix::Lesion { p: prob }, Some(partner)) if rng.random::<f32>() < prob => {
+            if let (Some(box_a), Some(box_b)) = (lesion, partner.lesion) {
+                let (mixed, pasted) = lesion_cutmix(img, box_a, partner.image, &box_b);
+                src = std::borrow::Cow::Owned(mixed);
+                lesion_px = Some(pasted);
+                applied.push("lesion cutmix".to_string());
             }
         }
-        (CutMix::Rectangle { p: prob }, Some(partner)) => {
-            if rng.random::<f32>() < prob {
-                let (mixed, _) = rectangle_cutmix(img, partner.image, rng);
-                src = std::borrow::Cow::Owned(mixed);
-                applied.push("rectangle cutmix".to_string());
-            }
+        (CutMix::Rectangle { p: prob }, Some(partner)) if rng.random::<f32>() < prob => {
+            let (mixed, _) = rectangle_cutmix(img, partner.image, rng);
+            src = std::borrow::Cow::Owned(mixed);
+            applied.push("rectangle cutmix".to_string());
         }
         _ => {}
     }

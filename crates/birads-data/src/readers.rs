@@ -721,13 +721,13 @@ fn read_gt(
             }
         } else {
             let mut ok = true;
-            for f in 0..4 {
+            for (f, name) in FEATURE_NAMES.iter().enumerate() {
                 match rec.get(f + 1).map(parse01) {
                     Some(Ok(v)) if v < 2 => row.features[f] = Some(v == 1),
                     other => {
                         problems.push(Problem::error(
                             item.clone(),
-                            format!("{} must be 0/1, got {other:?}", FEATURE_NAMES[f]),
+                            format!("{name} must be 0/1, got {other:?}"),
                         ));
                         ok = false;
                         break;

@@ -43,7 +43,9 @@ pub fn group_split(samples: &[Sample], val_fraction: f64, seed: u64) -> Split {
     for (i, s) in samples.iter().enumerate() {
         groups.entry(s.group_key()).or_default().push(i);
     }
-    let mut strata: BTreeMap<String, Vec<(u64, &str, &Vec<usize>)>> = BTreeMap::new();
+    // Per stratum: (shuffle key, group name, member indices).
+    type Groups<'a> = Vec<(u64, &'a str, &'a Vec<usize>)>;
+    let mut strata: BTreeMap<String, Groups> = BTreeMap::new();
     for (key, members) in &groups {
         let st = stratum(&samples[members[0]]);
         strata.entry(st).or_default().push((

@@ -81,7 +81,9 @@ fn run_check(a: CheckArgs) -> anyhow::Result<u8> {
         let mut shown = summary.clone();
         let hidden = shown.problems.len().saturating_sub(a.max_problems);
         // Errors first, so a truncated list still shows what matters.
-        shown.problems.sort_by(|x, y| y.severity.cmp(&x.severity));
+        shown
+            .problems
+            .sort_by_key(|p| std::cmp::Reverse(p.severity));
         shown.problems.truncate(a.max_problems);
         print!("{shown}");
         if hidden > 0 {
