@@ -273,18 +273,15 @@ fn run_python(python: &str, dir: &Path, limit: usize, repeats: usize) -> Option<
 
 /// Single-core time per stage (µs per image, medians over images), to see where time goes.
 fn breakdown(samples: &[Sample], pre: &Preprocess, aug: &Augment) {
-    use birads_data::augment::{apply_affine, gaussian_blur, random_erasing, Affine};
-    use birads_data::image_ops::{
-        center_crop, cut_black, flip_horizontal, resize_bilinear, to_tensor_normalized,
-    };
+    use birads_data::augment::{apply_flips_affine, gaussian_blur, random_erasing, Affine};
+    use birads_data::image_ops::{center_crop, cut_black, resize_bilinear, to_tensor_normalized};
     let mut stages: Vec<(&str, Vec<f64>)> = [
         "decode",
         "cut_black",
         "center_crop",
         "resize",
         "normalize",
-        "flip",
-        "affine",
+        "flips+affine",
         "blur",
         "erasing",
     ]
@@ -309,15 +306,13 @@ fn breakdown(samples: &[Sample], pre: &Preprocess, aug: &Augment) {
         lap(3, &mut stages);
         let mut tensor = to_tensor_normalized(&small, pre.mean, pre.std);
         lap(4, &mut stages);
-        let im = flip_horizontal(&im);
-        lap(5, &mut stages);
         let tr = Affine::sample(aug.affine.as_ref().unwrap(), c, c, &mut rng);
-        let (im, _) = apply_affine(&im, &tr, None);
-        lap(6, &mut stages);
+        let (im, _) = apply_flips_affine(&im, true, false, &tr, None);
+        lap(5, &mut stages);
         std::hint::black_box(gaussian_blur(&im, 5, 1.0));
-        lap(7, &mut stages);
+        lap(6, &mut stages);
         random_erasing(&mut tensor, aug.erasing.as_ref().unwrap(), &mut rng);
-        lap(8, &mut stages);
+        lap(7, &mut stages);
     }
     let parts: Vec<String> = stages
         .into_iter()
