@@ -160,14 +160,7 @@ pub fn apply_flips_affine(
         a5 += a4;
     }
     let lesion = lesion.and_then(|b| {
-        let b = match hflip {
-            true => [w as f32 - b[2], b[1], w as f32 - b[0], b[3]],
-            false => b,
-        };
-        let b = match vflip {
-            true => [b[0], h as f32 - b[3], b[2], h as f32 - b[1]],
-            false => b,
-        };
+        let b = flip_box(b, w, h, hflip, vflip);
         let f = invert_affine(&m);
         let corners = [(b[0], b[1]), (b[2], b[1]), (b[0], b[3]), (b[2], b[3])];
         let pts: Vec<(f64, f64)> = corners
@@ -200,6 +193,21 @@ pub fn apply_flips_affine(
         (x1 > x0 && y1 > y0).then_some([x0 as f32, y0 as f32, x1 as f32, y1 as f32])
     });
     (out, lesion)
+}
+
+/// Where a box goes when an image of `w × h` is mirrored.
+pub fn flip_box(b: PixelBox, w: u32, h: u32, hflip: bool, vflip: bool) -> PixelBox {
+    let (w, h) = (w as f32, h as f32);
+    let b = if hflip {
+        [w - b[2], b[1], w - b[0], b[3]]
+    } else {
+        b
+    };
+    if vflip {
+        [b[0], h - b[3], b[2], h - b[1]]
+    } else {
+        b
+    }
 }
 
 /// `GaussianBlur(kernel_size, sigma=(min, max))`.
@@ -599,15 +607,18 @@ mod tests {
         let b = Some(b0);
         for (hf, vf) in [(true, false), (false, true), (true, true)] {
             let mut flipped = img.clone();
-            let mut fb = b0;
             if hf {
                 flipped = image::imageops::flip_horizontal(&flipped);
-                fb = [41.0 - fb[2], fb[1], 41.0 - fb[0], fb[3]];
             }
             if vf {
                 flipped = image::imageops::flip_vertical(&flipped);
-                fb = [fb[0], 29.0 - fb[3], fb[2], 29.0 - fb[1]];
             }
+            let fb = flip_box(b0, 41, 29, hf, vf);
+            assert_eq!(
+                flip_box(fb, 41, 29, hf, vf),
+                b0,
+                "flipping twice is the identity"
+            );
             let (want, wb) = apply_affine(&flipped, &t, Some(fb));
             let (got, gb) = apply_flips_affine(&img, hf, vf, &t, b);
             assert_eq!(got, want, "hflip {hf} vflip {vf}");

@@ -166,43 +166,8 @@ pub fn cut_black_box(img: &RgbImage, p: &CutBlackParams) -> CropBox {
     let col_is_black = |x: usize| col_black[x] as f64 / h as f64 > p.black_ratio as f64;
     let row_is_black = |y: usize| row_black[y] as f64 / w as f64 > p.black_ratio as f64;
 
-    let (w_us, h_us) = (w as i64, h as i64);
-    let mut left = 0i64;
-    for x in 0..w_us / 2 {
-        if col_is_black(x as usize) {
-            left = x + 1;
-        } else {
-            break;
-        }
-    }
-    let mut right = w_us;
-    let mut x = w_us - 1;
-    while x > w_us / 2 {
-        if col_is_black(x as usize) {
-            right = x - 1;
-        } else {
-            break;
-        }
-        x -= 1;
-    }
-    let mut top = 0i64;
-    for y in 0..h_us / 2 {
-        if row_is_black(y as usize) {
-            top = y + 1;
-        } else {
-            break;
-        }
-    }
-    let mut bottom = h_us;
-    let mut y = h_us - 1;
-    while y > h_us / 2 {
-        if row_is_black(y as usize) {
-            bottom = y - 1;
-        } else {
-            break;
-        }
-        y -= 1;
-    }
+    let (left, right) = scan_edges(w as i64, col_is_black);
+    let (top, bottom) = scan_edges(h as i64, row_is_black);
     let cw = (right - left).max(0);
     let ch = (bottom - top).max(0);
     if cw < p.min_width as i64 || ch < p.min_height as i64 {
@@ -214,6 +179,27 @@ pub fn cut_black_box(img: &RgbImage, p: &CutBlackParams) -> CropBox {
         x1: right as u32,
         y1: bottom as u32,
     }
+}
+
+/// One axis of CutBlack: from the start towards the middle, the start moves past each black
+/// line; from the end (down to `len/2 + 1`), the exclusive end becomes `x − 1` for each black
+/// line `x` — the original's off-by-one, kept so boxes match.
+fn scan_edges(len: i64, is_black: impl Fn(usize) -> bool) -> (i64, i64) {
+    let mut start = 0;
+    for x in 0..len / 2 {
+        if !is_black(x as usize) {
+            break;
+        }
+        start = x + 1;
+    }
+    let mut end = len;
+    for x in (len / 2 + 1..len).rev() {
+        if !is_black(x as usize) {
+            break;
+        }
+        end = x - 1;
+    }
+    (start, end)
 }
 
 /// Copy a rectangle out of an image; parts outside the image are black (zero).

@@ -12,8 +12,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::{
-    apply_flips_affine, gaussian_blur, lesion_cutmix, random_erasing, rectangle_cutmix, Affine,
-    AffineParams, BlurParams, ErasingParams, PixelBox,
+    apply_flips_affine, flip_box, gaussian_blur, lesion_cutmix, random_erasing, rectangle_cutmix,
+    Affine, AffineParams, BlurParams, ErasingParams, PixelBox,
 };
 use crate::image_ops::{
     center_crop, center_crop_origin, cut_black, resize_bilinear, to_tensor_normalized, Chw,
@@ -258,12 +258,11 @@ pub fn augment(
     } else {
         if hflip {
             im = crate::image_ops::flip_horizontal(&im);
-            lesion_px = lesion_px.map(|b| [w as f32 - b[2], b[1], w as f32 - b[0], b[3]]);
         }
         if vflip {
             im = crate::image_ops::flip_vertical(&im);
-            lesion_px = lesion_px.map(|b| [b[0], h as f32 - b[3], b[2], h as f32 - b[1]]);
         }
+        lesion_px = lesion_px.map(|b| flip_box(b, w, h, hflip, vflip));
     }
     if let Some(bp) = &a.blur {
         let sigma = if bp.sigma_max > bp.sigma_min {

@@ -22,15 +22,16 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     let t = std::time::Instant::now();
     let data = a.out.join("synth");
     println!("== 1/3 synthesize a dataset in the competition layout");
+    let d = birads_data::synth::SynthConfig::default();
     crate::synth::run(crate::synth::SynthArgs {
         out: data.clone(),
         seed: a.seed,
-        train_cls: 240,
-        train_fea: 240,
-        test_cls: 60,
-        test_fea: 60,
-        min_side: 320,
-        max_side: 640,
+        train_cls: d.train_cls,
+        train_fea: d.train_fea,
+        test_cls: d.test_cls,
+        test_fea: d.test_fea,
+        min_side: d.min_side,
+        max_side: d.max_side,
     })?;
     println!("\n== 2/3 check it");
     let mut ds = crate::read_dataset(&data)?;

@@ -11,25 +11,25 @@ pub struct SynthArgs {
     /// Output folder (created; existing files with the same names are replaced).
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = SynthConfig::default().seed)]
     pub seed: u64,
     /// Images in the classification training set.
-    #[arg(long, default_value_t = 240)]
+    #[arg(long, default_value_t = SynthConfig::default().train_cls)]
     pub train_cls: usize,
     /// Images in the feature training set.
-    #[arg(long, default_value_t = 240)]
+    #[arg(long, default_value_t = SynthConfig::default().train_fea)]
     pub train_fea: usize,
     /// Images in testA/cla.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = SynthConfig::default().test_cls)]
     pub test_cls: usize,
     /// Images in testA/fea.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = SynthConfig::default().test_fea)]
     pub test_fea: usize,
     /// Smallest image side in pixels.
-    #[arg(long, default_value_t = 320)]
+    #[arg(long, default_value_t = SynthConfig::default().min_side)]
     pub min_side: u32,
     /// Largest image side in pixels.
-    #[arg(long, default_value_t = 640)]
+    #[arg(long, default_value_t = SynthConfig::default().max_side)]
     pub max_side: u32,
 }
 
