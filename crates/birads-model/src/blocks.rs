@@ -1,0 +1,200 @@
+//! Building blocks shared by the two models, with PyTorch's semantics where burn's differ:
+//! channels-first LayerNorm (torchvision's `LayerNorm2d`), BatchNorm whose running variance
+//! is updated with the *unbiased* batch variance as PyTorch does, per-sample stochastic
+//! depth, and CBAM attention.
+//!
+//! Training vs evaluation follows burn's convention: on an autodiff backend (training) dropout,
+//! stochastic depth and batch statistics are active; on a plain backend (`model.valid()`,
+//! inference) they are not.
+
+use burn::module::{Module, Param, RunningState};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::PaddingConfig2d;
+use burn::prelude::*;
+use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::Distribution;
+
+/// Is this forward pass a training pass?
+pub fn training<B: Backend>(device: &B::Device) -> bool {
+    B::ad_enabled(device)
+}
+
+/// Dropout (inverted scaling) in training; identity otherwise.
+pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, p: f64) -> Tensor<B, D> {
+    if p <= 0.0 || !training::<B>(&x.device()) {
+        return x;
+    }
+    let keep = 1.0 - p;
+    let mask = x.random_like(Distribution::Bernoulli(keep));
+    x * mask / keep
+}
+
+/// Stochastic depth in torchvision's "row" mode: each sample's residual branch is dropped
+/// with probability `p` and survivors are scaled by `1/(1-p)`.
+pub fn drop_path<B: Backend>(x: Tensor<B, 4>, p: f64) -> Tensor<B, 4> {
+    if p <= 0.0 || !training::<B>(&x.device()) {
+        return x;
+    }
+    let keep = 1.0 - p;
+    let [n, _, _, _] = x.dims();
+    let mask = Tensor::<B, 4>::random([n, 1, 1, 1], Distribution::Bernoulli(keep), &x.device());
+    x * mask / keep
+}
+
+/// A convolution as torchvision builds them (square kernel, symmetric zero padding).
+pub fn conv2d<B: Backend>(
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+    bias: bool,
+    device: &B::Device,
+) -> Conv2d<B> {
+    Conv2dConfig::new([cin, cout], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(padding, padding, padding, padding))
+        .with_groups(groups)
+        .with_bias(bias)
+        .init(device)
+}
+
+/// LayerNorm over the channels of an NCHW tensor (torchvision's `LayerNorm2d`).
+#[derive(Module, Debug)]
+pub struct LayerNorm2d<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub bias: Param<Tensor<B, 1>>,
+    pub epsilon: f64,
+}
+
+impl<B: Backend> LayerNorm2d<B> {
+    pub fn new(channels: usize, epsilon: f64, device: &B::Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([channels], device)),
+            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            epsilon,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let c = x.dims()[1];
+        let (var, mean) = x.clone().var_mean_bias(1);
+        let x = (x - mean) / (var + self.epsilon).sqrt();
+        x * self.weight.val().reshape([1, c, 1, 1]) + self.bias.val().reshape([1, c, 1, 1])
+    }
+}
+
+/// `nn.BatchNorm2d` with PyTorch's exact semantics: batch statistics in training (biased
+/// variance to normalise, unbiased variance into the running estimate, momentum 0.1), running
+/// statistics in evaluation. Parameter names follow PyTorch (`weight`, `bias`).
+#[derive(Module, Debug)]
+pub struct BatchNorm2d<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub bias: Param<Tensor<B, 1>>,
+    pub running_mean: RunningState<Tensor<B, 1>>,
+    pub running_var: RunningState<Tensor<B, 1>>,
+    pub momentum: f64,
+    pub epsilon: f64,
+}
+
+impl<B: Backend> BatchNorm2d<B> {
+    pub fn new(channels: usize, device: &B::Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([channels], device)),
+            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            running_mean: RunningState::new(Tensor::zeros([channels], device)),
+            running_var: RunningState::new(Tensor::ones([channels], device)),
+            momentum: 0.1,
+            epsilon: 1e-5,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let device = x.device();
+        let [n, c, h, w] = x.dims();
+        let shape = [1, c, 1, 1];
+        let (mean, var) = if training::<B>(&device) {
+            let flat = x.clone().swap_dims(0, 1).reshape([c, n * h * w]);
+            let (var, mean) = flat.var_mean_bias(1);
+            let count = (n * h * w) as f64;
+            let unbiased = var.clone().detach() * (count / (count - 1.0).max(1.0));
+            let m = self.momentum;
+            let rm = self.running_mean.value_sync().to_device(&device) * (1.0 - m) + mean.clone().detach().reshape([c]) * m;
+            let rv = self.running_var.value_sync().to_device(&device) * (1.0 - m) + unbiased.reshape([c]) * m;
+            self.running_mean.update(rm.detach());
+            self.running_var.update(rv.detach());
+            (mean.reshape(shape), var.reshape(shape))
+        } else {
+            (
+                self.running_mean.value().to_device(&device).reshape(shape),
+                self.running_var.value().to_device(&device).reshape(shape),
+            )
+        };
+        let x = (x - mean) / (var + self.epsilon).sqrt();
+        x * self.weight.val().reshape(shape) + self.bias.val().reshape(shape)
+    }
+}
+
+/// CBAM channel attention: a shared bias-free 1×1-conv MLP over the average- and max-pooled
+/// descriptors, summed, sigmoid.
+#[derive(Module, Debug)]
+pub struct ChannelAttention<B: Backend> {
+    pub fc1: Conv2d<B>,
+    pub fc2: Conv2d<B>,
+}
+
+impl<B: Backend> ChannelAttention<B> {
+    pub fn new(channels: usize, ratio: usize, device: &B::Device) -> Self {
+        let hidden = (channels / ratio).max(1);
+        Self { fc1: conv2d(channels, hidden, 1, 1, 0, 1, false, device), fc2: conv2d(hidden, channels, 1, 1, 0, 1, false, device) }
+    }
+
+    fn mlp(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.fc2.forward(relu(self.fc1.forward(x)))
+    }
+
+    /// The attention map `[N, C, 1, 1]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let avg = x.clone().mean_dims(&[2, 3]);
+        let max = x.max_dim(3).max_dim(2);
+        sigmoid(self.mlp(avg) + self.mlp(max))
+    }
+}
+
+/// CBAM spatial attention: channel mean and max → 7×7 conv (no bias) → sigmoid.
+#[derive(Module, Debug)]
+pub struct SpatialAttention<B: Backend> {
+    pub conv: Conv2d<B>,
+}
+
+impl<B: Backend> SpatialAttention<B> {
+    pub fn new(device: &B::Device) -> Self {
+        Self { conv: conv2d(2, 1, 7, 1, 3, 1, false, device) }
+    }
+
+    /// The attention map `[N, 1, H, W]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let avg = x.clone().mean_dim(1);
+        let max = x.max_dim(1);
+        sigmoid(self.conv.forward(Tensor::cat(vec![avg, max], 1)))
+    }
+}
+
+/// Channel then spatial attention, each multiplied in.
+#[derive(Module, Debug)]
+pub struct Cbam<B: Backend> {
+    pub channel_attention: ChannelAttention<B>,
+    pub spatial_attention: SpatialAttention<B>,
+}
+
+impl<B: Backend> Cbam<B> {
+    pub fn new(channels: usize, ratio: usize, device: &B::Device) -> Self {
+        Self { channel_attention: ChannelAttention::new(channels, ratio, device), spatial_attention: SpatialAttention::new(device) }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = self.channel_attention.forward(x.clone()) * x;
+        self.spatial_attention.forward(x.clone()) * x
+    }
+}

@@ -1,0 +1,212 @@
+//! MyDenseNet: torchvision's `densenet121` features with the original program's changes —
+//! Dropout(dp2) after every dense layer, CBAM after every dense block (reduction
+//! `16·(i+1)//2`: 16, 24, 32, 40), no ReLU after `norm5`, then
+//! `avgpool → LayerNorm → Linear(C, C/2) → ReLU → Dropout(dp1) → Linear(C/2, C/4) → GELU`,
+//! task-specific decoupling (shared `Linear(C/4, C/8)` + per task `Linear(C/4, C/2 − C/8)`,
+//! concatenated) and one `Linear(C/2, C/8) → ReLU → Linear(C/8, 2)` head per task.
+//! Output `[N, tasks, 2]`. With C = 1024 these are the original's 512/256/128/384/128.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, relu};
+
+use crate::blocks::{conv2d, dropout, BatchNorm2d, Cbam};
+
+#[derive(Config, Debug)]
+pub struct MyDenseNetConfig {
+    #[config(default = 32)]
+    pub growth: usize,
+    #[config(default = "vec![6, 12, 24, 16]")]
+    pub blocks: Vec<usize>,
+    #[config(default = 64)]
+    pub init_features: usize,
+    #[config(default = 4)]
+    pub bn_size: usize,
+    #[config(default = 4)]
+    pub tasks: usize,
+    /// Head dropout (0.5; 0.2 when fine-tuning in the original).
+    #[config(default = 0.5)]
+    pub dp1: f64,
+    /// Dropout after each dense layer.
+    #[config(default = 0.03)]
+    pub dp2: f64,
+}
+
+/// BN → ReLU → 1×1 conv → BN → ReLU → 3×3 conv, on the concatenation of all earlier maps.
+#[derive(Module, Debug)]
+pub struct DenseLayer<B: Backend> {
+    pub norm1: BatchNorm2d<B>,
+    pub conv1: Conv2d<B>,
+    pub norm2: BatchNorm2d<B>,
+    pub conv2: Conv2d<B>,
+    pub dropout: f64,
+}
+
+impl<B: Backend> DenseLayer<B> {
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let y = self.conv1.forward(relu(self.norm1.forward(x)));
+        let y = self.conv2.forward(relu(self.norm2.forward(y)));
+        dropout(y, self.dropout)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DenseBlock<B: Backend> {
+    pub layers: Vec<DenseLayer<B>>,
+    pub cbam: Cbam<B>,
+}
+
+impl<B: Backend> DenseBlock<B> {
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let mut features = vec![x];
+        for layer in &self.layers {
+            let input = if features.len() == 1 { features[0].clone() } else { Tensor::cat(features.clone(), 1) };
+            features.push(layer.forward(input));
+        }
+        self.cbam.forward(Tensor::cat(features, 1))
+    }
+}
+
+/// BN → ReLU → 1×1 conv (halving channels) → 2×2 average pool.
+#[derive(Module, Debug)]
+pub struct Transition<B: Backend> {
+    pub norm: BatchNorm2d<B>,
+    pub conv: Conv2d<B>,
+    pub pool: AvgPool2d,
+}
+
+#[derive(Module, Debug)]
+pub struct TaskHead<B: Backend> {
+    pub fc1: Linear<B>,
+    pub fc2: Linear<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct MyDenseNet<B: Backend> {
+    pub conv0: Conv2d<B>,
+    pub norm0: BatchNorm2d<B>,
+    pub pool0: MaxPool2d,
+    pub blocks: Vec<DenseBlock<B>>,
+    pub transitions: Vec<Transition<B>>,
+    pub norm5: BatchNorm2d<B>,
+    /// torchvision's unused ImageNet classifier, kept so checkpoints round-trip.
+    pub imagenet_classifier: Linear<B>,
+    pub head_norm: LayerNorm<B>,
+    pub head_fc1: Linear<B>,
+    pub head_fc2: Linear<B>,
+    pub shared_proj: Linear<B>,
+    pub task_proj: Vec<Linear<B>>,
+    pub task_heads: Vec<TaskHead<B>>,
+    pub dp1: f64,
+}
+
+impl MyDenseNetConfig {
+    /// Channels after each dense block (before its transition).
+    pub fn block_channels(&self) -> Vec<usize> {
+        let mut c = self.init_features;
+        let mut out = Vec::new();
+        for (i, &n) in self.blocks.iter().enumerate() {
+            c += n * self.growth;
+            out.push(c);
+            if i + 1 < self.blocks.len() {
+                c /= 2;
+            }
+        }
+        out
+    }
+
+    /// CBAM reduction after block `i` (1-based), as the original: `16·(i+1)//2`.
+    pub fn cbam_ratio(i: usize) -> usize {
+        16 * (i + 1) / 2
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> MyDenseNet<B> {
+        let mut c = self.init_features;
+        let mut blocks = Vec::new();
+        let mut transitions = Vec::new();
+        for (i, &n) in self.blocks.iter().enumerate() {
+            let layers = (0..n)
+                .map(|j| {
+                    let cin = c + j * self.growth;
+                    let mid = self.bn_size * self.growth;
+                    DenseLayer {
+                        norm1: BatchNorm2d::new(cin, device),
+                        conv1: conv2d(cin, mid, 1, 1, 0, 1, false, device),
+                        norm2: BatchNorm2d::new(mid, device),
+                        conv2: conv2d(mid, self.growth, 3, 1, 1, 1, false, device),
+                        dropout: self.dp2,
+                    }
+                })
+                .collect();
+            c += n * self.growth;
+            blocks.push(DenseBlock { layers, cbam: Cbam::new(c, Self::cbam_ratio(i + 1), device) });
+            if i + 1 < self.blocks.len() {
+                transitions.push(Transition {
+                    norm: BatchNorm2d::new(c, device),
+                    conv: conv2d(c, c / 2, 1, 1, 0, 1, false, device),
+                    pool: AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+                });
+                c /= 2;
+            }
+        }
+        let nf = c;
+        MyDenseNet {
+            conv0: conv2d(3, self.init_features, 7, 2, 3, 1, false, device),
+            norm0: BatchNorm2d::new(self.init_features, device),
+            pool0: MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(),
+            blocks,
+            transitions,
+            norm5: BatchNorm2d::new(nf, device),
+            imagenet_classifier: LinearConfig::new(nf, 1000).init(device),
+            head_norm: LayerNormConfig::new(nf).init(device),
+            head_fc1: LinearConfig::new(nf, nf / 2).init(device),
+            head_fc2: LinearConfig::new(nf / 2, nf / 4).init(device),
+            shared_proj: LinearConfig::new(nf / 4, nf / 8).init(device),
+            task_proj: (0..self.tasks).map(|_| LinearConfig::new(nf / 4, nf / 2 - nf / 8).init(device)).collect(),
+            task_heads: (0..self.tasks)
+                .map(|_| TaskHead { fc1: LinearConfig::new(nf / 2, nf / 8).init(device), fc2: LinearConfig::new(nf / 8, 2).init(device) })
+                .collect(),
+            dp1: self.dp1,
+        }
+    }
+}
+
+impl<B: Backend> MyDenseNet<B> {
+    /// Output of `norm5` (no ReLU), `[N, C, H/32, W/32]` (Grad-CAM's target layer).
+    pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let mut x = self.pool0.forward(relu(self.norm0.forward(self.conv0.forward(x))));
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x);
+            if let Some(t) = self.transitions.get(i) {
+                x = t.pool.forward(t.conv.forward(relu(t.norm.forward(x))));
+            }
+        }
+        self.norm5.forward(x)
+    }
+
+    /// Per-task logits `[N, tasks, 2]` from feature maps.
+    pub fn head(&self, features: Tensor<B, 4>) -> Tensor<B, 3> {
+        let pooled: Tensor<B, 2> = features.mean_dims(&[2, 3]).flatten(1, 3);
+        let h = relu(self.head_fc1.forward(self.head_norm.forward(pooled)));
+        let h = gelu(self.head_fc2.forward(dropout(h, self.dp1)));
+        let shared = self.shared_proj.forward(h.clone());
+        let outputs: Vec<Tensor<B, 2>> = self
+            .task_proj
+            .iter()
+            .zip(&self.task_heads)
+            .map(|(proj, head)| {
+                let f = Tensor::cat(vec![shared.clone(), proj.forward(h.clone())], 1);
+                head.fc2.forward(relu(head.fc1.forward(f)))
+            })
+            .collect();
+        Tensor::stack(outputs, 1)
+    }
+
+    /// `[N, 3, H, W]` normalised images → `[N, tasks, 2]` logits.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 3> {
+        self.head(self.features(x))
+    }
+}

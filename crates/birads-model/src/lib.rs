@@ -1,0 +1,24 @@
+//! birads-model: MyConvNeXt (BI-RADS, 6 classes) and MyDenseNet (4 binary lesion features)
+//! as burn modules, generic over the backend, with weight import from the original PyTorch
+//! checkpoints and torchvision's ImageNet weights.
+
+pub mod blocks;
+pub mod convnext;
+pub mod densenet;
+pub mod weights;
+
+pub use convnext::{MyConvNeXt, MyConvNeXtConfig};
+pub use densenet::{MyDenseNet, MyDenseNetConfig};
+
+/// The CPU backend: burn's `flex` (pure Rust, SIMD GEMM).
+pub type Cpu = burn::backend::Flex;
+/// CPU with autodiff, for training.
+pub type CpuTrain = burn::backend::Autodiff<Cpu>;
+/// burn's CUDA backend (feature `cuda`).
+#[cfg(feature = "cuda")]
+pub type Cuda = burn::backend::Cuda;
+
+/// Number of trainable parameters of a module (BatchNorm running statistics excluded).
+pub fn parameter_count<B: burn::prelude::Backend, M: burn::module::Module<B>>(m: &M) -> usize {
+    m.num_params()
+}
