@@ -258,6 +258,23 @@ def main():
     perturb(dense, 2)
     write(args.out, "mydensenet_small", dense, small_dense, torch.randn(args.batch, 3, 64, 64))
     torch.save(torchvision_layout_densenet(dense), os.path.join(args.out, "densenet_small_tv.pth"))
+    # Training-mode BatchNorm: same weights, dropout off, one forward in train() mode; the
+    # outputs use batch statistics and the running statistics move (momentum 0.1, unbiased).
+    dense.load_state_dict(torch.load(os.path.join(args.out, "mydensenet_small.pth")))
+    for m in dense.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    dense.train()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        y = dense(x)
+    x.numpy().astype("<f4").tofile(os.path.join(args.out, "mydensenet_small_train.input.bin"))
+    y.numpy().astype("<f4").tofile(os.path.join(args.out, "mydensenet_small_train.output.bin"))
+    sd = dense.state_dict()
+    for key in ["densenet.features.norm0", "densenet.features.norm5"]:
+        torch.cat([sd[key + ".running_mean"], sd[key + ".running_var"]]).numpy().astype("<f4").tofile(
+            os.path.join(args.out, f"mydensenet_small_train.{key.split('.')[-1]}.bin"))
+    print("mydensenet_small_train: output", tuple(y.shape))
 
 
 if __name__ == "__main__":

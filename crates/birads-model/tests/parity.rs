@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use birads_model::weights::{load_convnext, load_densenet, Source};
 use birads_model::{Cpu, MyConvNeXtConfig, MyDenseNetConfig};
+use burn::module::AutodiffModule;
 use burn::prelude::*;
 
 fn fixtures() -> PathBuf {
@@ -167,4 +168,54 @@ fn full_size_models_match_pytorch() {
     let d = max_abs_diff(&m.forward(x).into_data().to_vec::<f32>().unwrap(), &want);
     println!("MyDenseNet full: max abs diff {d:e}");
     assert!(d <= 1e-4);
+}
+
+#[test]
+fn training_mode_batchnorm_matches_pytorch() {
+    use birads_model::CpuTrain;
+    let d = case("mydensenet_small");
+    let cfg = densenet_config(&d.config).with_dp1(0.0).with_dp2(0.0);
+    let (model, _) = load_densenet(cfg.init::<CpuTrain>(&Default::default()), &fixtures().join("mydensenet_small.pth"), Source::Original).unwrap();
+    let x = read_f32(&fixtures().join("mydensenet_small_train.input.bin"));
+    let x = Tensor::<CpuTrain, 4>::from_data(TensorData::new(x, [4, 3, 64, 64]), &Default::default());
+    let y = model.forward(x).into_data().to_vec::<f32>().unwrap();
+    let want = read_f32(&fixtures().join("mydensenet_small_train.output.bin"));
+    let diff = max_abs_diff(&y, &want);
+    assert!(diff <= 1e-4, "training-mode output differs by {diff}");
+    // Eval-mode output on the same batch differs: batch statistics were used.
+    let eval = model.valid();
+    let xe = Tensor::<Cpu, 4>::from_data(TensorData::new(read_f32(&fixtures().join("mydensenet_small_train.input.bin")), [4, 3, 64, 64]), &Default::default());
+    assert!(max_abs_diff(&eval.forward(xe).into_data().to_vec::<f32>().unwrap(), &want) > 1e-3);
+    // Running statistics moved exactly as PyTorch's (momentum 0.1, unbiased variance).
+    for (name, bn) in [("norm0", &eval.norm0), ("norm5", &eval.norm5)] {
+        let want = read_f32(&fixtures().join(format!("mydensenet_small_train.{name}.bin")));
+        let mut got = bn.running_mean.value().into_data().to_vec::<f32>().unwrap();
+        got.extend(bn.running_var.value().into_data().to_vec::<f32>().unwrap());
+        let diff = max_abs_diff(&got, &want);
+        assert!(diff <= 1e-5, "{name} running stats differ by {diff}");
+    }
+}
+
+#[test]
+fn dropout_and_stochastic_depth_only_in_training() {
+    use birads_model::CpuTrain;
+    let c = case("myconvnext_small");
+    let cfg = convnext_config(&c.config).with_dropout(0.3).with_sd_rate(0.9);
+    let schedule = cfg.drop_path_schedule();
+    assert_eq!(schedule.len(), 6);
+    assert_eq!(schedule[0], 0.0);
+    assert!((schedule[5] - 0.9).abs() < 1e-12 && (schedule[1] - 0.18).abs() < 1e-12);
+    let full = MyConvNeXtConfig::new().drop_path_schedule();
+    assert_eq!(full.len(), 18);
+    assert!((full[17] - 0.6).abs() < 1e-12 && (full[1] - 0.6 / 17.0).abs() < 1e-12);
+
+    let train = cfg.init::<CpuTrain>(&Default::default());
+    let xt = Tensor::<CpuTrain, 4>::from_data(c.input.to_data(), &Default::default());
+    let a = train.forward(xt.clone()).into_data().to_vec::<f32>().unwrap();
+    let b = train.forward(xt).into_data().to_vec::<f32>().unwrap();
+    assert!(max_abs_diff(&a, &b) > 1e-6, "training passes are stochastic");
+    let eval = train.valid();
+    let a = eval.forward(c.input.clone()).into_data().to_vec::<f32>().unwrap();
+    let b = eval.forward(c.input.clone()).into_data().to_vec::<f32>().unwrap();
+    assert_eq!(a, b, "evaluation is deterministic");
 }
