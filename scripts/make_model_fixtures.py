@@ -253,6 +253,9 @@ def main():
     perturb(conv, 1)
     write(args.out, "myconvnext_small", conv, small_conv, torch.randn(args.batch, 3, 64, 64))
     torch.save(torchvision_layout_convnext(conv), os.path.join(args.out, "convnext_small_tv.pth"))
+    # The same weights as safetensors with the original key names (what converters produce).
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in conv.state_dict().items()}, os.path.join(args.out, "myconvnext_small.safetensors"))
     small_dense = {"kind": "densenet", "growth": 12, "blocks": [2, 2, 2, 2], "init": 24, "bn_size": 2}
     dense = my_densenet(growth=12, blocks=(2, 2, 2, 2), init=24, bn_size=2)
     perturb(dense, 2)

@@ -54,7 +54,9 @@ pub fn conv2d<B: Backend>(
 ) -> Conv2d<B> {
     Conv2dConfig::new([cin, cout], [kernel, kernel])
         .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(padding, padding, padding, padding))
+        .with_padding(PaddingConfig2d::Explicit(
+            padding, padding, padding, padding,
+        ))
         .with_groups(groups)
         .with_bias(bias)
         .init(device)
@@ -120,8 +122,10 @@ impl<B: Backend> BatchNorm2d<B> {
             let count = (n * h * w) as f64;
             let unbiased = var.clone().detach() * (count / (count - 1.0).max(1.0));
             let m = self.momentum;
-            let rm = self.running_mean.value_sync().to_device(&device) * (1.0 - m) + mean.clone().detach().reshape([c]) * m;
-            let rv = self.running_var.value_sync().to_device(&device) * (1.0 - m) + unbiased.reshape([c]) * m;
+            let rm = self.running_mean.value_sync().to_device(&device) * (1.0 - m)
+                + mean.clone().detach().reshape([c]) * m;
+            let rv = self.running_var.value_sync().to_device(&device) * (1.0 - m)
+                + unbiased.reshape([c]) * m;
             self.running_mean.update(rm.detach());
             self.running_var.update(rv.detach());
             (mean.reshape(shape), var.reshape(shape))
@@ -147,7 +151,10 @@ pub struct ChannelAttention<B: Backend> {
 impl<B: Backend> ChannelAttention<B> {
     pub fn new(channels: usize, ratio: usize, device: &B::Device) -> Self {
         let hidden = (channels / ratio).max(1);
-        Self { fc1: conv2d(channels, hidden, 1, 1, 0, 1, false, device), fc2: conv2d(hidden, channels, 1, 1, 0, 1, false, device) }
+        Self {
+            fc1: conv2d(channels, hidden, 1, 1, 0, 1, false, device),
+            fc2: conv2d(hidden, channels, 1, 1, 0, 1, false, device),
+        }
     }
 
     fn mlp(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -170,7 +177,9 @@ pub struct SpatialAttention<B: Backend> {
 
 impl<B: Backend> SpatialAttention<B> {
     pub fn new(device: &B::Device) -> Self {
-        Self { conv: conv2d(2, 1, 7, 1, 3, 1, false, device) }
+        Self {
+            conv: conv2d(2, 1, 7, 1, 3, 1, false, device),
+        }
     }
 
     /// The attention map `[N, 1, H, W]`.
@@ -190,7 +199,10 @@ pub struct Cbam<B: Backend> {
 
 impl<B: Backend> Cbam<B> {
     pub fn new(channels: usize, ratio: usize, device: &B::Device) -> Self {
-        Self { channel_attention: ChannelAttention::new(channels, ratio, device), spatial_attention: SpatialAttention::new(device) }
+        Self {
+            channel_attention: ChannelAttention::new(channels, ratio, device),
+            spatial_attention: SpatialAttention::new(device),
+        }
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {

@@ -62,7 +62,9 @@ impl<B: Backend> CnBlock<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let c = x.dims()[1];
         let y = self.dwconv.forward(x.clone()).permute([0, 2, 3, 1]);
-        let y = self.pwconv2.forward(gelu(self.pwconv1.forward(self.norm.forward(y))));
+        let y = self
+            .pwconv2
+            .forward(gelu(self.pwconv1.forward(self.norm.forward(y))));
         let y = y.permute([0, 3, 1, 2]) * self.layer_scale.val().reshape([1, c, 1, 1]);
         dropout(drop_path(y, self.drop_path) + x, self.dropout)
     }
@@ -97,7 +99,15 @@ impl MyConvNeXtConfig {
     /// The stochastic-depth probability of each CNBlock, in order.
     pub fn drop_path_schedule(&self) -> Vec<f64> {
         let total: usize = self.depths.iter().sum();
-        (0..total).map(|k| if total > 1 { self.sd_rate * k as f64 / (total - 1) as f64 } else { 0.0 }).collect()
+        (0..total)
+            .map(|k| {
+                if total > 1 {
+                    self.sd_rate * k as f64 / (total - 1) as f64
+                } else {
+                    0.0
+                }
+            })
+            .collect()
     }
 
     pub fn init<B: Backend>(&self, device: &B::Device) -> MyConvNeXt<B> {
@@ -112,7 +122,13 @@ impl MyConvNeXtConfig {
                 blocks: (0..depth)
                     .map(|_| {
                         k += 1;
-                        CnBlock::new(dim, schedule[k - 1], self.dropout, self.layer_scale_init, device)
+                        CnBlock::new(
+                            dim,
+                            schedule[k - 1],
+                            self.dropout,
+                            self.layer_scale_init,
+                            device,
+                        )
                     })
                     .collect(),
             })
@@ -120,7 +136,10 @@ impl MyConvNeXtConfig {
         let downsamples = self
             .dims
             .windows(2)
-            .map(|w| Downsample { norm: LayerNorm2d::new(w[0], 1e-6, device), conv: conv2d(w[0], w[1], 2, 2, 0, 1, true, device) })
+            .map(|w| Downsample {
+                norm: LayerNorm2d::new(w[0], 1e-6, device),
+                conv: conv2d(w[0], w[1], 2, 2, 0, 1, true, device),
+            })
             .collect();
         let last = *self.dims.last().expect("at least one stage");
         MyConvNeXt {
@@ -140,7 +159,11 @@ impl<B: Backend> MyConvNeXt<B> {
     /// Feature maps of the last stage, `[N, C, H/32, W/32]` (Grad-CAM's target layer).
     pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let p = self.dropout;
-        let mut x = dropout(self.stem_norm.forward(dropout(self.stem_conv.forward(x), p)), p);
+        let mut x = dropout(
+            self.stem_norm
+                .forward(dropout(self.stem_conv.forward(x), p)),
+            p,
+        );
         for (i, stage) in self.stages.iter().enumerate() {
             if i > 0 {
                 let d = &self.downsamples[i - 1];

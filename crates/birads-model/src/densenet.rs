@@ -63,7 +63,11 @@ impl<B: Backend> DenseBlock<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut features = vec![x];
         for layer in &self.layers {
-            let input = if features.len() == 1 { features[0].clone() } else { Tensor::cat(features.clone(), 1) };
+            let input = if features.len() == 1 {
+                features[0].clone()
+            } else {
+                Tensor::cat(features.clone(), 1)
+            };
             features.push(layer.forward(input));
         }
         self.cbam.forward(Tensor::cat(features, 1))
@@ -142,7 +146,10 @@ impl MyDenseNetConfig {
                 })
                 .collect();
             c += n * self.growth;
-            blocks.push(DenseBlock { layers, cbam: Cbam::new(c, Self::cbam_ratio(i + 1), device) });
+            blocks.push(DenseBlock {
+                layers,
+                cbam: Cbam::new(c, Self::cbam_ratio(i + 1), device),
+            });
             if i + 1 < self.blocks.len() {
                 transitions.push(Transition {
                     norm: BatchNorm2d::new(c, device),
@@ -156,7 +163,10 @@ impl MyDenseNetConfig {
         MyDenseNet {
             conv0: conv2d(3, self.init_features, 7, 2, 3, 1, false, device),
             norm0: BatchNorm2d::new(self.init_features, device),
-            pool0: MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(),
+            pool0: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
             blocks,
             transitions,
             norm5: BatchNorm2d::new(nf, device),
@@ -165,9 +175,14 @@ impl MyDenseNetConfig {
             head_fc1: LinearConfig::new(nf, nf / 2).init(device),
             head_fc2: LinearConfig::new(nf / 2, nf / 4).init(device),
             shared_proj: LinearConfig::new(nf / 4, nf / 8).init(device),
-            task_proj: (0..self.tasks).map(|_| LinearConfig::new(nf / 4, nf / 2 - nf / 8).init(device)).collect(),
+            task_proj: (0..self.tasks)
+                .map(|_| LinearConfig::new(nf / 4, nf / 2 - nf / 8).init(device))
+                .collect(),
             task_heads: (0..self.tasks)
-                .map(|_| TaskHead { fc1: LinearConfig::new(nf / 2, nf / 8).init(device), fc2: LinearConfig::new(nf / 8, 2).init(device) })
+                .map(|_| TaskHead {
+                    fc1: LinearConfig::new(nf / 2, nf / 8).init(device),
+                    fc2: LinearConfig::new(nf / 8, 2).init(device),
+                })
                 .collect(),
             dp1: self.dp1,
         }
@@ -175,9 +190,30 @@ impl MyDenseNetConfig {
 }
 
 impl<B: Backend> MyDenseNet<B> {
+    /// Values held in BatchNorm running statistics (counted by `num_params`, not trained).
+    pub fn running_stat_count(&self) -> usize {
+        let bn = |b: &BatchNorm2d<B>| 2 * b.weight.dims()[0];
+        let mut n = bn(&self.norm0) + bn(&self.norm5);
+        for block in &self.blocks {
+            n += block
+                .layers
+                .iter()
+                .map(|l| bn(&l.norm1) + bn(&l.norm2))
+                .sum::<usize>();
+        }
+        n + self.transitions.iter().map(|t| bn(&t.norm)).sum::<usize>()
+    }
+
+    /// Trainable parameters (the number PyTorch's `parameters()` gives).
+    pub fn trainable_params(&self) -> usize {
+        self.num_params() - self.running_stat_count()
+    }
+
     /// Output of `norm5` (no ReLU), `[N, C, H/32, W/32]` (Grad-CAM's target layer).
     pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let mut x = self.pool0.forward(relu(self.norm0.forward(self.conv0.forward(x))));
+        let mut x = self
+            .pool0
+            .forward(relu(self.norm0.forward(self.conv0.forward(x))));
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x);
             if let Some(t) = self.transitions.get(i) {

@@ -3,6 +3,7 @@
 //! checkpoints and torchvision's ImageNet weights.
 
 pub mod blocks;
+pub mod checkpoint;
 pub mod convnext;
 pub mod densenet;
 pub mod weights;
@@ -17,8 +18,3 @@ pub type CpuTrain = burn::backend::Autodiff<Cpu>;
 /// burn's CUDA backend (feature `cuda`).
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda;
-
-/// Number of trainable parameters of a module (BatchNorm running statistics excluded).
-pub fn parameter_count<B: burn::prelude::Backend, M: burn::module::Module<B>>(m: &M) -> usize {
-    m.num_params()
-}

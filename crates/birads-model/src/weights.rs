@@ -71,15 +71,22 @@ pub fn convnext_key(key: &str, source: Source) -> Target {
             _ => Target::Unknown,
         };
     }
-    let Some(rest) = k.strip_prefix("features.") else { return Target::Unknown };
+    let Some(rest) = k.strip_prefix("features.") else {
+        return Target::Unknown;
+    };
     let parts: Vec<&str> = rest.splitn(3, '.').collect();
     if parts.len() < 3 {
         return Target::Unknown;
     }
-    let (Some(stage), Some(elem)) = (numbers(parts[0]), numbers(parts[1])) else { return Target::Unknown };
+    let (Some(stage), Some(elem)) = (numbers(parts[0]), numbers(parts[1])) else {
+        return Target::Unknown;
+    };
     let (stage, elem) = (stage[0], elem[0]);
     // The original wraps every element as `.block`; torchvision has no wrapper level.
-    let tail = parts[2].strip_prefix("block.").filter(|_| source == Source::Original).unwrap_or(parts[2]);
+    let tail = parts[2]
+        .strip_prefix("block.")
+        .filter(|_| source == Source::Original)
+        .unwrap_or(parts[2]);
     match stage {
         0 => match elem {
             0 => Target::Param(format!("stem_conv.{tail}")),
@@ -124,7 +131,9 @@ pub fn densenet_key(key: &str, source: Source) -> Target {
                 Some(("1", p)) => Target::Param(format!("head_fc1.{p}")),
                 Some(("4", p)) => Target::Param(format!("head_fc2.{p}")),
                 // `densenet.classifier` (the unused ImageNet head) arrives here stripped.
-                Some(("weight" | "bias", _)) | None => Target::Param(format!("imagenet_classifier.{rest}")),
+                Some(("weight" | "bias", _)) | None => {
+                    Target::Param(format!("imagenet_classifier.{rest}"))
+                }
                 _ => Target::Unknown,
             };
         }
@@ -149,7 +158,9 @@ pub fn densenet_key(key: &str, source: Source) -> Target {
         // torchvision's ImageNet head is the model's unused `imagenet_classifier`.
         return Target::Param(format!("imagenet_classifier.{p}"));
     }
-    let Some(f) = k.strip_prefix("features.") else { return Target::Unknown };
+    let Some(f) = k.strip_prefix("features.") else {
+        return Target::Unknown;
+    };
     for stem in ["conv0.", "norm0.", "norm5."] {
         if f.starts_with(stem) {
             return Target::Param(f.to_string());
@@ -157,12 +168,18 @@ pub fn densenet_key(key: &str, source: Source) -> Target {
     }
     if let Some(rest) = f.strip_prefix("transition") {
         let (i, p) = rest.split_once('.').unwrap_or(("", ""));
-        let Ok(i) = i.parse::<usize>() else { return Target::Unknown };
+        let Ok(i) = i.parse::<usize>() else {
+            return Target::Unknown;
+        };
         return Target::Param(format!("transitions.{}.{p}", i - 1));
     }
-    let Some(rest) = f.strip_prefix("denseblock") else { return Target::Unknown };
+    let Some(rest) = f.strip_prefix("denseblock") else {
+        return Target::Unknown;
+    };
     let (i, rest) = rest.split_once('.').unwrap_or(("", ""));
-    let Ok(i) = i.parse::<usize>() else { return Target::Unknown };
+    let Ok(i) = i.parse::<usize>() else {
+        return Target::Unknown;
+    };
     let b = i.saturating_sub(1);
     if let Some(p) = rest.strip_prefix("channel_attention.shared_MLP.") {
         return match p.split_once('.') {
@@ -177,9 +194,13 @@ pub fn densenet_key(key: &str, source: Source) -> Target {
     // Original: `denseblock1.denseblock.denselayer1.0.norm1.weight`;
     // torchvision: `denseblock1.denselayer1.norm1.weight` or old-style `….norm.1.weight`.
     let rest = rest.strip_prefix("denseblock.").unwrap_or(rest);
-    let Some(rest) = rest.strip_prefix("denselayer") else { return Target::Unknown };
+    let Some(rest) = rest.strip_prefix("denselayer") else {
+        return Target::Unknown;
+    };
     let (j, rest) = rest.split_once('.').unwrap_or(("", ""));
-    let Ok(j) = j.parse::<usize>() else { return Target::Unknown };
+    let Ok(j) = j.parse::<usize>() else {
+        return Target::Unknown;
+    };
     let rest = rest.strip_prefix("0.").unwrap_or(rest);
     let rest = rest
         .replacen("norm.1.", "norm1.", 1)
@@ -191,7 +212,10 @@ pub fn densenet_key(key: &str, source: Source) -> Target {
 
 /// Every tensor of a PyTorch `.pth` (zip or legacy pickle), keyed by its state_dict name.
 pub fn read_pth(path: &Path) -> Result<Vec<(String, TensorSnapshot)>, WeightsError> {
-    let reader = PytorchReader::new(path).map_err(|e| WeightsError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+    let reader = PytorchReader::new(path).map_err(|e| WeightsError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
     let mut v: Vec<(String, TensorSnapshot)> = reader.into_tensors().into_iter().collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(v)
@@ -238,31 +262,63 @@ pub fn apply_pytorch<B: Backend, M: ModuleSnapshot<B>>(
     let mut details = String::new();
     let reverse = |p: &str| seen.get(p).cloned().unwrap_or_else(|| p.to_string());
     if !unknown.is_empty() {
-        details.push_str(&format!("\n  unexpected keys ({}): {}", unknown.len(), unknown.join(", ")));
+        details.push_str(&format!(
+            "\n  unexpected keys ({}): {}",
+            unknown.len(),
+            unknown.join(", ")
+        ));
     }
     let unused: Vec<String> = result.unused.iter().map(|p| reverse(p)).collect();
     if !unused.is_empty() {
-        details.push_str(&format!("\n  keys with no place in the model ({}): {}", unused.len(), unused.join(", ")));
+        details.push_str(&format!(
+            "\n  keys with no place in the model ({}): {}",
+            unused.len(),
+            unused.join(", ")
+        ));
     }
-    let (fresh, missing): (Vec<String>, Vec<String>) = result.missing.iter().map(|(p, _)| p.clone()).partition(|p| allow_missing(p));
+    let (fresh, missing): (Vec<String>, Vec<String>) = result
+        .missing
+        .iter()
+        .map(|(p, _)| p.clone())
+        .partition(|p| allow_missing(p));
     if !missing.is_empty() {
-        details.push_str(&format!("\n  missing keys ({}): {}", missing.len(), missing.join(", ")));
+        details.push_str(&format!(
+            "\n  missing keys ({}): {}",
+            missing.len(),
+            missing.join(", ")
+        ));
     }
     let errors: Vec<String> = result
         .errors
         .iter()
         .map(|e| match e {
-            ApplyError::ShapeMismatch { path, expected, found } => {
-                format!("{} has shape {:?}, the model expects {:?}", reverse(path), found, expected)
+            ApplyError::ShapeMismatch {
+                path,
+                expected,
+                found,
+            } => {
+                format!(
+                    "{} has shape {:?}, the model expects {:?}",
+                    reverse(path),
+                    found,
+                    expected
+                )
             }
             other => other.to_string(),
         })
         .collect();
     if !errors.is_empty() {
-        details.push_str(&format!("\n  mis-shaped or unreadable ({}): {}", errors.len(), errors.join("; ")));
+        details.push_str(&format!(
+            "\n  mis-shaped or unreadable ({}): {}",
+            errors.len(),
+            errors.join("; ")
+        ));
     }
     if !details.is_empty() {
-        return Err(WeightsError::Mismatch { path: path.display().to_string(), details });
+        return Err(WeightsError::Mismatch {
+            path: path.display().to_string(),
+            details,
+        });
     }
     report.loaded = result.applied.len();
     report.fresh = fresh;
@@ -274,7 +330,10 @@ fn is_convnext_head(p: &str) -> bool {
 }
 
 fn is_densenet_addition(p: &str) -> bool {
-    p.starts_with("head_") || p.starts_with("shared_proj") || p.starts_with("task_") || p.contains(".cbam.")
+    p.starts_with("head_")
+        || p.starts_with("shared_proj")
+        || p.starts_with("task_")
+        || p.contains(".cbam.")
 }
 
 /// Load a MyConvNeXt checkpoint: the original `MyConv.pth` (every key required) or
@@ -285,9 +344,13 @@ pub fn load_convnext<B: Backend>(
     source: Source,
 ) -> Result<(crate::MyConvNeXt<B>, LoadReport), WeightsError> {
     let tensors = read_pth(path)?;
-    let report = apply_pytorch(&mut model, path, tensors, |k| convnext_key(k, source), |p| {
-        source == Source::Torchvision && is_convnext_head(p)
-    })?;
+    let report = apply_pytorch(
+        &mut model,
+        path,
+        tensors,
+        |k| convnext_key(k, source),
+        |p| source == Source::Torchvision && is_convnext_head(p),
+    )?;
     Ok((model, report))
 }
 
@@ -299,9 +362,13 @@ pub fn load_densenet<B: Backend>(
     source: Source,
 ) -> Result<(crate::MyDenseNet<B>, LoadReport), WeightsError> {
     let tensors = read_pth(path)?;
-    let report = apply_pytorch(&mut model, path, tensors, |k| densenet_key(k, source), |p| {
-        source == Source::Torchvision && is_densenet_addition(p)
-    })?;
+    let report = apply_pytorch(
+        &mut model,
+        path,
+        tensors,
+        |k| densenet_key(k, source),
+        |p| source == Source::Torchvision && is_densenet_addition(p),
+    )?;
     Ok((model, report))
 }
 
@@ -314,18 +381,51 @@ mod tests {
         use Target::Param;
         let o = Source::Original;
         let t = Source::Torchvision;
-        assert_eq!(convnext_key("convnext_tiny.features.0.0.block.weight", o), Param("stem_conv.weight".into()));
-        assert_eq!(convnext_key("features.0.0.weight", t), Param("stem_conv.weight".into()));
-        assert_eq!(convnext_key("convnext_tiny.features.0.1.block.bias", o), Param("stem_norm.bias".into()));
-        assert_eq!(convnext_key("convnext_tiny.features.4.1.block.weight", o), Param("downsamples.1.conv.weight".into()));
-        assert_eq!(convnext_key("features.6.0.bias", t), Param("downsamples.2.norm.bias".into()));
-        assert_eq!(convnext_key("convnext_tiny.features.5.8.block.block.3.weight", o), Param("stages.2.blocks.8.pwconv1.weight".into()));
-        assert_eq!(convnext_key("features.5.8.block.3.weight", t), Param("stages.2.blocks.8.pwconv1.weight".into()));
-        assert_eq!(convnext_key("convnext_tiny.features.7.2.block.layer_scale", o), Param("stages.3.blocks.2.layer_scale".into()));
-        assert_eq!(convnext_key("features.1.0.layer_scale", t), Param("stages.0.blocks.0.layer_scale".into()));
-        assert_eq!(convnext_key("convnext_tiny.classifier.4.bias", o), Param("head_fc2.bias".into()));
+        assert_eq!(
+            convnext_key("convnext_tiny.features.0.0.block.weight", o),
+            Param("stem_conv.weight".into())
+        );
+        assert_eq!(
+            convnext_key("features.0.0.weight", t),
+            Param("stem_conv.weight".into())
+        );
+        assert_eq!(
+            convnext_key("convnext_tiny.features.0.1.block.bias", o),
+            Param("stem_norm.bias".into())
+        );
+        assert_eq!(
+            convnext_key("convnext_tiny.features.4.1.block.weight", o),
+            Param("downsamples.1.conv.weight".into())
+        );
+        assert_eq!(
+            convnext_key("features.6.0.bias", t),
+            Param("downsamples.2.norm.bias".into())
+        );
+        assert_eq!(
+            convnext_key("convnext_tiny.features.5.8.block.block.3.weight", o),
+            Param("stages.2.blocks.8.pwconv1.weight".into())
+        );
+        assert_eq!(
+            convnext_key("features.5.8.block.3.weight", t),
+            Param("stages.2.blocks.8.pwconv1.weight".into())
+        );
+        assert_eq!(
+            convnext_key("convnext_tiny.features.7.2.block.layer_scale", o),
+            Param("stages.3.blocks.2.layer_scale".into())
+        );
+        assert_eq!(
+            convnext_key("features.1.0.layer_scale", t),
+            Param("stages.0.blocks.0.layer_scale".into())
+        );
+        assert_eq!(
+            convnext_key("convnext_tiny.classifier.4.bias", o),
+            Param("head_fc2.bias".into())
+        );
         assert_eq!(convnext_key("classifier.2.weight", t), Target::Ignore);
-        assert_eq!(convnext_key("convnext_tiny.classifier.2.weight", o), Target::Unknown);
+        assert_eq!(
+            convnext_key("convnext_tiny.classifier.2.weight", o),
+            Target::Unknown
+        );
         assert_eq!(convnext_key("something.else", o), Target::Unknown);
     }
 
@@ -335,21 +435,54 @@ mod tests {
         let o = Source::Original;
         let t = Source::Torchvision;
         assert_eq!(
-            densenet_key("densenet.features.denseblock3.denseblock.denselayer24.0.conv2.weight", o),
+            densenet_key(
+                "densenet.features.denseblock3.denseblock.denselayer24.0.conv2.weight",
+                o
+            ),
             Param("blocks.2.layers.23.conv2.weight".into())
         );
-        assert_eq!(densenet_key("features.denseblock1.denselayer1.norm.1.running_var", t), Param("blocks.0.layers.0.norm1.running_var".into()));
-        assert_eq!(densenet_key("features.denseblock1.denselayer2.conv2.weight", t), Param("blocks.0.layers.1.conv2.weight".into()));
         assert_eq!(
-            densenet_key("densenet.features.denseblock2.channel_attention.shared_MLP.2.weight", o),
+            densenet_key("features.denseblock1.denselayer1.norm.1.running_var", t),
+            Param("blocks.0.layers.0.norm1.running_var".into())
+        );
+        assert_eq!(
+            densenet_key("features.denseblock1.denselayer2.conv2.weight", t),
+            Param("blocks.0.layers.1.conv2.weight".into())
+        );
+        assert_eq!(
+            densenet_key(
+                "densenet.features.denseblock2.channel_attention.shared_MLP.2.weight",
+                o
+            ),
             Param("blocks.1.cbam.channel_attention.fc2.weight".into())
         );
-        assert_eq!(densenet_key("densenet.features.transition3.conv.weight", o), Param("transitions.2.conv.weight".into()));
-        assert_eq!(densenet_key("densenet.features.norm0.num_batches_tracked", o), Target::Ignore);
-        assert_eq!(densenet_key("densenet.classifier.weight", o), Param("imagenet_classifier.weight".into()));
-        assert_eq!(densenet_key("classifier.4.bias", o), Param("head_fc2.bias".into()));
-        assert_eq!(densenet_key("decoupling.task_proj.3.weight", o), Param("task_proj.3.weight".into()));
-        assert_eq!(densenet_key("task_classifiers.1.2.bias", o), Param("task_heads.1.fc2.bias".into()));
-        assert_eq!(densenet_key("classifier.bias", t), Param("imagenet_classifier.bias".into()));
+        assert_eq!(
+            densenet_key("densenet.features.transition3.conv.weight", o),
+            Param("transitions.2.conv.weight".into())
+        );
+        assert_eq!(
+            densenet_key("densenet.features.norm0.num_batches_tracked", o),
+            Target::Ignore
+        );
+        assert_eq!(
+            densenet_key("densenet.classifier.weight", o),
+            Param("imagenet_classifier.weight".into())
+        );
+        assert_eq!(
+            densenet_key("classifier.4.bias", o),
+            Param("head_fc2.bias".into())
+        );
+        assert_eq!(
+            densenet_key("decoupling.task_proj.3.weight", o),
+            Param("task_proj.3.weight".into())
+        );
+        assert_eq!(
+            densenet_key("task_classifiers.1.2.bias", o),
+            Param("task_heads.1.fc2.bias".into())
+        );
+        assert_eq!(
+            densenet_key("classifier.bias", t),
+            Param("imagenet_classifier.bias".into())
+        );
     }
 }
