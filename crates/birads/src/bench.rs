@@ -23,7 +23,32 @@ pub enum BenchCommand {
     /// Preprocessing throughput (decode → CutBlack → CenterCrop → Resize → Normalize, and
     /// the training augmentation chain), single core and with the parallel loader.
     Preprocess(PreprocessArgs),
+    /// Forward images/s of MyConvNeXt and MyDenseNet (batch 1 and 8) on burn's CPU backend,
+    /// beside PyTorch eager and ONNX Runtime in the same run.
+    Models(ModelsArgs),
 }
+
+#[derive(Args)]
+pub struct ModelsArgs {
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub batches: Vec<usize>,
+    /// Timed repetitions (each at least one second); medians are reported.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Image side.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Python with torch, torchvision, onnx and onnxruntime for the side-by-side figures.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Skip the Python side.
+    #[arg(long)]
+    pub no_python: bool,
+}
+
+const PY_MODELS: &str = include_str!("../../../scripts/bench_models.py");
+const PY_MODEL_DEFS: &str = include_str!("../../../scripts/make_model_fixtures.py");
 
 #[derive(Args)]
 pub struct PreprocessArgs {
@@ -70,6 +95,7 @@ struct Row {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
     match cmd {
         BenchCommand::Preprocess(a) => bench_preprocess(a),
+        BenchCommand::Models(a) => bench_models(a),
     }
 }
 
@@ -320,4 +346,88 @@ fn breakdown(samples: &[Sample], pre: &Preprocess, aug: &Augment) {
         .map(|(n, v)| format!("{n} {:.0}", median(v)))
         .collect();
     println!("single-core stage medians (µs/image): {}", parts.join(", "));
+}
+
+/// Images/s of `forward` on batches of `batch`, median over `repeats` runs of ≥ 1 s each.
+fn forward_rate(batch: usize, repeats: usize, mut forward: impl FnMut()) -> f64 {
+    forward(); // warm-up
+    let runs: Vec<f64> = (0..repeats)
+        .map(|_| {
+            let (mut n, t) = (0usize, Instant::now());
+            while n == 0 || t.elapsed().as_secs_f64() < 1.0 {
+                forward();
+                n += 1;
+            }
+            (n * batch) as f64 / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(runs)
+}
+
+fn bench_models(a: ModelsArgs) -> anyhow::Result<u8> {
+    use birads_model::{Cpu, MyConvNeXtConfig, MyDenseNetConfig};
+    use burn::prelude::*;
+    let device = Default::default();
+    let threads = rayon::current_num_threads();
+    println!("model forward benchmark: {}×{} inputs, eval mode, {threads} threads, {} repeats ≥ 1 s, medians", a.size, a.size, a.repeats);
+    let convnext = MyConvNeXtConfig::new().init::<Cpu>(&device);
+    let densenet = MyDenseNetConfig::new().init::<Cpu>(&device);
+    let mut rows = Vec::new();
+    for name in ["convnext", "densenet"] {
+        for &b in &a.batches {
+            let x = Tensor::<Cpu, 4>::random([b, 3, a.size, a.size], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+            let r = if name == "convnext" {
+                forward_rate(b, a.repeats, || {
+                    std::hint::black_box(convnext.forward(x.clone()).into_data());
+                })
+            } else {
+                forward_rate(b, a.repeats, || {
+                    std::hint::black_box(densenet.forward(x.clone()).into_data());
+                })
+            };
+            rows.push((name, b, r));
+        }
+    }
+    let py = if a.no_python { None } else { run_python_models(&a, threads) };
+    let lookup = |name: &str, b: usize, key: &str| -> Option<f64> {
+        py.as_ref()?["results"].as_array()?.iter().find(|r| r["model"] == name && r["batch"] == b)?[key].as_f64()
+    };
+    println!();
+    println!("| model | batch | PyTorch eager (img/s) | ONNX Runtime (img/s) | birads burn-flex (img/s) | birads / PyTorch | birads / ORT |");
+    println!("|---|---|---|---|---|---|---|");
+    let fmt = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into());
+    let ratio = |r: f64, v: Option<f64>| v.map(|x| format!("{:.2}", r / x)).unwrap_or_else(|| "–".into());
+    for (name, b, r) in rows {
+        let label = if name == "convnext" { "MyConvNeXt" } else { "MyDenseNet" };
+        let (pt, ort) = (lookup(name, b, "pytorch"), lookup(name, b, "onnxruntime"));
+        println!("| {label} | {b} | {} | {} | {r:.1} | {} | {} |", fmt(pt), fmt(ort), ratio(r, pt), ratio(r, ort));
+    }
+    Ok(0)
+}
+
+fn run_python_models(a: &ModelsArgs, threads: usize) -> Option<serde_json::Value> {
+    let dir = tempfile_dir().ok()?;
+    let _cleanup = RemoveOnDrop(dir.clone());
+    std::fs::write(dir.join("bench_models.py"), PY_MODELS).ok()?;
+    std::fs::write(dir.join("make_model_fixtures.py"), PY_MODEL_DEFS).ok()?;
+    let batches: Vec<String> = a.batches.iter().map(|b| b.to_string()).collect();
+    let out = std::process::Command::new(&a.python)
+        .arg(dir.join("bench_models.py"))
+        .args(["--batches", &batches.join(","), "--repeats", &a.repeats.to_string(), "--threads", &threads.to_string()])
+        .args(["--size", &a.size.to_string(), "--json"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            text.lines().rev().find_map(|l| serde_json::from_str(l).ok())
+        }
+        Ok(o) => {
+            eprintln!("python benchmark failed: {}", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
+            None
+        }
+        Err(e) => {
+            eprintln!("cannot run {}: {e}", a.python);
+            None
+        }
+    }
 }

@@ -12,6 +12,7 @@ mod bench;
 mod data;
 mod demo;
 mod draw;
+mod model;
 mod preview;
 mod synth;
 
@@ -42,6 +43,9 @@ enum Command {
     Data(data::DataCommand),
     /// Write PNGs of augmented training samples with the lesion box drawn.
     Preview(preview::PreviewArgs),
+    /// Describe the models: architecture, parameter counts, output shapes.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// Measure speed (images/s) beside the original Python implementation.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::Synth(a) => synth::run(a),
         Command::Data(c) => data::run(c),
         Command::Preview(a) => preview::run(a),
+        Command::Model(c) => model::run(c),
         Command::Bench(c) => bench::run(c),
     };
     match result {
