@@ -45,7 +45,11 @@ pub fn drop_path<B: Backend>(x: Tensor<B, 4>, p: f64) -> Tensor<B, 4> {
 /// are materialised as `[N, C, 1, 1]` first: the CPU backend's SIMD broadcast kernel needs
 /// the non-broadcast dims of the right-hand side to be contiguous, which a `[1, C, 1, 1]`
 /// view expanded over the batch is not (it fell back to a strided loop 5–10× slower).
-pub fn channel_affine<B: Backend>(x: Tensor<B, 4>, scale: Tensor<B, 1>, shift: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+pub fn channel_affine<B: Backend>(
+    x: Tensor<B, 4>,
+    scale: Tensor<B, 1>,
+    shift: Option<Tensor<B, 1>>,
+) -> Tensor<B, 4> {
     let [n, c, _, _] = x.dims();
     let per_sample = |v: Tensor<B, 1>| v.reshape([1, c, 1, 1]).repeat_dim(0, n);
     let y = x * per_sample(scale);
@@ -148,9 +152,12 @@ impl<B: Backend> BatchNorm2d<B> {
             (mean.reshape(shape), var.reshape(shape))
         } else {
             // Inference: one multiply-add per value with the statistics folded in.
-            let inv_std = (self.running_var.value().to_device(&device) + self.epsilon).sqrt().recip();
+            let inv_std = (self.running_var.value().to_device(&device) + self.epsilon)
+                .sqrt()
+                .recip();
             let scale = self.weight.val() * inv_std;
-            let shift = self.bias.val() - self.running_mean.value().to_device(&device) * scale.clone();
+            let shift =
+                self.bias.val() - self.running_mean.value().to_device(&device) * scale.clone();
             return channel_affine(x, scale, Some(shift));
         };
         let inv_std = (var + self.epsilon).sqrt().recip().reshape([c]);

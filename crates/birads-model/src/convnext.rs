@@ -64,10 +64,20 @@ impl<B: Backend> CnBlock<B> {
         // Channels-last rows, contiguous after the reshape: LayerNorm and both Linears run on
         // a plain [N·H·W, C] matrix and the layer scale is a broadcast along rows (the CPU
         // backend's fast paths); permuted 4-D views fell back to strided loops.
-        let rows = self.dwconv.forward(x.clone()).permute([0, 2, 3, 1]).reshape([n * h * w, c]);
-        let rows = self.pwconv2.forward(gelu(self.pwconv1.forward(self.norm.forward(rows))));
+        let rows = self
+            .dwconv
+            .forward(x.clone())
+            .permute([0, 2, 3, 1])
+            .reshape([n * h * w, c]);
+        let rows = self
+            .pwconv2
+            .forward(gelu(self.pwconv1.forward(self.norm.forward(rows))));
         let rows = rows * self.layer_scale.val().reshape([1, c]);
-        let y = rows.reshape([n, h, w, c]).permute([0, 3, 1, 2]).reshape([n, c * h * w]).reshape([n, c, h, w]);
+        let y = rows
+            .reshape([n, h, w, c])
+            .permute([0, 3, 1, 2])
+            .reshape([n, c * h * w])
+            .reshape([n, c, h, w]);
         dropout(drop_path(y, self.drop_path) + x, self.dropout)
     }
 }

@@ -375,7 +375,11 @@ fn bench_models(a: ModelsArgs) -> anyhow::Result<u8> {
     let mut rows = Vec::new();
     for name in ["convnext", "densenet"] {
         for &b in &a.batches {
-            let x = Tensor::<Cpu, 4>::random([b, 3, a.size, a.size], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+            let x = Tensor::<Cpu, 4>::random(
+                [b, 3, a.size, a.size],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &device,
+            );
             let r = if name == "convnext" {
                 forward_rate(b, a.repeats, || {
                     std::hint::black_box(convnext.forward(x.clone()).into_data());
@@ -388,19 +392,40 @@ fn bench_models(a: ModelsArgs) -> anyhow::Result<u8> {
             rows.push((name, b, r));
         }
     }
-    let py = if a.no_python { None } else { run_python_models(&a, threads) };
+    let py = if a.no_python {
+        None
+    } else {
+        run_python_models(&a, threads)
+    };
     let lookup = |name: &str, b: usize, key: &str| -> Option<f64> {
-        py.as_ref()?["results"].as_array()?.iter().find(|r| r["model"] == name && r["batch"] == b)?[key].as_f64()
+        py.as_ref()?["results"]
+            .as_array()?
+            .iter()
+            .find(|r| r["model"] == name && r["batch"] == b)?[key]
+            .as_f64()
     };
     println!();
     println!("| model | batch | PyTorch eager (img/s) | ONNX Runtime (img/s) | birads burn-flex (img/s) | birads / PyTorch | birads / ORT |");
     println!("|---|---|---|---|---|---|---|");
     let fmt = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into());
-    let ratio = |r: f64, v: Option<f64>| v.map(|x| format!("{:.2}", r / x)).unwrap_or_else(|| "–".into());
+    let ratio = |r: f64, v: Option<f64>| {
+        v.map(|x| format!("{:.2}", r / x))
+            .unwrap_or_else(|| "–".into())
+    };
     for (name, b, r) in rows {
-        let label = if name == "convnext" { "MyConvNeXt" } else { "MyDenseNet" };
+        let label = if name == "convnext" {
+            "MyConvNeXt"
+        } else {
+            "MyDenseNet"
+        };
         let (pt, ort) = (lookup(name, b, "pytorch"), lookup(name, b, "onnxruntime"));
-        println!("| {label} | {b} | {} | {} | {r:.1} | {} | {} |", fmt(pt), fmt(ort), ratio(r, pt), ratio(r, ort));
+        println!(
+            "| {label} | {b} | {} | {} | {r:.1} | {} | {} |",
+            fmt(pt),
+            fmt(ort),
+            ratio(r, pt),
+            ratio(r, ort)
+        );
     }
     Ok(0)
 }
@@ -413,16 +438,31 @@ fn run_python_models(a: &ModelsArgs, threads: usize) -> Option<serde_json::Value
     let batches: Vec<String> = a.batches.iter().map(|b| b.to_string()).collect();
     let out = std::process::Command::new(&a.python)
         .arg(dir.join("bench_models.py"))
-        .args(["--batches", &batches.join(","), "--repeats", &a.repeats.to_string(), "--threads", &threads.to_string()])
+        .args([
+            "--batches",
+            &batches.join(","),
+            "--repeats",
+            &a.repeats.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
         .args(["--size", &a.size.to_string(), "--json"])
         .output();
     match out {
         Ok(o) if o.status.success() => {
             let text = String::from_utf8_lossy(&o.stdout);
-            text.lines().rev().find_map(|l| serde_json::from_str(l).ok())
+            text.lines()
+                .rev()
+                .find_map(|l| serde_json::from_str(l).ok())
         }
         Ok(o) => {
-            eprintln!("python benchmark failed: {}", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
+            eprintln!(
+                "python benchmark failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
             None
         }
         Err(e) => {

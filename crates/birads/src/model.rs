@@ -86,7 +86,13 @@ fn info(a: InfoArgs) -> anyhow::Result<u8> {
                 Some("fea") => ModelKind::DenseNet,
                 _ => ModelKind::ConvNeXt,
             };
-            let (m, _, report) = load_any::<Cpu>(path, kind, &MyConvNeXtConfig::new(), &MyDenseNetConfig::new(), &device)?;
+            let (m, _, report) = load_any::<Cpu>(
+                path,
+                kind,
+                &MyConvNeXtConfig::new(),
+                &MyDenseNetConfig::new(),
+                &device,
+            )?;
             eprintln!("loaded {} tensors from {}", report.loaded, path.display());
             vec![m]
         }
@@ -101,21 +107,40 @@ fn info(a: InfoArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     for i in &infos {
-        println!("{} — {}", i["model"].as_str().unwrap_or(""), i["task"].as_str().unwrap_or(""));
-        println!("  parameters:         {}", group(i["parameters"].as_u64().unwrap_or(0)));
+        println!(
+            "{} — {}",
+            i["model"].as_str().unwrap_or(""),
+            i["task"].as_str().unwrap_or("")
+        );
+        println!(
+            "  parameters:         {}",
+            group(i["parameters"].as_u64().unwrap_or(0))
+        );
         if i["running_statistics"].as_u64().unwrap_or(0) > 0 {
-            println!("  + BatchNorm running statistics: {}", group(i["running_statistics"].as_u64().unwrap_or(0)));
+            println!(
+                "  + BatchNorm running statistics: {}",
+                group(i["running_statistics"].as_u64().unwrap_or(0))
+            );
         }
-        println!("  size (fp32):        {:.1} MB", i["fp32_megabytes"].as_f64().unwrap_or(0.0));
+        println!(
+            "  size (fp32):        {:.1} MB",
+            i["fp32_megabytes"].as_f64().unwrap_or(0.0)
+        );
         println!("  output for 1×3×224×224: {}", i["output_shape"]);
         println!("  config: {}", i["config"]);
         if let Some(sd) = i["stochastic_depth"].as_array() {
-            let v: Vec<String> = sd.iter().map(|p| format!("{:.3}", p.as_f64().unwrap_or(0.0))).collect();
+            let v: Vec<String> = sd
+                .iter()
+                .map(|p| format!("{:.3}", p.as_f64().unwrap_or(0.0)))
+                .collect();
             println!("  stochastic depth per CNBlock: {}", v.join(" "));
         }
         if let Some(cbam) = i["cbam"].as_array() {
             for c in cbam {
-                println!("  CBAM after dense block {}: {} channels, reduction {}, hidden {}", c["block"], c["channels"], c["ratio"], c["hidden"]);
+                println!(
+                    "  CBAM after dense block {}: {} channels, reduction {}, hidden {}",
+                    c["block"], c["channels"], c["ratio"], c["hidden"]
+                );
             }
         }
         println!();

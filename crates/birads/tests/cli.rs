@@ -274,3 +274,41 @@ fn preview_writes_pngs_with_boxes() {
     let index = std::fs::read_to_string(out.join("index.txt")).unwrap();
     assert_eq!(index.matches("version 0").count(), 3);
 }
+
+#[test]
+fn model_info_reports_the_original_parameter_counts() {
+    let o = birads(&["model", "info", "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["model"], "MyConvNeXt");
+    assert_eq!(v[0]["parameters"], 28_117_734);
+    assert_eq!(v[0]["output_shape"], serde_json::json!([1, 6]));
+    assert_eq!(v[1]["model"], "MyDenseNet");
+    assert_eq!(v[1]["parameters"], 9_475_192);
+    assert_eq!(v[1]["output_shape"], serde_json::json!([1, 4, 2]));
+    let hidden: Vec<u64> = v[1]["cbam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["hidden"].as_u64().unwrap())
+        .collect();
+    assert_eq!(hidden, [16, 21, 32, 25]);
+    // A weights file is described with its own configuration, and a bad one is a clear error.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures");
+    let o = birads(&[
+        "model",
+        "info",
+        "--json",
+        "--weights",
+        fixtures.join("mydensenet_small.pth").to_str().unwrap(),
+        "--task",
+        "cls",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("holds DenseNet weights"));
+}
