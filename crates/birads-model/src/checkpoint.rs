@@ -13,7 +13,8 @@ use burn_store::{ModuleSnapshot, SafetensorsStore, TensorSnapshot};
 use serde::{Deserialize, Serialize};
 
 use crate::weights::{
-    apply_pytorch, convnext_key, densenet_key, read_pth, LoadReport, Source, WeightsError,
+    apply_pytorch, convnext_key, densenet_key, is_convnext_head, is_densenet_addition, read_pth,
+    LoadReport, Source, WeightsError,
 };
 use crate::{MyConvNeXt, MyConvNeXtConfig, MyDenseNet, MyDenseNetConfig};
 
@@ -213,7 +214,7 @@ pub fn load_any<B: Backend>(
                 path,
                 tensors,
                 |k| convnext_key(k, source),
-                |p| source == Source::Torchvision && p.starts_with("head_"),
+                |p| source == Source::Torchvision && is_convnext_head(p),
             )?;
             Ok((AnyModel::ConvNeXt(m), None, r))
         }
@@ -224,13 +225,7 @@ pub fn load_any<B: Backend>(
                 path,
                 tensors,
                 |k| densenet_key(k, source),
-                |p| {
-                    source == Source::Torchvision
-                        && (p.starts_with("head_")
-                            || p.starts_with("shared_proj")
-                            || p.starts_with("task_")
-                            || p.contains(".cbam."))
-                },
+                |p| source == Source::Torchvision && is_densenet_addition(p),
             )?;
             Ok((AnyModel::DenseNet(m), None, r))
         }

@@ -325,11 +325,13 @@ pub fn apply_pytorch<B: Backend, M: ModuleSnapshot<B>>(
     Ok(report)
 }
 
-fn is_convnext_head(p: &str) -> bool {
+/// Parts of MyConvNeXt a torchvision backbone checkpoint does not provide.
+pub(crate) fn is_convnext_head(p: &str) -> bool {
     p.starts_with("head_")
 }
 
-fn is_densenet_addition(p: &str) -> bool {
+/// Parts of MyDenseNet a torchvision backbone checkpoint does not provide.
+pub(crate) fn is_densenet_addition(p: &str) -> bool {
     p.starts_with("head_")
         || p.starts_with("shared_proj")
         || p.starts_with("task_")
