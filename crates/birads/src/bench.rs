@@ -278,23 +278,7 @@ fn run_python(python: &str, dir: &Path, limit: usize, repeats: usize) -> Option<
         .env("MKL_NUM_THREADS", "1")
         .output();
     let _ = std::fs::remove_file(&script);
-    match out {
-        Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).ok(),
-        Ok(o) => {
-            eprintln!(
-                "python benchmark failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            );
-            None
-        }
-        Err(e) => {
-            eprintln!("cannot run {python}: {e}");
-            None
-        }
-    }
+    python_json(python, out)
 }
 
 /// Single-core time per stage (µs per image, medians over images), to see where time goes.
@@ -448,25 +432,29 @@ fn run_python_models(a: &ModelsArgs, threads: usize) -> Option<serde_json::Value
         ])
         .args(["--size", &a.size.to_string(), "--json"])
         .output();
+    python_json(&a.python, out)
+}
+
+/// The last JSON line a Python benchmark printed, or `None` with the reason on stderr.
+fn python_json(
+    python: &str,
+    out: std::io::Result<std::process::Output>,
+) -> Option<serde_json::Value> {
     match out {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            text.lines()
-                .rev()
-                .find_map(|l| serde_json::from_str(l).ok())
-        }
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok()),
         Ok(o) => {
+            let stderr = String::from_utf8_lossy(&o.stderr);
             eprintln!(
                 "python benchmark failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
+                stderr.lines().last().unwrap_or("")
             );
             None
         }
         Err(e) => {
-            eprintln!("cannot run {}: {e}", a.python);
+            eprintln!("cannot run {python}: {e}");
             None
         }
     }
