@@ -225,6 +225,37 @@ def torchvision_layout_densenet(model):
     return sd
 
 
+PREDICT_IMAGES = ["busbra_0001-l.jpg", "busbra_0002-r.jpg", "busbra_0004-l.jpg", "busbra_0010-l.jpg",
+                  "busbra_0100-r.jpg", "busbra_0250-l.jpg", "busbra_0500-r.jpg", "busbra_1000-s.jpg"]
+
+
+def predict_reference(out, busbra):
+    """The original run.py chain (PIL RGB -> CenterCrop(672) -> Resize((224, 224)) -> ToTensor ->
+    Normalize, batch 1, argmax) with the small checkpoints, on a few BUS-BRA images."""
+    from PIL import Image
+    from torchvision import transforms as T
+    tf = T.Compose([T.CenterCrop(672), T.Resize((224, 224)), T.ToTensor(),
+                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    conv = my_convnext(dims=(8, 16, 24, 32), depths=(1, 2, 2, 1))
+    conv.load_state_dict(torch.load(os.path.join(out, "myconvnext_small.pth")))
+    dense = my_densenet(growth=12, blocks=(2, 2, 2, 2), init=24, bn_size=2)
+    dense.load_state_dict(torch.load(os.path.join(out, "mydensenet_small.pth")))
+    conv.eval()
+    dense.eval()
+    names = [n for n in PREDICT_IMAGES if os.path.exists(os.path.join(busbra, "images", n))]
+    with open(os.path.join(out, "predict_reference.csv"), "w") as f:
+        f.write("img_name,label," + ",".join(f"p{i}" for i in range(6)) + ",b,c,d,s,pb,pc,pd,ps\n")
+        for n in names:
+            x = tf(Image.open(os.path.join(busbra, "images", n)).convert("RGB")).unsqueeze(0)
+            with torch.no_grad():
+                pc = torch.softmax(conv(x), 1)[0]
+                pf = torch.softmax(dense(x), 2)[0]
+            row = [n, str(int(pc.argmax()))] + [f"{v:.7f}" for v in pc.tolist()]
+            row += [str(int(v)) for v in pf.argmax(1).tolist()] + [f"{v:.7f}" for v in pf[:, 1].tolist()]
+            f.write(",".join(row) + "\n")
+    print(f"predict_reference: {len(names)} images")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(HERE, "..", "crates", "birads-model", "tests", "fixtures"))
@@ -278,6 +309,7 @@ def main():
         torch.cat([sd[key + ".running_mean"], sd[key + ".running_var"]]).numpy().astype("<f4").tofile(
             os.path.join(args.out, f"mydensenet_small_train.{key.split('.')[-1]}.bin"))
     print("mydensenet_small_train: output", tuple(y.shape))
+    predict_reference(args.out, os.path.join(HERE, "..", "..", "shared", "data", "bus-bra"))
 
 
 if __name__ == "__main__":

@@ -206,6 +206,23 @@ pub fn load_any<B: Backend>(
     } else {
         Source::Torchvision
     };
+    // The architecture's sizes follow from the tensor shapes, so small or custom variants
+    // load without being described; the given configs supply dropout rates and defaults.
+    let shapes: std::collections::HashMap<String, Vec<usize>> = tensors
+        .iter()
+        .filter_map(|(k, t)| {
+            let target = match kind {
+                ModelKind::ConvNeXt => convnext_key(k, source),
+                ModelKind::DenseNet => densenet_key(k, source),
+            };
+            match target {
+                crate::weights::Target::Param(p) => Some((p, t.shape.to_vec())),
+                _ => None,
+            }
+        })
+        .collect();
+    let convnext = &infer_convnext(&shapes, convnext);
+    let densenet = &infer_densenet(&shapes, densenet);
     match kind {
         ModelKind::ConvNeXt => {
             let mut m = convnext.init::<B>(device);
@@ -230,6 +247,82 @@ pub fn load_any<B: Backend>(
             Ok((AnyModel::DenseNet(m), None, r))
         }
     }
+}
+
+/// Count `prefix{i}` indices present among the keys (largest index + 1).
+fn count_indexed(
+    shapes: &std::collections::HashMap<String, Vec<usize>>,
+    prefix: &str,
+    suffix: &str,
+) -> usize {
+    shapes
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix(prefix)?
+                .split_once('.')
+                .filter(|(_, rest)| rest.ends_with(suffix))?
+                .0
+                .parse::<usize>()
+                .ok()
+        })
+        .map(|i| i + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+fn infer_convnext(
+    shapes: &std::collections::HashMap<String, Vec<usize>>,
+    base: &MyConvNeXtConfig,
+) -> MyConvNeXtConfig {
+    let stages = count_indexed(shapes, "stages.", "dwconv.weight");
+    if stages == 0 {
+        return base.clone();
+    }
+    let mut dims = Vec::new();
+    let mut depths = Vec::new();
+    for s in 0..stages {
+        depths.push(count_indexed(
+            shapes,
+            &format!("stages.{s}.blocks."),
+            "dwconv.weight",
+        ));
+        dims.push(
+            shapes
+                .get(&format!("stages.{s}.blocks.0.dwconv.weight"))
+                .map(|v| v[0])
+                .unwrap_or(0),
+        );
+    }
+    let mut cfg = base.clone().with_dims(dims).with_depths(depths);
+    if let Some(w) = shapes.get("head_fc2.weight") {
+        cfg = cfg.with_num_classes(w[0]);
+    }
+    cfg
+}
+
+fn infer_densenet(
+    shapes: &std::collections::HashMap<String, Vec<usize>>,
+    base: &MyDenseNetConfig,
+) -> MyDenseNetConfig {
+    let nblocks = count_indexed(shapes, "blocks.", "conv1.weight");
+    let (Some(conv0), Some(c1), Some(c2)) = (
+        shapes.get("conv0.weight"),
+        shapes.get("blocks.0.layers.0.conv1.weight"),
+        shapes.get("blocks.0.layers.0.conv2.weight"),
+    ) else {
+        return base.clone();
+    };
+    let growth = c2[0].max(1);
+    let blocks = (0..nblocks)
+        .map(|b| count_indexed(shapes, &format!("blocks.{b}.layers."), "conv1.weight"))
+        .collect();
+    let tasks = count_indexed(shapes, "task_heads.", "fc2.weight");
+    base.clone()
+        .with_init_features(conv0[0])
+        .with_growth(growth)
+        .with_bn_size(c1[0] / growth)
+        .with_blocks(blocks)
+        .with_tasks(if tasks > 0 { tasks } else { base.tasks })
 }
 
 fn load_own<B: Backend>(

@@ -13,6 +13,7 @@ mod data;
 mod demo;
 mod draw;
 mod model;
+mod predict;
 mod preview;
 mod synth;
 
@@ -43,6 +44,8 @@ enum Command {
     Data(data::DataCommand),
     /// Write PNGs of augmented training samples with the lesion box drawn.
     Preview(preview::PreviewArgs),
+    /// The competition entry point: predict BI-RADS (cla_pre.csv) and features (fea_pre.csv).
+    Predict(predict::PredictArgs),
     /// Describe the models: architecture, parameter counts, output shapes.
     #[command(subcommand)]
     Model(model::ModelCommand),
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Synth(a) => synth::run(a),
         Command::Data(c) => data::run(c),
         Command::Preview(a) => preview::run(a),
+        Command::Predict(a) => predict::run(a),
         Command::Model(c) => model::run(c),
         Command::Bench(c) => bench::run(c),
     };

@@ -312,3 +312,111 @@ fn model_info_reports_the_original_parameter_counts() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("holds DenseNet weights"));
 }
+
+/// `birads predict` against the original run.py chain (PIL + torchvision + PyTorch) on real
+/// images: `predict_reference.csv` from `scripts/make_model_fixtures.py`. The tolerance is
+/// 1e-3, not 1e-4: the JPEG decoder (zune-jpeg) differs from PIL's libjpeg-turbo by ±1 on
+/// about 0.5 % of pixels, which moves this small random model's probabilities by ~1e-4.
+#[test]
+fn predict_matches_the_original_pipeline_and_reports_bad_images() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures");
+    let mut rdr = csv::Reader::from_path(fixtures.join("predict_reference.csv")).unwrap();
+    let reference: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    assert!(reference.len() >= 5);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("testB");
+    std::fs::create_dir_all(input.join("cla")).unwrap();
+    std::fs::create_dir_all(input.join("fea")).unwrap();
+    for r in &reference {
+        for part in ["cla", "fea"] {
+            std::fs::copy(
+                busbra().join("images").join(&r[0]),
+                input.join(part).join(&r[0]),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(input.join("cla/broken.jpg"), b"\xff\xd8\xff truncated").unwrap();
+    let out = dir.path().join("out");
+    let o = birads(&[
+        "predict",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--cla-weights",
+        fixtures.join("myconvnext_small.pth").to_str().unwrap(),
+        "--fea-weights",
+        fixtures.join("mydensenet_small.pth").to_str().unwrap(),
+        "--probabilities",
+        "--batch-size",
+        "3",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "one image skipped → exit 2; {stderr}"
+    );
+    assert!(stderr.contains("broken.jpg"), "{stderr}");
+    let cla = std::fs::read_to_string(out.join("cla_pre.csv")).unwrap();
+    assert!(cla.starts_with("img_name,label\r\n"));
+    assert!(!cla.contains("broken.jpg"));
+    let read = |name: &str| -> Vec<csv::StringRecord> {
+        csv::Reader::from_path(out.join(name))
+            .unwrap()
+            .records()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    let (cla, cla_p, fea, fea_p) = (
+        read("cla_pre.csv"),
+        read("cla_prob.csv"),
+        read("fea_pre.csv"),
+        read("fea_prob.csv"),
+    );
+    assert_eq!(cla.len(), reference.len());
+    // Rows in natural file-name order.
+    let mut names: Vec<String> = reference.iter().map(|r| r[0].to_string()).collect();
+    names.sort();
+    assert_eq!(
+        cla.iter().map(|r| r[0].to_string()).collect::<Vec<_>>(),
+        names
+    );
+    for want in &reference {
+        let row =
+            |rows: &[csv::StringRecord]| rows.iter().find(|r| &r[0] == &want[0]).unwrap().clone();
+        let f = |s: &str| s.parse::<f64>().unwrap();
+        let (c, cp, fe, fp) = (row(&cla), row(&cla_p), row(&fea), row(&fea_p));
+        for k in 0..6 {
+            assert!(
+                (f(&cp[1 + k]) - f(&want[2 + k])).abs() < 1e-3,
+                "{}: p{k} {} vs {}",
+                &want[0],
+                &cp[1 + k],
+                &want[2 + k]
+            );
+        }
+        // Labels agree unless the reference's top two are within the tolerance.
+        let mut p: Vec<f64> = (0..6).map(|k| f(&want[2 + k])).collect();
+        p.sort_by(|a, b| b.partial_cmp(a).unwrap());
+        if p[0] - p[1] > 2e-3 {
+            assert_eq!(&c[1], &want[1], "{}", &want[0]);
+        }
+        for t in 0..4 {
+            let pt = f(&want[12 + t]);
+            assert!(
+                (f(&fp[1 + t]) - pt).abs() < 1e-3,
+                "{}: feature {t}",
+                &want[0]
+            );
+            if (pt - 0.5).abs() > 2e-3 {
+                assert_eq!(&fe[1 + t], &want[8 + t], "{}: feature {t}", &want[0]);
+            }
+        }
+    }
+    // No weights: a clear message saying what to pass.
+    let o = birads(&["predict", "--input", input.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--cla-weights MyConv.pth"));
+}

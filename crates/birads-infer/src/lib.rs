@@ -1,0 +1,11 @@
+//! birads-infer: images → predictions → the competition's CSVs.
+//!
+//! The original `run.py` ran each model on its own folder with batch size 1 and wrote
+//! `cla_pre.csv` (`img_name,label`) and `fea_pre.csv`
+//! (`img_name,boundary,calcification,direction,shape`). Here the same outputs come from
+//! batched, parallel-decoding inference; probabilities are available too.
+
+pub mod csvout;
+pub mod predict;
+
+pub use predict::{ClsPrediction, FeaPrediction, Predictor};

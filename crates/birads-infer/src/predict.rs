@@ -1,0 +1,172 @@
+//! Batched prediction with either model.
+
+use std::sync::Arc;
+
+use birads_data::loader::Loader;
+use birads_data::pipeline::Preprocess;
+use birads_data::{Problem, Sample};
+use birads_model::checkpoint::AnyModel;
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+/// BI-RADS prediction for one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClsPrediction {
+    pub img_name: String,
+    /// Index into the model's class list (0..5 for `2, 3, 4A, 4B, 4C, 5`).
+    pub label: usize,
+    pub probabilities: Vec<f32>,
+}
+
+/// Feature prediction for one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeaPrediction {
+    pub img_name: String,
+    /// boundary, calcification, direction, shape: 1 = the suspicious finding.
+    pub labels: [u8; 4],
+    /// Probability of the suspicious finding per feature.
+    pub probabilities: [f32; 4],
+}
+
+/// Index of the first maximum, as `torch.argmax` picks on ties.
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// A model with the preprocessing it expects.
+pub struct Predictor<B: Backend> {
+    pub model: AnyModel<B>,
+    pub preprocess: Preprocess,
+    pub device: B::Device,
+    /// Average with the horizontally flipped image (test-time augmentation).
+    pub tta: bool,
+}
+
+/// Per-image outputs of a run plus the images that could not be read.
+pub struct Run<T> {
+    pub predictions: Vec<T>,
+    pub failures: Vec<Problem>,
+}
+
+impl<B: Backend> Predictor<B> {
+    /// Softmax probabilities for a batch: `[n, classes]` (ConvNeXt) or `[n, 4, 2]`
+    /// (DenseNet) flattened per image.
+    fn probabilities(&self, images: Vec<f32>, n: usize, size: usize) -> Vec<Vec<f32>> {
+        let x =
+            Tensor::<B, 4>::from_data(TensorData::new(images, [n, 3, size, size]), &self.device);
+        let run = |x: Tensor<B, 4>| -> Tensor<B, 2> {
+            match &self.model {
+                AnyModel::ConvNeXt(m) => softmax(m.forward(x), 1),
+                AnyModel::DenseNet(m) => softmax(m.forward(x), 2).flatten(1, 2),
+            }
+        };
+        let mut p = run(x.clone());
+        if self.tta {
+            p = (p + run(x.flip([3]))) / 2.0;
+        }
+        let width = p.dims()[1];
+        let flat = p.into_data().to_vec::<f32>().expect("f32 output");
+        flat.chunks(width).map(|c| c.to_vec()).collect()
+    }
+
+    /// Run over samples in batches, decoding in parallel; `progress` is called with the
+    /// number of images done after each batch.
+    fn run(
+        &self,
+        samples: Vec<Sample>,
+        batch_size: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Run<(String, Vec<f32>)> {
+        let n = samples.len();
+        let loader = Loader::new(Arc::new(samples), self.preprocess.clone(), None, 0);
+        let mut out = Run {
+            predictions: Vec::with_capacity(n),
+            failures: Vec::new(),
+        };
+        let mut done = 0;
+        for batch in loader.prefetch(0, (0..n).collect(), batch_size.max(1), 2) {
+            done += batch.len() + batch.failures.len();
+            out.failures.extend(batch.failures.iter().cloned());
+            if !batch.is_empty() {
+                let (count, size) = (batch.len(), batch.size);
+                let probs = self.probabilities(batch.images, count, size);
+                for (i, p) in batch.indices.iter().zip(probs) {
+                    out.predictions
+                        .push((loader.samples()[*i].image.file_name(), p));
+                }
+            }
+            progress(done);
+        }
+        out
+    }
+
+    /// BI-RADS predictions (the model must be MyConvNeXt).
+    pub fn classify(
+        &self,
+        samples: Vec<Sample>,
+        batch_size: usize,
+        progress: impl FnMut(usize),
+    ) -> Run<ClsPrediction> {
+        let r = self.run(samples, batch_size, progress);
+        Run {
+            predictions: r
+                .predictions
+                .into_iter()
+                .map(|(img_name, p)| ClsPrediction {
+                    img_name,
+                    label: argmax(&p),
+                    probabilities: p,
+                })
+                .collect(),
+            failures: r.failures,
+        }
+    }
+
+    /// Feature predictions (the model must be MyDenseNet).
+    pub fn features(
+        &self,
+        samples: Vec<Sample>,
+        batch_size: usize,
+        progress: impl FnMut(usize),
+    ) -> Run<FeaPrediction> {
+        let r = self.run(samples, batch_size, progress);
+        Run {
+            predictions: r
+                .predictions
+                .into_iter()
+                .map(|(img_name, p)| {
+                    let mut labels = [0u8; 4];
+                    let mut probabilities = [0f32; 4];
+                    for t in 0..4 {
+                        labels[t] = argmax(&p[2 * t..2 * t + 2]) as u8;
+                        probabilities[t] = p[2 * t + 1];
+                    }
+                    FeaPrediction {
+                        img_name,
+                        labels,
+                        probabilities,
+                    }
+                })
+                .collect(),
+            failures: r.failures,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argmax;
+
+    #[test]
+    fn argmax_takes_the_first_maximum() {
+        assert_eq!(argmax(&[0.1, 0.7, 0.2]), 1);
+        assert_eq!(argmax(&[0.5, 0.5]), 0);
+        assert_eq!(argmax(&[0.2, 0.4, 0.4]), 1);
+    }
+}

@@ -1,0 +1,202 @@
+//! `birads predict`: the competition entry point (the original `run.py`), batched.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use birads_data::pipeline::Preprocess;
+use birads_data::readers::list_images;
+use birads_data::{ImageSource, Sample, BIRADS6};
+use birads_infer::csvout::{write_cla_pre, write_cla_prob, write_fea_pre, write_fea_prob};
+use birads_infer::Predictor;
+use birads_model::checkpoint::{load_any, ModelKind};
+use birads_model::{Cpu, MyConvNeXtConfig, MyDenseNetConfig};
+use clap::Args;
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// A testB-like folder with cla/ and fea/ (each model on its own folder), or a flat
+    /// folder of images (both models on every image).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where cla_pre.csv and fea_pre.csv go (default: the current folder, as run.py did).
+    #[arg(long, default_value = ".")]
+    pub output: PathBuf,
+    /// BI-RADS weights: the original MyConv.pth, or a birads checkpoint (.safetensors).
+    #[arg(long)]
+    pub cla_weights: Option<PathBuf>,
+    /// Feature weights: the original MyDense.pth, or a birads checkpoint (.safetensors).
+    #[arg(long)]
+    pub fea_weights: Option<PathBuf>,
+    /// Also write cla_prob.csv and fea_prob.csv (six decimals).
+    #[arg(long)]
+    pub probabilities: bool,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Test-time augmentation: average with the horizontally flipped image.
+    #[arg(long)]
+    pub tta: bool,
+}
+
+fn samples(files: Vec<PathBuf>) -> Vec<Sample> {
+    files
+        .into_iter()
+        .map(|p| Sample::unlabelled(ImageSource::Path(p), "predict"))
+        .collect()
+}
+
+/// Model, preprocessing and class names for one weights file.
+fn predictor(
+    path: &Path,
+    kind: ModelKind,
+    tta: bool,
+) -> anyhow::Result<(Predictor<Cpu>, Vec<String>)> {
+    let device = Default::default();
+    let (model, meta, _) = load_any::<Cpu>(
+        path,
+        kind,
+        &MyConvNeXtConfig::new(),
+        &MyDenseNetConfig::new(),
+        &device,
+    )
+    .with_context(|| format!("loading {}", path.display()))?;
+    // Original checkpoints get the original inference chain; birads checkpoints carry theirs.
+    let extra = meta.map(|m| m.extra).unwrap_or_default();
+    let preprocess = match extra.get("preprocess") {
+        Some(p) => {
+            serde_json::from_value::<Preprocess>(p.clone()).context("checkpoint preprocessing")?
+        }
+        None => Preprocess::original_inference(),
+    };
+    let classes = match extra.get("classes") {
+        Some(c) => {
+            serde_json::from_value::<Vec<String>>(c.clone()).context("checkpoint class list")?
+        }
+        None => BIRADS6.iter().map(|s| s.to_string()).collect(),
+    };
+    Ok((
+        Predictor {
+            model,
+            preprocess,
+            device,
+            tta,
+        },
+        classes,
+    ))
+}
+
+fn progress(len: usize, what: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() || len == 0 {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    Some(bar)
+}
+
+pub fn run(a: PredictArgs) -> anyhow::Result<u8> {
+    if a.cla_weights.is_none() && a.fea_weights.is_none() {
+        anyhow::bail!(
+            "no weights given: pass --cla-weights MyConv.pth (BI-RADS) and/or --fea-weights MyDense.pth (features) — \
+             the original .pth files work as they are, and `birads demo` trains small ones under out/demo"
+        );
+    }
+    anyhow::ensure!(a.input.is_dir(), "{}: not a folder", a.input.display());
+    let (cla_dir, fea_dir) = (a.input.join("cla"), a.input.join("fea"));
+    let split = cla_dir.is_dir() || fea_dir.is_dir();
+    let mut problems = Vec::new();
+    let list =
+        |d: &Path, problems: &mut Vec<birads_data::Problem>| -> anyhow::Result<Vec<PathBuf>> {
+            if d.is_dir() {
+                list_images(d, problems).map_err(|e| anyhow::anyhow!("{e}"))
+            } else {
+                Ok(Vec::new())
+            }
+        };
+    let (cla_files, fea_files) = if split {
+        (
+            list(&cla_dir, &mut problems)?,
+            list(&fea_dir, &mut problems)?,
+        )
+    } else {
+        let all = list(&a.input, &mut problems)?;
+        (all.clone(), all)
+    };
+    std::fs::create_dir_all(&a.output)
+        .with_context(|| format!("creating {}", a.output.display()))?;
+    let t = std::time::Instant::now();
+    let mut skipped = 0usize;
+    let mut summary = Vec::new();
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    match &a.cla_weights {
+        Some(w) => {
+            let (pred, classes) = predictor(w, ModelKind::ConvNeXt, a.tta)?;
+            let n = cla_files.len();
+            let bar = progress(n, "BI-RADS");
+            let run = pred.classify(samples(cla_files), a.batch_size, |d| {
+                if let Some(b) = &bar {
+                    b.set_position(d as u64)
+                }
+            });
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            for f in &run.failures {
+                eprintln!("skipped {}: {}", f.item, f.reason);
+            }
+            skipped += run.failures.len();
+            write_cla_pre(&a.output.join("cla_pre.csv"), &run.predictions)?;
+            if a.probabilities {
+                write_cla_prob(&a.output.join("cla_prob.csv"), &classes, &run.predictions)?;
+            }
+            summary.push(format!("{} BI-RADS", run.predictions.len()));
+        }
+        None if !cla_files.is_empty() && split => eprintln!(
+            "warning: {} has images but no --cla-weights was given: skipped",
+            cla_dir.display()
+        ),
+        None => {}
+    }
+    match &a.fea_weights {
+        Some(w) => {
+            let (pred, _) = predictor(w, ModelKind::DenseNet, a.tta)?;
+            let n = fea_files.len();
+            let bar = progress(n, "features");
+            let run = pred.features(samples(fea_files), a.batch_size, |d| {
+                if let Some(b) = &bar {
+                    b.set_position(d as u64)
+                }
+            });
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            for f in &run.failures {
+                eprintln!("skipped {}: {}", f.item, f.reason);
+            }
+            skipped += run.failures.len();
+            write_fea_pre(&a.output.join("fea_pre.csv"), &run.predictions)?;
+            if a.probabilities {
+                write_fea_prob(&a.output.join("fea_prob.csv"), &run.predictions)?;
+            }
+            summary.push(format!("{} feature", run.predictions.len()));
+        }
+        None if !fea_files.is_empty() && split => eprintln!(
+            "warning: {} has images but no --fea-weights was given: skipped",
+            fea_dir.display()
+        ),
+        None => {}
+    }
+    println!(
+        "predicted {} images in {:.1} s, {skipped} skipped; CSVs in {}",
+        summary.join(" + "),
+        t.elapsed().as_secs_f32(),
+        a.output.display()
+    );
+    Ok(if skipped > 0 { crate::EXIT_SKIPPED } else { 0 })
+}
