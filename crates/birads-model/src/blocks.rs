@@ -60,6 +60,7 @@ pub fn channel_affine<B: Backend>(
 }
 
 /// A convolution as torchvision builds them (square kernel, symmetric zero padding).
+#[allow(clippy::too_many_arguments)] // mirrors nn.Conv2d's positional arguments
 pub fn conv2d<B: Backend>(
     cin: usize,
     cout: usize,

@@ -47,6 +47,7 @@ pub struct CheckpointMeta {
 
 /// Either model.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per process; boxing would only add indirection
 pub enum AnyModel<B: Backend> {
     ConvNeXt(MyConvNeXt<B>),
     DenseNet(MyDenseNet<B>),

@@ -385,7 +385,7 @@ fn predict_matches_the_original_pipeline_and_reports_bad_images() {
     );
     for want in &reference {
         let row =
-            |rows: &[csv::StringRecord]| rows.iter().find(|r| &r[0] == &want[0]).unwrap().clone();
+            |rows: &[csv::StringRecord]| rows.iter().find(|r| r[0] == want[0]).unwrap().clone();
         let f = |s: &str| s.parse::<f64>().unwrap();
         let (c, cp, fe, fp) = (row(&cla), row(&cla_p), row(&fea), row(&fea_p));
         for k in 0..6 {
