@@ -85,17 +85,37 @@ fn predictor(
     ))
 }
 
-fn progress(len: usize, what: &str) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() || len == 0 {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(len as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+/// Run `work` with a progress bar on a terminal (nothing otherwise); `work` gets a callback
+/// taking the number of images done.
+fn with_progress<T>(len: usize, what: &str, work: impl FnOnce(&mut dyn FnMut(usize)) -> T) -> T {
+    let bar = (std::io::stderr().is_terminal() && len > 0).then(|| {
+        let bar = indicatif::ProgressBar::new(len as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+            )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(what.to_string());
-    Some(bar)
+        );
+        bar.set_message(what.to_string());
+        bar
+    });
+    let out = work(&mut |done| {
+        if let Some(b) = &bar {
+            b.set_position(done as u64)
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    out
+}
+
+/// Name every image left out, and count them.
+fn report_skipped(failures: &[birads_data::Problem]) -> usize {
+    for f in failures {
+        eprintln!("skipped {}: {}", f.item, f.reason);
+    }
+    failures.len()
 }
 
 pub fn run(a: PredictArgs) -> anyhow::Result<u8> {
@@ -137,20 +157,10 @@ pub fn run(a: PredictArgs) -> anyhow::Result<u8> {
     match &a.cla_weights {
         Some(w) => {
             let (pred, classes) = predictor(w, ModelKind::ConvNeXt, a.tta)?;
-            let n = cla_files.len();
-            let bar = progress(n, "BI-RADS");
-            let run = pred.classify(samples(cla_files), a.batch_size, |d| {
-                if let Some(b) = &bar {
-                    b.set_position(d as u64)
-                }
+            let run = with_progress(cla_files.len(), "BI-RADS", |tick| {
+                pred.classify(samples(cla_files), a.batch_size, tick)
             });
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
-            for f in &run.failures {
-                eprintln!("skipped {}: {}", f.item, f.reason);
-            }
-            skipped += run.failures.len();
+            skipped += report_skipped(&run.failures);
             write_cla_pre(&a.output.join("cla_pre.csv"), &run.predictions)?;
             if a.probabilities {
                 write_cla_prob(&a.output.join("cla_prob.csv"), &classes, &run.predictions)?;
@@ -166,20 +176,10 @@ pub fn run(a: PredictArgs) -> anyhow::Result<u8> {
     match &a.fea_weights {
         Some(w) => {
             let (pred, _) = predictor(w, ModelKind::DenseNet, a.tta)?;
-            let n = fea_files.len();
-            let bar = progress(n, "features");
-            let run = pred.features(samples(fea_files), a.batch_size, |d| {
-                if let Some(b) = &bar {
-                    b.set_position(d as u64)
-                }
+            let run = with_progress(fea_files.len(), "features", |tick| {
+                pred.features(samples(fea_files), a.batch_size, tick)
             });
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
-            for f in &run.failures {
-                eprintln!("skipped {}: {}", f.item, f.reason);
-            }
-            skipped += run.failures.len();
+            skipped += report_skipped(&run.failures);
             write_fea_pre(&a.output.join("fea_pre.csv"), &run.predictions)?;
             if a.probabilities {
                 write_fea_prob(&a.output.join("fea_prob.csv"), &run.predictions)?;
