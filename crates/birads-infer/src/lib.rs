@@ -6,6 +6,9 @@
 //! batched, parallel-decoding inference; probabilities are available too.
 
 pub mod csvout;
+pub mod eval;
+pub mod metrics;
 pub mod predict;
+pub mod report;
 
 pub use predict::{ClsPrediction, FeaPrediction, Predictor};

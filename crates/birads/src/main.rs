@@ -12,6 +12,7 @@ mod bench;
 mod data;
 mod demo;
 mod draw;
+mod eval;
 mod model;
 mod predict;
 mod preview;
@@ -46,6 +47,8 @@ enum Command {
     Preview(preview::PreviewArgs),
     /// The competition entry point: predict BI-RADS (cla_pre.csv) and features (fea_pre.csv).
     Predict(predict::PredictArgs),
+    /// Evaluate predictions against ground truth: metrics, competition score, HTML report.
+    Eval(eval::EvalArgs),
     /// Describe the models: architecture, parameter counts, output shapes.
     #[command(subcommand)]
     Model(model::ModelCommand),
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Data(c) => data::run(c),
         Command::Preview(a) => preview::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Model(c) => model::run(c),
         Command::Bench(c) => bench::run(c),
     };

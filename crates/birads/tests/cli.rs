@@ -60,6 +60,8 @@ fn help_works_for_every_subcommand() {
         vec!["data", "split", "--help"],
         vec!["preview", "--help"],
         vec!["bench", "preprocess", "--help"],
+        vec!["eval", "--help"],
+        vec!["predict", "--help"],
     ] {
         let o = birads(&args);
         assert!(o.status.success(), "{args:?}");
@@ -419,4 +421,71 @@ fn predict_matches_the_original_pipeline_and_reports_bad_images() {
     let o = birads(&["predict", "--input", input.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--cla-weights MyConv.pth"));
+}
+
+#[test]
+fn eval_scores_predict_output_against_a_labelled_test_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = synth_small(dir.path());
+    let test_a = synth.join("testA");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures");
+    let pred = dir.path().join("pred");
+    let o = birads(&[
+        "predict",
+        "--input",
+        test_a.to_str().unwrap(),
+        "--output",
+        pred.to_str().unwrap(),
+        "--cla-weights",
+        fixtures.join("myconvnext_small.pth").to_str().unwrap(),
+        "--fea-weights",
+        fixtures.join("mydensenet_small.pth").to_str().unwrap(),
+        "--probabilities",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = dir.path().join("report");
+    // The test set folder itself is the ground truth (cla_gt.csv / fea_gt.csv inside).
+    let o = birads(&[
+        "eval",
+        "--pred",
+        pred.to_str().unwrap(),
+        "--truth",
+        test_a.to_str().unwrap(),
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("competition score"), "{}", stdout(&o));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(json["classification"]["images"], 12);
+    assert_eq!(json["features"]["features"][0]["images"], 12);
+    // The competition score is recomputed from the reported parts.
+    let acc = json["classification"]["accuracy"].as_f64().unwrap();
+    let f1 = json["classification"]["macro_f1"].as_f64().unwrap();
+    let score = json["competition"]["classification"].as_f64().unwrap();
+    assert!((score - (0.6 * acc + 0.4 * f1)).abs() < 1e-12);
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(html.contains("Competition score") && html.contains("data:image/png;base64,"));
+
+    // One image without a prediction: still a report, but exit 2 and the image named.
+    let cla = std::fs::read_to_string(pred.join("cla_pre.csv")).unwrap();
+    let kept: Vec<&str> = cla.lines().filter(|l| !l.starts_with("0003.")).collect();
+    std::fs::write(pred.join("cla_pre.csv"), kept.join("\n")).unwrap();
+    let o = birads(&[
+        "eval",
+        "--pred",
+        pred.join("cla_pre.csv").to_str().unwrap(),
+        "--truth",
+        test_a.join("cla_gt.csv").to_str().unwrap(),
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cla/0003."), "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(json["classification"]["images"], 11);
+    assert!(json["features"].is_null());
 }
