@@ -58,7 +58,10 @@ pub struct Truth {
 /// The four files `birads predict` writes.
 const PREDICTION_FILES: [&str; 4] = ["cla_pre.csv", "cla_prob.csv", "fea_pre.csv", "fea_prob.csv"];
 
-fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<(usize, csv::StringRecord)>), EvalError> {
+/// A CSV's header and its rows with their line numbers.
+type CsvRows = (Vec<String>, Vec<(usize, csv::StringRecord)>);
+
+fn read_csv(path: &Path) -> Result<CsvRows, EvalError> {
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
         .from_path(path)
@@ -94,13 +97,14 @@ fn insert_once<T>(
     item: String,
     problems: &mut Vec<Problem>,
 ) {
-    if map.contains_key(&name) {
-        problems.push(Problem::warning(
+    match map.entry(name) {
+        std::collections::btree_map::Entry::Occupied(e) => problems.push(Problem::warning(
             item,
-            format!("{name} appears more than once; the first row is used"),
-        ));
-    } else {
-        map.insert(name, value);
+            format!("{} appears more than once; the first row is used", e.key()),
+        )),
+        std::collections::btree_map::Entry::Vacant(e) => {
+            e.insert(value);
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 
 pub mod csvout;
 pub mod eval;
+pub mod explain;
+pub mod loaded;
 pub mod metrics;
 pub mod predict;
 pub mod report;

@@ -12,11 +12,11 @@ use plotters::prelude::*;
 use crate::eval::{ClsEval, Evaluation, FeaEval};
 use crate::metrics::ReliabilityBin;
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 static FONT_ONCE: Once = Once::new();
 
 /// Plots need a font; register the embedded DejaVu Sans once per process.
-fn register_font() {
+pub(crate) fn register_font() {
     FONT_ONCE.call_once(|| {
         // The bytes come from the `dejavu` crate; a failure here would be a broken build.
         let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
@@ -29,6 +29,9 @@ pub struct Plot {
     pub title: String,
     pub png: Vec<u8>,
 }
+
+/// One ROC curve: name, points, AUC.
+type RocSeries<'a> = (String, &'a [(f64, f64)], Option<f64>);
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -115,10 +118,7 @@ pub fn confusion_plot(
 }
 
 /// ROC curves, one per series, with the chance diagonal.
-pub fn roc_plot(
-    title: &str,
-    series: &[(String, &[(f64, f64)], Option<f64>)],
-) -> Result<Vec<u8>, String> {
+pub fn roc_plot(title: &str, series: &[RocSeries]) -> Result<Vec<u8>, String> {
     render(560, 520, |root| {
         let mut chart = ChartBuilder::on(&root)
             .caption(title, (FONT, 20))
@@ -234,7 +234,7 @@ pub fn plots(ev: &Evaluation) -> Result<Vec<Plot>, String> {
             )?,
         });
         if let Some(auc) = &c.auc_per_class {
-            let series: Vec<(String, &[(f64, f64)], Option<f64>)> = c
+            let series: Vec<RocSeries> = c
                 .classes
                 .iter()
                 .zip(&c.roc)
@@ -274,7 +274,7 @@ pub fn plots(ev: &Evaluation) -> Result<Vec<Plot>, String> {
             });
         }
         if f.features.iter().all(|x| x.reliability.is_some()) {
-            let roc: Vec<(String, &[(f64, f64)], Option<f64>)> = f
+            let roc: Vec<RocSeries> = f
                 .features
                 .iter()
                 .filter(|x| x.auc.is_some())

@@ -159,7 +159,7 @@ fn missing_and_malformed_rows_are_reported() {
 #[test]
 fn report_is_self_contained_html_with_plots() {
     let src = case("mixed");
-    let pred = Predictions::read(&[src.clone()]).unwrap();
+    let pred = Predictions::read(std::slice::from_ref(&src)).unwrap();
     let truth = Truth::read(&[src.join("cla_gt.csv"), src.join("fea_gt.csv")]).unwrap();
     let ev = evaluate(&pred, &truth);
     let out = tempfile::tempdir().unwrap();

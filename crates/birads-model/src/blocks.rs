@@ -14,9 +14,33 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::Distribution;
 
+std::thread_local! {
+    static EVAL_WITH_GRADIENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Is this forward pass a training pass?
 pub fn training<B: Backend>(device: &B::Device) -> bool {
-    B::ad_enabled(device)
+    B::ad_enabled(device) && !EVAL_WITH_GRADIENTS.with(|c| c.get())
+}
+
+/// Evaluation semantics (no dropout, running BatchNorm statistics) on an autodiff backend
+/// while the guard lives on this thread: gradients of the *inference* model, as Grad-CAM
+/// needs. burn itself has no such mode; `training` is the one place that decides.
+pub struct EvalWithGradients {
+    previous: bool,
+}
+
+impl EvalWithGradients {
+    pub fn enter() -> Self {
+        let previous = EVAL_WITH_GRADIENTS.with(|c| c.replace(true));
+        Self { previous }
+    }
+}
+
+impl Drop for EvalWithGradients {
+    fn drop(&mut self) {
+        EVAL_WITH_GRADIENTS.with(|c| c.set(self.previous));
+    }
 }
 
 /// Dropout (inverted scaling) in training; identity otherwise.

@@ -13,6 +13,7 @@ mod data;
 mod demo;
 mod draw;
 mod eval;
+mod explain;
 mod model;
 mod predict;
 mod preview;
@@ -49,6 +50,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Evaluate predictions against ground truth: metrics, competition score, HTML report.
     Eval(eval::EvalArgs),
+    /// Grad-CAM: which parts of an image drove a BI-RADS class or a lesion feature.
+    Explain(explain::ExplainArgs),
     /// Describe the models: architecture, parameter counts, output shapes.
     #[command(subcommand)]
     Model(model::ModelCommand),
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Preview(a) => preview::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Explain(a) => explain::run(a),
         Command::Model(c) => model::run(c),
         Command::Bench(c) => bench::run(c),
     };

@@ -4,13 +4,13 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use birads_data::pipeline::Preprocess;
 use birads_data::readers::list_images;
-use birads_data::{ImageSource, Sample, BIRADS6};
+use birads_data::{ImageSource, Sample};
 use birads_infer::csvout::{write_cla_pre, write_cla_prob, write_fea_pre, write_fea_prob};
+use birads_infer::loaded::load_model;
 use birads_infer::Predictor;
-use birads_model::checkpoint::{load_any, ModelKind};
-use birads_model::{Cpu, MyConvNeXtConfig, MyDenseNetConfig};
+use birads_model::checkpoint::ModelKind;
+use birads_model::Cpu;
 use clap::Args;
 
 #[derive(Args)]
@@ -52,36 +52,15 @@ fn predictor(
     tta: bool,
 ) -> anyhow::Result<(Predictor<Cpu>, Vec<String>)> {
     let device = Default::default();
-    let (model, meta, _) = load_any::<Cpu>(
-        path,
-        kind,
-        &MyConvNeXtConfig::new(),
-        &MyDenseNetConfig::new(),
-        &device,
-    )
-    .with_context(|| format!("loading {}", path.display()))?;
-    // Original checkpoints get the original inference chain; birads checkpoints carry theirs.
-    let extra = meta.map(|m| m.extra).unwrap_or_default();
-    let preprocess = match extra.get("preprocess") {
-        Some(p) => {
-            serde_json::from_value::<Preprocess>(p.clone()).context("checkpoint preprocessing")?
-        }
-        None => Preprocess::original_inference(),
-    };
-    let classes = match extra.get("classes") {
-        Some(c) => {
-            serde_json::from_value::<Vec<String>>(c.clone()).context("checkpoint class list")?
-        }
-        None => BIRADS6.iter().map(|s| s.to_string()).collect(),
-    };
+    let loaded = load_model::<Cpu>(path, kind, &device)?;
     Ok((
         Predictor {
-            model,
-            preprocess,
+            model: loaded.model,
+            preprocess: loaded.preprocess,
             device,
             tta,
         },
-        classes,
+        loaded.classes,
     ))
 }
 

@@ -61,6 +61,7 @@ fn help_works_for_every_subcommand() {
         vec!["preview", "--help"],
         vec!["bench", "preprocess", "--help"],
         vec!["eval", "--help"],
+        vec!["explain", "--help"],
         vec!["predict", "--help"],
     ] {
         let o = birads(&args);
@@ -488,4 +489,41 @@ fn eval_scores_predict_output_against_a_labelled_test_set() {
         serde_json::from_slice(&std::fs::read(report.join("eval.json")).unwrap()).unwrap();
     assert_eq!(json["classification"]["images"], 11);
     assert!(json["features"].is_null());
+}
+
+#[test]
+fn explain_writes_an_overlay_and_rejects_foreign_targets() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let img = busbra().join("images/busbra_0001-l.jpg");
+    let out = dir.path().join("cam/overlay.png");
+    let o = birads(&[
+        "explain",
+        "--image",
+        img.to_str().unwrap(),
+        "--weights",
+        fixtures.join("mydensenet_small.pth").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--target",
+        "shape",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("Grad-CAM shape"), "{}", stdout(&o));
+    let png = image::open(&out).unwrap();
+    assert!(png.width() > png.height(), "input beside overlay");
+    // A BI-RADS class is not something the feature model can explain.
+    let o = birads(&[
+        "explain",
+        "--image",
+        img.to_str().unwrap(),
+        "--weights",
+        fixtures.join("mydensenet_small.pth").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--target",
+        "4A",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("lesion features"));
 }
