@@ -11,10 +11,14 @@ Writes crates/birads-data/tests/fixtures/:
   resize/*.png             Pillow BILINEAR resizes of formula-defined images (see pattern())
   affine/*.png, affine.csv torchvision F.affine (NEAREST, fill 0) on a PIL image, per parameter set
   blur/*.png               torchvision F.gaussian_blur(kernel 5) on a PIL image, per sigma
+  decode/*.jpg, decode.csv JPEGs written by Pillow (subsamplings, progressive, grey, restart
+                           markers) with the SHA-256 of Pillow's decoded RGB pixels
+  decode_busbra.csv        the same digest for every 10th BUS-BRA image
 (affine and blur need torchvision: pip install torch torchvision)
 """
 import argparse
 import csv
+import hashlib
 import os
 
 import numpy as np
@@ -178,6 +182,39 @@ def torchvision_fixtures():
         out.save(os.path.join(OUT, "blur", f"blur_{sigma}.png"), optimize=True)
 
 
+def rgb_digest(path):
+    """What the original did to a file (`Image.open(p).convert('RGB')`), as a SHA-256."""
+    img = Image.open(path).convert("RGB")
+    return img.size, hashlib.sha256(img.tobytes()).hexdigest()
+
+
+def decode_fixtures(busbra, rows):
+    d = os.path.join(OUT, "decode")
+    os.makedirs(d, exist_ok=True)
+    colour = Image.fromarray(pattern("texture", 301, 211))
+    cases = [
+        ("c444.jpg", colour, dict(quality=88, subsampling=0)),
+        ("c422.jpg", colour, dict(quality=88, subsampling=1)),
+        ("c420.jpg", colour, dict(quality=80, subsampling=2)),
+        ("c420_progressive.jpg", colour, dict(quality=75, subsampling=2, progressive=True)),
+        ("grey.jpg", colour.convert("L"), dict(quality=90)),
+        ("c420_q30_odd.jpg", colour.crop((0, 0, 157, 99)), dict(quality=30, subsampling=2)),
+    ]
+    with open(os.path.join(OUT, "decode.csv"), "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["image", "width", "height", "sha256"])
+        for name, img, kw in cases:
+            img.save(os.path.join(d, name), **kw)
+            (w, h), digest = rgb_digest(os.path.join(d, name))
+            wr.writerow([name, w, h, digest])
+    with open(os.path.join(OUT, "decode_busbra.csv"), "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["image", "width", "height", "sha256"])
+        for r in rows[::10]:
+            (w, h), digest = rgb_digest(os.path.join(busbra, r["image"]))
+            wr.writerow([os.path.basename(r["image"]), w, h, digest])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--busbra", default=os.path.join(HERE, "..", "..", "shared", "data", "bus-bra"))
@@ -209,6 +246,7 @@ def main():
         src = Image.fromarray(pattern(kind, sw, sh))
         out = src.resize((dw, dh), Image.BILINEAR)
         out.save(os.path.join(OUT, "resize", f"{kind}_{sw}x{sh}_to_{dw}x{dh}.png"), optimize=True)
+    decode_fixtures(args.busbra, rows)
     torchvision_fixtures()
     print("fixtures written to", os.path.normpath(OUT))
 

@@ -5,7 +5,6 @@
 use std::io::{BufRead, Seek};
 use std::path::Path;
 
-use fast_image_resize as fr;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 
 use crate::sample::ImageSource;
@@ -63,11 +62,16 @@ fn to_rgb8(img: DynamicImage) -> RgbImage {
 
 /// Decode a JPEG/PNG/BMP file to 8-bit RGB, applying its EXIF orientation.
 pub fn decode_path(path: &Path) -> Result<RgbImage, DecodeError> {
-    decode_reader(ImageReader::open(path)?)
+    decode_bytes(&std::fs::read(path)?)
 }
 
-/// Decode in-memory bytes (an upload) to 8-bit RGB.
+/// Decode in-memory bytes (an upload) to 8-bit RGB, applying its EXIF orientation.
 pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        if let Some(img) = jpeg::decode(bytes)? {
+            return Ok(img);
+        }
+    }
     decode_reader(ImageReader::new(std::io::Cursor::new(bytes)))
 }
 
@@ -75,6 +79,108 @@ pub fn decode(source: &ImageSource) -> Result<RgbImage, DecodeError> {
     match source {
         ImageSource::Path(p) => decode_path(p),
         ImageSource::Bytes { data, .. } => decode_bytes(data),
+    }
+}
+
+/// JPEG decoding with libjpeg-turbo's code, so pixels equal Pillow's bit for bit (its IDCT,
+/// chroma upsampling and colour conversion differ from other decoders by ±1 here and there,
+/// which moves model outputs by ~1e-4). An exception to "prefer a maintained crate over
+/// hand-written code": this module only adapts `mozjpeg`'s error handling to ours.
+mod jpeg {
+    use super::{DecodeError, MAX_PIXELS};
+    use image::{ImageDecoder, RgbImage};
+    use mozjpeg_sys::{jpeg_common_struct, jpeg_std_error, JWRN_JPEG_EOF, J_COLOR_SPACE};
+
+    /// Fatal libjpeg errors unwind (mozjpeg-sys is built with `unwinding`) with the message.
+    extern "C-unwind" fn error_exit(cinfo: &mut jpeg_common_struct) {
+        let code = unsafe { cinfo.err.as_ref().map(|e| e.msg_code).unwrap_or(-1) };
+        std::panic::resume_unwind(Box::new(format!("libjpeg error code {code}")));
+    }
+
+    /// Warnings are ignored as Pillow ignores them, except a premature end of data: Pillow
+    /// refuses truncated files ("image file is truncated"), and so do we.
+    extern "C-unwind" fn emit_message(cinfo: &mut jpeg_common_struct, level: std::os::raw::c_int) {
+        let code = unsafe { cinfo.err.as_ref().map(|e| e.msg_code).unwrap_or(0) };
+        if level < 0 && code == JWRN_JPEG_EOF as i32 {
+            std::panic::resume_unwind(Box::new(
+                "truncated JPEG (premature end of data)".to_string(),
+            ));
+        }
+    }
+
+    fn error_manager() -> mozjpeg_sys::jpeg_error_mgr {
+        // SAFETY: jpeg_std_error fills every field of a zeroed plain-C struct.
+        let mut err: mozjpeg_sys::jpeg_error_mgr = unsafe { std::mem::zeroed() };
+        unsafe { jpeg_std_error(&mut err) };
+        err.error_exit = Some(error_exit);
+        err.emit_message = Some(emit_message);
+        err
+    }
+
+    fn message(payload: Box<dyn std::any::Any + Send>) -> String {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "libjpeg failed".into())
+    }
+
+    fn bad(msg: impl Into<String>) -> DecodeError {
+        DecodeError::Image(image::ImageError::Decoding(
+            image::error::DecodingError::new(
+                image::error::ImageFormatHint::Exact(image::ImageFormat::Jpeg),
+                msg.into(),
+            ),
+        ))
+    }
+
+    /// `Ok(None)` for CMYK/YCCK files, which libjpeg cannot turn into RGB (the general
+    /// decoder handles them).
+    pub fn decode(bytes: &[u8]) -> Result<Option<RgbImage>, DecodeError> {
+        let run = || -> Result<Option<(u32, u32, Vec<u8>)>, DecodeError> {
+            let d = mozjpeg::Decompress::with_err(error_manager())
+                .from_mem(bytes)
+                .map_err(|e| bad(e.to_string()))?;
+            if matches!(
+                d.color_space(),
+                J_COLOR_SPACE::JCS_CMYK | J_COLOR_SPACE::JCS_YCCK
+            ) {
+                return Ok(None);
+            }
+            let (w, h) = d.size();
+            if w == 0 || h == 0 {
+                return Err(DecodeError::Empty);
+            }
+            if w as u64 * h as u64 > MAX_PIXELS {
+                return Err(DecodeError::TooLarge {
+                    width: w as u32,
+                    height: h as u32,
+                });
+            }
+            let mut started = d.rgb().map_err(|e| bad(e.to_string()))?;
+            let pixels = started
+                .read_scanlines::<u8>()
+                .map_err(|e| bad(e.to_string()))?;
+            started.finish().map_err(|e| bad(e.to_string()))?;
+            Ok(Some((w as u32, h as u32, pixels)))
+        };
+        let decoded = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+            Ok(r) => r?,
+            Err(payload) => return Err(bad(message(payload))),
+        };
+        let Some((w, h, pixels)) = decoded else {
+            return Ok(None);
+        };
+        let mut img = RgbImage::from_raw(w, h, pixels).ok_or_else(|| bad("short image data"))?;
+        // EXIF orientation: the header parser of the general decoder reads it.
+        if let Ok(mut dec) = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes)) {
+            if let Ok(o) = dec.orientation() {
+                let mut dynamic = image::DynamicImage::ImageRgb8(img);
+                dynamic.apply_orientation(o);
+                img = dynamic.into_rgb8();
+            }
+        }
+        Ok(Some(img))
     }
 }
 
@@ -278,18 +384,18 @@ pub fn center_crop(img: &RgbImage, cw: u32, ch: u32) -> RgbImage {
     crop_padded(img, x0, y0, cw, ch)
 }
 
-thread_local! {
-    static RESIZER: std::cell::RefCell<fr::Resizer> = std::cell::RefCell::new(fr::Resizer::new());
-}
-
-/// Resize with the same convolution as Pillow's `BILINEAR` (antialiased when shrinking) that
-/// torchvision's `Resize` used on PIL images. Uses `fast_image_resize`, which implements
-/// Pillow's separable convolution with SIMD.
+/// Resize exactly as Pillow's `resize(size, BILINEAR)` does for 8-bit RGB (the resize
+/// torchvision's `Resize` ran on PIL images): antialiased when shrinking, bit for bit.
 pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     if img.dimensions() == (width, height) {
         return img.clone();
     }
-    resize_impl(img, None, width, height)
+    resample::resize(
+        img,
+        (0.0, 0.0, img.width() as f64, img.height() as f64),
+        width,
+        height,
+    )
 }
 
 /// Pillow's `resize(size, BILINEAR, box=(left, top, left + w, top + h))`: resize a
@@ -300,33 +406,249 @@ pub fn resize_bilinear_box(
     width: u32,
     height: u32,
 ) -> RgbImage {
-    resize_impl(img, Some(rect), width, height)
+    let (l, t, w, h) = rect;
+    resample::resize(img, (l, t, l + w, t + h), width, height)
 }
 
-fn resize_impl(
-    img: &RgbImage,
-    rect: Option<(f64, f64, f64, f64)>,
-    width: u32,
-    height: u32,
-) -> RgbImage {
-    let src =
-        fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
-            .expect("RgbImage buffer has width*height*3 bytes");
-    let mut out = RgbImage::new(width, height);
-    {
-        let mut dst =
-            fr::images::Image::from_slice_u8(width, height, out.as_mut(), fr::PixelType::U8x3)
-                .expect("RgbImage buffer has width*height*3 bytes");
-        let mut opts = fr::ResizeOptions::new()
-            .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
-        if let Some((l, t, w, h)) = rect {
-            opts = opts.crop(l, t, w, h);
-        }
-        RESIZER
-            .with(|r| r.borrow_mut().resize(&src, &mut dst, &opts))
-            .expect("same pixel types");
+/// Pillow's separable resampling (`Resample.c`) for 8-bit RGB with the bilinear (triangle)
+/// filter. Written here rather than taken from `fast_image_resize` because that crate rounds
+/// its fixed-point coefficients differently and lands ±1 off Pillow on some pixels, which is
+/// enough to move model outputs by ~1e-5; the competition entry point must reproduce the
+/// original's numbers. The arithmetic below follows Pillow's: coefficients in f64,
+/// normalised, quantised to 22 fractional bits with round-half-away, horizontal pass (only
+/// over the rows the vertical pass reads) clipped to 8 bits, then the vertical pass.
+mod resample {
+    use image::RgbImage;
+
+    const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+    /// Per output pixel: first source index, tap count, and `ksize` quantised weights.
+    struct Coeffs {
+        ksize: usize,
+        bounds: Vec<(usize, usize)>,
+        weights: Vec<i32>,
     }
-    out
+
+    fn triangle(x: f64) -> f64 {
+        let x = x.abs();
+        if x < 1.0 {
+            1.0 - x
+        } else {
+            0.0
+        }
+    }
+
+    fn coeffs(in_size: usize, in0: f64, in1: f64, out_size: usize) -> Coeffs {
+        // Pillow keeps the box in single precision (and subtracts in it).
+        let (in0, in1) = (in0 as f32, in1 as f32);
+        let scale = (in1 - in0) as f64 / out_size as f64;
+        let in0 = in0 as f64;
+        let filterscale = scale.max(1.0);
+        let support = filterscale; // the bilinear filter's support is 1.0
+        let ksize = support.ceil() as usize * 2 + 1;
+        let mut bounds = Vec::with_capacity(out_size);
+        let mut weights = vec![0i32; out_size * ksize];
+        let mut k = vec![0f64; ksize];
+        for xx in 0..out_size {
+            let center = in0 + (xx as f64 + 0.5) * scale;
+            let ss = 1.0 / filterscale;
+            // C's (int) truncates toward zero.
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64);
+            let n = (xmax - xmin as i64).max(0) as usize;
+            let mut ww = 0.0;
+            for (x, kx) in k.iter_mut().enumerate().take(n) {
+                let w = triangle((x as f64 + xmin as f64 - center + 0.5) * ss);
+                *kx = w;
+                ww += w;
+            }
+            let row = &mut weights[xx * ksize..(xx + 1) * ksize];
+            for x in 0..n {
+                let v = if ww != 0.0 { k[x] / ww } else { k[x] };
+                let scaled = v * (1u32 << PRECISION_BITS) as f64;
+                row[x] = if v < 0.0 {
+                    (-0.5 + scaled) as i32
+                } else {
+                    (0.5 + scaled) as i32
+                };
+            }
+            bounds.push((xmin, n));
+        }
+        Coeffs {
+            ksize,
+            bounds,
+            weights,
+        }
+    }
+
+    #[inline]
+    fn clip8(v: i32) -> u8 {
+        (v >> PRECISION_BITS).clamp(0, 255) as u8
+    }
+
+    /// One horizontal pass: `rows` rows of `src` (width `iw`) starting at `row0` → width `ow`.
+    fn horizontal(
+        src: &[u8],
+        iw: usize,
+        row0: usize,
+        rows: usize,
+        c: &Coeffs,
+        ow: usize,
+    ) -> Vec<u8> {
+        // A fixed tap count lets the compiler unroll the inner loop; windows are slid inside
+        // the row and padded with zero weights, which leaves the sums unchanged.
+        match c.ksize {
+            3 if iw >= 3 => horizontal_fixed::<3>(src, iw, row0, rows, c, ow),
+            5 if iw >= 5 => horizontal_fixed::<5>(src, iw, row0, rows, c, ow),
+            7 if iw >= 7 => horizontal_fixed::<7>(src, iw, row0, rows, c, ow),
+            9 if iw >= 9 => horizontal_fixed::<9>(src, iw, row0, rows, c, ow),
+            _ => horizontal_any(src, iw, row0, rows, c, ow),
+        }
+    }
+
+    fn horizontal_fixed<const K: usize>(
+        src: &[u8],
+        iw: usize,
+        row0: usize,
+        rows: usize,
+        c: &Coeffs,
+        ow: usize,
+    ) -> Vec<u8> {
+        let half = 1i32 << (PRECISION_BITS - 1);
+        // Per output pixel: window start and K weights aligned to it.
+        let mut starts = Vec::with_capacity(ow);
+        let mut weights = vec![[0i32; K]; ow];
+        for (xx, w) in weights.iter_mut().enumerate() {
+            let (xmin, n) = c.bounds[xx];
+            let start = xmin.min(iw - K);
+            for i in 0..n {
+                w[xmin - start + i] = c.weights[xx * c.ksize + i];
+            }
+            starts.push(start);
+        }
+        let mut out = vec![0u8; rows * ow * 3];
+        for y in 0..rows {
+            let line = &src[(y + row0) * iw * 3..(y + row0 + 1) * iw * 3];
+            let dst = &mut out[y * ow * 3..(y + 1) * ow * 3];
+            for ((px, &start), k) in dst.chunks_exact_mut(3).zip(&starts).zip(&weights) {
+                let taps: &[u8] = &line[start * 3..start * 3 + K * 3];
+                let (mut s0, mut s1, mut s2) = (half, half, half);
+                for t in 0..K {
+                    s0 += taps[t * 3] as i32 * k[t];
+                    s1 += taps[t * 3 + 1] as i32 * k[t];
+                    s2 += taps[t * 3 + 2] as i32 * k[t];
+                }
+                px[0] = clip8(s0);
+                px[1] = clip8(s1);
+                px[2] = clip8(s2);
+            }
+        }
+        out
+    }
+
+    fn horizontal_any(
+        src: &[u8],
+        iw: usize,
+        row0: usize,
+        rows: usize,
+        c: &Coeffs,
+        ow: usize,
+    ) -> Vec<u8> {
+        let half = 1i32 << (PRECISION_BITS - 1);
+        let mut out = vec![0u8; rows * ow * 3];
+        for y in 0..rows {
+            let line = &src[(y + row0) * iw * 3..(y + row0 + 1) * iw * 3];
+            let dst = &mut out[y * ow * 3..(y + 1) * ow * 3];
+            for (xx, px) in dst.chunks_exact_mut(3).enumerate() {
+                let (xmin, n) = c.bounds[xx];
+                let k = &c.weights[xx * c.ksize..xx * c.ksize + n];
+                let taps = &line[xmin * 3..(xmin + n) * 3];
+                let (mut s0, mut s1, mut s2) = (half, half, half);
+                for (p, &w) in taps.chunks_exact(3).zip(k) {
+                    s0 += p[0] as i32 * w;
+                    s1 += p[1] as i32 * w;
+                    s2 += p[2] as i32 * w;
+                }
+                px[0] = clip8(s0);
+                px[1] = clip8(s1);
+                px[2] = clip8(s2);
+            }
+        }
+        out
+    }
+
+    /// One vertical pass over rows of width `w`; `c.bounds` are relative to `row0`.
+    fn vertical(src: &[u8], w: usize, row0: usize, c: &Coeffs, oh: usize) -> Vec<u8> {
+        let half = 1i32 << (PRECISION_BITS - 1);
+        let stride = w * 3;
+        let mut out = vec![0u8; oh * stride];
+        let mut acc = vec![0i32; stride];
+        for yy in 0..oh {
+            let (ymin, n) = c.bounds[yy];
+            let k = &c.weights[yy * c.ksize..yy * c.ksize + n];
+            acc.fill(half);
+            for (i, &wt) in k.iter().enumerate() {
+                let r = ymin - row0 + i;
+                for (a, &p) in acc.iter_mut().zip(&src[r * stride..(r + 1) * stride]) {
+                    *a += p as i32 * wt;
+                }
+            }
+            for (o, &a) in out[yy * stride..(yy + 1) * stride].iter_mut().zip(&acc) {
+                *o = clip8(a);
+            }
+        }
+        out
+    }
+
+    pub fn resize(img: &RgbImage, rect: (f64, f64, f64, f64), width: u32, height: u32) -> RgbImage {
+        let (iw, ih) = (img.width() as usize, img.height() as usize);
+        let (ow, oh) = (width as usize, height as usize);
+        if ow == 0 || oh == 0 || iw == 0 || ih == 0 {
+            return RgbImage::new(width, height);
+        }
+        let (x0, y0, x1, y1) = rect;
+        let need_h = ow != iw || x0 != 0.0 || x1 != ow as f64;
+        let need_v = oh != ih || y0 != 0.0 || y1 != oh as f64;
+        let horiz = coeffs(iw, x0, x1, ow);
+        let vert = coeffs(ih, y0, y1, oh);
+        let src = img.as_raw();
+        // Pillow 13 runs the vertical pass first when the height shrinks by more than twice
+        // the width's reduction (in pixels); earlier versions always went horizontal first.
+        // The two orders round differently. Square resizes (the inference chain's
+        // 672 → 224) take the horizontal-first path in every version.
+        let horizontal_first = !(ih > oh && (ih - oh) as i64 > (iw as i64 - ow as i64) * 2);
+        let data = if horizontal_first {
+            // The horizontal pass covers only the rows the vertical pass reads.
+            let (first, last) = (
+                vert.bounds[0].0,
+                vert.bounds[oh - 1].0 + vert.bounds[oh - 1].1,
+            );
+            match (need_h, need_v) {
+                (true, true) => vertical(
+                    &horizontal(src, iw, first, last - first, &horiz, ow),
+                    ow,
+                    first,
+                    &vert,
+                    oh,
+                ),
+                (true, false) => horizontal(src, iw, 0, ih, &horiz, ow),
+                (false, true) => vertical(src, iw, 0, &vert, oh),
+                (false, false) => src.clone(),
+            }
+        } else {
+            let tmp = if need_v {
+                vertical(src, iw, 0, &vert, oh)
+            } else {
+                src.clone()
+            };
+            if need_h {
+                horizontal(&tmp, iw, 0, oh, &horiz, ow)
+            } else {
+                tmp
+            }
+        };
+        RgbImage::from_raw(width, height, data).expect("buffer size")
+    }
 }
 
 /// A float image in CHW layout, what a model consumes.

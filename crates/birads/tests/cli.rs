@@ -393,7 +393,7 @@ fn predict_matches_the_original_pipeline_and_reports_bad_images() {
         let (c, cp, fe, fp) = (row(&cla), row(&cla_p), row(&fea), row(&fea_p));
         for k in 0..6 {
             assert!(
-                (f(&cp[1 + k]) - f(&want[2 + k])).abs() < 1e-3,
+                (f(&cp[1 + k]) - f(&want[2 + k])).abs() < 2e-6,
                 "{}: p{k} {} vs {}",
                 &want[0],
                 &cp[1 + k],
@@ -409,7 +409,7 @@ fn predict_matches_the_original_pipeline_and_reports_bad_images() {
         for t in 0..4 {
             let pt = f(&want[12 + t]);
             assert!(
-                (f(&fp[1 + t]) - pt).abs() < 1e-3,
+                (f(&fp[1 + t]) - pt).abs() < 2e-6,
                 "{}: feature {t}",
                 &want[0]
             );
