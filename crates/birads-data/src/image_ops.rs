@@ -101,7 +101,7 @@ mod jpeg {
     /// refuses truncated files ("image file is truncated"), and so do we.
     extern "C-unwind" fn emit_message(cinfo: &mut jpeg_common_struct, level: std::os::raw::c_int) {
         let code = unsafe { cinfo.err.as_ref().map(|e| e.msg_code).unwrap_or(0) };
-        if level < 0 && code == JWRN_JPEG_EOF as i32 {
+        if level < 0 && code == JWRN_JPEG_EOF {
             std::panic::resume_unwind(Box::new(
                 "truncated JPEG (premature end of data)".to_string(),
             ));
