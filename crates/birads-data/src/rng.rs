@@ -28,6 +28,8 @@ pub const STREAM_AUGMENT: u64 = 2;
 pub const STREAM_SPLIT: u64 = 3;
 pub const STREAM_PREVIEW: u64 = 4;
 pub const STREAM_SYNTH: u64 = 5;
+/// Model initialisation and dropout / stochastic-depth masks (seeded per epoch).
+pub const STREAM_MODEL: u64 = 6;
 
 #[cfg(test)]
 mod tests {

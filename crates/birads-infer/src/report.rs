@@ -12,11 +12,11 @@ use plotters::prelude::*;
 use crate::eval::{ClsEval, Evaluation, FeaEval};
 use crate::metrics::ReliabilityBin;
 
-pub(crate) const FONT: &str = "sans-serif";
+pub const FONT: &str = "sans-serif";
 static FONT_ONCE: Once = Once::new();
 
 /// Plots need a font; register the embedded DejaVu Sans once per process.
-pub(crate) fn register_font() {
+pub fn register_font() {
     FONT_ONCE.call_once(|| {
         // The bytes come from the `dejavu` crate; a failure here would be a broken build.
         let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());

@@ -18,6 +18,7 @@ mod model;
 mod predict;
 mod preview;
 mod synth;
+mod train;
 
 /// Finished, but some items were skipped (reported on stderr).
 pub const EXIT_SKIPPED: u8 = 2;
@@ -46,6 +47,8 @@ enum Command {
     Data(data::DataCommand),
     /// Write PNGs of augmented training samples with the lesion box drawn.
     Preview(preview::PreviewArgs),
+    /// Train MyConvNeXt (cls) or MyDenseNet (fea) with the original recipe; resumable.
+    Train(train::TrainArgs),
     /// The competition entry point: predict BI-RADS (cla_pre.csv) and features (fea_pre.csv).
     Predict(predict::PredictArgs),
     /// Evaluate predictions against ground truth: metrics, competition score, HTML report.
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Synth(a) => synth::run(a),
         Command::Data(c) => data::run(c),
         Command::Preview(a) => preview::run(a),
+        Command::Train(a) => train::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Explain(a) => explain::run(a),

@@ -1,0 +1,419 @@
+//! `birads train cls|fea`: the SEED.md recipe, resumable, with per-epoch reports.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use birads_data::split::group_split;
+use birads_data::{Problem, Sample};
+use birads_model::{MyConvNeXtConfig, MyDenseNetConfig};
+use birads_train::history::EpochRecord;
+use birads_train::trainer::{Observer, RunOptions, RunOutcome};
+use birads_train::{Task, TrainConfig};
+use clap::{Args, ValueEnum};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TaskArg {
+    /// BI-RADS grading (MyConvNeXt).
+    Cls,
+    /// Lesion features (MyDenseNet).
+    Fea,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    /// NVIDIA GPU (build with `--features cuda`).
+    Cuda,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelSize {
+    /// The original architectures (ConvNeXt-Tiny, DenseNet-121 widths).
+    Original,
+    /// Reduced widths and depths: minutes on a CPU, for small datasets and the demo.
+    Small,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    pub task: TaskArg,
+    /// Training data in any layout `birads data check` reads.
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// Validation data; without it a patient-level split of --data is used.
+    #[arg(long, conflicts_with = "val_split")]
+    pub val: Option<PathBuf>,
+    /// Fraction of --data held out for validation (patient-level, class-stratified).
+    #[arg(long, default_value_t = 0.2)]
+    pub val_split: f64,
+    /// The run folder: config.toml, metrics.csv, curves, checkpoints.
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Hyperparameters (TOML; keys left out keep the recipe's defaults).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Initial weights: MyConv.pth / MyDense.pth, torchvision ImageNet weights, or a run's
+    /// checkpoint.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Continue a run from its last completed epoch (its saved config is used; --epochs may
+    /// extend it).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    #[arg(long, value_enum)]
+    pub model: Option<ModelSize>,
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Model input side in pixels.
+    #[arg(long)]
+    pub image_size: Option<u32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Reduced architectures for quick runs.
+pub fn small_models(cfg: &mut TrainConfig) {
+    cfg.model.convnext = MyConvNeXtConfig::new()
+        .with_dims(vec![24, 48, 96, 192])
+        .with_depths(vec![1, 1, 2, 1])
+        .with_num_classes(cfg.classes.len())
+        .with_dropout(0.05)
+        .with_sd_rate(0.1)
+        // From scratch on a few hundred images, near-identity blocks (1e-6) learn too slowly.
+        .with_layer_scale_init(0.1);
+    cfg.model.densenet = MyDenseNetConfig::new()
+        .with_growth(12)
+        .with_blocks(vec![2, 2, 3, 2])
+        .with_init_features(24)
+        .with_dp1(0.2);
+}
+
+fn task_of(t: TaskArg) -> Task {
+    match t {
+        TaskArg::Cls => Task::Cls,
+        TaskArg::Fea => Task::Fea,
+    }
+}
+
+/// The effective configuration: file (or a resumed run's), then flags.
+fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
+    let task = task_of(a.task);
+    let file = match (&a.resume, &a.config) {
+        (Some(run), _) => Some(run.join("config.toml")),
+        (None, Some(c)) => Some(c.clone()),
+        _ => None,
+    };
+    let mut cfg = match &file {
+        Some(f) => {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            TrainConfig::from_toml(&text, task)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+        }
+        None => TrainConfig::for_task(task),
+    };
+    if a.resume.is_some() {
+        if let Some(e) = a.epochs {
+            cfg.epochs = e;
+        }
+        return Ok(cfg);
+    }
+    if a.model == Some(ModelSize::Small) {
+        small_models(&mut cfg);
+    }
+    if let Some(v) = a.epochs {
+        cfg.epochs = v;
+    }
+    if let Some(v) = a.batch_size {
+        cfg.batch_size = v;
+    }
+    if let Some(v) = a.lr {
+        cfg.learning_rate = v;
+    }
+    if let Some(v) = a.image_size {
+        cfg.preprocess.size = v;
+    }
+    if let Some(v) = a.seed {
+        cfg.seed = v;
+    }
+    cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(cfg)
+}
+
+fn labelled(task: Task, s: &Sample) -> bool {
+    match task {
+        Task::Cls => s.class.is_some(),
+        Task::Fea => s.features.iter().all(Option::is_some),
+    }
+}
+
+/// Read the data, map class names onto the config's class list, split off validation.
+fn data(
+    a: &TrainArgs,
+    cfg: &mut TrainConfig,
+    out: &Path,
+) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
+    let split_file = out.join("split.json");
+    let read = |p: &Path, cfg: &TrainConfig| -> anyhow::Result<Vec<Sample>> {
+        let ds = crate::read_dataset(p)?;
+        for pr in ds
+            .problems
+            .iter()
+            .filter(|p| p.severity == birads_data::Severity::Error)
+        {
+            eprintln!("{pr}");
+        }
+        let mut v = Vec::new();
+        for mut s in ds.samples {
+            if cfg.task == Task::Cls {
+                if let Some(c) = s.class {
+                    let name = ds.classes.name(c).unwrap_or("?").to_string();
+                    match birads_data::ClassList(cfg.classes.clone()).index_of(&name) {
+                        Some(i) => s.class = Some(i),
+                        None => anyhow::bail!(
+                            "{}: class {name} is not in the configured classes {} (set `classes` in the config)",
+                            s.origin,
+                            cfg.classes.join(",")
+                        ),
+                    }
+                }
+            }
+            if labelled(cfg.task, &s) {
+                v.push(s);
+            }
+        }
+        Ok(v)
+    };
+    // A resumed run uses the very split it started with.
+    if let Some(run) = &a.resume {
+        let text = std::fs::read_to_string(run.join("split.json"))
+            .with_context(|| format!("{}: the run's split", run.display()))?;
+        let saved: SavedSplit = serde_json::from_str(&text)?;
+        let mut train = Vec::new();
+        for p in &saved.train_sources {
+            train.extend(read(Path::new(p), cfg)?);
+        }
+        let mut val = Vec::new();
+        for p in &saved.val_sources {
+            val.extend(read(Path::new(p), cfg)?);
+        }
+        // In the saved order: the sampler and the shuffles index into it.
+        let keep = |v: Vec<Sample>, images: &[String]| -> anyhow::Result<Vec<Sample>> {
+            let mut by_image: std::collections::HashMap<String, Sample> =
+                v.into_iter().map(|s| (s.image.to_string(), s)).collect();
+            images
+                .iter()
+                .map(|i| {
+                    by_image.remove(i).ok_or_else(|| {
+                        anyhow::anyhow!("{i}: in the run's split but no longer in its data")
+                    })
+                })
+                .collect()
+        };
+        return Ok((
+            keep(train, &saved.train_images)?,
+            keep(val, &saved.val_images)?,
+        ));
+    }
+    let data = a.data.as_ref().expect("clap requires --data");
+    // Binary datasets with another class list (e.g. BUS-BRA's 2/3/4/5) train on their own
+    // classes when the config was not told otherwise.
+    if cfg.task == Task::Cls && a.config.is_none() {
+        let ds = crate::read_dataset(data)?;
+        if ds.classes.names() != cfg.classes.as_slice() {
+            println!("classes from the data: {}", ds.classes);
+            cfg.classes = ds.classes.0.clone();
+            cfg.model.convnext.num_classes = cfg.classes.len();
+            if cfg.class_weights.len() != cfg.classes.len() {
+                println!("oversampling weights reset to uniform for these classes");
+                cfg.class_weights = Vec::new();
+            }
+        }
+    }
+    let all = read(data, cfg)?;
+    let (train, val, val_sources) = match &a.val {
+        Some(v) => (all, read(v, cfg)?, vec![v.display().to_string()]),
+        None => {
+            let split = group_split(&all, a.val_split, cfg.seed);
+            let pick = |idx: &[usize]| idx.iter().map(|&i| all[i].clone()).collect::<Vec<_>>();
+            (
+                pick(&split.train),
+                pick(&split.val),
+                vec![data.display().to_string()],
+            )
+        }
+    };
+    let saved = SavedSplit {
+        train_sources: vec![data.display().to_string()],
+        val_sources,
+        train: train.iter().map(|s| s.origin.clone()).collect(),
+        val: val.iter().map(|s| s.origin.clone()).collect(),
+        train_images: train.iter().map(|s| s.image.to_string()).collect(),
+        val_images: val.iter().map(|s| s.image.to_string()).collect(),
+    };
+    std::fs::create_dir_all(out)?;
+    birads_data::atomic::write_atomic(&split_file, &serde_json::to_vec_pretty(&saved)?)?;
+    Ok((train, val))
+}
+
+/// The split of a run, so that `--resume` and the PyTorch reference see the same images.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedSplit {
+    train_sources: Vec<String>,
+    val_sources: Vec<String>,
+    /// Sample origins (file and line of the label).
+    train: Vec<String>,
+    val: Vec<String>,
+    /// Image paths, for other tools.
+    train_images: Vec<String>,
+    val_images: Vec<String>,
+}
+
+/// Progress bar on a terminal, one line per epoch always.
+struct Console {
+    bar: Option<indicatif::ProgressBar>,
+    task: Task,
+}
+
+impl Observer for Console {
+    fn batch(&mut self, epoch: u64, done: usize, total: usize, loss: f64) {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        bar.set_position(done as u64);
+        bar.set_message(format!("epoch {epoch} loss {loss:.4}"));
+    }
+
+    fn epoch(&mut self, r: &EpochRecord, best: bool) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        let f = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "–".into());
+        let (acc, f1) = match self.task {
+            Task::Cls => ("acc", "macro-F1"),
+            Task::Fea => ("mean acc", "mean F1"),
+        };
+        println!(
+            "epoch {:>3}  lr {:.2e}  train loss {:.4} acc {:.4}  val loss {} {acc} {} {f1} {} score {}  {:.1} s, {:.1} img/s{}",
+            r.epoch,
+            r.lr,
+            r.train_loss,
+            r.train_accuracy,
+            f(r.val_loss),
+            f(r.val_accuracy),
+            f(r.val_f1),
+            f(r.val_score),
+            r.seconds,
+            r.images_per_second,
+            if best { "  *best" } else { "" }
+        );
+    }
+
+    fn skipped(&mut self, p: &Problem) {
+        eprintln!("skipped {}: {}", p.item, p.reason);
+    }
+}
+
+/// Train with a ready configuration (also used by `demo`).
+pub fn train_with(
+    cfg: &TrainConfig,
+    train: Vec<Sample>,
+    val: Vec<Sample>,
+    opts: &RunOptions,
+    device: DeviceArg,
+) -> anyhow::Result<RunOutcome> {
+    let mut console = Console {
+        bar: None,
+        task: cfg.task,
+    };
+    let outcome = match device {
+        DeviceArg::Cpu => birads_train::train::<birads_model::CpuTrain>(
+            cfg,
+            train,
+            val,
+            opts,
+            &mut console,
+            &Default::default(),
+        )?,
+        #[cfg(feature = "cuda")]
+        DeviceArg::Cuda => birads_train::train::<burn::backend::Autodiff<birads_model::Cuda>>(
+            cfg,
+            train,
+            val,
+            opts,
+            &mut console,
+            &Default::default(),
+        )?,
+        #[cfg(not(feature = "cuda"))]
+        DeviceArg::Cuda => anyhow::bail!(
+            "this birads was built without CUDA; rebuild with `cargo build --release --features cuda`"
+        ),
+    };
+    Ok(outcome)
+}
+
+pub fn run(a: TrainArgs) -> anyhow::Result<u8> {
+    let mut cfg = config(&a)?;
+    let out = a
+        .resume
+        .clone()
+        .or_else(|| a.out.clone())
+        .expect("clap requires --out or --resume");
+    let (train, val) = data(&a, &mut cfg, &out)?;
+    println!(
+        "training {} on {} images, validating on {} ({} epochs, batch {}, {}px) → {}",
+        match cfg.task {
+            Task::Cls => "BI-RADS (MyConvNeXt)",
+            Task::Fea => "features (MyDenseNet)",
+        },
+        train.len(),
+        val.len(),
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.preprocess.size,
+        out.display()
+    );
+    let opts = RunOptions {
+        out: out.clone(),
+        resume: a.resume.is_some(),
+        init: a.init.clone(),
+    };
+    let outcome = train_with(&cfg, train, val, &opts, a.device)?;
+    println!(
+        "done: best epoch {} ({} {}), checkpoints {} and {}; metrics in {}",
+        outcome
+            .best_epoch
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "–".into()),
+        cfg.best_metric,
+        outcome
+            .best_value
+            .map(|v| format!("{:.4}", v.abs()))
+            .unwrap_or_else(|| "–".into()),
+        outcome.best.display(),
+        outcome.last.display(),
+        out.join("metrics.csv").display()
+    );
+    Ok(if outcome.skipped_images > 0 {
+        crate::EXIT_SKIPPED
+    } else {
+        0
+    })
+}
