@@ -1,13 +1,17 @@
-//! `birads demo`: the built-in end-to-end run on synthetic data. For now: synthesize a
-//! dataset, check it, and write augmentation previews; later stages (train → predict →
-//! report) join as they land.
+//! `birads demo`: the whole pipeline on built-in synthetic data — synthesize a dataset in the
+//! competition layout, check it, train both models with a small fast configuration, predict
+//! on the labelled synthetic test set and write the evaluation report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use birads_data::check::check;
+use birads_data::split::group_split;
+use birads_data::Sample;
+use birads_train::trainer::RunOptions;
+use birads_train::{Task, TrainConfig};
 use clap::Args;
 
-use crate::data::Task;
+use crate::data::Task as PreviewTask;
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -16,24 +20,100 @@ pub struct DemoArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Training images per task (more: better models, longer demo).
+    #[arg(long, default_value_t = 480)]
+    pub train_images: usize,
+    /// Epochs per model.
+    #[arg(long, default_value_t = 8)]
+    pub epochs: u64,
+    /// Model input side in pixels.
+    #[arg(long, default_value_t = 96)]
+    pub image_size: u32,
+}
+
+/// The demo's recipe: the original's losses, optimisers and schedule shape on small models,
+/// small images and mild augmentation, so that it learns within a few minutes on a CPU.
+pub fn quick_config(task: Task, epochs: u64, size: u32, seed: u64) -> TrainConfig {
+    let mut cfg = TrainConfig::for_task(task);
+    crate::train::small_models(&mut cfg);
+    cfg.epochs = epochs;
+    cfg.batch_size = 16;
+    cfg.learning_rate = 1e-3;
+    cfg.schedule.t0 = epochs.max(1);
+    cfg.preprocess.crop = None;
+    cfg.preprocess.cut_black = false;
+    cfg.preprocess.size = size;
+    cfg.augment = birads_data::pipeline::Augment {
+        hflip: 0.5,
+        ..birads_data::pipeline::Augment::none()
+    };
+    // The synthetic classes are roughly balanced: no oversampling.
+    cfg.class_weights = Vec::new();
+    cfg.seed = seed;
+    cfg
+}
+
+fn split(samples: Vec<Sample>, seed: u64) -> (Vec<Sample>, Vec<Sample>) {
+    let s = group_split(&samples, 0.15, seed);
+    let pick = |idx: &[usize]| idx.iter().map(|&i| samples[i].clone()).collect::<Vec<_>>();
+    (pick(&s.train), pick(&s.val))
+}
+
+fn train_one(
+    data: &Path,
+    out: &Path,
+    task: Task,
+    a: &DemoArgs,
+) -> anyhow::Result<birads_train::RunOutcome> {
+    let ds = crate::read_dataset(data)?;
+    let samples: Vec<Sample> = crate::train::without_test_sets(ds.samples)
+        .into_iter()
+        .filter(|s| match task {
+            Task::Cls => s.class.is_some(),
+            Task::Fea => s.features.iter().all(Option::is_some),
+        })
+        .collect();
+    let (train, val) = split(samples, a.seed);
+    let size = match task {
+        Task::Cls => a.image_size,
+        // Margins and calcifications are fine detail: the feature model looks closer.
+        Task::Fea => a.image_size + a.image_size / 3,
+    };
+    let cfg = quick_config(task, a.epochs, size, a.seed);
+    println!(
+        "{} on {} images (validation {}), {} epochs at {size}px",
+        match task {
+            Task::Cls => "MyConvNeXt (BI-RADS)",
+            Task::Fea => "MyDenseNet (features)",
+        },
+        train.len(),
+        val.len(),
+        cfg.epochs
+    );
+    let opts = RunOptions {
+        out: out.to_path_buf(),
+        resume: false,
+        init: None,
+    };
+    crate::train::train_with(&cfg, train, val, &opts, crate::train::DeviceArg::Cpu)
 }
 
 pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     let t = std::time::Instant::now();
     let data = a.out.join("synth");
-    println!("== 1/3 synthesize a dataset in the competition layout");
+    println!("== 1/6 synthesize a dataset in the competition layout");
     let d = birads_data::synth::SynthConfig::default();
     crate::synth::run(crate::synth::SynthArgs {
         out: data.clone(),
         seed: a.seed,
-        train_cls: d.train_cls,
-        train_fea: d.train_fea,
-        test_cls: d.test_cls,
-        test_fea: d.test_fea,
-        min_side: d.min_side,
-        max_side: d.max_side,
+        train_cls: a.train_images,
+        train_fea: a.train_images,
+        test_cls: d.test_cls * 2,
+        test_fea: d.test_fea * 2,
+        min_side: 200,
+        max_side: 360,
     })?;
-    println!("\n== 2/3 check it");
+    println!("\n== 2/6 check it");
     let mut ds = crate::read_dataset(&data)?;
     let summary = check(&mut ds, false);
     print!("{summary}");
@@ -42,8 +122,34 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         "the synthetic dataset has {} errors",
         summary.errors
     );
-    println!("\n== 3/3 augmentation previews");
-    for (task, name) in [(Task::Cls, "cls"), (Task::Fea, "fea")] {
+
+    println!("\n== 3/6 train BI-RADS");
+    let cls = train_one(&data, &a.out.join("run_cls"), Task::Cls, &a)?;
+    println!("\n== 4/6 train features");
+    let fea = train_one(&data, &a.out.join("run_fea"), Task::Fea, &a)?;
+
+    println!("\n== 5/6 predict the labelled synthetic test set (testA)");
+    let test = data.join("testA");
+    let pred = a.out.join("predictions");
+    let code = crate::predict::run(crate::predict::PredictArgs {
+        input: test.clone(),
+        output: pred.clone(),
+        cla_weights: Some(cls.best.clone()),
+        fea_weights: Some(fea.best.clone()),
+        probabilities: true,
+        batch_size: 16,
+        tta: false,
+    })?;
+    anyhow::ensure!(code == 0, "prediction skipped images");
+
+    println!("\n== 6/6 evaluate");
+    let report = a.out.join("report");
+    let code = crate::eval::run(crate::eval::EvalArgs {
+        pred: vec![pred.clone()],
+        truth: vec![test],
+        out: report.clone(),
+    })?;
+    for (task, name) in [(PreviewTask::Cls, "cls"), (PreviewTask::Fea, "fea")] {
         crate::preview::run(crate::preview::PreviewArgs {
             dataset: data.clone(),
             out: a.out.join("preview").join(name),
@@ -54,15 +160,29 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
             size: 224,
             cutmix: None,
             cutmix_p: 0.5,
-            cut_black: task == Task::Fea,
+            cut_black: task == PreviewTask::Fea,
         })?;
     }
     println!(
-        "\ndemo finished in {:.1} s; outputs under {}",
+        "\ndemo finished in {:.0} s; everything is under {}",
         t.elapsed().as_secs_f32(),
         a.out.display()
     );
-    println!("  dataset:  {}", data.display());
-    println!("  previews: {}", a.out.join("preview").display());
-    Ok(0)
+    println!("  dataset:      {}", data.display());
+    println!(
+        "  checkpoints:  {} and {} (use with `birads predict --cla-weights … --fea-weights …`)",
+        cls.best.display(),
+        fea.best.display()
+    );
+    println!(
+        "  training:     {}/metrics.csv, curves.png (and run_fea/)",
+        a.out.join("run_cls").display()
+    );
+    println!(
+        "  predictions:  {} (cla_pre.csv, fea_pre.csv, probabilities)",
+        pred.display()
+    );
+    println!("  report:       {}", report.join("report.html").display());
+    println!("  previews:     {}", a.out.join("preview").display());
+    Ok(code)
 }

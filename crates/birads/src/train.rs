@@ -154,6 +154,24 @@ fn labelled(task: Task, s: &Sample) -> bool {
     }
 }
 
+/// A competition package also holds its test sets (with ground truth when present): they
+/// are never training data, so they are left out (and said so) when training sets are there.
+pub fn without_test_sets(samples: Vec<Sample>) -> Vec<Sample> {
+    let is_test = |s: &Sample| s.source.contains('/');
+    if !samples.iter().any(|s| !is_test(s)) {
+        return samples; // a test set given on purpose
+    }
+    let before = samples.len();
+    let kept: Vec<Sample> = samples.into_iter().filter(|s| !is_test(s)).collect();
+    if kept.len() < before {
+        println!(
+            "left out {} test-set images found beside the training sets (validate on them with --val)",
+            before - kept.len()
+        );
+    }
+    kept
+}
+
 /// Read the data, map class names onto the config's class list, split off validation.
 fn data(
     a: &TrainArgs,
@@ -171,7 +189,7 @@ fn data(
             eprintln!("{pr}");
         }
         let mut v = Vec::new();
-        for mut s in ds.samples {
+        for mut s in without_test_sets(ds.samples) {
             if cfg.task == Task::Cls {
                 if let Some(c) = s.class {
                     let name = ds.classes.name(c).unwrap_or("?").to_string();
@@ -257,6 +275,8 @@ fn data(
         val: val.iter().map(|s| s.origin.clone()).collect(),
         train_images: train.iter().map(|s| s.image.to_string()).collect(),
         val_images: val.iter().map(|s| s.image.to_string()).collect(),
+        train_labels: train.iter().map(|s| label_json(cfg.task, s)).collect(),
+        val_labels: val.iter().map(|s| label_json(cfg.task, s)).collect(),
     };
     std::fs::create_dir_all(out)?;
     birads_data::atomic::write_atomic(&split_file, &serde_json::to_vec_pretty(&saved)?)?;
@@ -271,9 +291,21 @@ struct SavedSplit {
     /// Sample origins (file and line of the label).
     train: Vec<String>,
     val: Vec<String>,
-    /// Image paths, for other tools.
+    /// Image paths and labels (class index, or the four 0/1 features), for other tools such
+    /// as `scripts/train_reference.py`.
     train_images: Vec<String>,
     val_images: Vec<String>,
+    #[serde(default)]
+    train_labels: Vec<serde_json::Value>,
+    #[serde(default)]
+    val_labels: Vec<serde_json::Value>,
+}
+
+fn label_json(task: Task, s: &Sample) -> serde_json::Value {
+    match task {
+        Task::Cls => serde_json::json!(s.class),
+        Task::Fea => serde_json::json!(s.features.map(|f| u8::from(f.unwrap_or(false)))),
+    }
 }
 
 /// Progress bar on a terminal, one line per epoch always.

@@ -642,3 +642,162 @@ fn train_writes_reports_and_resume_continues_exactly() {
         12
     );
 }
+
+#[test]
+fn a_killed_run_resumes_and_a_diverging_run_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = synth_small(dir.path());
+    let cfg = dir.path().join("quick.toml");
+    // Far more epochs than will run: the kill always lands mid-run.
+    std::fs::write(&cfg, QUICK_CLS.replace("epochs = 2", "epochs = 500")).unwrap();
+    let run = dir.path().join("run");
+    // SIGKILL in the middle of training (after the first checkpoint), then --resume.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_birads"))
+        .args([
+            "train",
+            "cls",
+            "--data",
+            synth.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+            "--model",
+            "small",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = run.join("state/train_state.json");
+    let t = std::time::Instant::now();
+    while !state.is_file() && t.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(state.is_file(), "no checkpoint within 2 minutes");
+    let done: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let done = done["epochs_done"].as_u64().unwrap();
+    assert!(done < 500, "killed before the end");
+    // Resume, finishing two epochs after the last completed one.
+    let total = (done + 2).to_string();
+    let o = birads(&[
+        "train",
+        "cls",
+        "--resume",
+        run.to_str().unwrap(),
+        "--epochs",
+        &total,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let epochs: Vec<u64> = metrics_rows(&run)
+        .iter()
+        .map(|r| r[0].parse().unwrap())
+        .collect();
+    assert_eq!(
+        epochs,
+        (1..=done + 2).collect::<Vec<u64>>(),
+        "no epoch lost or repeated"
+    );
+
+    // A learning rate that blows up: stop with a clear message, exit 1, checkpoints finite.
+    std::fs::write(
+        &cfg,
+        QUICK_CLS.replace("learning_rate = 1e-3", "learning_rate = 1e30"),
+    )
+    .unwrap();
+    let bad = dir.path().join("bad");
+    let o = birads(&[
+        "train",
+        "cls",
+        "--data",
+        synth.to_str().unwrap(),
+        "--out",
+        bad.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--model",
+        "small",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the loss became"), "{stderr}");
+    if bad.join("last.safetensors").is_file() {
+        // Whatever was checkpointed before the stop still predicts finite probabilities.
+        let pred = dir.path().join("bad_pred");
+        let o = birads(&[
+            "predict",
+            "--input",
+            synth.join("testA").to_str().unwrap(),
+            "--output",
+            pred.to_str().unwrap(),
+            "--cla-weights",
+            bad.join("last.safetensors").to_str().unwrap(),
+            "--probabilities",
+        ]);
+        assert!(o.status.success());
+        let probs = std::fs::read_to_string(pred.join("cla_prob.csv")).unwrap();
+        assert!(!probs.to_lowercase().contains("nan"), "{probs}");
+    }
+    // The same with on_nan = "skip": the run finishes and counts the skipped batches.
+    std::fs::write(
+        &cfg,
+        format!(
+            "on_nan = \"skip\"\n{}",
+            QUICK_CLS.replace("learning_rate = 1e-3", "learning_rate = 1e30")
+        ),
+    )
+    .unwrap();
+    let skip = dir.path().join("skip");
+    let o = birads(&[
+        "train",
+        "cls",
+        "--data",
+        synth.to_str().unwrap(),
+        "--out",
+        skip.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--model",
+        "small",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let skipped: u64 = metrics_rows(&skip)
+        .iter()
+        .map(|r| r[18].parse::<u64>().unwrap())
+        .sum();
+    assert!(skipped > 0, "non-finite batches are counted");
+}
+
+#[test]
+fn demo_runs_the_whole_pipeline() {
+    // The README's first command, cut down: synth → train both → predict → report.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let o = birads(&[
+        "demo",
+        "--out",
+        out.to_str().unwrap(),
+        "--train-images",
+        "40",
+        "--epochs",
+        "1",
+        "--image-size",
+        "48",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = stdout(&o);
+    assert!(text.contains("competition score"), "{text}");
+    for f in [
+        "run_cls/best.safetensors",
+        "run_fea/best.safetensors",
+        "predictions/cla_pre.csv",
+        "predictions/fea_prob.csv",
+        "report/report.html",
+        "report/eval.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+}
