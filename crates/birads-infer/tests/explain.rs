@@ -201,3 +201,51 @@ fn default_targets_and_wrong_targets() {
     assert_eq!(Target::parse("Shape", &classes), Some(Target::Feature(3)));
     assert_eq!(Target::parse("6", &classes), None);
 }
+
+/// With a feature model trained on synthetic data (`birads demo --out DIR` trains one), the
+/// calcification map concentrates on the lesion box: its share of the map's mass inside the
+/// box is well above (1.5×) the box's share of the image. Needs the trained run, so it is opt-in:
+/// `BIRADS_DEMO_DIR=DIR cargo test -p birads-infer --release -- --ignored lesion`.
+#[test]
+#[ignore]
+fn grad_cam_concentrates_on_the_lesion_of_a_trained_model() {
+    let dir = std::path::PathBuf::from(std::env::var("BIRADS_DEMO_DIR").expect("BIRADS_DEMO_DIR"));
+    let device = Default::default();
+    let model = load_model::<CpuTrain>(
+        &dir.join("run_fea/best.safetensors"),
+        ModelKind::DenseNet,
+        &device,
+    )
+    .unwrap();
+    let test = birads_data::read_dataset(&dir.join("synth/testA")).unwrap();
+    let (mut mass, mut area, mut n) = (0.0f64, 0.0f64, 0);
+    for s in test
+        .samples
+        .iter()
+        .filter(|s| s.features[1] == Some(true) && s.lesion.is_some())
+    {
+        let img = birads_data::image_ops::decode(&s.image).unwrap();
+        let ex = explain(
+            &model.model,
+            &model.preprocess,
+            &img,
+            s.lesion.as_ref(),
+            &[Target::Feature(1)],
+            &device,
+        )
+        .unwrap();
+        let b = ex.prepared.lesion.unwrap();
+        let size = ex.cams[0].size as f64;
+        mass += birads_infer::explain::mass_inside(&ex.cams[0], b) as f64;
+        area += ((b[2] - b[0]) * (b[3] - b[1])) as f64 / (size * size);
+        n += 1;
+    }
+    assert!(n >= 5, "too few calcified lesions in the test set ({n})");
+    let (mass, area) = (mass / n as f64, area / n as f64);
+    eprintln!("{n} lesions: mean share of the map inside the box {mass:.3}, box share of the image {area:.3}");
+    // The DenseNet map is 4×4 at 128 px, so even a perfect map spills over the box edges.
+    assert!(
+        mass > 1.5 * area,
+        "map mass in box {mass:.3} vs box area {area:.3}"
+    );
+}

@@ -801,3 +801,51 @@ fn demo_runs_the_whole_pipeline() {
         assert!(out.join(f).is_file(), "{f} missing");
     }
 }
+
+#[test]
+fn predictions_are_deterministic_and_independent_of_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = synth_small(dir.path());
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures");
+    let run = |name: &str, batch: &str| -> Vec<Vec<f64>> {
+        let out = dir.path().join(name);
+        let o = birads(&[
+            "predict",
+            "--input",
+            synth.join("testA").to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--cla-weights",
+            fixtures.join("myconvnext_small.pth").to_str().unwrap(),
+            "--fea-weights",
+            fixtures.join("mydensenet_small.pth").to_str().unwrap(),
+            "--probabilities",
+            "--batch-size",
+            batch,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        ["cla_prob.csv", "fea_prob.csv"]
+            .iter()
+            .flat_map(|f| {
+                csv::Reader::from_path(out.join(f))
+                    .unwrap()
+                    .records()
+                    .map(|r| {
+                        let r = r.unwrap();
+                        (1..r.len())
+                            .map(|i| r[i].parse::<f64>().unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let one = run("b1", "1");
+    let again = run("b1_again", "1");
+    let seven = run("b7", "7");
+    assert_eq!(one, again, "same input, same output");
+    assert_eq!(one.len(), seven.len());
+    for (a, b) in one.iter().flatten().zip(seven.iter().flatten()) {
+        assert!((a - b).abs() <= 1e-5, "batch 1 {a} vs batch 7 {b}");
+    }
+}
