@@ -18,3 +18,7 @@ pub type CpuTrain = burn::backend::Autodiff<Cpu>;
 /// burn's CUDA backend (feature `cuda`).
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda;
+/// burn's CUDA backend computing in bfloat16 (mixed-precision training: bf16 needs no loss
+/// scaling; inputs and checkpoints stay f32).
+#[cfg(feature = "cuda")]
+pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16>;

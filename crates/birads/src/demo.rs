@@ -95,7 +95,14 @@ fn train_one(
         resume: false,
         init: None,
     };
-    crate::train::train_with(&cfg, train, val, &opts, crate::train::DeviceArg::Cpu)
+    crate::train::train_with(
+        &cfg,
+        train,
+        val,
+        &opts,
+        crate::train::DeviceArg::Cpu,
+        crate::train::PrecisionArg::F32,
+    )
 }
 
 pub fn run(a: DemoArgs) -> anyhow::Result<u8> {

@@ -28,6 +28,13 @@ pub enum DeviceArg {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    /// bfloat16 compute (CUDA only).
+    Bf16,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModelSize {
     /// The original architectures (ConvNeXt-Tiny, DenseNet-121 widths).
     Original,
@@ -63,6 +70,9 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
+    /// Compute precision; bf16 (mixed precision, no loss scaling needed) needs --device cuda.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
     #[arg(long, value_enum)]
     pub model: Option<ModelSize>,
     #[arg(long)]
@@ -370,13 +380,17 @@ pub fn train_with(
     val: Vec<Sample>,
     opts: &RunOptions,
     device: DeviceArg,
+    precision: PrecisionArg,
 ) -> anyhow::Result<RunOutcome> {
     let mut console = Console {
         bar: None,
         task: cfg.task,
     };
-    let outcome = match device {
-        DeviceArg::Cpu => birads_train::train::<birads_model::CpuTrain>(
+    let outcome = match (device, precision) {
+        (DeviceArg::Cpu, PrecisionArg::Bf16) => anyhow::bail!(
+            "--precision bf16 needs --device cuda (burn's CPU backend trains in f32)"
+        ),
+        (DeviceArg::Cpu, PrecisionArg::F32) => birads_train::train::<birads_model::CpuTrain>(
             cfg,
             train,
             val,
@@ -385,16 +399,29 @@ pub fn train_with(
             &Default::default(),
         )?,
         #[cfg(feature = "cuda")]
-        DeviceArg::Cuda => birads_train::train::<burn::backend::Autodiff<birads_model::Cuda>>(
-            cfg,
-            train,
-            val,
-            opts,
-            &mut console,
-            &Default::default(),
-        )?,
+        (DeviceArg::Cuda, PrecisionArg::F32) => {
+            birads_train::train::<burn::backend::Autodiff<birads_model::Cuda>>(
+                cfg,
+                train,
+                val,
+                opts,
+                &mut console,
+                &Default::default(),
+            )?
+        }
+        #[cfg(feature = "cuda")]
+        (DeviceArg::Cuda, PrecisionArg::Bf16) => {
+            birads_train::train::<burn::backend::Autodiff<birads_model::CudaBf16>>(
+                cfg,
+                train,
+                val,
+                opts,
+                &mut console,
+                &Default::default(),
+            )?
+        }
         #[cfg(not(feature = "cuda"))]
-        DeviceArg::Cuda => anyhow::bail!(
+        (DeviceArg::Cuda, _) => anyhow::bail!(
             "this birads was built without CUDA; rebuild with `cargo build --release --features cuda`"
         ),
     };
@@ -427,7 +454,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<u8> {
         resume: a.resume.is_some(),
         init: a.init.clone(),
     };
-    let outcome = train_with(&cfg, train, val, &opts, a.device)?;
+    let outcome = train_with(&cfg, train, val, &opts, a.device, a.precision)?;
     println!(
         "done: best epoch {} ({} {}), checkpoints {} and {}; metrics in {}",
         outcome
