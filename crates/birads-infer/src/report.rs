@@ -117,60 +117,14 @@ pub fn confusion_plot(
     })
 }
 
-/// ROC curves, one per series, with the chance diagonal.
-pub fn roc_plot(title: &str, series: &[RocSeries]) -> Result<Vec<u8>, String> {
-    render(560, 520, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
-        chart
-            .configure_mesh()
-            .x_desc("false-positive rate")
-            .y_desc("true-positive rate")
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .draw()?;
-        chart.draw_series(LineSeries::new(
-            [(0.0, 0.0), (1.0, 1.0)],
-            BLACK.mix(0.3).stroke_width(1),
-        ))?;
-        for (i, (name, points, auc)) in series.iter().enumerate() {
-            let colour = Palette99::pick(i).to_rgba();
-            let label = match auc {
-                Some(a) => format!("{name} (AUC {a:.3})"),
-                None => format!("{name} (AUC undefined)"),
-            };
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().copied(),
-                    colour.stroke_width(2),
-                ))?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()?;
-        Ok(())
-    })
-}
-
-/// Reliability diagram: observed frequency against mean confidence per bin, bin counts as
-/// the marker size's legend.
-pub fn reliability_plot(
+/// Curves on the unit square with the diagonal (chance for ROC, perfect calibration for
+/// reliability), one colour and legend entry per curve.
+fn unit_square_plot(
     title: &str,
-    x_desc: &str,
-    y_desc: &str,
-    series: &[(String, &[ReliabilityBin], Option<f64>)],
+    axes: (&str, &str),
+    legend: SeriesLabelPosition,
+    curves: &[(String, Vec<(f64, f64)>)],
+    markers: bool,
 ) -> Result<Vec<u8>, String> {
     render(560, 520, |root| {
         let mut chart = ChartBuilder::on(&root)
@@ -181,8 +135,8 @@ pub fn reliability_plot(
             .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
         chart
             .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc(y_desc)
+            .x_desc(axes.0)
+            .y_desc(axes.1)
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 14))
             .draw()?;
@@ -190,34 +144,82 @@ pub fn reliability_plot(
             [(0.0, 0.0), (1.0, 1.0)],
             BLACK.mix(0.3).stroke_width(1),
         ))?;
-        for (i, (name, bins, ece)) in series.iter().enumerate() {
+        for (i, (label, points)) in curves.iter().enumerate() {
             let colour = Palette99::pick(i).to_rgba();
-            let pts: Vec<(f64, f64)> = bins
-                .iter()
-                .filter(|b| b.count > 0)
-                .map(|b| (b.confidence, b.observed))
-                .collect();
-            let label = match ece {
-                Some(e) => format!("{name} (ECE {e:.3})"),
-                None => name.clone(),
-            };
             chart
-                .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))?
-                .label(label)
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    colour.stroke_width(2),
+                ))?
+                .label(label.clone())
                 .legend(move |(x, y)| {
                     PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2))
                 });
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
+            if markers {
+                chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
+            }
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(legend)
             .label_font((FONT, 13))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .draw()?;
         Ok(())
     })
+}
+
+/// ROC curves, one per series, with the chance diagonal.
+pub fn roc_plot(title: &str, series: &[RocSeries]) -> Result<Vec<u8>, String> {
+    let curves: Vec<(String, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(name, points, auc)| {
+            let label = match auc {
+                Some(a) => format!("{name} (AUC {a:.3})"),
+                None => format!("{name} (AUC undefined)"),
+            };
+            (label, points.to_vec())
+        })
+        .collect();
+    unit_square_plot(
+        title,
+        ("false-positive rate", "true-positive rate"),
+        SeriesLabelPosition::LowerRight,
+        &curves,
+        false,
+    )
+}
+
+/// Reliability diagram: observed frequency against mean confidence per non-empty bin.
+pub fn reliability_plot(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(String, &[ReliabilityBin], Option<f64>)],
+) -> Result<Vec<u8>, String> {
+    let curves: Vec<(String, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(name, bins, ece)| {
+            let label = match ece {
+                Some(e) => format!("{name} (ECE {e:.3})"),
+                None => name.clone(),
+            };
+            let points = bins
+                .iter()
+                .filter(|b| b.count > 0)
+                .map(|b| (b.confidence, b.observed))
+                .collect();
+            (label, points)
+        })
+        .collect();
+    unit_square_plot(
+        title,
+        (x_desc, y_desc),
+        SeriesLabelPosition::UpperLeft,
+        &curves,
+        true,
+    )
 }
 
 /// Every plot the evaluation supports.

@@ -386,39 +386,35 @@ pub fn train_with(
         bar: None,
         task: cfg.task,
     };
-    let outcome = match (device, precision) {
-        (DeviceArg::Cpu, PrecisionArg::Bf16) => anyhow::bail!(
-            "--precision bf16 needs --device cuda (burn's CPU backend trains in f32)"
-        ),
-        (DeviceArg::Cpu, PrecisionArg::F32) => birads_train::train::<birads_model::CpuTrain>(
+    fn on<B: burn::tensor::backend::AutodiffBackend>(
+        cfg: &TrainConfig,
+        train: Vec<Sample>,
+        val: Vec<Sample>,
+        opts: &RunOptions,
+        console: &mut Console,
+    ) -> anyhow::Result<RunOutcome> {
+        Ok(birads_train::train::<B>(
             cfg,
             train,
             val,
             opts,
-            &mut console,
+            console,
             &Default::default(),
-        )?,
+        )?)
+    }
+    let c = &mut console;
+    let outcome = match (device, precision) {
+        (DeviceArg::Cpu, PrecisionArg::Bf16) => anyhow::bail!(
+            "--precision bf16 needs --device cuda (burn's CPU backend trains in f32)"
+        ),
+        (DeviceArg::Cpu, PrecisionArg::F32) => on::<birads_model::CpuTrain>(cfg, train, val, opts, c)?,
         #[cfg(feature = "cuda")]
         (DeviceArg::Cuda, PrecisionArg::F32) => {
-            birads_train::train::<burn::backend::Autodiff<birads_model::Cuda>>(
-                cfg,
-                train,
-                val,
-                opts,
-                &mut console,
-                &Default::default(),
-            )?
+            on::<burn::backend::Autodiff<birads_model::Cuda>>(cfg, train, val, opts, c)?
         }
         #[cfg(feature = "cuda")]
         (DeviceArg::Cuda, PrecisionArg::Bf16) => {
-            birads_train::train::<burn::backend::Autodiff<birads_model::CudaBf16>>(
-                cfg,
-                train,
-                val,
-                opts,
-                &mut console,
-                &Default::default(),
-            )?
+            on::<burn::backend::Autodiff<birads_model::CudaBf16>>(cfg, train, val, opts, c)?
         }
         #[cfg(not(feature = "cuda"))]
         (DeviceArg::Cuda, _) => anyhow::bail!(

@@ -543,6 +543,24 @@ blur = false
 t0 = 2
 "#;
 
+/// `birads train cls` on `data` into `out` with a config file and the small models.
+fn train_small(data: &Path, out: &Path, cfg: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "cls",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--model",
+        "small",
+    ];
+    args.extend_from_slice(extra);
+    birads(&args)
+}
+
 fn metrics_rows(run: &Path) -> Vec<csv::StringRecord> {
     csv::Reader::from_path(run.join("metrics.csv"))
         .unwrap()
@@ -558,20 +576,7 @@ fn train_writes_reports_and_resume_continues_exactly() {
     let cfg = dir.path().join("quick.toml");
     std::fs::write(&cfg, QUICK_CLS).unwrap();
     let train = |out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "cls",
-            "--data",
-            synth.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-            "--model",
-            "small",
-        ];
-        args.extend_from_slice(extra);
-        let o = birads(&args);
+        let o = train_small(&synth, out, &cfg, extra);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         o
     };
@@ -709,18 +714,7 @@ fn a_killed_run_resumes_and_a_diverging_run_stops_cleanly() {
     )
     .unwrap();
     let bad = dir.path().join("bad");
-    let o = birads(&[
-        "train",
-        "cls",
-        "--data",
-        synth.to_str().unwrap(),
-        "--out",
-        bad.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-        "--model",
-        "small",
-    ]);
+    let o = train_small(&synth, &bad, &cfg, &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("the loss became"), "{stderr}");
@@ -751,18 +745,7 @@ fn a_killed_run_resumes_and_a_diverging_run_stops_cleanly() {
     )
     .unwrap();
     let skip = dir.path().join("skip");
-    let o = birads(&[
-        "train",
-        "cls",
-        "--data",
-        synth.to_str().unwrap(),
-        "--out",
-        skip.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-        "--model",
-        "small",
-    ]);
+    let o = train_small(&synth, &skip, &cfg, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let skipped: u64 = metrics_rows(&skip)
         .iter()
