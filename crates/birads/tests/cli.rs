@@ -497,33 +497,26 @@ fn explain_writes_an_overlay_and_rejects_foreign_targets() {
     let dir = tempfile::tempdir().unwrap();
     let img = busbra().join("images/busbra_0001-l.jpg");
     let out = dir.path().join("cam/overlay.png");
-    let o = birads(&[
-        "explain",
-        "--image",
-        img.to_str().unwrap(),
-        "--weights",
-        fixtures.join("mydensenet_small.pth").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--target",
-        "shape",
-    ]);
+    let explain = |target: &str| {
+        birads(&[
+            "explain",
+            "--image",
+            img.to_str().unwrap(),
+            "--weights",
+            fixtures.join("mydensenet_small.pth").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--target",
+            target,
+        ])
+    };
+    let o = explain("shape");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout(&o).contains("Grad-CAM shape"), "{}", stdout(&o));
     let png = image::open(&out).unwrap();
     assert!(png.width() > png.height(), "input beside overlay");
     // A BI-RADS class is not something the feature model can explain.
-    let o = birads(&[
-        "explain",
-        "--image",
-        img.to_str().unwrap(),
-        "--weights",
-        fixtures.join("mydensenet_small.pth").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--target",
-        "4A",
-    ]);
+    let o = explain("4A");
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("lesion features"));
 }
