@@ -209,7 +209,10 @@ fn default_targets_and_wrong_targets() {
 #[test]
 #[ignore]
 fn grad_cam_concentrates_on_the_lesion_of_a_trained_model() {
-    let dir = std::path::PathBuf::from(std::env::var("BIRADS_DEMO_DIR").expect("BIRADS_DEMO_DIR"));
+    // Relative to the workspace root (tests run inside the crate's folder).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(std::env::var("BIRADS_DEMO_DIR").expect("BIRADS_DEMO_DIR"));
     let device = Default::default();
     let model = load_model::<CpuTrain>(
         &dir.join("run_fea/best.safetensors"),
