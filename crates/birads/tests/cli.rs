@@ -825,3 +825,37 @@ fn predictions_are_deterministic_and_independent_of_batch_size() {
         assert!((a - b).abs() <= 1e-5, "batch 1 {a} vs batch 7 {b}");
     }
 }
+
+#[test]
+fn training_starts_from_original_weights_or_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = synth_small(dir.path());
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures");
+    let cfg = dir.path().join("quick.toml");
+    std::fs::write(&cfg, QUICK_CLS.replace("epochs = 2", "epochs = 1")).unwrap();
+    // The original checkpoint format (here the small parity fixture): its architecture is
+    // read from the tensor shapes.
+    let a = dir.path().join("from_pth");
+    let pth = fixtures.join("myconvnext_small.pth");
+    let o = train_small(&synth, &a, &cfg, &["--init", pth.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A run's checkpoint continues into a new run.
+    let b = dir.path().join("from_run");
+    let best = a.join("best.safetensors");
+    let o = train_small(&synth, &b, &cfg, &["--init", best.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Feature weights cannot start a BI-RADS model: a clear error.
+    let dense = fixtures.join("mydensenet_small.pth");
+    let o = train_small(
+        &synth,
+        &dir.path().join("bad"),
+        &cfg,
+        &["--init", dense.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("weights"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
