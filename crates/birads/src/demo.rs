@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use birads_data::check::check;
-use birads_data::split::group_split;
 use birads_data::Sample;
 use birads_train::trainer::RunOptions;
 use birads_train::{Task, TrainConfig};
@@ -53,12 +52,6 @@ pub fn quick_config(task: Task, epochs: u64, size: u32, seed: u64) -> TrainConfi
     cfg
 }
 
-fn split(samples: Vec<Sample>, seed: u64) -> (Vec<Sample>, Vec<Sample>) {
-    let s = group_split(&samples, 0.15, seed);
-    let pick = |idx: &[usize]| idx.iter().map(|&i| samples[i].clone()).collect::<Vec<_>>();
-    (pick(&s.train), pick(&s.val))
-}
-
 fn train_one(
     data: &Path,
     out: &Path,
@@ -68,12 +61,9 @@ fn train_one(
     let ds = crate::read_dataset(data)?;
     let samples: Vec<Sample> = crate::train::without_test_sets(ds.samples)
         .into_iter()
-        .filter(|s| match task {
-            Task::Cls => s.class.is_some(),
-            Task::Fea => s.features.iter().all(Option::is_some),
-        })
+        .filter(|s| crate::train::labelled(task, s))
         .collect();
-    let (train, val) = split(samples, a.seed);
+    let (train, val) = crate::train::split_samples(samples, 0.15, a.seed);
     let size = match task {
         Task::Cls => a.image_size,
         // Margins and calcifications are fine detail: the feature model looks closer.

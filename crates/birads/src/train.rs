@@ -157,7 +157,19 @@ fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     Ok(cfg)
 }
 
-fn labelled(task: Task, s: &Sample) -> bool {
+/// Patient-level, class-stratified split of samples into (train, validation).
+pub fn split_samples(
+    samples: Vec<Sample>,
+    val_fraction: f64,
+    seed: u64,
+) -> (Vec<Sample>, Vec<Sample>) {
+    let split = group_split(&samples, val_fraction, seed);
+    let pick = |idx: &[usize]| idx.iter().map(|&i| samples[i].clone()).collect::<Vec<_>>();
+    (pick(&split.train), pick(&split.val))
+}
+
+/// Does the sample carry the labels the task trains on?
+pub fn labelled(task: Task, s: &Sample) -> bool {
     match task {
         Task::Cls => s.class.is_some(),
         Task::Fea => s.features.iter().all(Option::is_some),
@@ -189,7 +201,7 @@ fn data(
     out: &Path,
 ) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
     let split_file = out.join("split.json");
-    let read = |p: &Path, cfg: &TrainConfig| -> anyhow::Result<Vec<Sample>> {
+    let load = |p: &Path| -> anyhow::Result<birads_data::Dataset> {
         let ds = crate::read_dataset(p)?;
         for pr in ds
             .problems
@@ -198,6 +210,10 @@ fn data(
         {
             eprintln!("{pr}");
         }
+        Ok(ds)
+    };
+    // The task's labelled samples, classes mapped onto the config's class list.
+    let samples = |ds: birads_data::Dataset, cfg: &TrainConfig| -> anyhow::Result<Vec<Sample>> {
         let mut v = Vec::new();
         for mut s in without_test_sets(ds.samples) {
             if cfg.task == Task::Cls {
@@ -219,6 +235,7 @@ fn data(
         }
         Ok(v)
     };
+    let read = |p: &Path, cfg: &TrainConfig| samples(load(p)?, cfg);
     // A resumed run uses the very split it started with.
     if let Some(run) = &a.resume {
         let text = std::fs::read_to_string(run.join("split.json"))
@@ -253,29 +270,22 @@ fn data(
     let data = a.data.as_ref().expect("clap requires --data");
     // Binary datasets with another class list (e.g. BUS-BRA's 2/3/4/5) train on their own
     // classes when the config was not told otherwise.
-    if cfg.task == Task::Cls && a.config.is_none() {
-        let ds = crate::read_dataset(data)?;
-        if ds.classes.names() != cfg.classes.as_slice() {
-            println!("classes from the data: {}", ds.classes);
-            cfg.classes = ds.classes.0.clone();
-            cfg.model.convnext.num_classes = cfg.classes.len();
-            if cfg.class_weights.len() != cfg.classes.len() {
-                println!("oversampling weights reset to uniform for these classes");
-                cfg.class_weights = Vec::new();
-            }
+    let ds = load(data)?;
+    if cfg.task == Task::Cls && a.config.is_none() && ds.classes.names() != cfg.classes.as_slice() {
+        println!("classes from the data: {}", ds.classes);
+        cfg.classes = ds.classes.0.clone();
+        cfg.model.convnext.num_classes = cfg.classes.len();
+        if cfg.class_weights.len() != cfg.classes.len() {
+            println!("oversampling weights reset to uniform for these classes");
+            cfg.class_weights = Vec::new();
         }
     }
-    let all = read(data, cfg)?;
+    let all = samples(ds, cfg)?;
     let (train, val, val_sources) = match &a.val {
         Some(v) => (all, read(v, cfg)?, vec![v.display().to_string()]),
         None => {
-            let split = group_split(&all, a.val_split, cfg.seed);
-            let pick = |idx: &[usize]| idx.iter().map(|&i| all[i].clone()).collect::<Vec<_>>();
-            (
-                pick(&split.train),
-                pick(&split.val),
-                vec![data.display().to_string()],
-            )
+            let (train, val) = split_samples(all, a.val_split, cfg.seed);
+            (train, val, vec![data.display().to_string()])
         }
     };
     let saved = SavedSplit {

@@ -536,9 +536,9 @@ blur = false
 t0 = 2
 "#;
 
-/// `birads train cls` on `data` into `out` with a config file and the small models.
-fn train_small(data: &Path, out: &Path, cfg: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
+/// Arguments of `birads train cls` on `data` into `out` with a config file and small models.
+fn train_small_args<'a>(data: &'a Path, out: &'a Path, cfg: &'a Path) -> Vec<&'a str> {
+    vec![
         "train",
         "cls",
         "--data",
@@ -549,7 +549,11 @@ fn train_small(data: &Path, out: &Path, cfg: &Path, extra: &[&str]) -> Output {
         cfg.to_str().unwrap(),
         "--model",
         "small",
-    ];
+    ]
+}
+
+fn train_small(data: &Path, out: &Path, cfg: &Path, extra: &[&str]) -> Output {
+    let mut args = train_small_args(data, out, cfg);
     args.extend_from_slice(extra);
     birads(&args)
 }
@@ -651,18 +655,7 @@ fn a_killed_run_resumes_and_a_diverging_run_stops_cleanly() {
     let run = dir.path().join("run");
     // SIGKILL in the middle of training (after the first checkpoint), then --resume.
     let mut child = Command::new(env!("CARGO_BIN_EXE_birads"))
-        .args([
-            "train",
-            "cls",
-            "--data",
-            synth.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-            "--model",
-            "small",
-        ])
+        .args(train_small_args(&synth, &run, &cfg))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
