@@ -57,7 +57,7 @@ const CLS_ROOT: &str = "乳腺分类训练数据集";
 const FEA_ROOT: &str = "乳腺特征训练数据集";
 
 /// What to generate. Sizes are pixel bounds for width and height, drawn independently.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SynthConfig {
     pub seed: u64,
     pub train_cls: usize,
@@ -66,6 +66,10 @@ pub struct SynthConfig {
     pub test_fea: usize,
     pub min_side: u32,
     pub max_side: u32,
+    /// Lesion diameter relative to the default (15–35 % of the shorter side). Larger
+    /// lesions make a dataset that small models trained from scratch at low resolution can
+    /// learn within minutes (the demo uses 1.8); the labels' meaning does not change.
+    pub lesion_scale: f32,
 }
 
 impl Default for SynthConfig {
@@ -79,6 +83,7 @@ impl Default for SynthConfig {
             test_fea: 60,
             min_side: 320,
             max_side: 640,
+            lesion_scale: 1.0,
         }
     }
 }
@@ -173,7 +178,19 @@ pub fn render(
     height: u32,
     rng: &mut impl Rng,
 ) -> (RgbImage, [f32; 4]) {
-    let r = render_full(spec, width, height, rng);
+    render_scaled(spec, width, height, 1.0, rng)
+}
+
+/// [`render`] with the lesion diameter multiplied by `lesion_scale` (see
+/// [`SynthConfig::lesion_scale`]); the lesion still fits inside the imaged area.
+pub fn render_scaled(
+    spec: &LesionSpec,
+    width: u32,
+    height: u32,
+    lesion_scale: f32,
+    rng: &mut impl Rng,
+) -> (RgbImage, [f32; 4]) {
+    let r = render_full(spec, width, height, lesion_scale, rng);
     let mut rgb = Vec::with_capacity(r.grey.len() * 3);
     for &g in &r.grey {
         rgb.extend_from_slice(&[g, g, g]);
@@ -371,6 +388,12 @@ fn validate(cfg: &SynthConfig) -> Result<(), SynthError> {
     if cfg.max_side > 4096 {
         return bad(format!("max_side {} exceeds 4096", cfg.max_side));
     }
+    if !(0.25..=3.0).contains(&cfg.lesion_scale) {
+        return bad(format!(
+            "lesion_scale {} is outside 0.25..=3",
+            cfg.lesion_scale
+        ));
+    }
     if (1..6).contains(&cfg.train_cls) {
         return bad(format!(
             "train_cls {} cannot cover all 6 classes (use 0 or at least 6)",
@@ -468,7 +491,7 @@ fn write_job(out: &Path, cfg: &SynthConfig, job: &Job) -> Result<Done, SynthErro
     let h = rng.random_range(cfg.min_side..=cfg.max_side);
     let png = rng.random_bool(0.25);
     let ext = if png { "png" } else { "jpg" };
-    let (img, bbox) = render(&job.spec, w, h, &mut rng);
+    let (img, bbox) = render_scaled(&job.spec, w, h, cfg.lesion_scale, &mut rng);
     let line = |c: usize| {
         format!(
             "{} {:.6} {:.6} {:.6} {:.6}\n",
@@ -1094,7 +1117,13 @@ struct Rendered {
     pbox: Rect,
 }
 
-fn render_full(spec: &LesionSpec, width: u32, height: u32, rng: &mut impl Rng) -> Rendered {
+fn render_full(
+    spec: &LesionSpec,
+    width: u32,
+    height: u32,
+    lesion_scale: f32,
+    rng: &mut impl Rng,
+) -> Rendered {
     assert!(
         width >= 64 && height >= 64,
         "render needs at least 64x64 pixels, got {width}x{height}"
@@ -1229,7 +1258,7 @@ fn render_full(spec: &LesionSpec, width: u32, height: u32, rng: &mut impl Rng) -
     } else {
         uni(rng, 1.4, 2.0)
     };
-    let mut diam = (min_side * uni(rng, 0.15, 0.35)).max(20.0);
+    let mut diam = (min_side * lesion_scale * uni(rng, 0.15, 0.35)).max(20.0);
     let tw = if blurred {
         uni(rng, 0.06, 0.11) * diam
     } else if spiculated {
@@ -1751,6 +1780,7 @@ mod tests {
             test_fea: 4,
             min_side: 96,
             max_side: 160,
+            lesion_scale: 1.0,
         }
     }
 
@@ -1862,6 +1892,14 @@ mod tests {
             },
             SynthConfig {
                 max_side: 5000,
+                ..ok.clone()
+            },
+            SynthConfig {
+                lesion_scale: 0.1,
+                ..ok.clone()
+            },
+            SynthConfig {
+                lesion_scale: f32::NAN,
                 ..ok.clone()
             },
             SynthConfig {
@@ -2144,7 +2182,7 @@ mod tests {
                 features,
             };
             let (w, h) = (rng.random_range(96..=320u32), rng.random_range(96..=320u32));
-            let r = render_full(&spec, w, h, &mut rng);
+            let r = render_full(&spec, w, h, 1.0, &mut rng);
             let (w, h) = (w as usize, h as usize);
             let pb = r.pbox;
             let (bw, bh) = ((pb.x1 - pb.x0) as f32, (pb.y1 - pb.y0) as f32);
@@ -2209,6 +2247,24 @@ mod tests {
         );
         assert!(img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]));
         assert_box(b);
+    }
+
+    #[test]
+    fn lesion_scale_grows_the_lesion() {
+        // Same lesions drawn at default and 1.8× size: mean box area grows by about 1.8²
+        // (less where the enlarged lesion had to shrink to fit the imaged area).
+        let mut areas = [0f32; 2];
+        for (k, scale) in [1.0f32, 1.8].into_iter().enumerate() {
+            for i in 0..40u64 {
+                let spec = sample_spec(&mut ChaCha8Rng::seed_from_u64(i));
+                let mut rng = ChaCha8Rng::seed_from_u64(1000 + i);
+                let (_, b) = render_scaled(&spec, 200, 180, scale, &mut rng);
+                assert_box(b);
+                areas[k] += b[2] * b[3];
+            }
+        }
+        let ratio = areas[1] / areas[0];
+        assert!((2.0..=3.6).contains(&ratio), "area ratio {ratio}");
     }
 
     #[test]
