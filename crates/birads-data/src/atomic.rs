@@ -22,6 +22,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        // Fault injection for the crash-safety tests: die with the new version written but
+        // not yet renamed, the worst moment for a kill.
+        if std::env::var_os("BIRADS_CRASH_BEFORE_RENAME").is_some() {
+            std::process::abort();
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

@@ -27,6 +27,8 @@ pub enum DecodeError {
     TooLarge { width: u32, height: u32 },
     #[error("image has zero width or height")]
     Empty,
+    #[error("empty file (0 bytes)")]
+    EmptyFile,
 }
 
 fn decode_reader<R: BufRead + Seek>(reader: ImageReader<R>) -> Result<RgbImage, DecodeError> {
@@ -67,6 +69,9 @@ pub fn decode_path(path: &Path) -> Result<RgbImage, DecodeError> {
 
 /// Decode in-memory bytes (an upload) to 8-bit RGB, applying its EXIF orientation.
 pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::EmptyFile);
+    }
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         if let Some(img) = jpeg::decode(bytes)? {
             return Ok(img);
@@ -186,9 +191,20 @@ mod jpeg {
 
 /// Image size from the header only (fast; used by `data check`).
 pub fn dimensions(path: &Path) -> Result<(u32, u32), DecodeError> {
-    Ok(ImageReader::open(path)?
+    if std::fs::metadata(path)?.len() == 0 {
+        return Err(DecodeError::EmptyFile);
+    }
+    let (width, height) = ImageReader::open(path)?
         .with_guessed_format()?
-        .into_dimensions()?)
+        .into_dimensions()?;
+    // The same guards as decoding, so a header-only check reports what decoding would refuse.
+    if width == 0 || height == 0 {
+        return Err(DecodeError::Empty);
+    }
+    if width as u64 * height as u64 > MAX_PIXELS {
+        return Err(DecodeError::TooLarge { width, height });
+    }
+    Ok((width, height))
 }
 
 /// A pixel rectangle: `x0..x1` × `y0..y1` (exclusive ends).

@@ -125,10 +125,24 @@ pub fn run(a: PredictArgs) -> anyhow::Result<u8> {
         let all = list(&a.input, &mut problems)?;
         (all.clone(), all)
     };
+    // The CSVs hold names as text: a name that is not UTF-8 cannot be written as it is.
+    let mut seen = std::collections::BTreeSet::new();
+    for f in cla_files.iter().chain(&fea_files) {
+        if f.file_name().is_some_and(|n| n.to_str().is_none()) && seen.insert(f.clone()) {
+            problems.push(birads_data::Problem::warning(
+                f.display(),
+                "file name is not valid UTF-8: the CSVs show it with U+FFFD in place of the bad bytes",
+            ));
+        }
+    }
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("creating {}", a.output.display()))?;
     let t = std::time::Instant::now();
-    let mut skipped = 0usize;
+    // Entries the listing could not read (e.g. a symlink loop) count as skipped images.
+    let mut skipped = problems
+        .iter()
+        .filter(|p| p.severity == birads_data::Severity::Error)
+        .count();
     let mut summary = Vec::new();
     for p in &problems {
         eprintln!("{p}");

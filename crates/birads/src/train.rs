@@ -195,12 +195,14 @@ pub fn without_test_sets(samples: Vec<Sample>) -> Vec<Sample> {
 }
 
 /// Read the data, map class names onto the config's class list, split off validation.
+/// Also returns how many items the readers left out (each reported on stderr).
 fn data(
     a: &TrainArgs,
     cfg: &mut TrainConfig,
     out: &Path,
-) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
+) -> anyhow::Result<(Vec<Sample>, Vec<Sample>, usize)> {
     let split_file = out.join("split.json");
+    let left_out = std::cell::Cell::new(0usize);
     let load = |p: &Path| -> anyhow::Result<birads_data::Dataset> {
         let ds = crate::read_dataset(p)?;
         for pr in ds
@@ -209,6 +211,7 @@ fn data(
             .filter(|p| p.severity == birads_data::Severity::Error)
         {
             eprintln!("{pr}");
+            left_out.set(left_out.get() + 1);
         }
         Ok(ds)
     };
@@ -265,6 +268,7 @@ fn data(
         return Ok((
             keep(train, &saved.train_images)?,
             keep(val, &saved.val_images)?,
+            left_out.get(),
         ));
     }
     let data = a.data.as_ref().expect("clap requires --data");
@@ -300,7 +304,7 @@ fn data(
     };
     std::fs::create_dir_all(out)?;
     birads_data::atomic::write_atomic(&split_file, &serde_json::to_vec_pretty(&saved)?)?;
-    Ok((train, val))
+    Ok((train, val, left_out.get()))
 }
 
 /// The split of a run, so that `--resume` and the PyTorch reference see the same images.
@@ -441,7 +445,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<u8> {
         .clone()
         .or_else(|| a.out.clone())
         .expect("clap requires --out or --resume");
-    let (train, val) = data(&a, &mut cfg, &out)?;
+    let (train, val, left_out) = data(&a, &mut cfg, &out)?;
     println!(
         "training {} on {} images, validating on {} ({} epochs, batch {}, {}px) → {}",
         match cfg.task {
@@ -476,7 +480,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<u8> {
         outcome.last.display(),
         out.join("metrics.csv").display()
     );
-    Ok(if outcome.skipped_images > 0 {
+    if left_out > 0 {
+        eprintln!("{left_out} item(s) of the data were left out (listed above)");
+    }
+    Ok(if outcome.skipped_images > 0 || left_out > 0 {
         crate::EXIT_SKIPPED
     } else {
         0

@@ -858,3 +858,78 @@ fn training_starts_from_original_weights_or_a_run() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn a_crash_while_writing_leaves_the_previous_outputs_intact() {
+    // `BIRADS_CRASH_BEFORE_RENAME` aborts the process right after a new version is written to
+    // its temporary file, before the rename: the moment a kill would do most harm.
+    let dir = tempfile::tempdir().unwrap();
+    let synth = synth_small(dir.path());
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures");
+    let out = dir.path().join("pred");
+    let predict = |crash: bool, input: &Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_birads"));
+        c.args(["predict", "--input"])
+            .arg(input)
+            .arg("--output")
+            .arg(&out)
+            .arg("--cla-weights")
+            .arg(fixtures.join("myconvnext_small.pth"))
+            .arg("--fea-weights")
+            .arg(fixtures.join("mydensenet_small.pth"));
+        if crash {
+            c.env("BIRADS_CRASH_BEFORE_RENAME", "1");
+        }
+        c.output().unwrap()
+    };
+    assert!(predict(false, &synth.join("testA")).status.success());
+    let before: Vec<Vec<u8>> = ["cla_pre.csv", "fea_pre.csv"]
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect();
+    // A different input, so the new CSVs would differ.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    for e in std::fs::read_dir(synth.join("testA/cla")).unwrap().take(3) {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, other.join(p.file_name().unwrap())).unwrap();
+    }
+    let o = predict(true, &other);
+    assert!(!o.status.success(), "the injected crash happened");
+    for (f, old) in ["cla_pre.csv", "fea_pre.csv"].iter().zip(&before) {
+        assert_eq!(&std::fs::read(out.join(f)).unwrap(), old, "{f} intact");
+    }
+    // Without the crash the same command replaces them.
+    assert!(predict(false, &other).status.success());
+    assert_ne!(std::fs::read(out.join("cla_pre.csv")).unwrap(), before[0]);
+
+    // The evaluation report: same story.
+    let report = dir.path().join("report");
+    let eval = |crash: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_birads"));
+        c.args(["eval", "--pred"])
+            .arg(&out)
+            .arg("--truth")
+            .arg(synth.join("testA"))
+            .arg("--out")
+            .arg(&report);
+        if crash {
+            c.env("BIRADS_CRASH_BEFORE_RENAME", "1");
+        }
+        c.output().unwrap()
+    };
+    assert!(predict(false, &synth.join("testA")).status.success());
+    let o = eval(false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let old = std::fs::read(report.join("eval.json")).unwrap();
+    std::fs::write(report.join("eval.json"), b"{\"marker\": 1}").unwrap();
+    let o = eval(true);
+    assert!(!o.status.success());
+    assert_eq!(
+        std::fs::read(report.join("eval.json")).unwrap(),
+        b"{\"marker\": 1}",
+        "the previous eval.json survives"
+    );
+    assert!(eval(false).status.success());
+    assert_eq!(std::fs::read(report.join("eval.json")).unwrap(), old);
+}
