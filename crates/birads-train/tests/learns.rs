@@ -162,17 +162,7 @@ fn short(task: Task, epochs: u64) -> TrainConfig {
     c.augment.hflip = 0.5;
     // The feature model looks a quarter closer, as in the demo.
     c.preprocess.size = if task == Task::Cls { 64 } else { 80 };
-    c.model.convnext = MyConvNeXtConfig::new()
-        .with_dims(vec![24, 48, 96, 192])
-        .with_depths(vec![1, 1, 2, 1])
-        .with_dropout(0.05)
-        .with_sd_rate(0.1)
-        .with_layer_scale_init(0.1);
-    c.model.densenet = MyDenseNetConfig::new()
-        .with_growth(12)
-        .with_blocks(vec![2, 2, 3, 2])
-        .with_init_features(24)
-        .with_dp1(0.2);
+    c.model = birads_train::config::ModelConfig::small(c.classes.len());
     c
 }
 

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use birads_data::split::group_split;
 use birads_data::{Problem, Sample};
-use birads_model::{MyConvNeXtConfig, MyDenseNetConfig};
 use birads_train::history::EpochRecord;
 use birads_train::trainer::{Observer, RunOptions, RunOutcome};
 use birads_train::{Task, TrainConfig};
@@ -90,19 +89,7 @@ pub struct TrainArgs {
 
 /// Reduced architectures for quick runs.
 pub fn small_models(cfg: &mut TrainConfig) {
-    cfg.model.convnext = MyConvNeXtConfig::new()
-        .with_dims(vec![24, 48, 96, 192])
-        .with_depths(vec![1, 1, 2, 1])
-        .with_num_classes(cfg.classes.len())
-        .with_dropout(0.05)
-        .with_sd_rate(0.1)
-        // From scratch on a few hundred images, near-identity blocks (1e-6) learn too slowly.
-        .with_layer_scale_init(0.1);
-    cfg.model.densenet = MyDenseNetConfig::new()
-        .with_growth(12)
-        .with_blocks(vec![2, 2, 3, 2])
-        .with_init_features(24)
-        .with_dp1(0.2);
+    cfg.model = birads_train::config::ModelConfig::small(cfg.classes.len());
 }
 
 fn task_of(t: TaskArg) -> Task {
