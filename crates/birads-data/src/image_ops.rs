@@ -207,6 +207,14 @@ pub fn dimensions(path: &Path) -> Result<(u32, u32), DecodeError> {
     Ok((width, height))
 }
 
+/// Image size from in-memory bytes, header only (a server's pixel limit is checked with it
+/// before anything is decoded).
+pub fn dimensions_of_bytes(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
+    Ok(ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()?
+        .into_dimensions()?)
+}
+
 /// A pixel rectangle: `x0..x1` × `y0..y1` (exclusive ends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct CropBox {

@@ -47,14 +47,21 @@ pub fn infer_class_list(names: &BTreeSet<String>) -> ClassList {
 
 /// Read a CSV manifest (see the module documentation).
 pub fn read_manifest(path: &Path) -> Result<Dataset, ReadError> {
+    let file = std::fs::File::open(path).map_err(|e| ReadError::Manifest {
+        path: path.to_path_buf(),
+        reason: format!("cannot open: {e}"),
+    })?;
+    parse_manifest(file, path)
+}
+
+/// [`read_manifest`] on any reader; `path` names the manifest in messages and relative image
+/// paths are resolved against its folder (also the fuzzing entry point).
+pub fn parse_manifest(reader: impl std::io::Read, path: &Path) -> Result<Dataset, ReadError> {
     let err = |reason: String| ReadError::Manifest {
         path: path.to_path_buf(),
         reason,
     };
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(path)
-        .map_err(|e| err(format!("cannot open: {e}")))?;
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
     let headers: Vec<String> = rdr
         .headers()
         .map_err(|e| err(format!("cannot read the header: {e}")))?

@@ -55,9 +55,10 @@ pub struct Run<T> {
 }
 
 impl<B: Backend> Predictor<B> {
-    /// Softmax probabilities for a batch: `[n, classes]` (ConvNeXt) or `[n, 4, 2]`
-    /// (DenseNet) flattened per image.
-    fn probabilities(&self, images: Vec<f32>, n: usize, size: usize) -> Vec<Vec<f32>> {
+    /// Softmax probabilities for a batch of preprocessed images (`n` CHW tensors of side
+    /// `size`, concatenated): `[n, classes]` (ConvNeXt) or `[n, 4, 2]` (DenseNet) flattened per
+    /// image.
+    pub fn probabilities(&self, images: Vec<f32>, n: usize, size: usize) -> Vec<Vec<f32>> {
         let x =
             Tensor::<B, 4>::from_data(TensorData::new(images, [n, 3, size, size]), &self.device);
         let run = |x: Tensor<B, 4>| -> Tensor<B, 2> {

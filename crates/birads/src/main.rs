@@ -11,12 +11,14 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod data;
 mod demo;
+mod dicom;
 mod draw;
 mod eval;
 mod explain;
 mod model;
 mod predict;
 mod preview;
+mod serve;
 mod synth;
 mod train;
 
@@ -58,6 +60,8 @@ enum Command {
     /// Describe the models: architecture, parameter counts, output shapes.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// HTTP API and web page: predict and explain uploaded images (JPEG, PNG, DICOM).
+    Serve(serve::ServeArgs),
     /// Measure speed (images/s) beside the original Python implementation.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Explain(a) => explain::run(a),
         Command::Model(c) => model::run(c),
+        Command::Serve(a) => serve::run(a),
         Command::Bench(c) => bench::run(c),
     };
     match result {

@@ -1,0 +1,600 @@
+//! `birads serve`: an HTTP API and a web page in front of both models.
+//!
+//! - `POST /v1/predict` — an image (raw body, or the first file of a multipart form): BI-RADS
+//!   label and probabilities, the four features with probabilities, CutBlack's crop box, timings.
+//! - `POST /v1/explain?target=T&model=cls|fea` — Grad-CAM figure as PNG.
+//! - `GET /health`, `GET /metrics` (Prometheus), `GET /` (the web page, no external resources).
+//!
+//! Limits: body size, decoded pixels (checked from the header before decoding), request
+//! timeout, a bounded inference queue (503 + `Retry-After` when full), optional bearer token on
+//! `/v1/*`. Requests carry image bytes only: nothing in a request names a server path.
+
+mod engine;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use birads_data::pipeline::Preprocess;
+use birads_data::{ClassList, FEATURE_NAMES};
+use birads_infer::explain::{explain, figure, Target};
+use birads_infer::loaded::{load_model, LoadedModel};
+use birads_infer::predict::argmax;
+use birads_infer::Predictor;
+use birads_model::checkpoint::ModelKind;
+use birads_model::{Cpu, CpuTrain};
+use clap::Args;
+use serde::Deserialize;
+use serde_json::json;
+
+use engine::{Engine, Job, PrepareError, Submit};
+
+const PAGE: &str = include_str!("page.html");
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    /// BI-RADS weights (original MyConv.pth or a birads checkpoint).
+    #[arg(long)]
+    pub cla_weights: Option<PathBuf>,
+    /// Feature weights (original MyDense.pth or a birads checkpoint).
+    #[arg(long)]
+    pub fea_weights: Option<PathBuf>,
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Require `Authorization: Bearer TOKEN` on /v1/* (also read from BIRADS_TOKEN).
+    #[arg(long, env = "BIRADS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Largest request body in MiB.
+    #[arg(long, default_value_t = 32)]
+    pub max_body_mib: usize,
+    /// Largest decoded image in megapixels (decompression-bomb guard).
+    #[arg(long, default_value_t = 40.0)]
+    pub max_megapixels: f64,
+    /// Seconds before a request is answered 408.
+    #[arg(long, default_value_t = 30)]
+    pub timeout_s: u64,
+    /// Images that may wait for inference; beyond that requests get 503 + Retry-After.
+    #[arg(long, default_value_t = 32)]
+    pub queue: usize,
+    /// Most requests sharing one forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: usize,
+}
+
+struct AppState {
+    engine: Engine,
+    classes: Vec<String>,
+    cls_pre: Option<Preprocess>,
+    fea_pre: Option<Preprocess>,
+    explain_cls: Option<Mutex<LoadedModel<CpuTrain>>>,
+    explain_fea: Option<Mutex<LoadedModel<CpuTrain>>>,
+    /// One Grad-CAM at a time, one waiting; more get 503.
+    explain_slots: Arc<tokio::sync::Semaphore>,
+    token: Option<String>,
+    max_pixels: u64,
+    metrics: metrics::Metrics,
+}
+
+/// An error answer: status and a JSON `{"error": …}` body.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<u32>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    fn busy(what: &str) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("{what} is full, retry shortly"),
+            retry_after: Some(1),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+impl From<PrepareError> for ApiError {
+    fn from(e: PrepareError) -> Self {
+        match e {
+            PrepareError::TooManyPixels { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+            }
+            PrepareError::Decode(d) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("cannot read the image: {d}"),
+            ),
+        }
+    }
+}
+
+fn predictor(
+    path: &std::path::Path,
+    kind: ModelKind,
+) -> anyhow::Result<(Predictor<Cpu>, LoadedModel<CpuTrain>, Vec<String>)> {
+    let device = Default::default();
+    let loaded = load_model::<Cpu>(path, kind, &device)?;
+    let for_explain = load_model::<CpuTrain>(path, kind, &Default::default())?;
+    Ok((
+        Predictor {
+            model: loaded.model,
+            preprocess: loaded.preprocess,
+            device,
+            tta: false,
+        },
+        for_explain,
+        loaded.classes,
+    ))
+}
+
+pub fn run(a: ServeArgs) -> anyhow::Result<u8> {
+    anyhow::ensure!(
+        a.cla_weights.is_some() || a.fea_weights.is_some(),
+        "no weights given: pass --cla-weights and/or --fea-weights (`birads demo` trains small ones under out/demo)"
+    );
+    let cls = a
+        .cla_weights
+        .as_deref()
+        .map(|p| predictor(p, ModelKind::ConvNeXt))
+        .transpose()?;
+    let fea = a
+        .fea_weights
+        .as_deref()
+        .map(|p| predictor(p, ModelKind::DenseNet))
+        .transpose()?;
+    let classes = cls
+        .as_ref()
+        .map(|c| c.2.clone())
+        .unwrap_or_else(|| birads_data::BIRADS6.iter().map(|s| s.to_string()).collect());
+    let metrics = metrics::Metrics::new();
+    let batch_hist = metrics.batch_size.clone();
+    let (cls_p, cls_x) = match cls {
+        Some((p, x, _)) => (Some(p), Some(x)),
+        None => (None, None),
+    };
+    let (fea_p, fea_x) = match fea {
+        Some((p, x, _)) => (Some(p), Some(x)),
+        None => (None, None),
+    };
+    let state = Arc::new(AppState {
+        cls_pre: cls_p.as_ref().map(|p| p.preprocess.clone()),
+        fea_pre: fea_p.as_ref().map(|p| p.preprocess.clone()),
+        engine: Engine::start(cls_p, fea_p, a.queue.max(1), a.max_batch, move |n| {
+            batch_hist.observe(n as f64)
+        }),
+        classes,
+        explain_cls: cls_x.map(Mutex::new),
+        explain_fea: fea_x.map(Mutex::new),
+        explain_slots: Arc::new(tokio::sync::Semaphore::new(2)),
+        token: a.token.clone().filter(|t| !t.is_empty()),
+        max_pixels: (a.max_megapixels * 1e6) as u64,
+        metrics,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(state, a))?;
+    Ok(0)
+}
+
+async fn serve(state: Arc<AppState>, a: ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(a.addr)
+        .await
+        .with_context(|| format!("binding {}", a.addr))?;
+    let addr = listener.local_addr()?;
+    let app = router(state, &a);
+    // Tests and scripts read this line to find a port chosen by the OS.
+    println!("listening on http://{addr}");
+    use std::io::Write;
+    std::io::stdout().flush().ok();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving")?;
+    eprintln!("stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn router(state: Arc<AppState>, a: &ServeArgs) -> Router {
+    let api = Router::new()
+        .route("/v1/predict", post(predict))
+        .route("/v1/explain", post(explain_handler))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/", get(page))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_handler))
+        .merge(api)
+        .layer(DefaultBodyLimit::max(a.max_body_mib * 1024 * 1024))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(a.timeout_s.max(1)),
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Counts and times every request (outermost layer, so timeouts and 413s are seen too).
+async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let endpoint = match req.uri().path() {
+        p @ ("/" | "/health" | "/metrics" | "/v1/predict" | "/v1/explain") => p.to_string(),
+        _ => "other".to_string(),
+    };
+    let t = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let m = &st.metrics;
+    m.requests
+        .get_or_create(&metrics::RequestLabels {
+            endpoint: endpoint.clone(),
+            status,
+        })
+        .inc();
+    if status >= 400 {
+        m.errors
+            .get_or_create(&metrics::EndpointLabels {
+                endpoint: endpoint.clone(),
+            })
+            .inc();
+    }
+    m.latency
+        .get_or_create(&metrics::EndpointLabels { endpoint })
+        .observe(t.elapsed().as_secs_f64());
+    resp
+}
+
+async fn require_token(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &st.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Compare in constant time: the token is a secret.
+        let ok = given.is_some_and(|g| {
+            g.len() == token.len()
+                && g.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                    == 0
+        });
+        if !ok {
+            let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+                .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "ok",
+        "models": {
+            "birads": st.cls_pre.is_some(),
+            "features": st.fea_pre.is_some(),
+        },
+        "classes": st.classes,
+        "features": FEATURE_NAMES,
+        "queue": { "depth": st.engine.depth.load(Ordering::SeqCst), "capacity": st.engine.capacity },
+        "token_required": st.token.is_some(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn metrics_handler(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    st.metrics
+        .queue_depth
+        .set(st.engine.depth.load(Ordering::SeqCst));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.metrics.encode(),
+    )
+}
+
+/// The image of a request: the raw body, or the first file field of a multipart form.
+async fn image_bytes(req: Request) -> Result<(Bytes, Option<String>), ApiError> {
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let too_large = |e: String| {
+        if e.contains("length limit") {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, e)
+        }
+    };
+    if is_multipart {
+        let mut form = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| too_large(e.body_text()))?
+        {
+            // The file name is kept for the answer only; it never touches the file system.
+            let name = field.file_name().map(str::to_string);
+            if name.is_some() || field.name() == Some("image") {
+                let bytes = field.bytes().await.map_err(|e| too_large(e.body_text()))?;
+                return Ok((bytes, name));
+            }
+        }
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "multipart form without a file (send the image as a file field, e.g. 'image')",
+        ))
+    } else {
+        let bytes = Bytes::from_request(req, &())
+            .await
+            .map_err(|e| too_large(e.body_text()))?;
+        Ok((bytes, None))
+    }
+}
+
+async fn predict(State(st): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+    let t0 = Instant::now();
+    let (bytes, name) = image_bytes(req).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty body: send the image bytes",
+        ));
+    }
+    let st2 = st.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        engine::prepare(
+            &bytes,
+            st2.cls_pre.as_ref(),
+            st2.fea_pre.as_ref(),
+            st2.max_pixels,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job = Job {
+        cls: prepared.cls,
+        fea: prepared.fea,
+        enqueued: Instant::now(),
+        reply: tx,
+    };
+    match st.engine.submit(job) {
+        Submit::Queued => {}
+        Submit::Full => return Err(ApiError::busy("the inference queue")),
+        Submit::Stopped => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the inference thread stopped",
+            ))
+        }
+    }
+    let out = rx
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no answer from inference",
+            )
+        })?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let birads = out.cls.map(|p| {
+        let best = argmax(&p);
+        let probs: serde_json::Map<String, serde_json::Value> = st
+            .classes
+            .iter()
+            .zip(&p)
+            .map(|(c, v)| (c.clone(), json!(v)))
+            .collect();
+        json!({ "label": st.classes.get(best), "probabilities": probs })
+    });
+    let features = out.fea.map(|p| {
+        let m: serde_json::Map<String, serde_json::Value> = FEATURE_NAMES
+            .iter()
+            .enumerate()
+            .map(|(t, f)| {
+                (
+                    f.to_string(),
+                    json!({ "label": argmax(&p[2 * t..2 * t + 2]), "probability": p[2 * t + 1] }),
+                )
+            })
+            .collect();
+        m
+    });
+    let c = prepared.crop;
+    Ok(Json(json!({
+        "name": name,
+        "image": { "width": prepared.width, "height": prepared.height },
+        "crop_box": { "x0": c.x0, "y0": c.y0, "x1": c.x1, "y1": c.y1 },
+        "birads": birads,
+        "features": features,
+        "batch_size": out.batch,
+        "timings_ms": {
+            "decode": prepared.decode_ms,
+            "preprocess": prepared.preprocess_ms,
+            "queue": out.queue_ms,
+            "inference": out.inference_ms,
+            "total": engine::ms(t0),
+        },
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct ExplainQuery {
+    /// A class name (`4A`) or a feature (`shape`); default: the predicted class, or all four
+    /// features for the feature model.
+    target: Option<String>,
+    /// `cls` or `fea` (default: `fea` when the target is a feature, else `cls` if loaded).
+    model: Option<String>,
+}
+
+async fn explain_handler(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<ExplainQuery>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (bytes, _) = image_bytes(req).await?;
+    let classes = ClassList(st.classes.clone());
+    let target = match &q.target {
+        Some(t) => Some(Target::parse(t, &classes).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "target '{t}' is neither a class ({}) nor a feature ({})",
+                    st.classes.join(", "),
+                    FEATURE_NAMES.join(", ")
+                ),
+            )
+        })?),
+        None => None,
+    };
+    let use_fea = match q.model.as_deref() {
+        Some("fea") => true,
+        Some("cls") => false,
+        Some(m) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("model '{m}': use cls or fea"),
+            ))
+        }
+        None => matches!(target, Some(Target::Feature(_))) || st.explain_cls.is_none(),
+    };
+    if (use_fea && st.explain_fea.is_none()) || (!use_fea && st.explain_cls.is_none()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "that model is not loaded on this server",
+        ));
+    }
+    let permit = st
+        .explain_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::busy("Grad-CAM"))?;
+    let st2 = st.clone();
+    let png = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+        let _permit = permit;
+        if let Ok((w, h)) = birads_data::image_ops::dimensions_of_bytes(&bytes) {
+            if w as u64 * h as u64 > st2.max_pixels {
+                return Err(PrepareError::TooManyPixels {
+                    width: w,
+                    height: h,
+                    limit: st2.max_pixels,
+                }
+                .into());
+            }
+        }
+        let img = crate::dicom::decode_upload(&bytes).map_err(PrepareError::Decode)?;
+        let slot = if use_fea {
+            st2.explain_fea.as_ref()
+        } else {
+            st2.explain_cls.as_ref()
+        };
+        let loaded = slot
+            .expect("checked above")
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let targets: Vec<Target> = match target {
+            Some(t) => vec![t],
+            None if use_fea => (0..4).map(Target::Feature).collect(),
+            None => Vec::new(),
+        };
+        let classes = ClassList(loaded.classes.clone());
+        let ex = explain(
+            &loaded.model,
+            &loaded.preprocess,
+            &img,
+            None,
+            &targets,
+            &Default::default(),
+        )
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        let caption = if use_fea {
+            FEATURE_NAMES
+                .iter()
+                .zip(&ex.probabilities)
+                .map(|(f, p)| format!("{f} {p:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            let best = argmax(&ex.probabilities);
+            format!(
+                "BI-RADS {} (p {:.2})",
+                classes.name(best).unwrap_or("?"),
+                ex.probabilities[best]
+            )
+        };
+        let fig = figure(&ex, &classes, &caption)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        let mut png = Vec::new();
+        fig.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        Ok(png)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
+}

@@ -1,0 +1,355 @@
+//! `birads serve` over real sockets: the API's answers equal `birads predict`, every limit
+//! answers with its documented status, the queue sheds load with 503 + Retry-After, and the
+//! page needs nothing from outside.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures")
+}
+
+/// Starts a server on a free port with the small fixture models and `extra` flags.
+fn start(extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_birads"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--cla-weights"])
+        .arg(fixtures().join("myconvnext_small.pth"))
+        .arg("--fea-weights")
+        .arg(fixtures().join("mydensenet_small.pth"))
+        .args(extra)
+        .env_remove("BIRADS_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start birads serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Server { child, base }
+}
+
+fn image(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let out = dir.join("synth");
+    let o = Command::new(env!("CARGO_BIN_EXE_birads"))
+        .args(["synth", "--out"])
+        .arg(&out)
+        .args([
+            "--train-cls",
+            "0",
+            "--train-fea",
+            "0",
+            "--test-cls",
+            "6",
+            "--test-fea",
+            "0",
+            "--min-side",
+            "200",
+            "--max-side",
+            "300",
+            "--seed",
+            "9",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out.join("testA/cla"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let bytes = std::fs::read(&files[0]).unwrap();
+    (files[0].clone(), bytes)
+}
+
+/// POST raw bytes; any status comes back as (status, headers' Retry-After, body).
+fn post(url: &str, body: &[u8], token: Option<&str>) -> (u16, Option<String>, Vec<u8>) {
+    let mut req = ureq::post(url).timeout(std::time::Duration::from_secs(60));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let resp = match req.send_bytes(body) {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{url}: {e}"),
+    };
+    let status = resp.status();
+    let retry = resp.header("Retry-After").map(str::to_string);
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut out).unwrap();
+    (status, retry, out)
+}
+
+fn json(b: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(b)))
+}
+
+/// A multipart body with one file field.
+fn multipart(name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "birads-test-boundary-7e1f";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[test]
+fn predictions_equal_the_command_line_and_carry_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes) = image(dir.path());
+    let s = start(&[]);
+    let (status, _, body) = post(&format!("{}/v1/predict", s.base), &bytes, None);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v = json(&body);
+    // The same image through `birads predict`.
+    let out = dir.path().join("pred");
+    let o = Command::new(env!("CARGO_BIN_EXE_birads"))
+        .args(["predict", "--probabilities", "--input"])
+        .arg(path.parent().unwrap())
+        .arg("--output")
+        .arg(&out)
+        .arg("--cla-weights")
+        .arg(fixtures().join("myconvnext_small.pth"))
+        .arg("--fea-weights")
+        .arg(fixtures().join("mydensenet_small.pth"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let row = |f: &str| -> Vec<f64> {
+        let mut r = csv::Reader::from_path(out.join(f)).unwrap();
+        r.records()
+            .map(|x| x.unwrap())
+            .find(|x| &x[0] == name)
+            .unwrap()
+            .iter()
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect()
+    };
+    let cla = row("cla_prob.csv");
+    let classes = ["2", "3", "4A", "4B", "4C", "5"];
+    let mut sum = 0.0;
+    for (c, expected) in classes.iter().zip(&cla) {
+        let p = v["birads"]["probabilities"][c].as_f64().unwrap();
+        assert!((p - expected).abs() < 2e-6, "{c}: {p} vs {expected}");
+        sum += p;
+    }
+    assert!((sum - 1.0).abs() < 1e-4);
+    let best = classes.iter().zip(&cla).fold((0, f64::MIN), |b, (c, p)| {
+        if *p > b.1 {
+            (classes.iter().position(|x| x == c).unwrap(), *p)
+        } else {
+            b
+        }
+    });
+    assert_eq!(v["birads"]["label"], classes[best.0]);
+    let fea = row("fea_prob.csv");
+    for (k, f) in ["boundary", "calcification", "direction", "shape"]
+        .iter()
+        .enumerate()
+    {
+        let p = v["features"][f]["probability"].as_f64().unwrap();
+        assert!((p - fea[k]).abs() < 2e-6, "{f}: {p} vs {}", fea[k]);
+        assert_eq!(
+            v["features"][f]["label"].as_u64().unwrap(),
+            (p > 0.5) as u64
+        );
+    }
+    let (w, h) = (
+        v["image"]["width"].as_u64().unwrap(),
+        v["image"]["height"].as_u64().unwrap(),
+    );
+    let c = &v["crop_box"];
+    assert!(
+        c["x0"].as_u64().unwrap() < c["x1"].as_u64().unwrap() && c["x1"].as_u64().unwrap() <= w
+    );
+    assert!(
+        c["y0"].as_u64().unwrap() < c["y1"].as_u64().unwrap() && c["y1"].as_u64().unwrap() <= h
+    );
+    for t in ["decode", "preprocess", "queue", "inference", "total"] {
+        assert!(v["timings_ms"][t].as_f64().unwrap() >= 0.0, "{t}");
+    }
+
+    // Multipart gives the same answer and keeps the client's file name.
+    let (ct, mp) = multipart("scan 1.jpg", &bytes);
+    let r = ureq::post(&format!("{}/v1/predict", s.base))
+        .set("Content-Type", &ct)
+        .send_bytes(&mp)
+        .unwrap();
+    let m = json(r.into_string().unwrap().as_bytes());
+    assert_eq!(m["name"], "scan 1.jpg");
+    assert_eq!(m["birads"], v["birads"]);
+
+    // Grad-CAM comes back as a PNG.
+    let (status, _, png) = post(&format!("{}/v1/explain", s.base), &bytes, None);
+    assert_eq!(status, 200);
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let (status, _, body) = post(&format!("{}/v1/explain?target=7", s.base), &bytes, None);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+}
+
+#[test]
+fn every_limit_answers_with_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bytes) = image(dir.path());
+    let s = start(&["--max-body-mib", "1", "--max-megapixels", "1"]);
+    let url = format!("{}/v1/predict", s.base);
+    // Not an image — including a server path, which is never opened.
+    for body in [
+        &b"/etc/passwd"[..],
+        b"GIF89a not really",
+        b"\xff\xd8\xff\xe0 truncated",
+    ] {
+        let (status, _, b) = post(&url, body, None);
+        assert_eq!(status, 422, "{}", String::from_utf8_lossy(&b));
+        assert!(json(&b)["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read the image"));
+    }
+    let (status, _, _) = post(&url, b"", None);
+    assert_eq!(status, 400);
+    // Decompression bomb: refused from the header.
+    let chunk = |kind: &[u8; 4], data: &[u8]| -> Vec<u8> {
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(kind);
+        c.extend_from_slice(data);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(kind);
+        crc.update(data);
+        c.extend_from_slice(&crc.finalize().to_be_bytes());
+        c
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&50_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&50_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut bomb = b"\x89PNG\r\n\x1a\n".to_vec();
+    bomb.extend(chunk(b"IHDR", &ihdr));
+    bomb.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
+    bomb.extend(chunk(b"IEND", &[]));
+    let (status, _, b) = post(&url, &bomb, None);
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&b));
+    assert!(json(&b)["error"].as_str().unwrap().contains("50000×50000"));
+    // An image above --max-megapixels 1 (1200×1000).
+    let big = image::RgbImage::from_pixel(1200, 1000, image::Rgb([80, 80, 80]));
+    let mut png = Vec::new();
+    big.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let (status, _, _) = post(&url, &png, None);
+    assert_eq!(status, 413);
+    // A body above --max-body-mib 1.
+    let (status, _, _) = post(&url, &vec![0u8; 2 * 1024 * 1024], None);
+    assert_eq!(status, 413);
+    // The good image still works after all that.
+    let (status, _, _) = post(&url, &bytes, None);
+    assert_eq!(status, 200);
+    let metrics = ureq::get(&format!("{}/metrics", s.base))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    for want in [
+        "birads_requests_total{endpoint=\"/v1/predict\",status=\"422\"} 3",
+        "birads_requests_total{endpoint=\"/v1/predict\",status=\"413\"} 3",
+        "birads_requests_total{endpoint=\"/v1/predict\",status=\"200\"} 1",
+        "birads_errors_total{endpoint=\"/v1/predict\"} 7",
+        "birads_queue_depth 0",
+        "birads_request_duration_seconds_count{endpoint=\"/v1/predict\"} 8",
+    ] {
+        assert!(metrics.contains(want), "missing {want}\n{metrics}");
+    }
+}
+
+#[test]
+fn a_token_guards_the_api_but_not_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bytes) = image(dir.path());
+    let s = start(&["--token", "s3cret"]);
+    let url = format!("{}/v1/predict", s.base);
+    assert_eq!(post(&url, &bytes, None).0, 401);
+    assert_eq!(post(&url, &bytes, Some("wrong!")).0, 401);
+    assert_eq!(post(&url, &bytes, Some("s3cret")).0, 200);
+    assert_eq!(post(&format!("{}/v1/explain", s.base), &bytes, None).0, 401);
+    let h = json(
+        ureq::get(&format!("{}/health", s.base))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+            .as_bytes(),
+    );
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["token_required"], true);
+}
+
+#[test]
+fn a_full_queue_answers_503_with_retry_after_and_nothing_else_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bytes) = image(dir.path());
+    let s = start(&["--queue", "1", "--max-batch", "1"]);
+    let url = format!("{}/v1/predict", s.base);
+    let results: Vec<(u16, Option<String>)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..24)
+            .map(|_| {
+                sc.spawn(|| {
+                    let (st, retry, _) = post(&url, &bytes, None);
+                    (st, retry)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let busy: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
+    assert_eq!(
+        ok + busy.len(),
+        results.len(),
+        "only 200 or 503: {results:?}"
+    );
+    assert!(ok >= 1 && !busy.is_empty(), "{results:?}");
+    assert!(
+        busy.iter().all(|r| r.1.as_deref() == Some("1")),
+        "{results:?}"
+    );
+}
+
+#[test]
+fn the_page_is_self_contained() {
+    let s = start(&[]);
+    let page = ureq::get(&format!("{}/", s.base))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(page.contains("<html") && page.contains("/v1/predict") && page.contains("/v1/explain"));
+    // Offline: no script, style, font or image from elsewhere.
+    for bad in ["http://", "https://", "//cdn", "@import"] {
+        assert!(!page.contains(bad), "page references {bad}");
+    }
+}
