@@ -29,6 +29,8 @@ pub enum DecodeError {
     Empty,
     #[error("empty file (0 bytes)")]
     EmptyFile,
+    #[error("{0}")]
+    Dicom(#[from] crate::dicom::DicomError),
 }
 
 fn decode_reader<R: BufRead + Seek>(reader: ImageReader<R>) -> Result<RgbImage, DecodeError> {
@@ -71,6 +73,9 @@ pub fn decode_path(path: &Path) -> Result<RgbImage, DecodeError> {
 pub fn decode_bytes(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::EmptyFile);
+    }
+    if crate::dicom::is_dicom(bytes) {
+        return Ok(crate::dicom::decode_dicom(bytes, None)?);
     }
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         if let Some(img) = jpeg::decode(bytes)? {
@@ -193,6 +198,14 @@ mod jpeg {
 pub fn dimensions(path: &Path) -> Result<(u32, u32), DecodeError> {
     if std::fs::metadata(path)?.len() == 0 {
         return Err(DecodeError::EmptyFile);
+    }
+    // DICOM has no cheap header path here: decode the (middle) frame.
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("dcm"))
+    {
+        let img = decode_path(path)?;
+        return Ok(img.dimensions());
     }
     let (width, height) = ImageReader::open(path)?
         .with_guessed_format()?

@@ -10,6 +10,7 @@
 pub mod atomic;
 pub mod augment;
 pub mod check;
+pub mod dicom;
 pub mod image_ops;
 pub mod labels;
 pub mod loader;

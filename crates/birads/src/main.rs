@@ -11,7 +11,6 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod data;
 mod demo;
-mod dicom;
 mod draw;
 mod eval;
 mod explain;

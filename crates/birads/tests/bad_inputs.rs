@@ -331,3 +331,78 @@ fn train_leaves_out_bad_items_trains_on_the_rest_and_exits_2() {
         }
     }
 }
+
+/// `serve`: each image of `flat/` uploaded to `/v1/predict`. Readable images answer 200;
+/// undecodable ones 422, bombs 413, each with a JSON error naming the reason; the server keeps
+/// serving. (Names, symlinks, permissions and folders do not exist over HTTP: the client sends
+/// bytes — the loop and the folder cannot be read by a client, the rest upload as images.)
+#[test]
+fn serve_answers_every_bad_upload_with_its_status_and_keeps_serving() {
+    let (_dir, root) = corpus();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_birads"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--cla-weights"])
+        .arg(fixtures.join("myconvnext_small.pth"))
+        .arg("--fea-weights")
+        .arg(fixtures.join("mydensenet_small.pth"))
+        .env_remove("BIRADS_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(child);
+    let url = format!(
+        "{}/v1/predict",
+        line.trim().strip_prefix("listening on ").unwrap()
+    );
+    for item in ITEMS.iter().filter(|i| i.path.starts_with("flat/")) {
+        let Ok(bytes) = std::fs::read(root.join(item.path)) else {
+            // Unreadable for the client too (loop, folder, mode 000 as non-root).
+            continue;
+        };
+        if !item.path.ends_with(".jpg") && !item.path.ends_with(".png") {
+            continue;
+        }
+        let resp = match ureq::post(&url).send_bytes(&bytes) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{}: {e}", item.path),
+        };
+        let status = resp.status();
+        let body: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+        match effective(item, item.serve, &root) {
+            Outcome::Error(reason) => {
+                let code = if reason.contains("above") {
+                    413
+                } else if reason.contains("empty body") {
+                    400
+                } else {
+                    422
+                };
+                assert_eq!(status, code, "{}: {body}", item.path);
+                let msg = body["error"].as_str().unwrap();
+                assert!(msg.contains(reason), "{}: {msg}", item.path);
+            }
+            Outcome::Used | Outcome::Warned(_) => {
+                assert_eq!(status, 200, "{}: {body}", item.path);
+                assert!(body["birads"]["label"].is_string(), "{}", item.path);
+            }
+            Outcome::NotApplicable => {}
+        }
+    }
+    // Still serving.
+    let good = std::fs::read(root.join(FLAT_GOOD[0])).unwrap();
+    assert_eq!(ureq::post(&url).send_bytes(&good).unwrap().status(), 200);
+}

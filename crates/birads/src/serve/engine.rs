@@ -53,7 +53,7 @@ pub fn prepare(
             });
         }
     }
-    let img = crate::dicom::decode_upload(bytes).map_err(PrepareError::Decode)?;
+    let img = birads_data::image_ops::decode_bytes(bytes).map_err(PrepareError::Decode)?;
     if img.width() as u64 * img.height() as u64 > max_pixels {
         return Err(PrepareError::TooManyPixels {
             width: img.width(),
@@ -108,8 +108,8 @@ pub struct Job {
 #[derive(Clone)]
 pub struct Engine {
     tx: SyncSender<Job>,
+    /// Jobs in the channel, not yet taken by the worker.
     pub depth: Arc<AtomicI64>,
-    pub capacity: usize,
 }
 
 pub enum Submit {
@@ -134,11 +134,7 @@ impl Engine {
             .name("birads-inference".into())
             .spawn(move || worker(rx, cls, fea, max_batch.max(1), d, on_batch))
             .expect("spawn the inference thread");
-        Self {
-            tx,
-            depth,
-            capacity,
-        }
+        Self { tx, depth }
     }
 
     /// Queue a job without waiting: a full queue is the caller's 503.

@@ -56,10 +56,10 @@ impl Metrics {
         let queue_depth = Gauge::default();
         registry.register(
             "queue_depth",
-            "Images waiting for the inference thread",
+            "Images admitted and not yet answered (decoding, queued or in inference)",
             queue_depth.clone(),
         );
-        let batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0].into_iter());
+        let batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0]);
         registry.register(
             "batch_size",
             "Requests sharing one forward pass",

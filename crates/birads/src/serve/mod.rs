@@ -82,6 +82,10 @@ struct AppState {
     explain_fea: Option<Mutex<LoadedModel<CpuTrain>>>,
     /// One Grad-CAM at a time, one waiting; more get 503.
     explain_slots: Arc<tokio::sync::Semaphore>,
+    /// Admission: one permit per image being decoded, queued or inferred. Taken before the
+    /// body is read, so an overloaded server answers 503 without spending CPU on the upload.
+    admission: Arc<tokio::sync::Semaphore>,
+    capacity: usize,
     token: Option<String>,
     max_pixels: u64,
     metrics: metrics::Metrics,
@@ -194,6 +198,8 @@ pub fn run(a: ServeArgs) -> anyhow::Result<u8> {
         explain_cls: cls_x.map(Mutex::new),
         explain_fea: fea_x.map(Mutex::new),
         explain_slots: Arc::new(tokio::sync::Semaphore::new(2)),
+        admission: Arc::new(tokio::sync::Semaphore::new(a.queue.max(1))),
+        capacity: a.queue.max(1),
         token: a.token.clone().filter(|t| !t.is_empty()),
         max_pixels: (a.max_megapixels * 1e6) as u64,
         metrics,
@@ -334,7 +340,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
         },
         "classes": st.classes,
         "features": FEATURE_NAMES,
-        "queue": { "depth": st.engine.depth.load(Ordering::SeqCst), "capacity": st.engine.capacity },
+        "queue": { "in_flight": st.capacity - st.admission.available_permits(), "waiting": st.engine.depth.load(Ordering::SeqCst), "capacity": st.capacity },
         "token_required": st.token.is_some(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
@@ -343,7 +349,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
 async fn metrics_handler(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     st.metrics
         .queue_depth
-        .set(st.engine.depth.load(Ordering::SeqCst));
+        .set((st.capacity - st.admission.available_permits()) as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -397,6 +403,11 @@ async fn image_bytes(req: Request) -> Result<(Bytes, Option<String>), ApiError> 
 
 async fn predict(State(st): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
     let t0 = Instant::now();
+    let _admitted = st
+        .admission
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::busy("the inference queue"))?;
     let (bytes, name) = image_bytes(req).await?;
     if bytes.is_empty() {
         return Err(ApiError::new(
@@ -547,7 +558,7 @@ async fn explain_handler(
                 .into());
             }
         }
-        let img = crate::dicom::decode_upload(&bytes).map_err(PrepareError::Decode)?;
+        let img = birads_data::image_ops::decode_bytes(&bytes).map_err(PrepareError::Decode)?;
         let slot = if use_fea {
             st2.explain_fea.as_ref()
         } else {

@@ -48,6 +48,8 @@ pub struct Item {
     pub check: Outcome,
     pub predict: Outcome,
     pub train: Outcome,
+    /// `serve`: the file's bytes uploaded to `/v1/predict`.
+    pub serve: Outcome,
 }
 
 const CLS: &str = "package/乳腺分类训练数据集/train";
@@ -62,6 +64,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("truncated JPEG"),
         predict: Error("truncated JPEG"),
         train: NotApplicable,
+        serve: Error("truncated JPEG"),
     },
     Item {
         path: "flat/truncated.png",
@@ -69,6 +72,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("unexpected end of file"),
         predict: Error("unexpected end of file"),
         train: NotApplicable,
+        serve: Error("unexpected end of file"),
     },
     Item {
         path: "flat/zero_bytes.jpg",
@@ -76,6 +80,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("empty file"),
         predict: Error("empty file"),
         train: NotApplicable,
+        serve: Error("empty body"),
     },
     Item {
         path: "flat/text.jpg",
@@ -83,6 +88,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("not a decodable image"),
         predict: Error("not a decodable image"),
         train: NotApplicable,
+        serve: Error("not a decodable image"),
     },
     Item {
         path: "flat/bomb.png",
@@ -90,6 +96,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("above the limit"),
         predict: Error("above the limit"),
         train: NotApplicable,
+        serve: Error("above this server's limit"),
     },
     Item {
         path: "flat/sixteen_bit.png",
@@ -97,6 +104,7 @@ pub const ITEMS: &[Item] = &[
         check: Used,
         predict: Used,
         train: NotApplicable,
+        serve: Used,
     },
     Item {
         path: "flat/cmyk.jpg",
@@ -104,6 +112,7 @@ pub const ITEMS: &[Item] = &[
         check: Used,
         predict: Used,
         train: NotApplicable,
+        serve: Used,
     },
     Item {
         path: "flat/all_black.png",
@@ -111,6 +120,7 @@ pub const ITEMS: &[Item] = &[
         check: Used,
         predict: Used,
         train: NotApplicable,
+        serve: Used,
     },
     Item {
         path: "flat/one_pixel.png",
@@ -118,6 +128,7 @@ pub const ITEMS: &[Item] = &[
         check: Used,
         predict: Used,
         train: NotApplicable,
+        serve: Used,
     },
     Item {
         path: "flat/extreme_aspect.png",
@@ -125,6 +136,7 @@ pub const ITEMS: &[Item] = &[
         check: Used,
         predict: Used,
         train: NotApplicable,
+        serve: Used,
     },
     Item {
         path: "flat/grey_alpha.png",
@@ -132,6 +144,7 @@ pub const ITEMS: &[Item] = &[
         check: Used,
         predict: Used,
         train: NotApplicable,
+        serve: Used,
     },
     Item {
         path: "flat/exif_rotated.jpg",
@@ -139,6 +152,7 @@ pub const ITEMS: &[Item] = &[
         check: Used,
         predict: Used,
         train: NotApplicable,
+        serve: Used,
     },
     Item {
         path: "flat/name with spaces.jpg",
@@ -146,6 +160,7 @@ pub const ITEMS: &[Item] = &[
         check: Used,
         predict: Used,
         train: NotApplicable,
+        serve: Used,
     },
     Item {
         path: "flat/loop.jpg",
@@ -153,6 +168,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("symbolic links"),
         predict: Error("symbolic links"),
         train: NotApplicable,
+        serve: NotApplicable,
     },
     Item {
         path: "flat/unreadable.jpg",
@@ -160,6 +176,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("Permission denied"),
         predict: Error("Permission denied"),
         train: NotApplicable,
+        serve: Used,
     },
     Item {
         path: "flat/folder.jpg",
@@ -167,6 +184,7 @@ pub const ITEMS: &[Item] = &[
         check: Warned("sub-folder"),
         predict: Warned("sub-folder"),
         train: NotApplicable,
+        serve: NotApplicable,
     },
     Item {
         path: "flat/twin.jpg",
@@ -174,6 +192,7 @@ pub const ITEMS: &[Item] = &[
         check: Used,
         predict: Used,
         train: NotApplicable,
+        serve: Used,
     },
     Item {
         path: "flat/twin.png",
@@ -181,6 +200,7 @@ pub const ITEMS: &[Item] = &[
         check: Used,
         predict: Used,
         train: NotApplicable,
+        serve: Used,
     },
     Item {
         path: "flat/notes.txt",
@@ -188,6 +208,7 @@ pub const ITEMS: &[Item] = &[
         check: Warned("not an image file"),
         predict: Warned("not an image file"),
         train: NotApplicable,
+        serve: NotApplicable,
     },
     // Classification labels (class folder 3类, so the valid id is 2).
     Item {
@@ -196,6 +217,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("expected 5 fields"),
         predict: NotApplicable,
         train: Error("expected 5 fields"),
+        serve: NotApplicable,
     },
     Item {
         path: "package/乳腺分类训练数据集/train/3类/labels/letters.txt",
@@ -203,6 +225,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("not a number"),
         predict: NotApplicable,
         train: Error("not a number"),
+        serve: NotApplicable,
     },
     Item {
         path: "package/乳腺分类训练数据集/train/3类/labels/nan_box.txt",
@@ -210,6 +233,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("not finite"),
         predict: NotApplicable,
         train: Error("not finite"),
+        serve: NotApplicable,
     },
     Item {
         path: "package/乳腺分类训练数据集/train/3类/labels/negative_box.txt",
@@ -217,6 +241,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("outside [0,1]"),
         predict: NotApplicable,
         train: Error("outside [0,1]"),
+        serve: NotApplicable,
     },
     Item {
         path: "package/乳腺分类训练数据集/train/3类/labels/over_one_box.txt",
@@ -224,6 +249,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("outside [0,1]"),
         predict: NotApplicable,
         train: Error("outside [0,1]"),
+        serve: NotApplicable,
     },
     Item {
         path: "package/乳腺分类训练数据集/train/3类/labels/class_zero.txt",
@@ -231,6 +257,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("out of range"),
         predict: NotApplicable,
         train: Error("out of range"),
+        serve: NotApplicable,
     },
     Item {
         path: "package/乳腺分类训练数据集/train/3类/labels/class_seven.txt",
@@ -238,6 +265,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("out of range"),
         predict: NotApplicable,
         train: Error("out of range"),
+        serve: NotApplicable,
     },
     Item {
         path: "package/乳腺分类训练数据集/train/3类/labels/empty_label.txt",
@@ -245,6 +273,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("empty"),
         predict: NotApplicable,
         train: Error("empty"),
+        serve: NotApplicable,
     },
     Item {
         path: "package/乳腺分类训练数据集/train/3类/labels/two_lines.txt",
@@ -252,6 +281,7 @@ pub const ITEMS: &[Item] = &[
         check: Warned("2 lines"),
         predict: NotApplicable,
         train: Used,
+        serve: NotApplicable,
     },
     Item {
         path: "package/乳腺分类训练数据集/train/3类/images/twin.jpg",
@@ -259,6 +289,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("duplicate stem"),
         predict: NotApplicable,
         train: Error("duplicate stem"),
+        serve: NotApplicable,
     },
     Item {
         path: "package/乳腺分类训练数据集/train/3类/images/corrupt.jpg",
@@ -266,6 +297,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("truncated JPEG"),
         predict: NotApplicable,
         train: Error("truncated JPEG"),
+        serve: NotApplicable,
     },
     Item {
         path: "package/乳腺分类训练数据集/train/7类",
@@ -273,6 +305,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("unknown class folder"),
         predict: NotApplicable,
         train: Error("unknown class folder"),
+        serve: NotApplicable,
     },
     // Feature labels (0/1 ids).
     Item {
@@ -281,6 +314,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("not 0 or 1"),
         predict: NotApplicable,
         train: Error("not 0 or 1"),
+        serve: NotApplicable,
     },
     Item {
         path: "package/乳腺特征训练数据集/train/shape_labels/feature_nan.txt",
@@ -288,6 +322,7 @@ pub const ITEMS: &[Item] = &[
         check: Error("not an integer"),
         predict: NotApplicable,
         train: Error("not an integer"),
+        serve: NotApplicable,
     },
 ];
 

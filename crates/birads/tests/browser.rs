@@ -1,0 +1,281 @@
+//! The web page end to end in real headless Chromium, driven over WebDriver (Debian's
+//! `chromium` + `chromium-driver`, installed by `.ci/run`): upload two images through the
+//! page's file input, wait for the BI-RADS label, the feature table and the Grad-CAM overlay,
+//! check an unreadable upload shows its error, and save a screenshot
+//! (`target/browser-test.png`). Set `BIRADS_SKIP_BROWSER=1` to skip on a machine without
+//! Chromium.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One WebDriver command; returns the `value` of the answer.
+fn wd(method: &str, url: &str, body: Option<Value>) -> Result<Value, String> {
+    let req = ureq::request(method, url).timeout(Duration::from_secs(60));
+    let resp = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let resp = match resp {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => {
+            return Err(r.into_string().unwrap_or_default());
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let v: Value = serde_json::from_str(&resp.into_string().map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    Ok(v["value"].clone())
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn find_all(session: &str, css: &str) -> Vec<String> {
+    wd(
+        "POST",
+        &format!("{session}/elements"),
+        Some(json!({"using": "css selector", "value": css})),
+    )
+    .map(|v| {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| e[ELEMENT].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+    .unwrap_or_default()
+}
+
+fn text(session: &str, id: &str) -> String {
+    wd("GET", &format!("{session}/element/{id}/text"), None)
+        .unwrap()
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Waits until `css` matches at least `n` elements.
+fn wait_for(session: &str, css: &str, n: usize) -> Vec<String> {
+    let t = Instant::now();
+    loop {
+        let found = find_all(session, css);
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {n} × {css}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_page_predicts_uploaded_images_in_headless_chromium() {
+    if std::env::var_os("BIRADS_SKIP_BROWSER").is_some() {
+        eprintln!("BIRADS_SKIP_BROWSER set: skipped");
+        return;
+    }
+    let driver = which("chromedriver").expect(
+        "chromedriver not found: install Debian's chromium and chromium-driver \
+         (.ci/run does), or set BIRADS_SKIP_BROWSER=1",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // Two synthetic images and one broken upload.
+    let synth = dir.path().join("synth");
+    let o = Command::new(env!("CARGO_BIN_EXE_birads"))
+        .args(["synth", "--out"])
+        .arg(&synth)
+        .args([
+            "--train-cls",
+            "0",
+            "--train-fea",
+            "0",
+            "--test-cls",
+            "6",
+            "--test-fea",
+            "0",
+            "--min-side",
+            "220",
+            "--max-side",
+            "320",
+            "--seed",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let mut images: Vec<PathBuf> = std::fs::read_dir(synth.join("testA/cla"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    images.sort();
+    let broken = dir.path().join("broken.jpg");
+    std::fs::write(&broken, b"not an image at all").unwrap();
+
+    // The server, with the small fixture models.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_birads"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--cla-weights"])
+        .arg(fixtures.join("myconvnext_small.pth"))
+        .arg("--fea-weights")
+        .arg(fixtures.join("mydensenet_small.pth"))
+        .env_remove("BIRADS_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Kill(server);
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+
+    // chromedriver and a headless session.
+    let port = free_port();
+    let _driver = Kill(
+        Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let wd_base = format!("http://127.0.0.1:{port}");
+    let t = Instant::now();
+    while wd("GET", &format!("{wd_base}/status"), None).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "chromedriver did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut args = vec![
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+    ];
+    args.push("--disable-dev-shm-usage");
+    let mut opts = json!({ "args": args });
+    if let Some(bin) = which("chromium") {
+        opts["binary"] = json!(bin);
+    }
+    let created = wd(
+        "POST",
+        &format!("{wd_base}/session"),
+        Some(json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": opts}}})),
+    )
+    .expect("start a headless Chromium session");
+    let session = format!(
+        "{wd_base}/session/{}",
+        created["sessionId"].as_str().unwrap()
+    );
+    let result = std::panic::catch_unwind(|| {
+        wd(
+            "POST",
+            &format!("{session}/url"),
+            Some(json!({ "url": base })),
+        )
+        .unwrap();
+        // The page found the server and its models.
+        let status = wait_for(&session, "#status", 1);
+        let t = Instant::now();
+        while !text(&session, &status[0]).starts_with("ready") {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "page never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Upload through the page's own file input (what drag and drop feeds too).
+        let input = wait_for(&session, "#files", 1);
+        let files: Vec<String> = images[..2]
+            .iter()
+            .chain(std::iter::once(&broken))
+            .map(|p| p.display().to_string())
+            .collect();
+        wd(
+            "POST",
+            &format!("{session}/element/{}/value", input[0]),
+            Some(json!({ "text": files.join("\n") })),
+        )
+        .unwrap();
+        let labels = wait_for(&session, "[data-testid=birads-label]", 2);
+        for l in &labels {
+            let t = text(&session, l);
+            let class = t
+                .strip_prefix("BI-RADS ")
+                .unwrap_or_else(|| panic!("label {t:?}"));
+            assert!(["2", "3", "4A", "4B", "4C", "5"].contains(&class), "{t}");
+        }
+        let features = wait_for(&session, "[data-testid=features]", 2);
+        let f = text(&session, &features[0]);
+        for name in ["boundary", "calcification", "direction", "shape"] {
+            assert!(f.contains(name), "{f}");
+        }
+        let errors = wait_for(&session, "[data-testid=error]", 1);
+        assert!(
+            text(&session, &errors[0]).contains("cannot read the image"),
+            "{}",
+            text(&session, &errors[0])
+        );
+        wait_for(&session, "[data-testid=cam]", 2);
+        // The CSV button is live once results exist.
+        let csv = wait_for(&session, "#csv", 1);
+        let enabled = wd(
+            "GET",
+            &format!("{session}/element/{}/enabled", csv[0]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(enabled, json!(true));
+        let shot = wd("GET", &format!("{session}/screenshot"), None).unwrap();
+        let png = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            shot.as_str().unwrap(),
+        )
+        .unwrap();
+        assert!(png.starts_with(b"\x89PNG"));
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/browser-test.png");
+        std::fs::write(&out, &png).unwrap();
+        eprintln!("screenshot: {}", out.display());
+    });
+    let _ = wd("DELETE", &session, None);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
