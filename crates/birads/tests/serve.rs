@@ -353,3 +353,27 @@ fn the_page_is_self_contained() {
         assert!(!page.contains(bad), "page references {bad}");
     }
 }
+
+#[test]
+fn a_stalled_upload_times_out_with_408() {
+    use std::io::{Read, Write};
+    let s = start(&["--timeout-s", "1"]);
+    let addr = s.base.trim_start_matches("http://");
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // Promise 1000 bytes, send 10, then stall.
+    write!(
+        c,
+        "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789"
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    // The server is fine afterwards.
+    let h = ureq::get(&format!("{}/health", s.base)).call().unwrap();
+    assert_eq!(h.status(), 200);
+}
