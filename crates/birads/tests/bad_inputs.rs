@@ -3,6 +3,7 @@
 //! beside it are still used, and the exit code is the documented one.
 
 mod corpus;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -194,7 +195,7 @@ fn data_check_names_every_bad_label_and_exits_1() {
 #[test]
 fn predict_skips_bad_images_predicts_the_rest_and_exits_2() {
     let (dir, root) = corpus();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures");
+    let fixtures = support::fixtures();
     let out = dir.path().join("pred");
     let o = birads(&[
         os("predict"),
@@ -339,34 +340,8 @@ fn train_leaves_out_bad_items_trains_on_the_rest_and_exits_2() {
 #[test]
 fn serve_answers_every_bad_upload_with_its_status_and_keeps_serving() {
     let (_dir, root) = corpus();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_birads"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--cla-weights"])
-        .arg(fixtures.join("myconvnext_small.pth"))
-        .arg("--fea-weights")
-        .arg(fixtures.join("mydensenet_small.pth"))
-        .env_remove("BIRADS_TOKEN")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = Kill(child);
-    let url = format!(
-        "{}/v1/predict",
-        line.trim().strip_prefix("listening on ").unwrap()
-    );
+    let server = support::start_server(&[]);
+    let url = format!("{}/v1/predict", server.base);
     for item in ITEMS.iter().filter(|i| i.path.starts_with("flat/")) {
         let Ok(bytes) = std::fs::read(root.join(item.path)) else {
             // Unreadable for the client too (loop, folder, mode 000 as non-root).

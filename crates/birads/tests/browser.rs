@@ -5,20 +5,14 @@
 //! (`target/browser-test.png`). Set `BIRADS_SKIP_BROWSER=1` to skip on a machine without
 //! Chromium.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
+use support::Kill;
 
 fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
@@ -111,58 +105,13 @@ fn the_page_predicts_uploaded_images_in_headless_chromium() {
     );
     let dir = tempfile::tempdir().unwrap();
     // Two synthetic images and one broken upload.
-    let synth = dir.path().join("synth");
-    let o = Command::new(env!("CARGO_BIN_EXE_birads"))
-        .args(["synth", "--out"])
-        .arg(&synth)
-        .args([
-            "--train-cls",
-            "0",
-            "--train-fea",
-            "0",
-            "--test-cls",
-            "6",
-            "--test-fea",
-            "0",
-            "--min-side",
-            "220",
-            "--max-side",
-            "320",
-            "--seed",
-            "4",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let mut images: Vec<PathBuf> = std::fs::read_dir(synth.join("testA/cla"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    images.sort();
+    let images = support::synth_images(dir.path(), 4, 220, 320);
     let broken = dir.path().join("broken.jpg");
     std::fs::write(&broken, b"not an image at all").unwrap();
 
     // The server, with the small fixture models.
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_birads"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--cla-weights"])
-        .arg(fixtures.join("myconvnext_small.pth"))
-        .arg("--fea-weights")
-        .arg(fixtures.join("mydensenet_small.pth"))
-        .env_remove("BIRADS_TOKEN")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = Kill(server);
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let server = support::start_server(&[]);
+    let base = server.base.clone();
 
     // chromedriver and a headless session.
     let port = free_port();

@@ -2,80 +2,16 @@
 //! answers with its documented status, the queue sheds load with 503 + Retry-After, and the
 //! page needs nothing from outside.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-struct Server {
-    child: Child,
-    base: String,
-}
+mod corpus;
+mod support;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures")
-}
-
-/// Starts a server on a free port with the small fixture models and `extra` flags.
-fn start(extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_birads"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--cla-weights"])
-        .arg(fixtures().join("myconvnext_small.pth"))
-        .arg("--fea-weights")
-        .arg(fixtures().join("mydensenet_small.pth"))
-        .args(extra)
-        .env_remove("BIRADS_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start birads serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    Server { child, base }
-}
+use support::{fixtures, start_server as start};
 
 fn image(dir: &Path) -> (PathBuf, Vec<u8>) {
-    let out = dir.join("synth");
-    let o = Command::new(env!("CARGO_BIN_EXE_birads"))
-        .args(["synth", "--out"])
-        .arg(&out)
-        .args([
-            "--train-cls",
-            "0",
-            "--train-fea",
-            "0",
-            "--test-cls",
-            "6",
-            "--test-fea",
-            "0",
-            "--min-side",
-            "200",
-            "--max-side",
-            "300",
-            "--seed",
-            "9",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let mut files: Vec<PathBuf> = std::fs::read_dir(out.join("testA/cla"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+    let files = support::synth_images(dir, 9, 200, 300);
     let bytes = std::fs::read(&files[0]).unwrap();
     (files[0].clone(), bytes)
 }
@@ -232,27 +168,7 @@ fn every_limit_answers_with_its_status() {
     let (status, _, _) = post(&url, b"", None);
     assert_eq!(status, 400);
     // Decompression bomb: refused from the header.
-    let chunk = |kind: &[u8; 4], data: &[u8]| -> Vec<u8> {
-        let mut c = (data.len() as u32).to_be_bytes().to_vec();
-        c.extend_from_slice(kind);
-        c.extend_from_slice(data);
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(kind);
-        crc.update(data);
-        c.extend_from_slice(&crc.finalize().to_be_bytes());
-        c
-    };
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&50_000u32.to_be_bytes());
-    ihdr.extend_from_slice(&50_000u32.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut bomb = b"\x89PNG\r\n\x1a\n".to_vec();
-    bomb.extend(chunk(b"IHDR", &ihdr));
-    bomb.extend(chunk(
-        b"IDAT",
-        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-    ));
-    bomb.extend(chunk(b"IEND", &[]));
+    let bomb = corpus::png_header_only(50_000, 50_000);
     let (status, _, b) = post(&url, &bomb, None);
     assert_eq!(status, 413, "{}", String::from_utf8_lossy(&b));
     assert!(json(&b)["error"].as_str().unwrap().contains("50000×50000"));
@@ -263,9 +179,29 @@ fn every_limit_answers_with_its_status() {
         .unwrap();
     let (status, _, _) = post(&url, &png, None);
     assert_eq!(status, 413);
-    // A body above --max-body-mib 1.
-    let (status, _, _) = post(&url, &vec![0u8; 2 * 1024 * 1024], None);
-    assert_eq!(status, 413);
+    // A body above --max-body-mib 1: the server answers 413 while the client is still
+    // sending (raw socket: the writer may then see a broken pipe, the reader gets the answer).
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let n = 2 * 1024 * 1024;
+        write!(
+            c,
+            "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n"
+        )
+        .unwrap();
+        let mut w = c.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&vec![0u8; n]);
+        });
+        let mut answer = Vec::new();
+        let _ = c.read_to_end(&mut answer);
+        let _ = writer.join();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
     // The good image still works after all that.
     let (status, _, _) = post(&url, &bytes, None);
     assert_eq!(status, 200);

@@ -86,6 +86,8 @@ struct AppState {
     /// body is read, so an overloaded server answers 503 without spending CPU on the upload.
     admission: Arc<tokio::sync::Semaphore>,
     capacity: usize,
+    /// Largest body in bytes (also what an early rejection reads before answering).
+    max_body: usize,
     token: Option<String>,
     max_pixels: u64,
     metrics: metrics::Metrics,
@@ -200,6 +202,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<u8> {
         explain_slots: Arc::new(tokio::sync::Semaphore::new(2)),
         admission: Arc::new(tokio::sync::Semaphore::new(a.queue.max(1))),
         capacity: a.queue.max(1),
+        max_body: a.max_body_mib * 1024 * 1024,
         token: a.token.clone().filter(|t| !t.is_empty()),
         max_pixels: (a.max_megapixels * 1e6) as u64,
         metrics,
@@ -317,6 +320,8 @@ async fn require_token(
                     == 0
         });
         if !ok {
+            // Read the upload first: a client still sending would otherwise get a broken pipe.
+            let _ = axum::body::to_bytes(req.into_body(), st.max_body).await;
             let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
                 .into_response();
             r.headers_mut()
@@ -403,11 +408,12 @@ async fn image_bytes(req: Request) -> Result<(Bytes, Option<String>), ApiError> 
 
 async fn predict(State(st): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
     let t0 = Instant::now();
-    let _admitted = st
-        .admission
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::busy("the inference queue"))?;
+    let Ok(_admitted) = st.admission.clone().try_acquire_owned() else {
+        // Read (not decode) the upload before answering: a client still sending its body
+        // would otherwise see a broken pipe instead of the 503.
+        let _ = image_bytes(req).await;
+        return Err(ApiError::busy("the inference queue"));
+    };
     let (bytes, name) = image_bytes(req).await?;
     if bytes.is_empty() {
         return Err(ApiError::new(

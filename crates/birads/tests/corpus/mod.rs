@@ -365,13 +365,13 @@ fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
     c
 }
 
-/// A well-formed PNG header for a 100000×100000 RGB image, then a tiny IDAT and IEND:
-/// a decoder that trusts the header would try to allocate 30 GB.
-fn bomb_png() -> Vec<u8> {
+/// A well-formed PNG header for a `width`×`height` RGB image, then a tiny IDAT and IEND: at
+/// 100000×100000 a decoder that trusts the header would try to allocate 30 GB.
+pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
-    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     out.extend(chunk(b"IHDR", &ihdr));
     out.extend(chunk(
@@ -446,7 +446,7 @@ pub fn write_corpus(root: &Path) -> PathBuf {
         "flat/text.jpg",
         b"This is not a JPEG, just text with the wrong name.\n",
     );
-    write(root, "flat/bomb.png", &bomb_png());
+    write(root, "flat/bomb.png", &png_header_only(100_000, 100_000));
     let grey16: ImageBuffer<Luma<u16>, Vec<u16>> =
         ImageBuffer::from_fn(120, 90, |x, y| Luma([(x * 500 + y * 200) as u16]));
     write(

@@ -1,0 +1,89 @@
+//! Shared by the integration tests that run `birads serve` or need synthetic test images.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A child process killed when dropped.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `birads serve`; `base` is `http://127.0.0.1:PORT`.
+pub struct Server {
+    _child: Kill,
+    pub base: String,
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures")
+}
+
+/// Starts `birads serve` on a free port with the small fixture models and `extra` flags.
+pub fn start_server(extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_birads"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--cla-weights"])
+        .arg(fixtures().join("myconvnext_small.pth"))
+        .arg("--fea-weights")
+        .arg(fixtures().join("mydensenet_small.pth"))
+        .args(extra)
+        .env_remove("BIRADS_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start birads serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Server {
+        _child: Kill(child),
+        base,
+    }
+}
+
+/// Six labelled synthetic test images (testA/cla) of `min`–`max` px, sorted by name.
+pub fn synth_images(dir: &Path, seed: u64, min: u32, max: u32) -> Vec<PathBuf> {
+    let out = dir.join("synth");
+    let o = Command::new(env!("CARGO_BIN_EXE_birads"))
+        .args(["synth", "--out"])
+        .arg(&out)
+        .args([
+            "--train-cls",
+            "0",
+            "--train-fea",
+            "0",
+            "--test-cls",
+            "6",
+            "--test-fea",
+            "0",
+        ])
+        .args([
+            "--min-side",
+            &min.to_string(),
+            "--max-side",
+            &max.to_string(),
+        ])
+        .args(["--seed", &seed.to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out.join("testA/cla"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
