@@ -46,7 +46,7 @@ fn samples(files: Vec<PathBuf>) -> Vec<Sample> {
 }
 
 /// Model, preprocessing and class names for one weights file.
-fn predictor(
+pub(crate) fn predictor(
     path: &Path,
     kind: ModelKind,
     tta: bool,

@@ -13,6 +13,7 @@ use birads_data::image_ops::{CropBox, DecodeError};
 use birads_data::pipeline::{preprocess, Preprocess};
 use birads_infer::Predictor;
 use birads_model::Cpu;
+use image::RgbImage;
 
 /// One image's tensors, ready for the models.
 pub struct Prepared {
@@ -44,23 +45,7 @@ pub fn prepare(
     max_pixels: u64,
 ) -> Result<Prepared, PrepareError> {
     let t = Instant::now();
-    if let Ok((width, height)) = birads_data::image_ops::dimensions_of_bytes(bytes) {
-        if width as u64 * height as u64 > max_pixels {
-            return Err(PrepareError::TooManyPixels {
-                width,
-                height,
-                limit: max_pixels,
-            });
-        }
-    }
-    let img = birads_data::image_ops::decode_bytes(bytes).map_err(PrepareError::Decode)?;
-    if img.width() as u64 * img.height() as u64 > max_pixels {
-        return Err(PrepareError::TooManyPixels {
-            width: img.width(),
-            height: img.height(),
-            limit: max_pixels,
-        });
-    }
+    let img = decode_within(bytes, max_pixels)?;
     let decode_ms = ms(t);
     let t = Instant::now();
     let c = cls.map(|p| preprocess(&img, None, p));
@@ -79,6 +64,28 @@ pub fn prepare(
         decode_ms,
         preprocess_ms: ms(t),
     })
+}
+
+/// Decode an upload under the server's pixel limit: checked from the header before any pixel
+/// is allocated, and again after decoding (formats whose header was not readable, e.g. DICOM).
+pub fn decode_within(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, PrepareError> {
+    let too_many = |width: u32, height: u32| {
+        (width as u64 * height as u64 > max_pixels).then_some(PrepareError::TooManyPixels {
+            width,
+            height,
+            limit: max_pixels,
+        })
+    };
+    if let Ok((w, h)) = birads_data::image_ops::dimensions_of_bytes(bytes) {
+        if let Some(e) = too_many(w, h) {
+            return Err(e);
+        }
+    }
+    let img = birads_data::image_ops::decode_bytes(bytes)?;
+    match too_many(img.width(), img.height()) {
+        Some(e) => Err(e),
+        None => Ok(img),
+    }
 }
 
 pub fn ms(t: Instant) -> f64 {

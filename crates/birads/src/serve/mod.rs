@@ -142,23 +142,14 @@ impl From<PrepareError> for ApiError {
     }
 }
 
+/// The inference model (as `predict` loads it) and an autodiff copy for Grad-CAM.
 fn predictor(
     path: &std::path::Path,
     kind: ModelKind,
 ) -> anyhow::Result<(Predictor<Cpu>, LoadedModel<CpuTrain>, Vec<String>)> {
-    let device = Default::default();
-    let loaded = load_model::<Cpu>(path, kind, &device)?;
+    let (predictor, classes) = crate::predict::predictor(path, kind, false)?;
     let for_explain = load_model::<CpuTrain>(path, kind, &Default::default())?;
-    Ok((
-        Predictor {
-            model: loaded.model,
-            preprocess: loaded.preprocess,
-            device,
-            tta: false,
-        },
-        for_explain,
-        loaded.classes,
-    ))
+    Ok((predictor, for_explain, classes))
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<u8> {
@@ -554,17 +545,7 @@ async fn explain_handler(
     let st2 = st.clone();
     let png = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
         let _permit = permit;
-        if let Ok((w, h)) = birads_data::image_ops::dimensions_of_bytes(&bytes) {
-            if w as u64 * h as u64 > st2.max_pixels {
-                return Err(PrepareError::TooManyPixels {
-                    width: w,
-                    height: h,
-                    limit: st2.max_pixels,
-                }
-                .into());
-            }
-        }
-        let img = birads_data::image_ops::decode_bytes(&bytes).map_err(PrepareError::Decode)?;
+        let img = engine::decode_within(&bytes, st2.max_pixels)?;
         let slot = if use_fea {
             st2.explain_fea.as_ref()
         } else {
