@@ -6,6 +6,7 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod convnext;
 pub mod densenet;
+pub mod fast;
 pub mod weights;
 
 pub use convnext::{MyConvNeXt, MyConvNeXtConfig};

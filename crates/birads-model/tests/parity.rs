@@ -8,16 +8,11 @@ use birads_model::{Cpu, MyConvNeXtConfig, MyDenseNetConfig};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 
+mod common;
+use common::{convnext_config, densenet_config, read_f32, usizes};
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn read_f32(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap();
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 struct Case {
@@ -47,28 +42,6 @@ fn case(name: &str) -> Case {
         input_shape: shape,
         expected: read_f32(&fixtures().join(format!("{name}.output.bin"))),
     }
-}
-
-fn usizes(v: &serde_json::Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
-}
-
-pub fn convnext_config(c: &serde_json::Value) -> MyConvNeXtConfig {
-    MyConvNeXtConfig::new()
-        .with_dims(usizes(&c["dims"]))
-        .with_depths(usizes(&c["depths"]))
-}
-
-pub fn densenet_config(c: &serde_json::Value) -> MyDenseNetConfig {
-    MyDenseNetConfig::new()
-        .with_growth(c["growth"].as_u64().unwrap() as usize)
-        .with_blocks(usizes(&c["blocks"]))
-        .with_init_features(c["init"].as_u64().unwrap() as usize)
-        .with_bn_size(c["bn_size"].as_u64().unwrap() as usize)
 }
 
 fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {

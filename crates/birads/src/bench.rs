@@ -26,10 +26,24 @@ pub enum BenchCommand {
     /// Forward images/s of MyConvNeXt and MyDenseNet (batch 1 and 8) on burn's CPU backend,
     /// beside PyTorch eager and ONNX Runtime in the same run.
     Models(ModelsArgs),
+    /// The issue-8 table: `birads predict` end to end against the original run.py (PyTorch,
+    /// batch 1) and ONNX Runtime (same models and batching) on a testB-like folder — speed,
+    /// peak memory, cold start — plus training images/s against PyTorch eager. Each pipeline
+    /// runs in its own process, interleaved, medians.
+    Compare(crate::bench_compare::CompareArgs),
+    /// Training images/s (AdamW steps, train mode) of both models beside PyTorch; with
+    /// `--device cuda --precision bf16` beside PyTorch AMP (bf16 autocast).
+    Train(crate::bench_compare::TrainBenchArgs),
 }
 
 #[derive(Args)]
 pub struct ModelsArgs {
+    /// Models to run: convnext, densenet.
+    #[arg(long, value_delimiter = ',', default_value = "convnext,densenet")]
+    pub models: Vec<String>,
+    /// Skip burn's generic path (time only the dedicated inference path).
+    #[arg(long)]
+    pub fast_only: bool,
     /// Batch sizes.
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     pub batches: Vec<usize>,
@@ -96,6 +110,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
     match cmd {
         BenchCommand::Preprocess(a) => bench_preprocess(a),
         BenchCommand::Models(a) => bench_models(a),
+        BenchCommand::Compare(a) => crate::bench_compare::compare(a),
+        BenchCommand::Train(a) => crate::bench_compare::train(a),
     }
 }
 
@@ -356,24 +372,45 @@ fn bench_models(a: ModelsArgs) -> anyhow::Result<u8> {
     println!("model forward benchmark: {}×{} inputs, eval mode, {threads} threads, {} repeats ≥ 1 s, medians", a.size, a.size, a.repeats);
     let convnext = MyConvNeXtConfig::new().init::<Cpu>(&device);
     let densenet = MyDenseNetConfig::new().init::<Cpu>(&device);
+    let fast_convnext = birads_model::fast::FastConvNeXt::from_model(&convnext);
+    let fast_densenet = birads_model::fast::FastDenseNet::from_model(&densenet);
     let mut rows = Vec::new();
     for name in ["convnext", "densenet"] {
+        if !a.models.iter().any(|m| m == name) {
+            continue;
+        }
         for &b in &a.batches {
             let x = Tensor::<Cpu, 4>::random(
                 [b, 3, a.size, a.size],
                 burn::tensor::Distribution::Normal(0.0, 1.0),
                 &device,
             );
-            let r = if name == "convnext" {
-                forward_rate(b, a.repeats, || {
-                    std::hint::black_box(convnext.forward(x.clone()).into_data());
-                })
+            let flat: Vec<f32> = x.clone().into_data().to_vec().expect("f32");
+            let s = a.size;
+            let (burn_rate, fast_rate) = if name == "convnext" {
+                (
+                    (!a.fast_only).then(|| {
+                        forward_rate(b, a.repeats, || {
+                            std::hint::black_box(convnext.forward(x.clone()).into_data());
+                        })
+                    }),
+                    forward_rate(b, a.repeats, || {
+                        std::hint::black_box(fast_convnext.forward(&flat, b, s, s));
+                    }),
+                )
             } else {
-                forward_rate(b, a.repeats, || {
-                    std::hint::black_box(densenet.forward(x.clone()).into_data());
-                })
+                (
+                    (!a.fast_only).then(|| {
+                        forward_rate(b, a.repeats, || {
+                            std::hint::black_box(densenet.forward(x.clone()).into_data());
+                        })
+                    }),
+                    forward_rate(b, a.repeats, || {
+                        std::hint::black_box(fast_densenet.forward(&flat, b, s, s));
+                    }),
+                )
             };
-            rows.push((name, b, r));
+            rows.push((name, b, burn_rate, fast_rate));
         }
     }
     let py = if a.no_python {
@@ -389,14 +426,9 @@ fn bench_models(a: ModelsArgs) -> anyhow::Result<u8> {
             .as_f64()
     };
     println!();
-    println!("| model | batch | PyTorch eager (img/s) | ONNX Runtime (img/s) | birads burn-flex (img/s) | birads / PyTorch | birads / ORT |");
-    println!("|---|---|---|---|---|---|---|");
-    let fmt = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into());
-    let ratio = |r: f64, v: Option<f64>| {
-        v.map(|x| format!("{:.2}", r / x))
-            .unwrap_or_else(|| "–".into())
-    };
-    for (name, b, r) in rows {
+    println!("| model | batch | PyTorch eager (img/s) | ONNX Runtime (img/s) | birads burn-flex (img/s) | birads fast path (img/s) | fast / PyTorch | fast / ORT |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, b, r, f) in rows {
         let label = if name == "convnext" {
             "MyConvNeXt"
         } else {
@@ -404,14 +436,26 @@ fn bench_models(a: ModelsArgs) -> anyhow::Result<u8> {
         };
         let (pt, ort) = (lookup(name, b, "pytorch"), lookup(name, b, "onnxruntime"));
         println!(
-            "| {label} | {b} | {} | {} | {r:.1} | {} | {} |",
-            fmt(pt),
-            fmt(ort),
-            ratio(r, pt),
-            ratio(r, ort)
+            "| {label} | {b} | {} | {} | {} | {f:.1} | {} | {} |",
+            fmt_opt(pt),
+            fmt_opt(ort),
+            fmt_opt(r),
+            ratio(f, pt),
+            ratio(f, ort)
         );
     }
     Ok(0)
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into())
+}
+
+/// `ours / theirs` to two decimals, or a dash without their figure.
+fn ratio(ours: f64, theirs: Option<f64>) -> String {
+    theirs
+        .map(|x| format!("{:.2}", ours / x))
+        .unwrap_or_else(|| "–".into())
 }
 
 fn run_python_models(a: &ModelsArgs, threads: usize) -> Option<serde_json::Value> {
@@ -436,7 +480,7 @@ fn run_python_models(a: &ModelsArgs, threads: usize) -> Option<serde_json::Value
 }
 
 /// The last JSON line a Python benchmark printed, or `None` with the reason on stderr.
-fn python_json(
+pub(crate) fn python_json(
     python: &str,
     out: std::io::Result<std::process::Output>,
 ) -> Option<serde_json::Value> {

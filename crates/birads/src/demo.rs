@@ -147,6 +147,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         probabilities: true,
         batch_size: 16,
         tta: false,
+        engine: crate::predict::Engine::Fast,
     })?;
     anyhow::ensure!(code == 0, "prediction skipped images");
 

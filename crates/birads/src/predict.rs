@@ -10,6 +10,7 @@ use birads_infer::csvout::{write_cla_pre, write_cla_prob, write_fea_pre, write_f
 use birads_infer::loaded::load_model;
 use birads_infer::Predictor;
 use birads_model::checkpoint::ModelKind;
+use birads_model::fast::FastModel;
 use birads_model::Cpu;
 use clap::Args;
 
@@ -36,6 +37,19 @@ pub struct PredictArgs {
     /// Test-time augmentation: average with the horizontally flipped image.
     #[arg(long)]
     pub tta: bool,
+    /// Inference engine: the dedicated CPU path (`fast`) or burn's generic ops (`burn`);
+    /// both give the same outputs to about 1e-6.
+    #[arg(long, value_enum, default_value_t = Engine::Fast)]
+    pub engine: Engine,
+}
+
+/// Which code runs the models at inference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// `birads_model::fast`: channels-last, fused, BatchNorm folded.
+    Fast,
+    /// burn's CPU backend, the same modules training uses.
+    Burn,
 }
 
 fn samples(files: Vec<PathBuf>) -> Vec<Sample> {
@@ -50,15 +64,18 @@ pub(crate) fn predictor(
     path: &Path,
     kind: ModelKind,
     tta: bool,
+    engine: Engine,
 ) -> anyhow::Result<(Predictor<Cpu>, Vec<String>)> {
     let device = Default::default();
     let loaded = load_model::<Cpu>(path, kind, &device)?;
+    let fast = (engine == Engine::Fast).then(|| FastModel::from_model(&loaded.model));
     Ok((
         Predictor {
             model: loaded.model,
             preprocess: loaded.preprocess,
             device,
             tta,
+            fast,
         },
         loaded.classes,
     ))
@@ -147,44 +164,57 @@ pub fn run(a: PredictArgs) -> anyhow::Result<u8> {
     for p in &problems {
         eprintln!("{p}");
     }
-    match &a.cla_weights {
-        Some(w) => {
-            let (pred, classes) = predictor(w, ModelKind::ConvNeXt, a.tta)?;
-            let run = with_progress(cla_files.len(), "BI-RADS", |tick| {
-                pred.classify(samples(cla_files), a.batch_size, tick)
-            });
-            skipped += report_skipped(&run.failures);
-            write_cla_pre(&a.output.join("cla_pre.csv"), &run.predictions)?;
-            if a.probabilities {
-                write_cla_prob(&a.output.join("cla_prob.csv"), &classes, &run.predictions)?;
+    // The feature model loads on another thread while the BI-RADS model loads and runs:
+    // reading a checkpoint is single-threaded, and cold start is mostly loading.
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let mut fea_loader = a.fea_weights.as_ref().map(|w| {
+            let (tta, engine) = (a.tta, a.engine);
+            scope.spawn(move || predictor(w, ModelKind::DenseNet, tta, engine))
+        });
+        match &a.cla_weights {
+            Some(w) => {
+                let (pred, classes) = predictor(w, ModelKind::ConvNeXt, a.tta, a.engine)?;
+                let run = with_progress(cla_files.len(), "BI-RADS", |tick| {
+                    pred.classify(samples(cla_files), a.batch_size, tick)
+                });
+                skipped += report_skipped(&run.failures);
+                write_cla_pre(&a.output.join("cla_pre.csv"), &run.predictions)?;
+                if a.probabilities {
+                    write_cla_prob(&a.output.join("cla_prob.csv"), &classes, &run.predictions)?;
+                }
+                summary.push(format!("{} BI-RADS", run.predictions.len()));
             }
-            summary.push(format!("{} BI-RADS", run.predictions.len()));
+            None if !cla_files.is_empty() && split => eprintln!(
+                "warning: {} has images but no --cla-weights was given: skipped",
+                cla_dir.display()
+            ),
+            None => {}
         }
-        None if !cla_files.is_empty() && split => eprintln!(
-            "warning: {} has images but no --cla-weights was given: skipped",
-            cla_dir.display()
-        ),
-        None => {}
-    }
-    match &a.fea_weights {
-        Some(w) => {
-            let (pred, _) = predictor(w, ModelKind::DenseNet, a.tta)?;
-            let run = with_progress(fea_files.len(), "features", |tick| {
-                pred.features(samples(fea_files), a.batch_size, tick)
-            });
-            skipped += report_skipped(&run.failures);
-            write_fea_pre(&a.output.join("fea_pre.csv"), &run.predictions)?;
-            if a.probabilities {
-                write_fea_prob(&a.output.join("fea_prob.csv"), &run.predictions)?;
+        match &a.fea_weights {
+            Some(w) => {
+                let (pred, _) = fea_loader
+                    .take()
+                    .expect("started when there are feature weights")
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("loading {} panicked", w.display()))??;
+                let run = with_progress(fea_files.len(), "features", |tick| {
+                    pred.features(samples(fea_files), a.batch_size, tick)
+                });
+                skipped += report_skipped(&run.failures);
+                write_fea_pre(&a.output.join("fea_pre.csv"), &run.predictions)?;
+                if a.probabilities {
+                    write_fea_prob(&a.output.join("fea_prob.csv"), &run.predictions)?;
+                }
+                summary.push(format!("{} feature", run.predictions.len()));
             }
-            summary.push(format!("{} feature", run.predictions.len()));
+            None if !fea_files.is_empty() && split => eprintln!(
+                "warning: {} has images but no --fea-weights was given: skipped",
+                fea_dir.display()
+            ),
+            None => {}
         }
-        None if !fea_files.is_empty() && split => eprintln!(
-            "warning: {} has images but no --fea-weights was given: skipped",
-            fea_dir.display()
-        ),
-        None => {}
-    }
+        Ok(())
+    })?;
     println!(
         "predicted {} images in {:.1} s, {skipped} skipped; CSVs in {}",
         summary.join(" + "),

@@ -778,11 +778,11 @@ fn demo_runs_the_whole_pipeline() {
 }
 
 #[test]
-fn predictions_are_deterministic_and_independent_of_batch_size() {
+fn predictions_are_deterministic_and_independent_of_batch_size_and_engine() {
     let dir = tempfile::tempdir().unwrap();
     let synth = synth_small(dir.path());
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures");
-    let run = |name: &str, batch: &str| -> Vec<Vec<f64>> {
+    let run = |name: &str, batch: &str, engine: &str| -> Vec<Vec<f64>> {
         let out = dir.path().join(name);
         let o = birads(&[
             "predict",
@@ -797,6 +797,8 @@ fn predictions_are_deterministic_and_independent_of_batch_size() {
             "--probabilities",
             "--batch-size",
             batch,
+            "--engine",
+            engine,
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         ["cla_prob.csv", "fea_prob.csv"]
@@ -815,9 +817,15 @@ fn predictions_are_deterministic_and_independent_of_batch_size() {
             })
             .collect()
     };
-    let one = run("b1", "1");
-    let again = run("b1_again", "1");
-    let seven = run("b7", "7");
+    let one = run("b1", "1", "fast");
+    let again = run("b1_again", "1", "fast");
+    let seven = run("b7", "7", "fast");
+    // burn's generic ops and the dedicated inference path agree.
+    let burn = run("b7_burn", "7", "burn");
+    assert_eq!(one.len(), burn.len());
+    for (a, b) in seven.iter().flatten().zip(burn.iter().flatten()) {
+        assert!((a - b).abs() <= 1e-5, "fast {a} vs burn {b}");
+    }
     assert_eq!(one, again, "same input, same output");
     assert_eq!(one.len(), seven.len());
     for (a, b) in one.iter().flatten().zip(seven.iter().flatten()) {

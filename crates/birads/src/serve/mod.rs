@@ -147,7 +147,8 @@ fn predictor(
     path: &std::path::Path,
     kind: ModelKind,
 ) -> anyhow::Result<(Predictor<Cpu>, LoadedModel<CpuTrain>, Vec<String>)> {
-    let (predictor, classes) = crate::predict::predictor(path, kind, false)?;
+    let (predictor, classes) =
+        crate::predict::predictor(path, kind, false, crate::predict::Engine::Fast)?;
     let for_explain = load_model::<CpuTrain>(path, kind, &Default::default())?;
     Ok((predictor, for_explain, classes))
 }

@@ -1,0 +1,548 @@
+//! `birads bench compare` and `birads bench train`: birads against the original PyTorch
+//! pipeline and ONNX Runtime, each measured in its own process (wall time and peak resident
+//! memory from `wait4`), runs interleaved, medians reported in one table with ratios.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use birads_model::{MyConvNeXtConfig, MyDenseNetConfig};
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use clap::Args;
+
+use crate::train::{DeviceArg, PrecisionArg};
+
+const PY_PIPELINE: &str = include_str!("../../../scripts/bench_pipeline.py");
+const PY_MODEL_DEFS: &str = include_str!("../../../scripts/make_model_fixtures.py");
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Images for the testB-like folder (default: BUS-BRA's images in ../shared, else
+    /// synthetic ones).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// Images in each of cla/ and fea/.
+    #[arg(long, default_value_t = 40)]
+    pub count: usize,
+    /// Runs of each pipeline (interleaved); medians are reported.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// birads' and ONNX Runtime's batch size.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Python with torch, torchvision, pillow, onnx and onnxruntime.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Training benchmark batch size and image side (0: skip the training rows).
+    #[arg(long, default_value_t = 8)]
+    pub train_batch: usize,
+    #[arg(long, default_value_t = 224)]
+    pub train_size: usize,
+    /// Keep the working folder (weights, test folder, outputs) here instead of a temp dir.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct TrainBenchArgs {
+    /// Models: convnext, densenet.
+    #[arg(long, value_delimiter = ',', default_value = "convnext,densenet")]
+    pub models: Vec<String>,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Timed runs (each at least one second and one step); medians are reported.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
+    /// Python with torch for the side-by-side figure (PyTorch eager; with --device cuda
+    /// and --precision bf16, autocast bf16 = AMP).
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    #[arg(long)]
+    pub no_python: bool,
+}
+
+/// Wall seconds and peak resident set (MiB) of one child process.
+struct Measured {
+    wall: f64,
+    max_rss_mib: f64,
+    ok: bool,
+}
+
+/// Run `cmd` to completion and measure it: wall clock around spawn..exit, `ru_maxrss` of
+/// the child from `wait4` (std's `wait` drops the rusage).
+fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let t = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("cannot run {cmd:?}"))?;
+    let stderr = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain FFI call with valid out-pointers; the child is ours and not yet reaped.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = t.elapsed().as_secs_f64();
+    let err = reader.join().unwrap_or_default();
+    if r != pid {
+        bail!("wait4 failed for {cmd:?}");
+    }
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) <= 2;
+    if !ok {
+        eprintln!(
+            "{cmd:?} failed: {}",
+            err.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
+        );
+    }
+    Ok(Measured {
+        wall,
+        max_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        ok,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// A testB-like folder: `count` images in cla/ and the next `count` in fea/.
+fn test_folder(src: &Path, dst: &Path, count: usize) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    let files = birads_data::readers::list_images(src, &mut problems)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", src.display()))?;
+    if files.len() < 2 * count {
+        bail!(
+            "{} has {} images, {} needed",
+            src.display(),
+            files.len(),
+            2 * count
+        );
+    }
+    for (part, chunk) in ["cla", "fea"].iter().zip(files.chunks(count)) {
+        let dir = dst.join(part);
+        std::fs::create_dir_all(&dir)?;
+        for f in chunk {
+            std::fs::copy(f, dir.join(f.file_name().expect("a file")))?;
+        }
+    }
+    Ok(())
+}
+
+struct Pipelines {
+    exe: PathBuf,
+    python: String,
+    script: PathBuf,
+    weights: PathBuf,
+    batch: usize,
+}
+
+impl Pipelines {
+    fn birads(&self, input: &Path, out: &Path) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.arg("predict")
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(out)
+            .arg("--cla-weights")
+            .arg(self.weights.join("MyConv.pth"))
+            .arg("--fea-weights")
+            .arg(self.weights.join("MyDense.pth"))
+            .args(["--batch-size", &self.batch.to_string()]);
+        c
+    }
+
+    fn python(&self, which: &str, input: &Path, out: &Path) -> Command {
+        let mut c = Command::new(&self.python);
+        c.arg(&self.script)
+            .arg(which)
+            .arg("--input")
+            .arg(input)
+            .arg("--weights")
+            .arg(&self.weights)
+            .arg("--output")
+            .arg(out)
+            .args(["--batch-size", &self.batch.to_string()]);
+        c
+    }
+
+    /// Median wall seconds and peak MiB of each pipeline over `runs` interleaved runs.
+    fn time_all(&self, input: &Path, out: &Path, runs: usize) -> anyhow::Result<[(f64, f64); 3]> {
+        let mut m: [Vec<Measured>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..runs {
+            m[0].push(measure(&mut self.birads(input, &out.join("birads")))?);
+            m[1].push(measure(&mut self.python(
+                "runpy",
+                input,
+                &out.join("runpy"),
+            ))?);
+            m[2].push(measure(&mut self.python("ort", input, &out.join("ort")))?);
+        }
+        if m.iter().flatten().any(|r| !r.ok) {
+            bail!("a pipeline failed (see above)");
+        }
+        Ok(m.map(|v| {
+            (
+                median(v.iter().map(|r| r.wall).collect()),
+                median(v.iter().map(|r| r.max_rss_mib).collect()),
+            )
+        }))
+    }
+}
+
+/// Share of images whose predicted labels agree between two `*_pre.csv` outputs.
+fn agreement(a: &Path, b: &Path) -> anyhow::Result<f64> {
+    let read = |d: &Path| -> anyhow::Result<Vec<Vec<String>>> {
+        let mut rows = Vec::new();
+        for f in ["cla_pre.csv", "fea_pre.csv"] {
+            let mut r = csv::Reader::from_path(d.join(f))?;
+            for rec in r.records() {
+                rows.push(rec?.iter().map(str::to_string).collect());
+            }
+        }
+        rows.sort();
+        Ok(rows)
+    };
+    let (x, y) = (read(a)?, read(b)?);
+    if x.len() != y.len() || x.is_empty() {
+        bail!(
+            "different image sets in {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+    Ok(x.iter().zip(&y).filter(|(p, q)| p == q).count() as f64 / x.len() as f64)
+}
+
+pub fn compare(a: CompareArgs) -> anyhow::Result<u8> {
+    let tmp = tempfile::tempdir()?;
+    let work = a.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&work)?;
+    let script = work.join("bench_pipeline.py");
+    std::fs::write(&script, PY_PIPELINE)?;
+    std::fs::write(work.join("make_model_fixtures.py"), PY_MODEL_DEFS)?;
+    let weights = work.join("weights");
+    println!("setting up: original-architecture weights (.pth) and their ONNX exports …");
+    let o = Command::new(&a.python)
+        .arg(&script)
+        .args(["setup", "--out"])
+        .arg(&weights)
+        .output()
+        .with_context(|| format!("cannot run {}", a.python))?;
+    if !o.status.success() {
+        bail!(
+            "{} bench_pipeline.py setup failed: {}",
+            a.python,
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // The test folders.
+    let src = match &a.images {
+        Some(p) => p.clone(),
+        None => {
+            let busbra = Path::new("../shared/data/bus-bra/images");
+            if busbra.is_dir() {
+                busbra.to_path_buf()
+            } else {
+                let dir = work.join("synth");
+                let cfg = birads_data::synth::SynthConfig {
+                    seed: 7,
+                    train_cls: 0,
+                    train_fea: 0,
+                    test_cls: 2 * a.count,
+                    test_fea: 0,
+                    ..Default::default()
+                };
+                birads_data::synth::synthesize(&dir, &cfg)?;
+                dir.join("testA/cla")
+            }
+        }
+    };
+    let folder = work.join("testB");
+    let single = work.join("single");
+    let _ = std::fs::remove_dir_all(&folder);
+    let _ = std::fs::remove_dir_all(&single);
+    test_folder(&src, &folder, a.count)?;
+    test_folder(&src, &single, 1)?;
+    let p = Pipelines {
+        exe: std::env::current_exe()?,
+        python: a.python.clone(),
+        script,
+        weights,
+        batch: a.batch_size,
+    };
+    let threads = rayon::current_num_threads();
+    println!(
+        "predict: {} + {} images from {}, {} interleaved runs per pipeline, {threads} cores …",
+        a.count,
+        a.count,
+        src.display(),
+        a.runs
+    );
+    let out = work.join("out");
+    let [b, r, o] = p.time_all(&folder, &out, a.runs)?;
+    let agree_runpy = agreement(&out.join("birads"), &out.join("runpy"))?;
+    let agree_ort = agreement(&out.join("birads"), &out.join("ort"))?;
+    println!("cold start: one image in cla/ and one in fea/ …");
+    let [cb, cr, co] = p.time_all(&single, &work.join("out1"), a.runs)?;
+
+    let train = if a.train_batch > 0 {
+        println!(
+            "training: batch {}, {}×{}, AdamW steps in train mode …",
+            a.train_batch, a.train_size, a.train_size
+        );
+        let args = TrainBenchArgs {
+            models: vec!["convnext".into(), "densenet".into()],
+            batch: a.train_batch,
+            size: a.train_size,
+            runs: a.runs,
+            device: DeviceArg::Cpu,
+            precision: PrecisionArg::F32,
+            python: a.python.clone(),
+            no_python: false,
+        };
+        Some(train_rows(&args, &work)?)
+    } else {
+        None
+    };
+
+    let n = (2 * a.count) as f64;
+    println!();
+    println!("| measure | birads | PyTorch (run.py / eager) | ONNX Runtime | birads ÷ PyTorch | birads ÷ ORT | target |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| predict {} images end to end (img/s) | {:.2} | {:.2} | {:.2} | {:.2}× | {:.2}× | ≥ 1.5× PyTorch, ≥ 1.0× ORT |",
+        2 * a.count,
+        n / b.0,
+        n / r.0,
+        n / o.0,
+        r.0 / b.0,
+        o.0 / b.0
+    );
+    println!(
+        "| peak memory during predict (MiB) | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | ≤ 0.7 PyTorch |",
+        b.1,
+        r.1,
+        o.1,
+        b.1 / r.1,
+        b.1 / o.1
+    );
+    println!(
+        "| cold start, 1 + 1 images (s) | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | ≤ 0.3 PyTorch |",
+        cb.0,
+        cr.0,
+        co.0,
+        cb.0 / cr.0,
+        cb.0 / co.0
+    );
+    if let Some(rows) = train {
+        for (name, ours, theirs) in rows {
+            println!(
+                "| training {name} (img/s, batch {}, {}²) | {ours:.2} | {} | – | {} | – | ≥ 1.0× PyTorch |",
+                a.train_batch,
+                a.train_size,
+                theirs.map(|t| format!("{t:.2}")).unwrap_or("–".into()),
+                theirs
+                    .map(|t| format!("{:.2}×", ours / t))
+                    .unwrap_or("–".into()),
+            );
+        }
+    }
+    println!();
+    println!(
+        "labels equal to run.py's: {:.1} %, to ONNX Runtime's: {:.1} % (same weights; ties within float rounding may differ)",
+        100.0 * agree_runpy,
+        100.0 * agree_ort
+    );
+    println!("ratios: speed = their time ÷ ours (higher is better); memory and cold start = ours ÷ theirs (lower is better); medians of {} runs", a.runs);
+    Ok(0)
+}
+
+/// Images/s of `steps` training steps of `model`, median over runs of ≥ 1 s.
+fn train_rate<B, M>(
+    mut model: M,
+    batch: usize,
+    size: usize,
+    runs: usize,
+    features: bool,
+    device: &B::Device,
+) -> f64
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + birads_train::trainer::Net<B> + Clone + 'static,
+{
+    use birads_train::losses::{feature_loss, smoothed_cross_entropy};
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(0.05)
+        .with_epsilon(1e-8)
+        .init::<B, M>();
+    let x = Tensor::<B, 4>::random(
+        [batch, 3, size, size],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let targets: Vec<i64> = (0..batch * if features { 4 } else { 1 })
+        .map(|i| (i % if features { 2 } else { 6 }) as i64)
+        .collect();
+    let mut step = |model: M| -> M {
+        let logits = model.logits(x.clone());
+        let loss = if features {
+            let y = Tensor::<B, 2, Int>::from_data(
+                TensorData::new(targets.clone(), [batch, 4]),
+                device,
+            );
+            feature_loss(logits, y, [1.0; 4], 0.1, 1.0).total
+        } else {
+            let y =
+                Tensor::<B, 1, Int>::from_data(TensorData::new(targets.clone(), [batch]), device);
+            smoothed_cross_entropy(logits, y, 0.1)
+        };
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let model = optim.step(1e-4, model, grads);
+        // Wait for the device (asynchronous backends) before the clock is read.
+        B::sync(device).ok();
+        model
+    };
+    model = step(model); // warm-up
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let (mut n, t) = (0usize, Instant::now());
+        while n == 0 || t.elapsed().as_secs_f64() < 1.0 {
+            model = step(model);
+            n += 1;
+        }
+        rates.push((n * batch) as f64 / t.elapsed().as_secs_f64());
+    }
+    median(rates)
+}
+
+fn birads_train_rate<B: AutodiffBackend>(name: &str, a: &TrainBenchArgs) -> f64 {
+    let device = B::Device::default();
+    B::seed(&device, 0);
+    if name == "convnext" {
+        let m = MyConvNeXtConfig::new()
+            .with_dropout(0.05)
+            .init::<B>(&device);
+        train_rate::<B, _>(m, a.batch, a.size, a.runs, false, &device)
+    } else {
+        let m = MyDenseNetConfig::new().init::<B>(&device);
+        train_rate::<B, _>(m, a.batch, a.size, a.runs, true, &device)
+    }
+}
+
+/// (model, birads img/s, PyTorch img/s) for each model.
+fn train_rows(a: &TrainBenchArgs, work: &Path) -> anyhow::Result<Vec<(String, f64, Option<f64>)>> {
+    let script = work.join("bench_pipeline.py");
+    if !script.exists() {
+        std::fs::write(&script, PY_PIPELINE)?;
+        std::fs::write(work.join("make_model_fixtures.py"), PY_MODEL_DEFS)?;
+    }
+    let mut rows = Vec::new();
+    for name in &a.models {
+        let ours = match (a.device, a.precision) {
+            (DeviceArg::Cpu, PrecisionArg::F32) => {
+                birads_train_rate::<birads_model::CpuTrain>(name, a)
+            }
+            (DeviceArg::Cpu, PrecisionArg::Bf16) => bail!("bf16 needs --device cuda"),
+            #[cfg(feature = "cuda")]
+            (DeviceArg::Cuda, PrecisionArg::F32) => {
+                birads_train_rate::<burn::backend::Autodiff<birads_model::Cuda>>(name, a)
+            }
+            #[cfg(feature = "cuda")]
+            (DeviceArg::Cuda, PrecisionArg::Bf16) => {
+                birads_train_rate::<burn::backend::Autodiff<birads_model::CudaBf16>>(name, a)
+            }
+            #[cfg(not(feature = "cuda"))]
+            (DeviceArg::Cuda, _) => bail!("this birads was built without the `cuda` feature"),
+        };
+        let theirs = if a.no_python {
+            None
+        } else {
+            let mut c = Command::new(&a.python);
+            c.arg(&script).args([
+                "train",
+                "--model",
+                name,
+                "--batch",
+                &a.batch.to_string(),
+                "--size",
+                &a.size.to_string(),
+                "--runs",
+                &a.runs.to_string(),
+            ]);
+            match a.device {
+                DeviceArg::Cpu => {
+                    c.args(["--threads", &rayon::current_num_threads().to_string()]);
+                }
+                DeviceArg::Cuda => {
+                    c.args(["--device", "cuda"]);
+                }
+            }
+            if a.precision == PrecisionArg::Bf16 {
+                c.arg("--amp");
+            }
+            let o = c.output();
+            crate::bench::python_json(&a.python, o).and_then(|v| v["img_s"].as_f64())
+        };
+        println!(
+            "  {name}: birads {ours:.2} img/s, PyTorch {}",
+            theirs
+                .map(|t| format!("{t:.2} img/s"))
+                .unwrap_or("–".into())
+        );
+        rows.push((name.clone(), ours, theirs));
+    }
+    Ok(rows)
+}
+
+pub fn train(a: TrainBenchArgs) -> anyhow::Result<u8> {
+    let tmp = tempfile::tempdir()?;
+    println!(
+        "training benchmark: batch {}, {}×{}, {:?} {:?}, {} runs ≥ 1 s, medians",
+        a.batch,
+        a.size,
+        a.size,
+        match a.device {
+            DeviceArg::Cpu => "cpu",
+            DeviceArg::Cuda => "cuda",
+        },
+        match a.precision {
+            PrecisionArg::F32 => "f32",
+            PrecisionArg::Bf16 => "bf16 (PyTorch: AMP autocast bf16)",
+        },
+        a.runs
+    );
+    let rows = train_rows(&a, tmp.path())?;
+    println!();
+    println!("| model | batch | PyTorch (img/s) | birads (img/s) | birads ÷ PyTorch |");
+    println!("|---|---|---|---|---|");
+    for (name, ours, theirs) in rows {
+        println!(
+            "| {name} | {} | {} | {ours:.2} | {} |",
+            a.batch,
+            theirs.map(|t| format!("{t:.2}")).unwrap_or("–".into()),
+            theirs
+                .map(|t| format!("{:.2}×", ours / t))
+                .unwrap_or("–".into())
+        );
+    }
+    Ok(0)
+}
