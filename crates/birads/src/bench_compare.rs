@@ -59,6 +59,9 @@ pub struct TrainBenchArgs {
     /// Timed runs (each at least one second and one step); medians are reported.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Untimed steps first (kernel compilation and autotuning on CUDA).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
     #[arg(long, value_enum, default_value = "f32")]
@@ -314,6 +317,7 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<u8> {
             batch: a.train_batch,
             size: a.train_size,
             runs: a.runs,
+            warmup: 1,
             device: DeviceArg::Cpu,
             precision: PrecisionArg::F32,
             python: a.python.clone(),
@@ -379,9 +383,7 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<u8> {
 /// Images/s of `steps` training steps of `model`, median over runs of ≥ 1 s.
 fn train_rate<B, M>(
     mut model: M,
-    batch: usize,
-    size: usize,
-    runs: usize,
+    a: &TrainBenchArgs,
     features: bool,
     device: &B::Device,
 ) -> f64
@@ -390,6 +392,7 @@ where
     M: AutodiffModule<B> + birads_train::trainer::Net<B> + Clone + 'static,
 {
     use birads_train::losses::{feature_loss, smoothed_cross_entropy};
+    let (batch, size) = (a.batch, a.size);
     let mut optim = AdamWConfig::new()
         .with_weight_decay(0.05)
         .with_epsilon(1e-8)
@@ -421,9 +424,11 @@ where
         B::sync(device).ok();
         model
     };
-    model = step(model); // warm-up
+    for _ in 0..a.warmup.max(1) {
+        model = step(model);
+    }
     let mut rates = Vec::new();
-    for _ in 0..runs {
+    for _ in 0..a.runs {
         let (mut n, t) = (0usize, Instant::now());
         while n == 0 || t.elapsed().as_secs_f64() < 1.0 {
             model = step(model);
@@ -431,6 +436,8 @@ where
         }
         rates.push((n * batch) as f64 / t.elapsed().as_secs_f64());
     }
+    let shown: Vec<String> = rates.iter().map(|r| format!("{r:.2}")).collect();
+    println!("    birads runs (img/s): {}", shown.join(", "));
     median(rates)
 }
 
@@ -441,10 +448,10 @@ fn birads_train_rate<B: AutodiffBackend>(name: &str, a: &TrainBenchArgs) -> f64 
         let m = MyConvNeXtConfig::new()
             .with_dropout(0.05)
             .init::<B>(&device);
-        train_rate::<B, _>(m, a.batch, a.size, a.runs, false, &device)
+        train_rate::<B, _>(m, a, false, &device)
     } else {
         let m = MyDenseNetConfig::new().init::<B>(&device);
-        train_rate::<B, _>(m, a.batch, a.size, a.runs, true, &device)
+        train_rate::<B, _>(m, a, true, &device)
     }
 }
 
@@ -487,6 +494,8 @@ fn train_rows(a: &TrainBenchArgs, work: &Path) -> anyhow::Result<Vec<(String, f6
                 &a.size.to_string(),
                 "--runs",
                 &a.runs.to_string(),
+                "--warmup",
+                &a.warmup.max(1).to_string(),
             ]);
             match a.device {
                 DeviceArg::Cpu => {
@@ -545,4 +554,81 @@ pub fn train(a: TrainBenchArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    #[test]
+    fn measure_reports_exit_status_time_and_peak_memory() {
+        let small = measure(&mut sh("exit 0")).unwrap();
+        assert!(small.ok && small.wall > 0.0);
+        assert!(!measure(&mut sh("exit 3")).unwrap().ok);
+        // A shell holding a 40 MB string peaks well above an idle one.
+        let big = measure(&mut sh(
+            "a=$(head -c 40000000 /dev/zero | tr '\\0' x); test ${#a} -eq 40000000",
+        ))
+        .unwrap();
+        assert!(big.ok);
+        assert!(
+            big.max_rss_mib > small.max_rss_mib + 30.0,
+            "{} vs {} MiB",
+            big.max_rss_mib,
+            small.max_rss_mib
+        );
+        let slow = measure(&mut sh("sleep 0.3")).unwrap();
+        assert!(slow.wall >= 0.3 && slow.wall < 5.0, "{}", slow.wall);
+    }
+
+    #[test]
+    fn agreement_counts_equal_label_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, cla: &str, fea: &str| {
+            let d = dir.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("cla_pre.csv"), cla).unwrap();
+            std::fs::write(d.join("fea_pre.csv"), fea).unwrap();
+            d
+        };
+        let fea = "img_name,boundary,calcification,direction,shape\nc.png,0,1,0,1\n";
+        let a = write("a", "img_name,label\na.jpg,3\nb.jpg,0\n", fea);
+        // Other row order, one label different.
+        let b = write("b", "img_name,label\nb.jpg,0\na.jpg,4\n", fea);
+        assert!((agreement(&a, &b).unwrap() - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(agreement(&a, &a).unwrap(), 1.0);
+        let c = write("c", "img_name,label\na.jpg,3\n", fea);
+        assert!(agreement(&a, &c).is_err(), "different image sets");
+    }
+
+    #[test]
+    fn test_folder_splits_images_between_cla_and_fea() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        for i in 0..5 {
+            image::RgbImage::new(8, 8)
+                .save(src.join(format!("{i}.png")))
+                .unwrap();
+        }
+        let dst = dir.path().join("testB");
+        test_folder(&src, &dst, 2).unwrap();
+        let names = |p: &str| {
+            let mut v: Vec<String> = std::fs::read_dir(dst.join(p))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names("cla"), ["0.png", "1.png"]);
+        assert_eq!(names("fea"), ["2.png", "3.png"]);
+        assert!(test_folder(&src, &dir.path().join("x"), 3).is_err());
+    }
 }

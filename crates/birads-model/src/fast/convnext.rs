@@ -160,7 +160,7 @@ impl FastConvNeXt {
                 x = patchify_forward(conv, &x, n, (h, w), None);
                 (h, w, c) = (h / conv.k, w / conv.k, conv.cout);
             }
-            let mut out = vec![0.0; x.len()];
+            let mut out = scratch(x.len());
             for b in &stage.blocks {
                 block_forward(b, &x, &mut out, (h, w, c));
                 std::mem::swap(&mut x, &mut out);
@@ -196,10 +196,10 @@ fn patchify_forward(
     n: usize,
     (h, w): (usize, usize),
     norm: Option<&Norm>,
-) -> Vec<f32> {
+) -> super::Scratch {
     let (oh, ow) = (h / p.k, w / p.k);
     let m = n * oh * ow;
-    let mut out = vec![0.0; m * p.cout];
+    let mut out = scratch(m * p.cout);
     let ptr = SharedMut(out.as_mut_ptr());
     let width = p.k * p.k * p.cin;
     for_rows(m, |rows, par| {

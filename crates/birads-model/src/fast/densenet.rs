@@ -222,7 +222,7 @@ impl FastDenseNet {
         // Stem: conv 7×7/2 + BN + ReLU, then max-pool 3×3/2 (pad 1) into block 1's buffer.
         let (sh, sw) = ((h + 6 - 7) / 2 + 1, (w + 6 - 7) / 2 + 1);
         let m = n * sh * sw;
-        let mut stem = vec![0.0; m * self.c0];
+        let mut stem = scratch(m * self.c0);
         let ptr = SharedMut(stem.as_mut_ptr());
         for_rows(m, |rows, par| {
             let mut cols = scratch(rows.len() * 147);
@@ -255,21 +255,23 @@ impl FastDenseNet {
         });
         let (mut h, mut w) = ((sh + 2 - 3) / 2 + 1, (sw + 2 - 3) / 2 + 1);
         let mut width = self.block_width(0);
-        let mut buf = vec![0.0; n * h * w * width];
+        let mut buf = scratch(n * h * w * width);
         max_pool(&stem, (n, sh, sw, self.c0), (h, w), &mut buf, width);
         drop(stem);
         let mut c = self.c0;
         for (i, block) in self.blocks.iter().enumerate() {
+            let mut padded = scratch(n * (h + 2) * (w + 2) * block.mid);
+            padded.fill(0.0);
             for layer in &block.layers {
                 debug_assert_eq!(layer.cin, c);
-                dense_layer(layer, block, &mut buf, (n, h, w), width);
+                dense_layer(layer, block, &mut buf, &mut padded, (n, h, w), width);
                 c += block.growth;
             }
             cbam(&block.cbam, &mut buf, (n, h, w));
             if let Some(t) = self.transitions.get(i) {
                 let (oh, ow) = (h / 2, w / 2);
                 let next = self.block_width(i + 1);
-                let mut out = vec![0.0; n * oh * ow * next];
+                let mut out = scratch(n * oh * ow * next);
                 transition(t, &buf, (n, h, w, c), &mut out, next);
                 (buf, h, w, c, width) = (out, oh, ow, t.cout, next);
             }
@@ -356,18 +358,21 @@ fn max_pool(
 }
 
 /// One dense layer: reads channels `0..cin` of `buf`, writes `cin..cin + growth`.
+/// `padded` is the block's `[n, h+2, w+2, mid]` scratch whose one-pixel border is zero: the
+/// 3×3 convolution then needs no im2col (see `conv3x3`).
 fn dense_layer(
     l: &Layer,
     b: &Block,
     buf: &mut [f32],
+    padded: &mut [f32],
     (n, h, w): (usize, usize, usize),
     width: usize,
 ) {
     let m = n * h * w;
     let (cin, mid) = (l.cin, b.mid);
-    // BN1 → ReLU → 1×1 conv (+ folded BN2) → ReLU, chunk by chunk.
-    let mut hidden = scratch(m * mid);
-    let hid = SharedMut(hidden.as_mut_ptr());
+    let (ph, pw) = (h + 2, w + 2);
+    // BN1 → ReLU → 1×1 conv (+ folded BN2) → ReLU, chunk by chunk, into the padded interior.
+    let hid = SharedMut(padded.as_mut_ptr());
     let src: &[f32] = buf;
     for_rows(m, |rows, par| {
         let r = rows.len();
@@ -390,15 +395,14 @@ fn dense_layer(
                 }
             },
         );
-        // SAFETY: each chunk owns its rows of `hidden`.
-        let dst = unsafe { std::slice::from_raw_parts_mut(hid.at(rows.start * mid), r * mid) };
+        let mut u = scratch(r * mid);
         matmul(
             (r, mid, cin),
             &t,
             cin,
             &l.w1,
             mid,
-            dst.as_mut_ptr(),
+            u.as_mut_ptr(),
             mid,
             false,
             par,
@@ -406,44 +410,92 @@ fn dense_layer(
         simd(
             #[inline(always)]
             || {
-                for row in dst.chunks_exact_mut(mid) {
-                    for (v, b) in row.iter_mut().zip(&l.bias1) {
-                        *v = (*v + b).max(0.0);
+                for (row, p) in u.chunks_exact(mid).zip(rows.clone()) {
+                    let (img, rest) = (p / (h * w), p % (h * w));
+                    let (y, x) = (rest / w, rest % w);
+                    // SAFETY: each pixel has its own interior row of `padded`, and each
+                    // chunk owns its pixels.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            hid.at(((img * ph + y + 1) * pw + x + 1) * mid),
+                            mid,
+                        )
+                    };
+                    for ((d, v), b) in dst.iter_mut().zip(row).zip(&l.bias1) {
+                        *d = (v + b).max(0.0);
                     }
                 }
             },
         );
     });
-    // 3×3 conv (pad 1) into the new channels.
-    let out = SharedMut(buf.as_mut_ptr());
-    let k = 9 * mid;
-    for_rows(m, |rows, par| {
-        let mut cols = scratch(rows.len() * k);
-        im2col(
-            &hidden,
-            (h, w, mid),
-            (h, w),
-            3,
-            1,
-            1,
-            rows.clone(),
-            &mut cols,
-        );
-        // SAFETY: chunks write disjoint rows, and only columns `cin..cin + growth`, which
-        // nothing reads during this pass.
-        let dst = out.at(rows.start * width + cin);
-        matmul(
-            (rows.len(), b.growth, k),
-            &cols,
-            k,
-            &l.w2,
-            b.growth,
-            dst,
-            width,
-            false,
-            par,
-        );
-    });
+    conv3x3(&l.w2, b.growth, mid, padded, buf, (n, h, w), width, cin);
+}
+
+/// 3×3 convolution (pad 1) of the padded `[n, h+2, w+2, mid]` map into columns
+/// `col..col + growth` of `out` (row width `width`). On the padded map, flattened per image,
+/// the input of output position `q = y·(w+2) + x` under tap `(dy, dx)` is position
+/// `q + dy·(w+2) + dx`: each tap is one matrix product over a contiguous run of rows, nine
+/// accumulating products in all. Positions with `x ≥ w` are computed and dropped.
+#[allow(clippy::too_many_arguments)]
+fn conv3x3(
+    w2: &[f32],
+    growth: usize,
+    mid: usize,
+    padded: &[f32],
+    out: &mut [f32],
+    (n, h, w): (usize, usize, usize),
+    width: usize,
+    col: usize,
+) {
+    let pw = w + 2;
+    let per_image = (h + 2) * pw;
+    let q_len = h * pw - 2;
+    let (rows, par) = match super::chunk_rows(n * q_len) {
+        Some(r) => (r, false),
+        None => (q_len, true),
+    };
+    let per = q_len.div_ceil(rows);
+    let dst = SharedMut(out.as_mut_ptr());
+    let task = |i: usize| {
+        let (img, c) = (i / per, i % per);
+        let q = c * rows..((c + 1) * rows).min(q_len);
+        let r = q.len();
+        let mut acc = scratch(r * growth);
+        for t in 0..9 {
+            let off = img * per_image + q.start + (t / 3) * pw + t % 3;
+            matmul(
+                (r, growth, mid),
+                &padded[off * mid..(img + 1) * per_image * mid],
+                mid,
+                &w2[t * mid * growth..(t + 1) * mid * growth],
+                growth,
+                acc.as_mut_ptr(),
+                growth,
+                t > 0,
+                par,
+            );
+        }
+        for (row, qq) in acc.chunks_exact(growth).zip(q) {
+            let (y, x) = (qq / pw, qq % pw);
+            if x < w {
+                // SAFETY: each output pixel belongs to one task; only columns
+                // `col..col + growth` are written, which nothing reads in this pass.
+                let d = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dst.at(((img * h + y) * w + x) * width + col),
+                        growth,
+                    )
+                };
+                d.copy_from_slice(row);
+            }
+        }
+    };
+    if par {
+        (0..n * per).for_each(task);
+    } else {
+        use rayon::prelude::*;
+        (0..n * per).into_par_iter().for_each(task);
+    }
 }
 
 /// CBAM: channel attention (shared MLP on mean and max, sigmoid), then spatial attention

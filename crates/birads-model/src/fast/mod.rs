@@ -278,7 +278,21 @@ thread_local! {
 
 /// A scratch buffer of `len` values (uninitialised in meaning, not in memory).
 pub(crate) fn scratch(len: usize) -> Scratch {
-    let mut buf = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    // The smallest pooled buffer that fits, else the largest (grown): memory stays at the
+    // high-water mark of buffers alive at the same time.
+    let mut buf = POOL
+        .with(|p| {
+            let mut p = p.borrow_mut();
+            let pick = p
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.len() >= len)
+                .min_by_key(|(_, b)| b.len())
+                .or_else(|| p.iter().enumerate().max_by_key(|(_, b)| b.len()))
+                .map(|(i, _)| i);
+            pick.map(|i| p.swap_remove(i))
+        })
+        .unwrap_or_default();
     if buf.len() < len {
         buf.resize(len, 0.0);
     }
@@ -469,8 +483,8 @@ pub(crate) fn im2col(
 }
 
 /// An NCHW batch as NHWC.
-pub(crate) fn to_nhwc(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
+pub(crate) fn to_nhwc(x: &[f32], n: usize, c: usize, hw: usize) -> Scratch {
+    let mut out = scratch(x.len());
     for img in 0..n {
         let src = &x[img * c * hw..(img + 1) * c * hw];
         let dst = &mut out[img * c * hw..(img + 1) * c * hw];
