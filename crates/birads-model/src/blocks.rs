@@ -168,8 +168,7 @@ impl<B: Backend> BatchNorm2d<B> {
             // through burn-flex's strided iterator (≈ 30 % of a MyDenseNet training step).
             let count = (n * h * w) as f64;
             let per_image = x.clone().reshape([n, c, h * w]);
-            let channel_sum =
-                |t: Tensor<B, 3>| t.sum_dim(2).sum_dim(0).reshape([c, 1]) / count;
+            let channel_sum = |t: Tensor<B, 3>| t.sum_dim(2).sum_dim(0).reshape([c, 1]) / count;
             let mean = channel_sum(per_image.clone());
             let centered = per_image - mean.clone().reshape([1, c, 1]).repeat_dim(0, n);
             let var = channel_sum(centered.clone() * centered);

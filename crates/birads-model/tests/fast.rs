@@ -13,7 +13,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 
 mod common;
-use common::{convnext_config, densenet_config, read_f32};
+use common::{convnext_config, densenet_config, max_abs_diff, read_f32};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -33,16 +33,23 @@ fn meta(name: &str) -> (serde_json::Value, Vec<usize>) {
     (m["config"].clone(), shape)
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+/// Fast-path outputs within 1e-4 of the burn path's, relative to the largest logit (the
+/// float error is ~1e-6 of it; a wrong scale, epsilon or activation is ≥ 1e-3).
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let diff = max_abs_diff(got, want);
+    assert!(
+        diff <= 1e-4 * scale,
+        "{what}: max abs diff {diff}, max |logit| {scale}"
+    );
 }
 
-fn max_abs(a: &[f32]) -> f32 {
-    a.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+/// Eval-mode logits of a burn model, and the same input flattened for the fast path.
+fn burn_logits<const D: usize>(out: Tensor<Cpu, D>, x: Tensor<Cpu, 4>) -> (Vec<f32>, Vec<f32>) {
+    (
+        out.into_data().to_vec::<f32>().unwrap(),
+        x.into_data().to_vec::<f32>().unwrap(),
+    )
 }
 
 #[test]
@@ -136,20 +143,11 @@ fn fast_convnext_equals_the_burn_path() {
     let fast = FastConvNeXt::from_model(&model);
     for n in [1, 3] {
         let x = input(n, 64);
-        let want = model
-            .forward(x.clone())
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
-        let got = fast.forward(&x.into_data().to_vec::<f32>().unwrap(), n, 64, 64);
-        let diff = max_abs_diff(&got, &want);
-        eprintln!(
-            "batch {n}: max abs diff {diff}, max |logit| {}",
-            max_abs(&want)
-        );
-        assert!(
-            diff <= 1e-4 * max_abs(&want),
-            "batch {n}: max abs diff {diff}"
+        let (want, flat) = burn_logits(model.forward(x.clone()), x);
+        assert_close(
+            &fast.forward(&flat, n, 64, 64),
+            &want,
+            &format!("batch {n}"),
         );
     }
 }
@@ -161,20 +159,11 @@ fn fast_densenet_equals_the_burn_path() {
     let fast = FastDenseNet::from_model(&model);
     for n in [1, 2] {
         let x = input(n, 96);
-        let want = model
-            .forward(x.clone())
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
-        let got = fast.forward(&x.into_data().to_vec::<f32>().unwrap(), n, 96, 96);
-        let diff = max_abs_diff(&got, &want);
-        eprintln!(
-            "batch {n}: max abs diff {diff}, max |logit| {}",
-            max_abs(&want)
-        );
-        assert!(
-            diff <= 1e-4 * max_abs(&want),
-            "batch {n}: max abs diff {diff}"
+        let (want, flat) = burn_logits(model.forward(x.clone()), x);
+        assert_close(
+            &fast.forward(&flat, n, 96, 96),
+            &want,
+            &format!("batch {n}"),
         );
     }
 }
@@ -192,31 +181,14 @@ fn every_vector_width_gives_the_same_outputs() {
     let dense = densenet_with_statistics(&densenet_config(&d));
     let fast_dense = FastDenseNet::from_model(&dense);
     let x = input(2, 64);
-    let want = model
-        .forward(x.clone())
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
-    let want_dense = dense
-        .forward(x.clone())
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
-    let flat = x.into_data().to_vec::<f32>().unwrap();
+    let (want, flat) = burn_logits(model.forward(x.clone()), x.clone());
+    let (want_dense, _) = burn_logits(dense.forward(x.clone()), x);
     for level in [0, 1, 2] {
         birads_model::fast::limit_simd(level);
         let got = fast.forward(&flat, 2, 64, 64);
         let got_dense = fast_dense.forward(&flat, 2, 64, 64);
         birads_model::fast::limit_simd(2);
-        let diff = max_abs_diff(&got, &want);
-        assert!(
-            diff <= 1e-4 * max_abs(&want),
-            "level {level}: convnext diff {diff}"
-        );
-        let diff = max_abs_diff(&got_dense, &want_dense);
-        assert!(
-            diff <= 1e-4 * max_abs(&want_dense),
-            "level {level}: densenet diff {diff}"
-        );
+        assert_close(&got, &want, &format!("level {level}: convnext"));
+        assert_close(&got_dense, &want_dense, &format!("level {level}: densenet"));
     }
 }

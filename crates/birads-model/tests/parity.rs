@@ -9,7 +9,7 @@ use burn::module::AutodiffModule;
 use burn::prelude::*;
 
 mod common;
-use common::{convnext_config, densenet_config, read_f32, usizes};
+use common::{convnext_config, densenet_config, max_abs_diff, read_f32, usizes};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -42,14 +42,6 @@ fn case(name: &str) -> Case {
         input_shape: shape,
         expected: read_f32(&fixtures().join(format!("{name}.output.bin"))),
     }
-}
-
-fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    got.iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

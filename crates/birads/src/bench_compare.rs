@@ -381,12 +381,7 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<u8> {
 }
 
 /// Images/s of `steps` training steps of `model`, median over runs of ≥ 1 s.
-fn train_rate<B, M>(
-    mut model: M,
-    a: &TrainBenchArgs,
-    features: bool,
-    device: &B::Device,
-) -> f64
+fn train_rate<B, M>(mut model: M, a: &TrainBenchArgs, features: bool, device: &B::Device) -> f64
 where
     B: AutodiffBackend,
     M: AutodiffModule<B> + birads_train::trainer::Net<B> + Clone + 'static,

@@ -50,16 +50,6 @@ pub struct FastConvNeXt {
     fc2: Dense,
 }
 
-fn dense<B: Backend>(l: &burn::nn::Linear<B>) -> Dense {
-    let [din, dout] = l.weight.dims();
-    Dense {
-        w: values(l.weight.val()),
-        b: l.bias.as_ref().map(|b| values(b.val())).unwrap_or_default(),
-        din,
-        dout,
-    }
-}
-
 fn layer_norm<B: Backend>(l: &burn::nn::LayerNorm<B>, eps: f32) -> Norm {
     let gamma = values(l.gamma.val());
     let beta = match &l.beta {
@@ -115,8 +105,8 @@ fn block<B: Backend>(b: &CnBlock<B>) -> Block {
             .map(|b| values(b.val()))
             .unwrap_or(vec![0.0; c]),
         norm: layer_norm(&b.norm, BLOCK_EPS),
-        pw1: dense(&b.pwconv1),
-        pw2: dense(&b.pwconv2),
+        pw1: Dense::from_linear(&b.pwconv1),
+        pw2: Dense::from_linear(&b.pwconv2),
         gamma: values(b.layer_scale.val()),
     }
 }
@@ -141,8 +131,8 @@ impl FastConvNeXt {
             stem_norm: layer_norm_2d(&m.stem_norm),
             stages,
             head_norm: layer_norm(&m.head_norm, HEAD_EPS),
-            fc1: dense(&m.head_fc1),
-            fc2: dense(&m.head_fc2),
+            fc1: Dense::from_linear(&m.head_fc1),
+            fc2: Dense::from_linear(&m.head_fc2),
         }
     }
 

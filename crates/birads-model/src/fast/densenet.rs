@@ -98,16 +98,6 @@ fn fold(w: Vec<f32>, cout: usize, a: &Affine) -> (Vec<f32>, Vec<f32>) {
     (w, a.shift.clone())
 }
 
-fn dense<B: Backend>(l: &burn::nn::Linear<B>) -> Dense {
-    let [din, dout] = l.weight.dims();
-    Dense {
-        w: values(l.weight.val()),
-        b: l.bias.as_ref().map(|b| values(b.val())).unwrap_or_default(),
-        din,
-        dout,
-    }
-}
-
 fn attention<B: Backend>(c: &Cbam<B>) -> Attention {
     let w1 = &c.channel_attention.fc1.weight; // [hidden, C, 1, 1]
     let [hidden, channels, _, _] = w1.dims();
@@ -206,12 +196,20 @@ impl FastDenseNet {
                 beta,
                 eps: HEAD_EPS,
             },
-            fc1: dense(&m.head_fc1),
-            fc2: dense(&m.head_fc2),
-            shared: dense(&m.shared_proj),
-            task_proj: m.task_proj.iter().map(dense).collect(),
-            task_fc1: m.task_heads.iter().map(|t| dense(&t.fc1)).collect(),
-            task_fc2: m.task_heads.iter().map(|t| dense(&t.fc2)).collect(),
+            fc1: Dense::from_linear(&m.head_fc1),
+            fc2: Dense::from_linear(&m.head_fc2),
+            shared: Dense::from_linear(&m.shared_proj),
+            task_proj: m.task_proj.iter().map(Dense::from_linear).collect(),
+            task_fc1: m
+                .task_heads
+                .iter()
+                .map(|t| Dense::from_linear(&t.fc1))
+                .collect(),
+            task_fc2: m
+                .task_heads
+                .iter()
+                .map(|t| Dense::from_linear(&t.fc2))
+                .collect(),
         }
     }
 

@@ -151,6 +151,16 @@ pub(crate) struct Dense {
 }
 
 impl Dense {
+    pub fn from_linear<B: burn::prelude::Backend>(l: &burn::nn::Linear<B>) -> Self {
+        let [din, dout] = l.weight.dims();
+        Self {
+            w: values(l.weight.val()),
+            b: l.bias.as_ref().map(|b| values(b.val())).unwrap_or_default(),
+            din,
+            dout,
+        }
+    }
+
     /// `y[rows×out] = x[rows×in]·W + b` (single-threaded product unless `parallel`).
     pub fn apply(&self, x: &[f32], rows: usize, parallel: bool) -> Vec<f32> {
         let mut y = vec![0.0; rows * self.dout];

@@ -34,3 +34,11 @@ pub fn densenet_config(c: &serde_json::Value) -> MyDenseNetConfig {
         .with_init_features(c["init"].as_u64().unwrap() as usize)
         .with_bn_size(c["bn_size"].as_u64().unwrap() as usize)
 }
+
+pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
