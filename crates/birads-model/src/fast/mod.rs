@@ -79,7 +79,13 @@ pub(crate) fn chunk_rows(m: usize) -> Option<usize> {
     // A multiple of the thread count, about 384 rows each, rounded up to the vector width
     // so the matrix kernels run full register tiles.
     let chunks = threads * m.div_ceil(threads * 384);
-    Some(m.div_ceil(chunks).next_multiple_of(16))
+    let rows = m.div_ceil(chunks);
+    // Small matrices: an even split matters more than full register tiles.
+    Some(if rows >= 256 {
+        rows.next_multiple_of(16)
+    } else {
+        rows
+    })
 }
 
 /// Run `f` over row ranges of `0..m`: in parallel chunks when the matrix is large enough
