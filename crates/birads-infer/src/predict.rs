@@ -203,7 +203,23 @@ impl<B: Backend> Predictor<B> {
 
 #[cfg(test)]
 mod tests {
-    use super::argmax;
+    use super::{argmax, flip_horizontally, softmax_groups};
+
+    #[test]
+    fn softmax_is_per_group_and_flip_mirrors_rows() {
+        let mut x = vec![0.0, 0.0, 1.0, 3.0, 1000.0, 1000.0];
+        softmax_groups(&mut x, 2);
+        assert_eq!(&x[..2], &[0.5, 0.5]);
+        let e = 1.0 / (1.0 + (2.0f32).exp());
+        assert!((x[2] - e).abs() < 1e-6 && (x[3] - (1.0 - e)).abs() < 1e-6);
+        assert_eq!(&x[4..], &[0.5, 0.5], "large logits do not overflow");
+        // Two 2×3 planes: each row of width 3 reversed.
+        let img: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        assert_eq!(
+            flip_horizontally(&img, 3),
+            [2., 1., 0., 5., 4., 3., 8., 7., 6., 11., 10., 9.]
+        );
+    }
 
     #[test]
     fn argmax_takes_the_first_maximum() {

@@ -782,24 +782,29 @@ fn predictions_are_deterministic_and_independent_of_batch_size_and_engine() {
     let dir = tempfile::tempdir().unwrap();
     let synth = synth_small(dir.path());
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../birads-model/tests/fixtures");
-    let run = |name: &str, batch: &str, engine: &str| -> Vec<Vec<f64>> {
+    let run = |name: &str, batch: &str, engine: &str, extra: &[&str]| -> Vec<Vec<f64>> {
         let out = dir.path().join(name);
-        let o = birads(&[
-            "predict",
-            "--input",
-            synth.join("testA").to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--cla-weights",
-            fixtures.join("myconvnext_small.pth").to_str().unwrap(),
-            "--fea-weights",
-            fixtures.join("mydensenet_small.pth").to_str().unwrap(),
-            "--probabilities",
-            "--batch-size",
-            batch,
-            "--engine",
-            engine,
-        ]);
+        let o = birads(
+            &[
+                "predict",
+                "--input",
+                synth.join("testA").to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--cla-weights",
+                fixtures.join("myconvnext_small.pth").to_str().unwrap(),
+                "--fea-weights",
+                fixtures.join("mydensenet_small.pth").to_str().unwrap(),
+                "--probabilities",
+                "--batch-size",
+                batch,
+                "--engine",
+                engine,
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
+        );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         ["cla_prob.csv", "fea_prob.csv"]
             .iter()
@@ -817,14 +822,23 @@ fn predictions_are_deterministic_and_independent_of_batch_size_and_engine() {
             })
             .collect()
     };
-    let one = run("b1", "1", "fast");
-    let again = run("b1_again", "1", "fast");
-    let seven = run("b7", "7", "fast");
+    let one = run("b1", "1", "fast", &[]);
+    let again = run("b1_again", "1", "fast", &[]);
+    let seven = run("b7", "7", "fast", &[]);
     // burn's generic ops and the dedicated inference path agree.
-    let burn = run("b7_burn", "7", "burn");
+    let burn = run("b7_burn", "7", "burn", &[]);
     assert_eq!(one.len(), burn.len());
     for (a, b) in seven.iter().flatten().zip(burn.iter().flatten()) {
         assert!((a - b).abs() <= 1e-5, "fast {a} vs burn {b}");
+    }
+    // Test-time augmentation too (the fast path flips the batch itself).
+    let (tta_fast, tta_burn) = (
+        run("tta_fast", "7", "fast", &["--tta"]),
+        run("tta_burn", "7", "burn", &["--tta"]),
+    );
+    assert_ne!(tta_fast, seven, "--tta changes the probabilities");
+    for (a, b) in tta_fast.iter().flatten().zip(tta_burn.iter().flatten()) {
+        assert!((a - b).abs() <= 1e-5, "tta: fast {a} vs burn {b}");
     }
     assert_eq!(one, again, "same input, same output");
     assert_eq!(one.len(), seven.len());
