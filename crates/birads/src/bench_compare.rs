@@ -14,6 +14,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
+use crate::bench::median;
 use crate::train::{DeviceArg, PrecisionArg};
 
 const PY_PIPELINE: &str = include_str!("../../../scripts/bench_pipeline.py");
@@ -119,11 +120,6 @@ fn measure(cmd: &mut Command) -> anyhow::Result<Measured> {
         max_rss_mib: usage.ru_maxrss as f64 / 1024.0,
         ok,
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// A testB-like folder: `count` images in cla/ and the next `count` in fea/.

@@ -50,15 +50,6 @@ pub struct FastConvNeXt {
     fc2: Dense,
 }
 
-fn layer_norm<B: Backend>(l: &burn::nn::LayerNorm<B>, eps: f32) -> Norm {
-    let gamma = values(l.gamma.val());
-    let beta = match &l.beta {
-        Some(b) => values(b.val()),
-        None => vec![0.0; gamma.len()],
-    };
-    Norm { gamma, beta, eps }
-}
-
 fn layer_norm_2d<B: Backend>(l: &crate::blocks::LayerNorm2d<B>) -> Norm {
     Norm {
         gamma: values(l.weight.val()),
@@ -104,7 +95,7 @@ fn block<B: Backend>(b: &CnBlock<B>) -> Block {
             .as_ref()
             .map(|b| values(b.val()))
             .unwrap_or(vec![0.0; c]),
-        norm: layer_norm(&b.norm, BLOCK_EPS),
+        norm: Norm::from_layer_norm(&b.norm, BLOCK_EPS),
         pw1: Dense::from_linear(&b.pwconv1),
         pw2: Dense::from_linear(&b.pwconv2),
         gamma: values(b.layer_scale.val()),
@@ -130,7 +121,7 @@ impl FastConvNeXt {
             stem: patchify(&m.stem_conv),
             stem_norm: layer_norm_2d(&m.stem_norm),
             stages,
-            head_norm: layer_norm(&m.head_norm, HEAD_EPS),
+            head_norm: Norm::from_layer_norm(&m.head_norm, HEAD_EPS),
             fc1: Dense::from_linear(&m.head_fc1),
             fc2: Dense::from_linear(&m.head_fc2),
         }

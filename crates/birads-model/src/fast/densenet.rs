@@ -177,13 +177,6 @@ impl FastDenseNet {
                 }
             })
             .collect();
-        let gamma = values(m.head_norm.gamma.val());
-        let beta = m
-            .head_norm
-            .beta
-            .as_ref()
-            .map(|b| values(b.val()))
-            .unwrap_or(vec![0.0; gamma.len()]);
         Self {
             conv0,
             bias0,
@@ -191,11 +184,7 @@ impl FastDenseNet {
             blocks,
             transitions,
             norm5: affine(&m.norm5),
-            head_norm: Norm {
-                gamma,
-                beta,
-                eps: HEAD_EPS,
-            },
+            head_norm: Norm::from_layer_norm(&m.head_norm, HEAD_EPS),
             fc1: Dense::from_linear(&m.head_fc1),
             fc2: Dense::from_linear(&m.head_fc2),
             shared: Dense::from_linear(&m.shared_proj),

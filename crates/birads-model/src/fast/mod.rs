@@ -198,6 +198,20 @@ pub(crate) struct Norm {
 }
 
 impl Norm {
+    /// A burn `LayerNorm` (its epsilon is private in burn, so the caller passes the one the
+    /// model was built with).
+    pub fn from_layer_norm<B: burn::prelude::Backend>(
+        l: &burn::nn::LayerNorm<B>,
+        eps: f32,
+    ) -> Self {
+        let gamma = values(l.gamma.val());
+        let beta = match &l.beta {
+            Some(b) => values(b.val()),
+            None => vec![0.0; gamma.len()],
+        };
+        Self { gamma, beta, eps }
+    }
+
     /// Normalise `x` (one row) into `out`, two-pass mean and biased variance as PyTorch.
     #[inline(always)]
     pub fn row(&self, x: &[f32], out: &mut [f32]) {
