@@ -5,6 +5,7 @@
 //! CUDA behind the `cuda` feature).
 
 pub mod config;
+pub mod fast;
 pub mod history;
 pub mod losses;
 pub mod schedule;

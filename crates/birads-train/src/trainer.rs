@@ -59,15 +59,28 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 /// A model the loop can train: logits as `[N, outputs]` (features: `(z₀, z₁)` per task).
 pub trait Net<B: Backend>: Module<B> {
     fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2>;
+    /// Logits from the backbone's final feature maps (`[N, C, 1, 1]`: already pooled).
+    fn head_logits(&self, features: Tensor<B, 4>) -> Tensor<B, 2>;
     fn into_any(self) -> AnyModel<B>;
+    /// Back from `into_any` (the same family).
+    fn from_any(m: AnyModel<B>) -> Self;
 }
 
 impl<B: Backend> Net<B> for MyConvNeXt<B> {
     fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(x)
     }
+    fn head_logits(&self, features: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.head(features)
+    }
     fn into_any(self) -> AnyModel<B> {
         AnyModel::ConvNeXt(self)
+    }
+    fn from_any(m: AnyModel<B>) -> Self {
+        match m {
+            AnyModel::ConvNeXt(m) => m,
+            AnyModel::DenseNet(_) => unreachable!("a MyConvNeXt was converted"),
+        }
     }
 }
 
@@ -75,8 +88,17 @@ impl<B: Backend> Net<B> for MyDenseNet<B> {
     fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(x).flatten(1, 2)
     }
+    fn head_logits(&self, features: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.head(features).flatten(1, 2)
+    }
     fn into_any(self) -> AnyModel<B> {
         AnyModel::DenseNet(self)
+    }
+    fn from_any(m: AnyModel<B>) -> Self {
+        match m {
+            AnyModel::DenseNet(m) => m,
+            AnyModel::ConvNeXt(_) => unreachable!("a MyDenseNet was converted"),
+        }
     }
 }
 

@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use birads_model::fast::train::{OptimConfig, UpdateRule};
 use birads_model::{MyConvNeXtConfig, MyDenseNetConfig};
+use birads_train::fast::FastBackbone;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
@@ -73,6 +75,16 @@ pub struct TrainBenchArgs {
     pub python: String,
     #[arg(long)]
     pub no_python: bool,
+    /// birads' training path: `fast` (the dedicated CPU backbone, CPU only) or `burn`
+    /// (burn's autodiff on the chosen device).
+    #[arg(long, value_enum, default_value = "fast")]
+    pub engine: TrainEngineArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainEngineArg {
+    Fast,
+    Burn,
 }
 
 /// Wall seconds and peak resident set (MiB) of one child process.
@@ -318,6 +330,7 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<u8> {
             precision: PrecisionArg::F32,
             python: a.python.clone(),
             no_python: false,
+            engine: TrainEngineArg::Fast,
         };
         Some(train_rows(&args, &work)?)
     } else {
@@ -396,9 +409,8 @@ where
     let targets: Vec<i64> = (0..batch * if features { 4 } else { 1 })
         .map(|i| (i % if features { 2 } else { 6 }) as i64)
         .collect();
-    let mut step = |model: M| -> M {
-        let logits = model.logits(x.clone());
-        let loss = if features {
+    let loss_of = |logits: Tensor<B, 2>| {
+        if features {
             let y = Tensor::<B, 2, Int>::from_data(
                 TensorData::new(targets.clone(), [batch, 4]),
                 device,
@@ -408,9 +420,30 @@ where
             let y =
                 Tensor::<B, 1, Int>::from_data(TensorData::new(targets.clone(), [batch]), device);
             smoothed_cross_entropy(logits, y, 0.1)
+        }
+    };
+    let mut fast = (a.engine == TrainEngineArg::Fast)
+        .then(|| FastBackbone::new(&model, OptimConfig::new(UpdateRule::AdamW, 0.05)));
+    let images: Vec<f32> = x.to_data().convert::<f32>().to_vec().expect("f32 images");
+    let mut seed = 0u64;
+    let mut step = |model: M| -> M {
+        let model = match &mut fast {
+            Some(f) => {
+                seed += 1;
+                let (logits, leaf) = f.forward(&model, &images, batch, size, seed, device);
+                let grads = loss_of(logits).backward();
+                f.step(&leaf, &grads, 1e-4);
+                let grads = GradientsParams::from_grads(grads, &model);
+                optim.step(1e-4, model, grads)
+            }
+            None => {
+                let grads = GradientsParams::from_grads(
+                    loss_of(model.logits(x.clone())).backward(),
+                    &model,
+                );
+                optim.step(1e-4, model, grads)
+            }
         };
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let model = optim.step(1e-4, model, grads);
         // Wait for the device (asynchronous backends) before the clock is read.
         B::sync(device).ok();
         model
@@ -460,6 +493,12 @@ fn train_rows(a: &TrainBenchArgs, work: &Path) -> anyhow::Result<Vec<(String, f6
                 birads_train_rate::<birads_model::CpuTrain>(name, a)
             }
             (DeviceArg::Cpu, PrecisionArg::Bf16) => bail!("bf16 needs --device cuda"),
+            #[cfg(feature = "cuda")]
+            (DeviceArg::Cuda, _) if a.engine == TrainEngineArg::Fast => {
+                bail!(
+                    "the fast training path runs on the CPU; use --engine burn with --device cuda"
+                )
+            }
             #[cfg(feature = "cuda")]
             (DeviceArg::Cuda, PrecisionArg::F32) => {
                 birads_train_rate::<burn::backend::Autodiff<birads_model::Cuda>>(name, a)

@@ -11,6 +11,7 @@
 
 pub mod convnext;
 pub mod densenet;
+pub mod train;
 
 use std::ops::Range;
 
@@ -261,7 +262,7 @@ pub(crate) fn sum(x: &[f32]) -> f32 {
 
 /// `Σ (x − mean)²` with `LANES` partial sums.
 #[inline(always)]
-fn sum_sq_dev(x: &[f32], mean: f32) -> f32 {
+pub(crate) fn sum_sq_dev(x: &[f32], mean: f32) -> f32 {
     let mut acc = [0.0f32; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail: f32 = chunks
@@ -359,7 +360,7 @@ pub(crate) fn add(x: &mut [f32], b: &[f32]) {
 /// `erf` as a rational function of `x²` on [−4, 4] (the Eigen/XLA float approximation,
 /// within a few ulp of `erff`): plain arithmetic the compiler vectorises, unlike libm's.
 #[inline(always)]
-fn erf(x: f32) -> f32 {
+pub(crate) fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10_f32;
