@@ -15,6 +15,8 @@ use birads_data::sampler::{shuffled, WeightedSampler};
 use birads_data::{Problem, Sample};
 use birads_infer::metrics;
 use birads_model::checkpoint::{load_any, save, AnyModel, ModelKind};
+use birads_model::fast::train::{OptimConfig, UpdateRule};
+use birads_model::fast::FastModel;
 use birads_model::{MyConvNeXt, MyDenseNet};
 use burn::module::AutodiffModule;
 use burn::optim::decay::WeightDecayConfig;
@@ -25,6 +27,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{NanPolicy, OptimizerKind, Task, TrainConfig};
+use crate::fast::FastBackbone;
 use crate::history::{plot_curves, write_csv, EpochRecord};
 use crate::losses::{feature_loss, smoothed_cross_entropy};
 use crate::schedule::rate_for_batch;
@@ -102,6 +105,21 @@ impl<B: Backend> Net<B> for MyDenseNet<B> {
     }
 }
 
+/// Draw every lazily initialised parameter now, in declaration order. burn initialises a
+/// parameter when it is first read, so the initial weights would otherwise depend on which
+/// code reads them first (the fast engine copies them in another order than burn's forward
+/// pass); this way a seed gives the same model whatever trains it.
+fn materialize<B: Backend, M: Module<B>>(m: M) -> M {
+    struct Touch;
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<B, D>>) {
+            let _ = p.val();
+        }
+    }
+    m.visit(&mut Touch);
+    m
+}
+
 /// What the loop reports while it runs.
 pub trait Observer {
     /// After each batch: images done this epoch, of `total`, and the running mean loss.
@@ -122,6 +140,19 @@ pub struct RunOptions {
     pub resume: bool,
     /// Initial weights: original `.pth`, torchvision ImageNet weights or a birads checkpoint.
     pub init: Option<PathBuf>,
+    /// Where the backbone trains (see `Engine`).
+    pub engine: Engine,
+}
+
+/// Which code trains the backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// The dedicated CPU path (`birads_model::fast::train`, ≈ 5× burn's autodiff on the
+    /// CPU); the head and the losses stay in burn. Validation uses the CPU inference path.
+    #[default]
+    Fast,
+    /// burn's autodiff on the chosen backend (any device, e.g. CUDA).
+    Burn,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +174,9 @@ struct TrainState {
     history: Vec<EpochRecord>,
     model_file: String,
     optimizer_file: String,
+    /// The fast engine's backbone optimiser state (empty: the run trains with burn).
+    #[serde(default)]
+    fast_file: String,
 }
 
 const STATE: &str = "state/train_state.json";
@@ -191,14 +225,14 @@ pub fn train<B: AutodiffBackend>(
         (Task::Cls, kind) => {
             let model = match init {
                 Some(AnyModel::ConvNeXt(m)) => m,
-                _ => cfg.model.convnext.init::<B>(device),
+                _ => materialize(cfg.model.convnext.init::<B>(device)),
             };
             dispatch_optimizer(cfg, kind, model, train, val, opts, observer, device)
         }
         (Task::Fea, kind) => {
             let model = match init {
                 Some(AnyModel::DenseNet(m)) => m,
-                _ => cfg.model.densenet.init::<B>(device),
+                _ => materialize(cfg.model.densenet.init::<B>(device)),
             };
             dispatch_optimizer(cfg, kind, model, train, val, opts, observer, device)
         }
@@ -228,7 +262,8 @@ where
                 .with_weight_decay(cfg.weight_decay as f32)
                 .with_epsilon(1e-8)
                 .init::<B, M>();
-            run(cfg, model, optim, train, val, opts, observer, device)
+            let rule = UpdateRule::AdamW;
+            run(cfg, model, optim, rule, train, val, opts, observer, device)
         }
         OptimizerKind::Adam => {
             let optim = AdamConfig::new()
@@ -238,7 +273,8 @@ where
                 )
                 .with_epsilon(1e-8)
                 .init::<B, M>();
-            run(cfg, model, optim, train, val, opts, observer, device)
+            let rule = UpdateRule::Adam;
+            run(cfg, model, optim, rule, train, val, opts, observer, device)
         }
     }
 }
@@ -312,6 +348,7 @@ struct ValResult {
 fn validate<B: Backend, M: Net<B>>(
     cfg: &TrainConfig,
     model: &M,
+    fast: Option<&FastModel>,
     loader: &Loader,
     device: &B::Device,
     skipped: &mut BTreeSet<String>,
@@ -336,11 +373,17 @@ fn validate<B: Backend, M: Net<B>>(
             continue;
         }
         let s = b.size;
-        let x = Tensor::<B, 4>::from_data(
-            TensorData::new(b.images.clone(), [b.len(), 3, s, s]),
-            device,
-        );
-        let logits = model.logits(x);
+        let logits = match fast {
+            Some(f) => {
+                let z = f.forward(&b.images, b.len(), s, s);
+                let width = z.len() / b.len();
+                Tensor::<B, 2>::from_data(TensorData::new(z, [b.len(), width]), device)
+            }
+            None => model.logits(Tensor::<B, 4>::from_data(
+                TensorData::new(b.images.clone(), [b.len(), 3, s, s]),
+                device,
+            )),
+        };
         let t = targets(cfg.task, &b);
         let width = logits.dims()[1];
         let z: Vec<f32> = logits.clone().into_data().to_vec().expect("f32 logits");
@@ -434,6 +477,7 @@ fn run<B, M, O>(
     cfg: &TrainConfig,
     mut model: M,
     mut optim: O,
+    rule: UpdateRule,
     train: Vec<Sample>,
     val: Vec<Sample>,
     opts: &RunOptions,
@@ -456,6 +500,7 @@ where
         history: Vec::new(),
         model_file: String::new(),
         optimizer_file: String::new(),
+        fast_file: String::new(),
     };
     if opts.resume {
         let path = out.join(STATE);
@@ -483,6 +528,30 @@ where
             state.epochs_done,
             cfg.epochs
         );
+    }
+    let mut fast = (opts.engine == Engine::Fast)
+        .then(|| FastBackbone::new(&model, OptimConfig::new(rule, cfg.weight_decay as f32)));
+    if opts.resume && state.epochs_done > 0 {
+        match (&mut fast, state.fast_file.is_empty()) {
+            (Some(f), false) => {
+                let p = out.join("state").join(&state.fast_file);
+                f.load(&p)
+                    .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", p.display())))?;
+            }
+            (None, true) => {}
+            (Some(_), true) => {
+                return Err(TrainError::Checkpoint(
+                    "this run trained with --engine burn; resume it with --engine burn".into(),
+                ))
+            }
+            (None, false) => {
+                return Err(TrainError::Checkpoint(
+                    "this run trained with the fast CPU engine; resume it with --engine fast \
+                     (on the CPU)"
+                        .into(),
+                ))
+            }
+        }
     }
     write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes()).map_err(io(out))?;
 
@@ -534,11 +603,21 @@ where
             }
             lr = rate_for_batch(&cfg.schedule, cfg.learning_rate, epoch, bi, batches);
             let s = b.size;
-            let x = Tensor::<B, 4>::from_data(
-                TensorData::new(b.images.clone(), [b.len(), 3, s, s]),
-                device,
-            );
-            let logits = model.logits(x);
+            let (logits, leaf) = match &mut fast {
+                Some(f) => {
+                    // Masks of this batch: the same whether the run was resumed or not.
+                    let seed = derive(cfg.seed, &[STREAM_MODEL, epoch, bi as u64]);
+                    let (logits, leaf) = f.forward(&model, &b.images, b.len(), s, seed, device);
+                    (logits, Some(leaf))
+                }
+                None => {
+                    let x = Tensor::<B, 4>::from_data(
+                        TensorData::new(b.images.clone(), [b.len(), 3, s, s]),
+                        device,
+                    );
+                    (model.logits(x), None)
+                }
+            };
             let t = targets(cfg.task, &b);
             let width = logits.dims()[1];
             let loss = batch_loss(cfg, logits.clone(), t.clone(), device);
@@ -566,15 +645,35 @@ where
             let z: Vec<f32> = logits.into_data().to_vec().expect("f32 logits");
             correct += hits(cfg.task, &z, width, &t);
             decisions += t.len();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let grads = loss.backward();
+            if let (Some(f), Some(leaf)) = (&mut fast, &leaf) {
+                f.step(leaf, &grads, lr);
+            }
+            // burn's optimiser updates what has gradients here: the whole model, or only the
+            // head when the fast engine trains the backbone.
+            let grads = GradientsParams::from_grads(grads, &model);
             model = optim.step(lr, model, grads);
             loss_sum += value * b.len() as f64;
             seen += b.len();
             observer.batch(epoch + 1, seen, n_train, loss_sum / seen as f64);
         }
         let train_seconds = t0.elapsed().as_secs_f64();
+        if let Some(f) = &fast {
+            model = f.sync(model);
+        }
         let valid = model.valid();
-        let v = validate(cfg, &valid, &val_loader, device, &mut skipped, observer);
+        let fast_valid = fast
+            .is_some()
+            .then(|| FastModel::from_model(&valid.clone().into_any()));
+        let v = validate(
+            cfg,
+            &valid,
+            fast_valid.as_ref(),
+            &val_loader,
+            device,
+            &mut skipped,
+            observer,
+        );
         let record = EpochRecord {
             epoch: epoch + 1,
             lr,
@@ -630,15 +729,29 @@ where
         recorder
             .record(optim.to_record(), out.join("state").join(&of))
             .map_err(|e| TrainError::Checkpoint(e.to_string()))?;
-        let previous = (state.model_file.clone(), state.optimizer_file.clone());
+        let previous = (
+            state.model_file.clone(),
+            state.optimizer_file.clone(),
+            state.fast_file.clone(),
+        );
+        if let Some(f) = &mut fast {
+            let ff = format!("fast-{:04}.bin", epoch + 1);
+            f.save(&out.join("state").join(&ff))
+                .map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+            state.fast_file = ff;
+        }
         state.model_file = format!("{mf}.bin");
         state.optimizer_file = format!("{of}.bin");
         state.epochs_done = epoch + 1;
         state.history.push(record.clone());
         let json = serde_json::to_vec_pretty(&state).expect("serialisable state");
         write_atomic(&out.join(STATE), &json).map_err(io(out))?;
-        for old in [previous.0, previous.1] {
-            if !old.is_empty() && old != state.model_file && old != state.optimizer_file {
+        for old in [previous.0, previous.1, previous.2] {
+            if !old.is_empty()
+                && old != state.model_file
+                && old != state.optimizer_file
+                && old != state.fast_file
+            {
                 let _ = std::fs::remove_file(out.join("state").join(old));
             }
         }

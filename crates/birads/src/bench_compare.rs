@@ -17,7 +17,7 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
 use crate::bench::median;
-use crate::train::{DeviceArg, PrecisionArg};
+use crate::train::{DeviceArg, PrecisionArg, TrainEngineArg};
 
 const PY_PIPELINE: &str = include_str!("../../../scripts/bench_pipeline.py");
 const PY_MODEL_DEFS: &str = include_str!("../../../scripts/make_model_fixtures.py");
@@ -79,12 +79,6 @@ pub struct TrainBenchArgs {
     /// (burn's autodiff on the chosen device).
     #[arg(long, value_enum, default_value = "fast")]
     pub engine: TrainEngineArg,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum TrainEngineArg {
-    Fast,
-    Burn,
 }
 
 /// Wall seconds and peak resident set (MiB) of one child process.

@@ -93,6 +93,7 @@ fn train_one(
         out: out.to_path_buf(),
         resume: false,
         init: None,
+        engine: birads_train::trainer::Engine::Fast,
     };
     crate::train::train_with(
         &cfg,

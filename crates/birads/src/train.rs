@@ -26,6 +26,32 @@ pub enum DeviceArg {
     Cuda,
 }
 
+/// Which code trains the backbone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TrainEngineArg {
+    /// The dedicated CPU path (the default on the CPU; 5–7× burn's autodiff there).
+    Fast,
+    /// burn's autodiff (any device; the only one with --device cuda).
+    Burn,
+}
+
+impl TrainEngineArg {
+    /// The engine for `device`: the asked one, or the device's default.
+    pub fn resolve(
+        asked: Option<Self>,
+        device: DeviceArg,
+    ) -> anyhow::Result<birads_train::trainer::Engine> {
+        use birads_train::trainer::Engine;
+        match (asked, device) {
+            (Some(Self::Fast), DeviceArg::Cuda) => {
+                anyhow::bail!("--engine fast runs on the CPU; use --engine burn with --device cuda")
+            }
+            (Some(Self::Burn), _) | (None, DeviceArg::Cuda) => Ok(Engine::Burn),
+            (Some(Self::Fast), DeviceArg::Cpu) | (None, DeviceArg::Cpu) => Ok(Engine::Fast),
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PrecisionArg {
     F32,
@@ -72,6 +98,10 @@ pub struct TrainArgs {
     /// Compute precision; bf16 (mixed precision, no loss scaling needed) needs --device cuda.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
+    /// Training engine [default: fast on the CPU, burn with --device cuda]. A resumed run
+    /// keeps the engine it started with.
+    #[arg(long, value_enum)]
+    pub engine: Option<TrainEngineArg>,
     #[arg(long, value_enum)]
     pub model: Option<ModelSize>,
     #[arg(long)]
@@ -450,6 +480,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<u8> {
         out: out.clone(),
         resume: a.resume.is_some(),
         init: a.init.clone(),
+        engine: TrainEngineArg::resolve(a.engine, a.device)?,
     };
     let outcome = train_with(&cfg, train, val, &opts, a.device, a.precision)?;
     println!(

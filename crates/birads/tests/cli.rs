@@ -602,6 +602,19 @@ fn train_writes_reports_and_resume_continues_exactly() {
         "3",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The backbone's optimiser state belongs to the engine that trained it.
+    let o = birads(&[
+        "train",
+        "cls",
+        "--resume",
+        a.to_str().unwrap(),
+        "--epochs",
+        "4",
+        "--engine",
+        "burn",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--engine fast"));
     let b = dir.path().join("b");
     train(&b, &["--epochs", "3"]);
     let (ra, rb) = (metrics_rows(&a), metrics_rows(&b));
