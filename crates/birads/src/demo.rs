@@ -93,7 +93,8 @@ fn train_one(
         out: out.to_path_buf(),
         resume: false,
         init: None,
-        engine: birads_train::trainer::Engine::Fast,
+        // The defaults of `birads train` (see `TrainEngineArg::resolve`).
+        engine: crate::train::TrainEngineArg::resolve(None, crate::train::DeviceArg::Cpu, task)?,
     };
     crate::train::train_with(
         &cfg,

@@ -135,7 +135,7 @@ impl Bn {
         (scale, shift)
     }
 
-    /// From `Σdy` and `Σdy·x` per channel (2·C values) over `m` rows: accumulates `dγ`, `dβ`
+    /// From `Σdy` and `Σdy·(x − mean)` per channel (2·C values) over `m` rows: accumulates `dγ`, `dβ`
     /// and returns `(A, B, C)` with `dx = A·dy + B + C·x`.
     fn finish(&mut self, sums: &[f32], m: usize) -> [Vec<f32>; 3] {
         let c = self.channels();
@@ -145,7 +145,7 @@ impl Bn {
         for ch in 0..c {
             let (sdy, sdyx) = (sums[ch], sums[c + ch]);
             let (mean, inv, g) = (self.mean[ch], self.inv[ch], self.gamma.value[ch]);
-            let sdyxh = inv * (sdyx - mean * sdy);
+            let sdyxh = inv * sdyx;
             db[ch] = sdy;
             dg[ch] = sdyxh;
             a[ch] = g * inv;
@@ -158,14 +158,16 @@ impl Bn {
     }
 }
 
-/// `Σdy` and `Σdy·x` of a row (added to `acc`).
+/// `Σdy` and `Σdy·(x − mean)` of a row (added to `acc`). Centred: the uncentred `Σdy·x`
+/// lost the difference to cancellation for channels whose mean is large against their
+/// spread.
 #[inline(always)]
-fn bn_sums(dy: &[f32], x: &[f32], acc: &mut [f32]) {
+fn bn_sums(dy: &[f32], x: &[f32], mean: &[f32], acc: &mut [f32]) {
     let c = dy.len();
     let (s1, s2) = acc.split_at_mut(c);
-    for (((a, b), d), x) in s1.iter_mut().zip(s2.iter_mut()).zip(dy).zip(x) {
+    for ((((a, b), d), x), m) in s1.iter_mut().zip(s2.iter_mut()).zip(dy).zip(x).zip(mean) {
         *a += d;
-        *b += d * x;
+        *b += d * (x - m);
     }
 }
 
@@ -498,15 +500,22 @@ impl DenseNetTrainer {
         let hw = h * w;
         assert_eq!(d_pooled.len(), n * c, "one gradient per pooled feature");
         // norm5: dy is the same at every pixel of an image.
+        let mean5 = self.norm5.mean.clone();
         let mut sums = vec![0.0f32; 2 * c];
         {
             let (s1, s2) = sums.split_at_mut(c);
             for img in 0..n {
                 let dp = &d_pooled[img * c..(img + 1) * c];
                 for row in self.last[img * hw * c..(img + 1) * hw * c].chunks_exact(c) {
-                    for (((a, b), d), x) in s1.iter_mut().zip(s2.iter_mut()).zip(dp).zip(row) {
+                    for (ch, (((a, b), d), x)) in s1
+                        .iter_mut()
+                        .zip(s2.iter_mut())
+                        .zip(dp)
+                        .zip(row)
+                        .enumerate()
+                    {
                         *a += d / hw as f32;
-                        *b += d / hw as f32 * x;
+                        *b += d / hw as f32 * (x - mean5[ch]);
                     }
                 }
             }
@@ -568,6 +577,7 @@ impl DenseNetTrainer {
         }
         give(dbuf);
         let (scale, shift) = self.norm0.affine();
+        let mean0 = self.norm0.mean.clone();
         let z = &self.stem_z;
         let parts = for_rows_acc(
             n * sh * sw,
@@ -584,7 +594,7 @@ impl DenseNetTrainer {
                             0.0
                         };
                     }
-                    bn_sums(&masked, zr, acc);
+                    bn_sums(&masked, zr, &mean0, acc);
                 }
             },
         );
@@ -711,58 +721,42 @@ fn dense_layer_forward(
     let cin = l.cin;
     l.norm1.stats(buf, m, width);
     let (sc1, sh1) = l.norm1.affine();
-    // BN1 → ReLU → 1×1 conv into `z`, with z's per-channel sums for BN2 on the way.
+    // BN1 → ReLU → 1×1 conv into `z`.
     l.z.resize(m * mid, 0.0);
     let zp = SharedMut(l.z.as_mut_ptr());
     let src: &[f32] = buf;
     let w1 = &l.w1.value;
-    let parts = for_rows_acc(
-        m,
-        || take_zeroed(2 * mid),
-        |rows, acc, par| {
-            let r = rows.len();
-            let mut t = crate::fast::scratch(r * cin);
-            simd(
-                #[inline(always)]
-                || {
-                    for (d, p) in t.chunks_exact_mut(cin).zip(rows.clone()) {
-                        let s = &src[p * width..p * width + cin];
-                        for (((d, s), a), b) in d.iter_mut().zip(s).zip(&sc1).zip(&sh1) {
-                            *d = (s * a + b).max(0.0);
-                        }
+    for_rows(m, |rows, par| {
+        let r = rows.len();
+        let mut t = crate::fast::scratch(r * cin);
+        simd(
+            #[inline(always)]
+            || {
+                for (d, p) in t.chunks_exact_mut(cin).zip(rows.clone()) {
+                    let s = &src[p * width..p * width + cin];
+                    for (((d, s), a), b) in d.iter_mut().zip(s).zip(&sc1).zip(&sh1) {
+                        *d = (s * a + b).max(0.0);
                     }
-                },
-            );
-            // SAFETY: each chunk owns its rows of `z`.
-            let z = unsafe { std::slice::from_raw_parts_mut(zp.at(rows.start * mid), r * mid) };
-            crate::fast::matmul(
-                (r, mid, cin),
-                &t,
-                cin,
-                w1,
-                mid,
-                z.as_mut_ptr(),
-                mid,
-                false,
-                par,
-            );
-            let (s1, s2) = acc.split_at_mut(mid);
-            simd(
-                #[inline(always)]
-                || {
-                    for row in z.chunks_exact(mid) {
-                        for ((a, b), v) in s1.iter_mut().zip(s2.iter_mut()).zip(row) {
-                            *a += v;
-                            *b += v * v;
-                        }
-                    }
-                },
-            );
-        },
-    );
-    let sums = reduce(parts);
-    l.norm2.set_stats(&sums, &vec![0.0; mid], m);
-    give(sums);
+                }
+            },
+        );
+        // SAFETY: each chunk owns its rows of `z`.
+        let z = unsafe { std::slice::from_raw_parts_mut(zp.at(rows.start * mid), r * mid) };
+        crate::fast::matmul(
+            (r, mid, cin),
+            &t,
+            cin,
+            w1,
+            mid,
+            z.as_mut_ptr(),
+            mid,
+            false,
+            par,
+        );
+    });
+    // BN2's statistics in a pass of their own, with shifted sums (uncentred `Σz²/m − mean²`
+    // cancels for channels whose mean is large against their spread).
+    l.norm2.stats(&l.z, m, mid);
     let (sc2, sh2) = l.norm2.affine();
     // ReLU(BN2(z)) into the interior of the zero-bordered map.
     let (ph, pw) = (h + 2, w + 2);
@@ -872,6 +866,7 @@ fn dense_layer_backward(
     let dzp = SharedMut(dz.as_mut_ptr());
     let (padded, w2, z) = (&l.padded, &l.w2.value, &l.z);
     let (sc2, sh2) = l.norm2.affine();
+    let mean2 = &l.norm2.mean.clone();
     let parts = for_runs_acc(
         n,
         (h, w),
@@ -922,7 +917,7 @@ fn dense_layer_backward(
                         {
                             *d = if zv * a + b > 0.0 { *g } else { 0.0 };
                         }
-                        bn_sums(dst, zr, sums);
+                        bn_sums(dst, zr, mean2, sums);
                     }
                 },
             );
@@ -936,6 +931,7 @@ fn dense_layer_backward(
     // BN2's input gradient → 1×1 convolution (weights from the recomputed ReLU(BN1(x)),
     // input gradient masked by that ReLU) with BN1's two sums on the way.
     let (sc1, sh1) = l.norm1.affine();
+    let mean1 = &l.norm1.mean.clone();
     let mut t_all = take(m * cin);
     let tp = SharedMut(t_all.as_mut_ptr());
     let w1 = &l.w1.value;
@@ -998,7 +994,7 @@ fn dense_layer_backward(
                             }
                         }
                         let p = rows.start + i;
-                        bn_sums(tr, &buf[p * width..p * width + cin], sums);
+                        bn_sums(tr, &buf[p * width..p * width + cin], mean1, sums);
                     }
                 },
             );
@@ -1407,6 +1403,7 @@ fn transition_backward(
     give(acc);
     // Spread over the 2×2 windows, through the ReLU, with BN's sums.
     let (scale, shift) = t.norm.affine();
+    let mean = t.norm.mean.clone();
     let x = &t.input;
     let mut dx = take_zeroed(n * h * w * c);
     let dxp = SharedMut(dx.as_mut_ptr());
@@ -1431,7 +1428,7 @@ fn transition_backward(
                             {
                                 *o = if xv * a + b > 0.0 { 0.25 * g } else { 0.0 };
                             }
-                            bn_sums(o, xr, acc);
+                            bn_sums(o, xr, &mean, acc);
                         }
                     }
                 },
