@@ -19,6 +19,16 @@ use common::max_abs_diff;
 
 type B = CpuTrain;
 
+/// burn's CPU random numbers come from one global generator: each test holds this lock and
+/// seeds it, so its models and inputs are the same on every run.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn seeded(seed: u64) -> std::sync::MutexGuard<'static, ()> {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    <B as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
+    guard
+}
+
 fn random<const D: usize>(shape: [usize; D], lo: f64, hi: f64) -> Tensor<B, D> {
     Tensor::random(shape, Distribution::Uniform(lo, hi), &Default::default())
 }
@@ -159,11 +169,13 @@ fn small_convnext(dropout: f64, sd_rate: f64) -> AnyModel<B> {
 
 #[test]
 fn convnext_gradients_equal_burn_autodiff() {
+    let _seeded = seeded(1);
     check_against_autodiff(small_convnext(0.0, 0.0), 2, 32, 2e-4);
 }
 
 #[test]
 fn convnext_masks_are_seeded_and_change_the_pass() {
+    let _seeded = seeded(2);
     let model = small_convnext(0.2, 0.5);
     let x: Vec<f32> = random([2, 3, 32, 32], -2.0, 2.0)
         .into_data()
@@ -186,6 +198,7 @@ fn convnext_masks_are_seeded_and_change_the_pass() {
 /// of the same seeded (so identically masked) passes.
 #[test]
 fn convnext_gradients_with_masks_match_finite_differences() {
+    let _seeded = seeded(3);
     finite_differences(small_convnext(0.1, 0.3), 2, 32);
 }
 
@@ -236,6 +249,7 @@ fn finite_differences(model: AnyModel<B>, n: usize, side: usize) {
 
 #[test]
 fn adamw_steps_move_the_weights_and_reach_the_model() {
+    let _seeded = seeded(4);
     let model = small_convnext(0.0, 0.0);
     let (mut t, model) = check_against_autodiff(model, 2, 32, 2e-4);
     let before = any_params(&t.write_to(clone_any(&model)));
@@ -290,6 +304,7 @@ fn small_densenet() -> AnyModel<B> {
 
 #[test]
 fn densenet_gradients_and_statistics_equal_burn_autodiff() {
+    let _seeded = seeded(5);
     // burn's training-mode forward pass updates the running statistics inside `model`; the
     // trainer's one forward pass must give the same ones.
     let (trainer, model) = check_against_autodiff(small_densenet(), 3, 32, 3e-4);
@@ -306,6 +321,7 @@ fn densenet_gradients_and_statistics_equal_burn_autodiff() {
 
 #[test]
 fn densenet_gradients_with_dropout_match_finite_differences() {
+    let _seeded = seeded(6);
     let model = AnyModel::DenseNet(
         MyDenseNetConfig::new()
             .with_growth(8)
