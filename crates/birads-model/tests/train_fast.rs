@@ -333,3 +333,51 @@ fn densenet_gradients_with_dropout_match_finite_differences() {
     );
     finite_differences(model, 3, 32);
 }
+
+/// BatchNorm parameter gradients on large maps (thousands of rows per worker, sums over whole
+/// images in CBAM and norm5): the stem's, the last layer's and norm5's must match burn's to
+/// 5·10⁻⁵ of their largest value (measured ≤ 2·10⁻⁵).
+#[test]
+fn batchnorm_gradients_stay_accurate_on_large_maps() {
+    let _seeded = seeded(7);
+    let model = MyDenseNetConfig::new()
+        .with_growth(12)
+        .with_blocks(vec![2])
+        .with_init_features(24)
+        .with_dp1(0.0)
+        .with_dp2(0.0)
+        .init::<B>(&Default::default());
+    let (n, side) = (8, 128);
+    let x = random([n, 3, side, side], -2.0, 2.0);
+    let features = model.features(x.clone());
+    let c = features.dims()[1];
+    let pooled = features.mean_dims(&[2, 3]).reshape([n, c]);
+    let r = random([n, c], -1.0, 1.0);
+    let grads = (pooled * r.clone()).sum().backward();
+    let burn = |p: &Param<Tensor<B, 1>>| -> Vec<f32> {
+        p.val().grad(&grads).unwrap().into_data().to_vec().unwrap()
+    };
+    let last = &model.blocks[0].layers[1];
+    let want = [
+        (1, burn(&model.norm0.weight)),
+        (2, burn(&model.norm0.bias)),
+        (9, burn(&last.norm1.weight)),
+        (10, burn(&last.norm1.bias)),
+        (12, burn(&last.norm2.weight)),
+        (13, burn(&last.norm2.bias)),
+        (18, burn(&model.norm5.weight)),
+        (19, burn(&model.norm5.bias)),
+    ];
+    let mut t = FastTrainer::from_model(&AnyModel::DenseNet(model.clone()));
+    t.forward(&x.into_data().to_vec::<f32>().unwrap(), n, side, side, 1);
+    t.backward(&r.into_data().to_vec::<f32>().unwrap());
+    let ws = t.weights_mut();
+    for (i, want) in want {
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = max_abs_diff(&ws[i].grad, &want);
+        assert!(
+            diff <= 5e-5 * scale,
+            "weight {i}: differs by {diff} (largest {scale})"
+        );
+    }
+}

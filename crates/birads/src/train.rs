@@ -36,15 +36,12 @@ pub enum TrainEngineArg {
 }
 
 impl TrainEngineArg {
-    /// The engine for `task` on `device`: the asked one, or the default — fast for
-    /// MyConvNeXt on the CPU; burn for MyDenseNet (its fast engine is opt-in: its gradients
-    /// differ from burn's by up to a few per cent on some early-layer weights at larger
-    /// inputs and the demo's feature model trained worse with it, not yet explained) and
-    /// for CUDA.
+    /// The engine for `task` on `device`: the asked one, or the default (fast on the CPU,
+    /// burn with CUDA). The task is taken so that a per-model default stays possible.
     pub fn resolve(
         asked: Option<Self>,
         device: DeviceArg,
-        task: Task,
+        _task: Task,
     ) -> anyhow::Result<birads_train::trainer::Engine> {
         use birads_train::trainer::Engine;
         match (asked, device) {
@@ -52,11 +49,7 @@ impl TrainEngineArg {
                 anyhow::bail!("--engine fast runs on the CPU; use --engine burn with --device cuda")
             }
             (Some(Self::Burn), _) | (None, DeviceArg::Cuda) => Ok(Engine::Burn),
-            (Some(Self::Fast), DeviceArg::Cpu) => Ok(Engine::Fast),
-            (None, DeviceArg::Cpu) => Ok(match task {
-                Task::Cls => Engine::Fast,
-                Task::Fea => Engine::Burn,
-            }),
+            (Some(Self::Fast), DeviceArg::Cpu) | (None, DeviceArg::Cpu) => Ok(Engine::Fast),
         }
     }
 }
@@ -107,8 +100,8 @@ pub struct TrainArgs {
     /// Compute precision; bf16 (mixed precision, no loss scaling needed) needs --device cuda.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
-    /// Training engine [default: fast for `cls` on the CPU; burn for `fea` and with --device
-    /// cuda]. A resumed run keeps the engine it started with.
+    /// Training engine [default: fast on the CPU, burn with --device cuda]. A resumed run
+    /// keeps the engine it started with.
     #[arg(long, value_enum)]
     pub engine: Option<TrainEngineArg>,
     #[arg(long, value_enum)]

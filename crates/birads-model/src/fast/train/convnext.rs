@@ -9,8 +9,8 @@ use burn::prelude::*;
 
 use super::{
     drop_path_factors, dropout_backward, dropout_forward, for_rows_acc, gelu_with_grad,
-    gemm_strided, give, layer_norm_row, layer_norm_row_backward, reduce, set_param, substream,
-    take, take_zeroed, ColConv, RowNorm, Weight,
+    gemm_strided, give, layer_norm_row, layer_norm_row_backward, set_param, substream, take,
+    take_zeroed, ColConv, RowNorm, Weight,
 };
 use crate::convnext::{CnBlock, MyConvNeXt};
 use crate::fast::{for_rows, global_mean, matmul, scratch, simd, to_nhwc, values, SharedMut};
@@ -491,7 +491,7 @@ fn block_backward(b: &mut Block, mut d: Vec<f32>) -> Vec<f32> {
     );
     let width = o_g + 2 * c;
     let dp = SharedMut(d.as_mut_ptr());
-    let parts = {
+    let acc = {
         let b = &*b;
         for_rows_acc(
             m,
@@ -612,7 +612,6 @@ fn block_backward(b: &mut Block, mut d: Vec<f32>) -> Vec<f32> {
             },
         )
     };
-    let acc = reduce(parts);
     b.w2.accumulate(&acc[o_w2..o_b2]);
     b.b2.accumulate(&acc[o_b2..o_w1]);
     b.w1.accumulate(&acc[o_w1..o_b1]);
@@ -623,7 +622,7 @@ fn block_backward(b: &mut Block, mut d: Vec<f32>) -> Vec<f32> {
     give(acc);
     // Pass 2: the depthwise convolution's weight, bias and input gradients.
     let dxp = SharedMut(dx.as_mut_ptr());
-    let parts = {
+    let acc = {
         let (d, x, taps) = (&d, &b.input, &b.dw.value);
         for_rows_acc(
             m,
@@ -640,7 +639,6 @@ fn block_backward(b: &mut Block, mut d: Vec<f32>) -> Vec<f32> {
             },
         )
     };
-    let acc = reduce(parts);
     b.dw.accumulate(&acc[..49 * c]);
     b.dw_b.accumulate(&acc[49 * c..]);
     give(acc);

@@ -70,7 +70,7 @@ impl Bn {
         // Sums of `x − K` and its square with `K` = the first row: shifting by a sample
         // keeps the one-pass variance accurate when |mean| ≫ σ.
         let shift: Vec<f32> = x[..c].to_vec();
-        let parts = for_rows_acc(
+        let sums = for_rows_acc(
             m,
             || take_zeroed(2 * c),
             |rows, acc, _| {
@@ -92,7 +92,6 @@ impl Bn {
                 )
             },
         );
-        let sums = reduce(parts);
         self.set_stats(&sums, &shift, m);
         give(sums);
     }
@@ -501,9 +500,9 @@ impl DenseNetTrainer {
         assert_eq!(d_pooled.len(), n * c, "one gradient per pooled feature");
         // norm5: dy is the same at every pixel of an image.
         let mean5 = self.norm5.mean.clone();
-        let mut sums = vec![0.0f32; 2 * c];
+        let mut sums64 = vec![0.0f64; 2 * c];
         {
-            let (s1, s2) = sums.split_at_mut(c);
+            let (s1, s2) = sums64.split_at_mut(c);
             for img in 0..n {
                 let dp = &d_pooled[img * c..(img + 1) * c];
                 for row in self.last[img * hw * c..(img + 1) * hw * c].chunks_exact(c) {
@@ -514,12 +513,13 @@ impl DenseNetTrainer {
                         .zip(row)
                         .enumerate()
                     {
-                        *a += d / hw as f32;
-                        *b += d / hw as f32 * (x - mean5[ch]);
+                        *a += (d / hw as f32) as f64;
+                        *b += (d / hw as f32 * (x - mean5[ch])) as f64;
                     }
                 }
             }
         }
+        let sums: Vec<f32> = sums64.iter().map(|v| *v as f32).collect();
         let [a, b, cc] = self.norm5.finish(&sums, n * hw);
         let mut dy = take(n * hw * c);
         for img in 0..n {
@@ -579,7 +579,7 @@ impl DenseNetTrainer {
         let (scale, shift) = self.norm0.affine();
         let mean0 = self.norm0.mean.clone();
         let z = &self.stem_z;
-        let parts = for_rows_acc(
+        let sums = for_rows_acc(
             n * sh * sw,
             || take_zeroed(2 * c0),
             |rows, acc, _| {
@@ -598,7 +598,6 @@ impl DenseNetTrainer {
                 }
             },
         );
-        let sums = reduce(parts);
         let [a, b, cc] = self.norm0.finish(&sums, n * sh * sw);
         give(sums);
         for (drow, zr) in dz.chunks_exact_mut(c0).zip(z.chunks_exact(c0)) {
@@ -675,14 +674,14 @@ fn tap_offset(t: usize, pw: usize) -> isize {
     (t / 3) as isize * pw as isize + (t % 3) as isize - pw as isize - 1
 }
 
-/// Run `f(img, positions, acc, parallel)` over pieces of every image's run, pieces assigned
-/// round-robin to one accumulator per worker.
-fn for_runs_acc<A: Send>(
+/// Run `f(img, positions, acc, parallel)` over pieces of every image's run (each with a fresh
+/// accumulator from `init`) and return the accumulators' sum (see `accumulate`).
+fn for_runs_acc(
     n: usize,
     (h, w): (usize, usize),
-    init: impl Fn() -> A + Sync,
-    f: impl Fn(usize, std::ops::Range<usize>, &mut A, bool) + Sync,
-) -> Vec<A> {
+    init: impl Fn() -> Vec<f32> + Sync,
+    f: impl Fn(usize, std::ops::Range<usize>, &mut Vec<f32>, bool) + Sync,
+) -> Vec<f32> {
     let pw = w + 2;
     let (start, end) = (pw + 1, h * pw + w + 1);
     let len = end - start;
@@ -691,20 +690,15 @@ fn for_runs_acc<A: Send>(
         None => (len, true),
     };
     let per = len.div_ceil(rows);
-    let pieces = n * per;
-    let workers = rayon::current_num_threads().clamp(1, pieces);
-    (0..workers)
-        .into_par_iter()
-        .map(|t| {
-            let mut acc = init();
-            for i in (t..pieces).step_by(workers) {
-                let (img, k) = (i / per, i % per);
-                let q = start + k * rows..(start + (k + 1) * rows).min(end);
-                f(img, q, &mut acc, par);
-            }
-            acc
+    let pieces: Vec<(usize, std::ops::Range<usize>)> = (0..n * per)
+        .map(|i| {
+            let (img, k) = (i / per, i % per);
+            (img, start + k * rows..(start + (k + 1) * rows).min(end))
         })
-        .collect()
+        .collect();
+    super::accumulate(&pieces, par, init, |(img, q), acc, par| {
+        f(*img, q.clone(), acc, par)
+    })
 }
 
 /// One dense layer in training: reads channels `0..cin` of `buf`, writes `cin..cin+growth`.
@@ -794,37 +788,30 @@ fn dense_layer_forward(
     let mut out = take(m * growth);
     let op = SharedMut(out.as_mut_ptr());
     let (padded, w2) = (&l.padded, &l.w2.value);
-    for_runs_acc(
-        n,
-        (h, w),
-        || (),
-        |img, q, _, par| {
-            let r = q.len();
-            let mut acc = crate::fast::scratch(r * growth);
-            let base = img * ph * pw;
-            for t in 0..9 {
-                let s = (base + q.start) as isize + tap_offset(t, pw);
-                gemm_strided(
-                    (r, growth, mid),
-                    (&padded[s as usize * mid..], mid, 1),
-                    (&w2[t * mid * growth..(t + 1) * mid * growth], growth, 1),
-                    (acc.as_mut_ptr(), growth, 1),
-                    t > 0,
-                    par,
-                );
+    for_runs_acc(n, (h, w), Vec::new, |img, q, _, par| {
+        let r = q.len();
+        let mut acc = crate::fast::scratch(r * growth);
+        let base = img * ph * pw;
+        for t in 0..9 {
+            let s = (base + q.start) as isize + tap_offset(t, pw);
+            gemm_strided(
+                (r, growth, mid),
+                (&padded[s as usize * mid..], mid, 1),
+                (&w2[t * mid * growth..(t + 1) * mid * growth], growth, 1),
+                (acc.as_mut_ptr(), growth, 1),
+                t > 0,
+                par,
+            );
+        }
+        for (row, qq) in acc.chunks_exact(growth).zip(q) {
+            let (y, x) = (qq / pw, qq % pw);
+            if (1..=w).contains(&x) {
+                let p = (img * h + y - 1) * w + x - 1;
+                // SAFETY: each output pixel belongs to one piece.
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), op.at(p * growth), growth) };
             }
-            for (row, qq) in acc.chunks_exact(growth).zip(q) {
-                let (y, x) = (qq / pw, qq % pw);
-                if (1..=w).contains(&x) {
-                    let p = (img * h + y - 1) * w + x - 1;
-                    // SAFETY: each output pixel belongs to one piece.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(row.as_ptr(), op.at(p * growth), growth)
-                    };
-                }
-            }
-        },
-    );
+        }
+    });
     dropout_forward(&mut out, &mut l.mask, l.dropout, seed);
     for (dst, src) in buf.chunks_exact_mut(width).zip(out.chunks_exact(growth)) {
         dst[cin..cin + growth].copy_from_slice(src);
@@ -867,7 +854,7 @@ fn dense_layer_backward(
     let (padded, w2, z) = (&l.padded, &l.w2.value, &l.z);
     let (sc2, sh2) = l.norm2.affine();
     let mean2 = &l.norm2.mean.clone();
-    let parts = for_runs_acc(
+    let acc = for_runs_acc(
         n,
         (h, w),
         || take_zeroed(9 * mid * growth + 2 * mid),
@@ -923,7 +910,6 @@ fn dense_layer_backward(
             );
         },
     );
-    let acc = reduce(parts);
     l.w2.accumulate(&acc[..9 * mid * growth]);
     let [a2, b2, c2] = l.norm2.finish(&acc[9 * mid * growth..], m);
     give(acc);
@@ -935,7 +921,7 @@ fn dense_layer_backward(
     let mut t_all = take(m * cin);
     let tp = SharedMut(t_all.as_mut_ptr());
     let w1 = &l.w1.value;
-    let parts = for_rows_acc(
+    let acc = for_rows_acc(
         m,
         || take_zeroed(cin * mid + 2 * cin),
         |rows, acc, par| {
@@ -1000,7 +986,6 @@ fn dense_layer_backward(
             );
         },
     );
-    let acc = reduce(parts);
     l.w1.accumulate(&acc[..cin * mid]);
     let [a1, b1, c1] = l.norm1.finish(&acc[cin * mid..], m);
     give(acc);
@@ -1047,22 +1032,22 @@ fn cbam_forward(a: &mut Attention, x: &[f32], y: &mut [f32], (n, h, w): (usize, 
             s.mean = vec![0.0; c];
             s.max = vec![f32::NEG_INFINITY; c];
             s.argmax = vec![0; c];
+            let mut total = vec![0.0f64; c];
             for (p, r) in x.chunks_exact(c).enumerate() {
-                for (((mean, max), arg), v) in s
-                    .mean
+                for (((mean, max), arg), v) in total
                     .iter_mut()
                     .zip(s.max.iter_mut())
                     .zip(s.argmax.iter_mut())
                     .zip(r)
                 {
-                    *mean += v;
+                    *mean += *v as f64;
                     if *v > *max {
                         *max = *v;
                         *arg = p as u32;
                     }
                 }
             }
-            s.mean.iter_mut().for_each(|v| *v /= hw as f32);
+            s.mean = total.iter().map(|v| (v / hw as f64) as f32).collect();
             let mlp_hidden = |d: &[f32]| -> Vec<f32> {
                 let mut o = vec![0.0f32; hid];
                 crate::fast::matmul(
@@ -1212,7 +1197,8 @@ fn cbam_backward(
                     }
                 }
             }
-            let mut datt = vec![0.0f32; c];
+            // f64: a sum over every pixel of the image.
+            let mut datt = vec![0.0f64; c];
             for p in 0..hw {
                 let o = &mut dx[p * c..(p + 1) * c];
                 let dm = dmaps[2 * p] / c as f32;
@@ -1221,14 +1207,14 @@ fn cbam_backward(
                 // Channel attention: dx = dx1·att, d(att) = Σ_p dx1·x.
                 let xr = &x[p * c..(p + 1) * c];
                 for ch in 0..c {
-                    datt[ch] += o[ch] * xr[ch];
+                    datt[ch] += (o[ch] * xr[ch]) as f64;
                     o[ch] *= s.att[ch];
                 }
             }
             let ds: Vec<f32> = datt
                 .iter()
                 .zip(&s.att)
-                .map(|(d, a)| d * a * (1.0 - a))
+                .map(|(d, a)| *d as f32 * a * (1.0 - a))
                 .collect();
             // fc2 saw hidden_mean + hidden_max.
             let hsum: Vec<f32> = s
@@ -1374,7 +1360,7 @@ fn transition_backward(
     let mut dpool = take(m * c);
     let dpp = SharedMut(dpool.as_mut_ptr());
     let (pooled, wm) = (&t.pooled, &t.w.value);
-    let parts = for_rows_acc(
+    let acc = for_rows_acc(
         m,
         || take_zeroed(c * cout),
         |rows, acc, par| {
@@ -1398,7 +1384,6 @@ fn transition_backward(
             );
         },
     );
-    let acc = reduce(parts);
     t.w.accumulate(&acc);
     give(acc);
     // Spread over the 2×2 windows, through the ReLU, with BN's sums.
@@ -1407,7 +1392,7 @@ fn transition_backward(
     let x = &t.input;
     let mut dx = take_zeroed(n * h * w * c);
     let dxp = SharedMut(dx.as_mut_ptr());
-    let parts = for_rows_acc(
+    let sums = for_rows_acc(
         m,
         || take_zeroed(2 * c),
         |rows, acc, _| {
@@ -1436,7 +1421,6 @@ fn transition_backward(
         },
     );
     give(dpool);
-    let sums = reduce(parts);
     let [a, b, cc] = t.norm.finish(&sums, n * h * w);
     give(sums);
     for_rows(n * h * w, |rows, _| {

@@ -485,35 +485,58 @@ pub(crate) fn gemm_strided(
     }
 }
 
-/// Run `f` over row chunks of `0..m` with one accumulator per worker (`init` makes them);
-/// the accumulators come back for reduction. Chunking as `for_rows`: the same chunks,
-/// assigned round-robin so the sums do not depend on scheduling.
-pub(crate) fn for_rows_acc<A: Send>(
+/// Run `f` over row chunks of `0..m` (the chunks of `for_rows`), each with a fresh
+/// accumulator from `init`, and return the sum of the accumulators: per-row sums run over a
+/// chunk's few hundred rows, not sequentially over all of a worker's thousands (blocked
+/// summation; BatchNorm parameter gradients drifted otherwise).
+pub(crate) fn for_rows_acc(
     m: usize,
-    init: impl Fn() -> A + Sync,
-    f: impl Fn(Range<usize>, &mut A, bool) + Sync,
-) -> Vec<A> {
+    init: impl Fn() -> Vec<f32> + Sync,
+    f: impl Fn(Range<usize>, &mut Vec<f32>, bool) + Sync,
+) -> Vec<f32> {
     match chunk_rows(m) {
         Some(rows) => {
-            let chunks = m.div_ceil(rows);
-            let workers = rayon::current_num_threads().clamp(1, chunks);
-            (0..workers)
-                .into_par_iter()
-                .map(|t| {
-                    let mut acc = init();
-                    for i in (t..chunks).step_by(workers) {
-                        f(i * rows..((i + 1) * rows).min(m), &mut acc, false);
-                    }
-                    acc
-                })
-                .collect()
+            let chunks: Vec<Range<usize>> = (0..m.div_ceil(rows))
+                .map(|i| i * rows..((i + 1) * rows).min(m))
+                .collect();
+            accumulate(&chunks, false, init, |r, acc, par| f(r.clone(), acc, par))
         }
-        None => {
-            let mut acc = init();
-            f(0..m, &mut acc, true);
-            vec![acc]
-        }
+        None => accumulate(&[0..m], true, init, |r, acc, par| f(r.clone(), acc, par)),
     }
+}
+
+/// `f` over `items`, each summing into a fresh accumulator that is then added to its worker's
+/// total (the first item of a worker sums straight into the total, so one item per worker
+/// costs no extra pass); items are assigned round-robin, so the result does not depend on
+/// scheduling.
+pub(crate) fn accumulate<T: Sync>(
+    items: &[T],
+    parallel_products: bool,
+    init: impl Fn() -> Vec<f32> + Sync,
+    f: impl Fn(&T, &mut Vec<f32>, bool) + Sync,
+) -> Vec<f32> {
+    let workers = rayon::current_num_threads().clamp(1, items.len().max(1));
+    let totals: Vec<Vec<f32>> = (0..workers)
+        .into_par_iter()
+        .map(|t| {
+            let mut total = init();
+            for (k, item) in items.iter().skip(t).step_by(workers).enumerate() {
+                if k == 0 {
+                    f(item, &mut total, parallel_products);
+                    continue;
+                }
+                let mut acc = init();
+                f(item, &mut acc, parallel_products);
+                simd(
+                    #[inline(always)]
+                    || super::add(&mut total, &acc),
+                );
+                give(acc);
+            }
+            total
+        })
+        .collect();
+    reduce(totals)
 }
 
 /// Sum equally long vectors (partial gradients) into the first.
@@ -591,7 +614,7 @@ impl RowNorm {
         let m = d.len() / c;
         let (xhat, inv, g) = (&self.xhat, &self.inv, &self.gamma.value);
         let dp = super::SharedMut(d.as_mut_ptr());
-        let parts = for_rows_acc(
+        let acc = for_rows_acc(
             m,
             || take_zeroed(2 * c),
             |rows, acc, _| {
@@ -614,7 +637,6 @@ impl RowNorm {
                 )
             },
         );
-        let acc = reduce(parts);
         self.gamma.accumulate(&acc[..c]);
         self.beta.accumulate(&acc[c..]);
         give(acc);
@@ -769,7 +791,7 @@ impl ColConv {
         };
         let dxp = super::SharedMut(dx.as_mut_ptr());
         let me = &*self;
-        let parts = for_rows_acc(
+        let acc = for_rows_acc(
             m,
             || take_zeroed(width * cout + cout),
             |rows, acc, par| {
@@ -830,7 +852,6 @@ impl ColConv {
                 }
             },
         );
-        let acc = reduce(parts);
         self.w.accumulate(&acc[..width * cout]);
         if !self.b.value.is_empty() {
             self.b.accumulate(&acc[width * cout..]);
