@@ -35,6 +35,9 @@ pub struct DemoArgs {
     /// BI-RADS model input side in pixels (the feature model looks a quarter closer).
     #[arg(long, default_value_t = 64)]
     pub image_size: u32,
+    /// Training engine (as `birads train --engine`; default: fast).
+    #[arg(long, value_enum)]
+    pub engine: Option<crate::train::TrainEngineArg>,
 }
 
 /// The demo's recipe: the original's losses, optimisers and schedule shape on small models,
@@ -94,7 +97,11 @@ fn train_one(
         resume: false,
         init: None,
         // The defaults of `birads train` (see `TrainEngineArg::resolve`).
-        engine: crate::train::TrainEngineArg::resolve(None, crate::train::DeviceArg::Cpu, task)?,
+        engine: crate::train::TrainEngineArg::resolve(
+            a.engine,
+            crate::train::DeviceArg::Cpu,
+            task,
+        )?,
     };
     crate::train::train_with(
         &cfg,
