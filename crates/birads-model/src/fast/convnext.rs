@@ -293,27 +293,40 @@ fn dw_norm(
 ) {
     let mut acc = vec![0.0f32; c];
     for (r, p) in rows.enumerate() {
-        let (img, rest) = (p / (h * w), p % (h * w));
-        let (y, xx) = (rest / w, rest % w);
         acc.copy_from_slice(&b.dw_bias);
-        for ky in 0..7 {
-            let iy = y as isize + ky as isize - 3;
-            if iy < 0 || iy >= h as isize {
+        depthwise_pixel(&b.dw, x, (h, w, c), p, &mut acc);
+        b.norm.row(&acc, &mut out[r * c..(r + 1) * c]);
+    }
+}
+
+/// Add the depthwise 7×7 (zero padding 3) of pixel `p` of an NHWC batch to `acc`; `taps` are
+/// `[(ky, kx), C]`. Shared with the training path.
+#[inline(always)]
+pub(crate) fn depthwise_pixel(
+    taps: &[f32],
+    x: &[f32],
+    (h, w, c): (usize, usize, usize),
+    p: usize,
+    acc: &mut [f32],
+) {
+    let (img, rest) = (p / (h * w), p % (h * w));
+    let (y, xx) = (rest / w, rest % w);
+    for ky in 0..7 {
+        let iy = y as isize + ky as isize - 3;
+        if iy < 0 || iy >= h as isize {
+            continue;
+        }
+        let base = (img * h + iy as usize) * w;
+        for kx in 0..7 {
+            let ix = xx as isize + kx as isize - 3;
+            if ix < 0 || ix >= w as isize {
                 continue;
             }
-            let base = (img * h + iy as usize) * w;
-            for kx in 0..7 {
-                let ix = xx as isize + kx as isize - 3;
-                if ix < 0 || ix >= w as isize {
-                    continue;
-                }
-                let src = &x[(base + ix as usize) * c..][..c];
-                let tap = &b.dw[(ky * 7 + kx) * c..][..c];
-                for ((a, s), t) in acc.iter_mut().zip(src).zip(tap) {
-                    *a += s * t;
-                }
+            let src = &x[(base + ix as usize) * c..][..c];
+            let tap = &taps[(ky * 7 + kx) * c..][..c];
+            for ((a, s), t) in acc.iter_mut().zip(src).zip(tap) {
+                *a += s * t;
             }
         }
-        b.norm.row(&acc, &mut out[r * c..(r + 1) * c]);
     }
 }

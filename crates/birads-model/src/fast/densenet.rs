@@ -108,13 +108,7 @@ fn attention<B: Backend>(c: &Cbam<B>) -> Attention {
         hidden,
         1,
     );
-    let s = values(c.spatial_attention.conv.weight.val()); // [1, 2, 7, 7]
-    let mut spatial = vec![0.0; 98];
-    for ch in 0..2 {
-        for t in 0..49 {
-            spatial[t * 2 + ch] = s[ch * 49 + t];
-        }
-    }
+    let spatial = spatial_taps(c);
     Attention {
         channels,
         hidden,
@@ -122,6 +116,18 @@ fn attention<B: Backend>(c: &Cbam<B>) -> Attention {
         fc2,
         spatial,
     }
+}
+
+/// CBAM's spatial 7×7 taps `[1, 2, 7, 7]` as `[(ky, kx), 2]` (mean and max map per tap).
+pub(crate) fn spatial_taps<B: Backend>(c: &Cbam<B>) -> Vec<f32> {
+    let s = values(c.spatial_attention.conv.weight.val());
+    let mut spatial = vec![0.0; 98];
+    for ch in 0..2 {
+        for t in 0..49 {
+            spatial[t * 2 + ch] = s[ch * 49 + t];
+        }
+    }
+    spatial
 }
 
 impl FastDenseNet {

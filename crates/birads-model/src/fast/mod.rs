@@ -545,6 +545,19 @@ pub(crate) fn conv_matrix(w: &[f32], cout: usize, cin: usize, k: usize) -> Vec<f
     m
 }
 
+/// The inverse of `conv_matrix`: `[(kh, kw, in), out]` back to burn's `[out, in, kh, kw]`.
+pub(crate) fn conv_weight(m: &[f32], cout: usize, cin: usize, k: usize) -> Vec<f32> {
+    let mut w = vec![0.0; m.len()];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for t in 0..k * k {
+                w[(co * cin + ci) * k * k + t] = m[(t * cin + ci) * cout + co];
+            }
+        }
+    }
+    w
+}
+
 /// Mean over the spatial positions of each image: `[n, hw, c]` → `[n, c]`.
 pub(crate) fn global_mean(x: &[f32], n: usize, hw: usize, c: usize) -> Vec<f32> {
     let mut out = vec![0.0; n * c];
@@ -571,7 +584,7 @@ pub(crate) fn values<B: burn::prelude::Backend, const D: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -586,7 +599,7 @@ mod tests {
     }
 
     /// Reference erf through its series / continued fraction in f64 (no libm crate here).
-    fn libm_erf(x: f64) -> f64 {
+    pub(crate) fn libm_erf(x: f64) -> f64 {
         // Abramowitz–Stegun 7.1.5 series converges fast enough for |x| ≤ 6 in f64 with
         // enough terms; compensate large |x| with erfc's continued fraction.
         if x.abs() > 3.0 {

@@ -444,28 +444,9 @@ fn depthwise(
     out: &mut [f32],
 ) {
     for (r, p) in rows.enumerate() {
-        let (img, rest) = (p / (h * w), p % (h * w));
-        let (y, xx) = (rest / w, rest % w);
         let acc = &mut out[r * c..(r + 1) * c];
         acc.copy_from_slice(bias);
-        for ky in 0..7 {
-            let iy = y as isize + ky as isize - 3;
-            if iy < 0 || iy >= h as isize {
-                continue;
-            }
-            let base = (img * h + iy as usize) * w;
-            for kx in 0..7 {
-                let ix = xx as isize + kx as isize - 3;
-                if ix < 0 || ix >= w as isize {
-                    continue;
-                }
-                let src = &x[(base + ix as usize) * c..][..c];
-                let tap = &taps[(ky * 7 + kx) * c..][..c];
-                for ((a, s), t) in acc.iter_mut().zip(src).zip(tap) {
-                    *a += s * t;
-                }
-            }
-        }
+        crate::fast::convnext::depthwise_pixel(taps, x, (h, w, c), p, acc);
     }
 }
 

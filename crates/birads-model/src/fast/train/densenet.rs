@@ -253,28 +253,9 @@ fn weight_matrix<B: Backend>(c: &burn::nn::conv::Conv2d<B>) -> Weight {
     Weight::new(conv_matrix(&values(c.weight.val()), cout, cin, k))
 }
 
-/// The burn weight `[out, in, k, k]` from a `[(ky, kx, in), out]` matrix.
-fn burn_conv(m: &[f32], cout: usize, cin: usize, k: usize) -> Vec<f32> {
-    let mut w = vec![0.0; m.len()];
-    for co in 0..cout {
-        for ci in 0..cin {
-            for t in 0..k * k {
-                w[(co * cin + ci) * k * k + t] = m[(t * cin + ci) * cout + co];
-            }
-        }
-    }
-    w
-}
-
 fn attention<B: Backend>(c: &Cbam<B>) -> Attention {
     let [hidden, channels, _, _] = c.channel_attention.fc1.weight.dims();
-    let s = values(c.spatial_attention.conv.weight.val()); // [1, 2, 7, 7]
-    let mut spatial = vec![0.0; 98];
-    for ch in 0..2 {
-        for t in 0..49 {
-            spatial[t * 2 + ch] = s[ch * 49 + t];
-        }
-    }
+    let spatial = crate::fast::densenet::spatial_taps(c);
     Attention {
         channels,
         hidden,
@@ -380,23 +361,23 @@ impl DenseNetTrainer {
                 l.norm1.write_to(&mut t.norm1);
                 set_param(
                     &mut t.conv1.weight,
-                    burn_conv(&l.w1.value, ours.mid, l.cin, 1),
+                    crate::fast::conv_weight(&l.w1.value, ours.mid, l.cin, 1),
                 );
                 l.norm2.write_to(&mut t.norm2);
                 set_param(
                     &mut t.conv2.weight,
-                    burn_conv(&l.w2.value, ours.growth, ours.mid, 3),
+                    crate::fast::conv_weight(&l.w2.value, ours.growth, ours.mid, 3),
                 );
             }
             let a = &ours.cbam;
             let ca = &mut theirs.cbam.channel_attention;
             set_param(
                 &mut ca.fc1.weight,
-                burn_conv(&a.fc1.value, a.hidden, a.channels, 1),
+                crate::fast::conv_weight(&a.fc1.value, a.hidden, a.channels, 1),
             );
             set_param(
                 &mut ca.fc2.weight,
-                burn_conv(&a.fc2.value, a.channels, a.hidden, 1),
+                crate::fast::conv_weight(&a.fc2.value, a.channels, a.hidden, 1),
             );
             let mut s = vec![0.0; 98];
             for ch in 0..2 {
@@ -411,7 +392,7 @@ impl DenseNetTrainer {
             let cin = ours.norm.channels();
             set_param(
                 &mut theirs.conv.weight,
-                burn_conv(&ours.w.value, ours.cout, cin, 1),
+                crate::fast::conv_weight(&ours.w.value, ours.cout, cin, 1),
             );
         }
         self.norm5.write_to(&mut m.norm5);

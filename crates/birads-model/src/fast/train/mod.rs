@@ -693,16 +693,7 @@ impl ColConv {
 
     /// The burn weight tensor values `[out, in, k, k]`.
     pub fn burn_weight(&self) -> Vec<f32> {
-        let (k, cin, cout) = (self.k, self.cin, self.cout);
-        let mut w = vec![0.0; cout * cin * k * k];
-        for co in 0..cout {
-            for ci in 0..cin {
-                for t in 0..k * k {
-                    w[(co * cin + ci) * k * k + t] = self.w.value[(t * cin + ci) * cout + co];
-                }
-            }
-        }
-        w
+        super::conv_weight(&self.w.value, self.cout, self.cin, self.k)
     }
 
     pub fn write_to<B: Backend>(&self, c: &mut burn::nn::conv::Conv2d<B>) {
@@ -882,27 +873,13 @@ mod tests {
         let h: Vec<f32> = (-60..=60).map(|i| i as f32 / 10.0).collect();
         let (mut g, mut dg) = (vec![0.0; h.len()], vec![0.0; h.len()]);
         gelu_with_grad(&h, &mut g, &mut dg);
-        let gelu = |x: f64| 0.5 * x * (1.0 + erf64(x / 2f64.sqrt()));
+        let gelu = |x: f64| 0.5 * x * (1.0 + crate::fast::tests::libm_erf(x / 2f64.sqrt()));
         for ((&x, &y), &d) in h.iter().zip(&g).zip(&dg) {
             let x = x as f64;
             assert!((y as f64 - gelu(x)).abs() < 1e-6, "gelu({x})");
             let fd = (gelu(x + 1e-4) - gelu(x - 1e-4)) / 2e-4;
             assert!((d as f64 - fd).abs() < 1e-5, "gelu'({x}) = {d}, want {fd}");
         }
-    }
-
-    fn erf64(x: f64) -> f64 {
-        // Enough for the test: the series for |x| ≤ 3, ±1 − tiny beyond.
-        if x.abs() > 5.0 {
-            return x.signum();
-        }
-        let (mut sum, mut term, mut k) = (0.0, x, 0.0);
-        while term.abs() > 1e-18 || k < 5.0 {
-            sum += term / (2.0 * k + 1.0);
-            k += 1.0;
-            term *= -x * x / k;
-        }
-        2.0 / std::f64::consts::PI.sqrt() * sum
     }
 
     #[test]
