@@ -80,15 +80,8 @@ fn patchify<B: Backend>(c: &burn::nn::conv::Conv2d<B>) -> Patchify {
 fn block<B: Backend>(b: &CnBlock<B>) -> Block {
     let [c, _, k, _] = b.dwconv.weight.dims();
     assert_eq!(k, 7, "ConvNeXt's depthwise kernel is 7×7");
-    let w = values(b.dwconv.weight.val());
-    let mut dw = vec![0.0; 49 * c];
-    for ch in 0..c {
-        for t in 0..49 {
-            dw[t * c + ch] = w[ch * 49 + t];
-        }
-    }
     Block {
-        dw,
+        dw: depthwise_taps(&b.dwconv),
         dw_bias: b
             .dwconv
             .bias
@@ -280,6 +273,13 @@ fn block_forward(b: &Block, x: &[f32], out: &mut [f32], (h, w, c): (usize, usize
             },
         );
     });
+}
+
+/// A depthwise convolution's weight `[C, 1, k, k]` as taps `[(ky, kx), C]`: the same memory
+/// read as a `[1, C, k, k]` convolution, whose `conv_matrix` is exactly that layout.
+pub(crate) fn depthwise_taps<B: Backend>(c: &burn::nn::conv::Conv2d<B>) -> Vec<f32> {
+    let [channels, _, k, _] = c.weight.dims();
+    conv_matrix(&values(c.weight.val()), 1, channels, k)
 }
 
 /// Depthwise 7×7 (zero padding 3) + bias, then LayerNorm, for the pixel rows `rows`.

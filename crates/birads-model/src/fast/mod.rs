@@ -113,32 +113,55 @@ pub(crate) fn matmul(
     accumulate: bool,
     parallel: bool,
 ) {
+    gemm_strided(
+        (m, n, k),
+        (a, lda, 1),
+        (b, ldb, 1),
+        (c, ldc, 1),
+        accumulate,
+        parallel,
+    )
+}
+
+/// `c[m×n] (+)= a[m×k] · b[k×n]` with arbitrary element strides `(row, column)` for each
+/// operand (transposes for free), single-threaded unless `parallel`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_strided(
+    (m, n, k): (usize, usize, usize),
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    c: (*mut f32, usize, usize),
+    accumulate: bool,
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
-    assert!(k == 0 || (a.len() >= (m - 1) * lda + k && b.len() >= (k - 1) * ldb + n));
+    if k > 0 {
+        assert!(a.0.len() > (m - 1) * a.1 + (k - 1) * a.2);
+        assert!(b.0.len() > (k - 1) * b.1 + (n - 1) * b.2);
+    }
     let par = if parallel {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the asserts bound the reads; callers own `c` for rows `0..m`, columns `0..n`
-    // at stride `ldc` (checked by them against their buffers).
+    // SAFETY: the asserts bound the reads; callers own `c` for the `m×n` block at its strides.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c,
-            1,
-            ldc as isize,
+            c.0,
+            c.2 as isize,
+            c.1 as isize,
             accumulate,
-            a.as_ptr(),
-            1,
-            lda as isize,
-            b.as_ptr(),
-            1,
-            ldb as isize,
+            a.0.as_ptr(),
+            a.2 as isize,
+            a.1 as isize,
+            b.0.as_ptr(),
+            b.2 as isize,
+            b.1 as isize,
             1.0,
             1.0,
             false,

@@ -69,13 +69,6 @@ pub struct ConvNeXtTrainer {
 fn block_from<B: Backend>(b: &CnBlock<B>) -> Block {
     let [c, _, k, _] = b.dwconv.weight.dims();
     assert_eq!(k, 7, "ConvNeXt's depthwise kernel is 7×7");
-    let w = values(b.dwconv.weight.val());
-    let mut dw = vec![0.0; 49 * c];
-    for ch in 0..c {
-        for t in 0..49 {
-            dw[t * c + ch] = w[ch * 49 + t];
-        }
-    }
     let lin = |l: &burn::nn::Linear<B>| {
         (
             Weight::new(values(l.weight.val())),
@@ -90,7 +83,7 @@ fn block_from<B: Backend>(b: &CnBlock<B>) -> Block {
     let (w1, b1) = lin(&b.pwconv1);
     let (w2, b2) = lin(&b.pwconv2);
     Block {
-        dw: Weight::new(dw),
+        dw: Weight::new(crate::fast::convnext::depthwise_taps(&b.dwconv)),
         dw_b: Weight::new(
             b.dwconv
                 .bias
@@ -279,14 +272,12 @@ impl ConvNeXtTrainer {
                 d.conv.write_to(&mut t.conv);
             }
             for (b, t) in ours.blocks.iter().zip(&mut theirs.blocks) {
+                // The inverse of `depthwise_taps`.
                 let c = b.dw_b.value.len();
-                let mut dw = vec![0.0; 49 * c];
-                for ch in 0..c {
-                    for k in 0..49 {
-                        dw[ch * 49 + k] = b.dw.value[k * c + ch];
-                    }
-                }
-                set_param(&mut t.dwconv.weight, dw);
+                set_param(
+                    &mut t.dwconv.weight,
+                    crate::fast::conv_weight(&b.dw.value, 1, c, 7),
+                );
                 if let Some(bias) = &mut t.dwconv.bias {
                     set_param(bias, b.dw_b.value.clone());
                 }

@@ -23,6 +23,7 @@ use rayon::prelude::*;
 pub use convnext::ConvNeXtTrainer;
 pub use densenet::DenseNetTrainer;
 
+pub(crate) use super::gemm_strided;
 use super::{chunk_rows, simd};
 use crate::checkpoint::AnyModel;
 
@@ -433,55 +434,6 @@ pub(crate) fn layer_norm_row_backward(
     let m2 = s2.iter().sum::<f32>() / c;
     for (((o, d), xh), g) in dx.iter_mut().zip(dy).zip(xhat).zip(gamma) {
         *o = inv * (d * g - m1 - xh * m2);
-    }
-}
-
-/// `c[m×n] (+)= a[m×k] · b[k×n]` with arbitrary element strides `(row, column)` for each
-/// operand (transposes for free), single-threaded unless `parallel`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_strided(
-    (m, n, k): (usize, usize, usize),
-    a: (&[f32], usize, usize),
-    b: (&[f32], usize, usize),
-    c: (*mut f32, usize, usize),
-    accumulate: bool,
-    parallel: bool,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k > 0 {
-        assert!(a.0.len() > (m - 1) * a.1 + (k - 1) * a.2);
-        assert!(b.0.len() > (k - 1) * b.1 + (n - 1) * b.2);
-    }
-    let par = if parallel {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the asserts bound the reads; callers own `c` for the `m×n` block at its strides.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.0,
-            c.2 as isize,
-            c.1 as isize,
-            accumulate,
-            a.0.as_ptr(),
-            a.2 as isize,
-            a.1 as isize,
-            b.0.as_ptr(),
-            b.2 as isize,
-            b.1 as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
     }
 }
 
