@@ -34,6 +34,12 @@ STD = [0.229, 0.224, 0.225]
 
 def cut_black(img, threshold=10, ratio=0.5, min_w=200, min_h=200):
     """The original CropBlackBordersRGB, restated (same loops, same quirks)."""
+    box = cut_black_box(img, threshold, ratio, min_w, min_h)
+    return img if box is None else img.crop(box)
+
+
+def cut_black_box(img, threshold=10, ratio=0.5, min_w=200, min_h=200):
+    """CutBlack's crop box (left, top, right, bottom), or None when it keeps the image."""
     arr = np.array(img)
     h, w, _ = arr.shape
     left, right, top, bottom = 0, w, 0, h
@@ -63,8 +69,8 @@ def cut_black(img, threshold=10, ratio=0.5, min_w=200, min_h=200):
             break
     crop = arr[top:bottom, left:right]
     if crop.shape[1] < min_w or crop.shape[0] < min_h:
-        return img
-    return Image.fromarray(crop)
+        return None
+    return (left, top, left + crop.shape[1], top + crop.shape[0])
 
 
 def numpy_inference(img):

@@ -127,7 +127,10 @@ class Decoupling(nn.Module):
         return [torch.cat([s, p(x)], 1) for p in self.task_proj]
 
 
-def my_densenet(growth=32, blocks=(6, 12, 24, 16), init=64, bn_size=4, tasks=4, dp1=0.5, dp2=0.03):
+def my_densenet(growth=32, blocks=(6, 12, 24, 16), init=64, bn_size=4, tasks=4, dp1=0.5, dp2=0.03, classes=0):
+    """MyDenseNet; with `classes` > 0 one head of that many logits replaces the feature heads
+    (birads' BI-RADS grader on this backbone), output [N, 1, classes]."""
+    heads, width = (1, classes) if classes else (tasks, 2)
     base = DenseNet(growth_rate=growth, block_config=blocks, num_init_features=init, bn_size=bn_size)
     c = init
     for i, n in enumerate(blocks, start=1):
@@ -148,9 +151,9 @@ def my_densenet(growth=32, blocks=(6, 12, 24, 16), init=64, bn_size=4, tasks=4, 
             self.classifier = nn.Sequential(
                 nn.LayerNorm(nf), nn.Linear(nf, nf // 2), nn.ReLU(), nn.Dropout(dp1), nn.Linear(nf // 2, nf // 4), nn.GELU()
             )
-            self.decoupling = Decoupling(nf // 4, tasks)
+            self.decoupling = Decoupling(nf // 4, heads)
             self.task_classifiers = nn.ModuleList(
-                [nn.Sequential(nn.Linear(nf // 2, nf // 8), nn.ReLU(), nn.Linear(nf // 8, 2)) for _ in range(tasks)]
+                [nn.Sequential(nn.Linear(nf // 2, nf // 8), nn.ReLU(), nn.Linear(nf // 8, width)) for _ in range(heads)]
             )
 
         def forward(self, x):

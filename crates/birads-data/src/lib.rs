@@ -9,8 +9,10 @@
 
 pub mod atomic;
 pub mod augment;
+pub mod augment_more;
 pub mod check;
 pub mod dicom;
+pub mod folds;
 pub mod image_ops;
 pub mod labels;
 pub mod loader;

@@ -8,7 +8,10 @@
 //! * features — `boundary`, `calcification`, `direction`, `shape` as 0/1 (empty = unknown);
 //! * lesion box — normalised `cx,cy,w,h`, or pixel `bbox_x,bbox_y,bbox_w,bbox_h` with the
 //!   image size from `width,height` columns or the image header;
-//! * group — `group` or `patient`.
+//! * group — `group` or `patient`;
+//! * id — `id`: the image's name in partition files (default: the file stem);
+//! * pathology — `pathology` (`benign`/`malignant`, `b`/`m`) or `malignant` (0/1): the
+//!   biopsy or follow-up outcome, for malignancy figures.
 //!
 //! This covers BUS-BRA's `labels.csv` as it is (BI-RADS 2/3/4/5, pixel boxes, patients): the
 //! class list is taken from the values present, so an undivided category 4 gives the list
@@ -104,6 +107,8 @@ pub fn parse_manifest(reader: impl std::io::Read, path: &Path) -> Result<Dataset
         _ => None,
     };
     let col_group = find(&headers, &["group", "patient", "patient_id"]);
+    let col_id = find(&headers, &["id", "image_id"]);
+    let col_pathology = find(&headers, &["pathology", "malignant", "malignancy"]);
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
 
     let records: Vec<(usize, csv::Result<csv::StringRecord>)> =
@@ -279,11 +284,35 @@ pub fn parse_manifest(reader: impl std::io::Read, path: &Path) -> Result<Dataset
                 s.group = Some(g.to_string());
             }
         }
+        if let Some(c) = col_id {
+            let v = get(c);
+            if !v.is_empty() {
+                s.id = Some(v.to_string());
+            }
+        }
+        if let Some(c) = col_pathology {
+            match parse_pathology(get(c)) {
+                Ok(m) => s.malignant = m,
+                Err(e) => problems.push(Problem::warning(item.clone(), e)),
+            }
+        }
         seen.insert(img);
         ds.samples.push(s);
     }
     ds.problems.extend(problems);
     Ok(ds)
+}
+
+/// `malignant`/`benign` (any case, or `m`/`b`, `1`/`0`) → the outcome; empty → unknown.
+pub fn parse_pathology(v: &str) -> Result<Option<bool>, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "" | "nan" | "na" | "unknown" => Ok(None),
+        "malignant" | "m" | "1" | "true" => Ok(Some(true)),
+        "benign" | "b" | "0" | "false" => Ok(Some(false)),
+        other => Err(format!(
+            "pathology '{other}' is neither benign nor malignant: kept without it"
+        )),
+    }
 }
 
 /// Write samples as a manifest that [`read_manifest`] reads back (absolute image paths).
@@ -307,6 +336,8 @@ pub fn write_manifest(
             "w",
             "h",
             "group",
+            "id",
+            "pathology",
         ])?;
         for s in samples {
             let img = match &s.image {
@@ -334,6 +365,15 @@ pub fn write_manifest(
                 None => rec.extend(std::iter::repeat_n(String::new(), 4)),
             }
             rec.push(s.group.clone().unwrap_or_default());
+            rec.push(s.id.clone().unwrap_or_default());
+            rec.push(
+                match s.malignant {
+                    Some(true) => "malignant",
+                    Some(false) => "benign",
+                    None => "",
+                }
+                .to_string(),
+            );
             w.write_record(&rec)?;
         }
         w.flush()?;

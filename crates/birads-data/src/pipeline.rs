@@ -3,8 +3,9 @@
 //! what training saw.
 //!
 //! Training, as the original recipe: decode RGB → CutMix (with probability) → CutBlack
-//! (if on) → CenterCrop(672) → horizontal / vertical flips → RandomAffine → GaussianBlur →
-//! Resize(224) → ToTensor + Normalize → RandomErasing.
+//! (if on) → CenterCrop(672) → [lesion zoom] → horizontal / vertical flips → RandomAffine →
+//! GaussianBlur → [brightness/contrast] → Resize(224) → ToTensor + Normalize → RandomErasing
+//! (the bracketed two are birads' additions, off in the original recipe).
 //! Inference: decode RGB → CutBlack (if on) → CenterCrop → Resize → ToTensor + Normalize.
 
 use image::RgbImage;
@@ -14,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::augment::{
     apply_flips_affine, flip_box, gaussian_blur, lesion_cutmix, random_erasing, rectangle_cutmix,
     Affine, AffineParams, BlurParams, ErasingParams, PixelBox,
+};
+use crate::augment_more::{
+    apply_intensity, apply_zoom, sample_intensity, sample_zoom, IntensityParams, ZoomParams,
 };
 use crate::image_ops::{
     center_crop, center_crop_origin, cut_black, resize_bilinear, to_tensor_normalized, Chw,
@@ -90,6 +94,12 @@ pub struct Augment {
     pub blur: Option<BlurParams>,
     pub erasing: Option<ErasingParams>,
     pub cutmix: CutMix,
+    /// Lesion-centred zoom (needs lesion boxes; images without one are left whole).
+    #[serde(default)]
+    pub zoom: Option<ZoomParams>,
+    /// Brightness/contrast jitter.
+    #[serde(default)]
+    pub intensity: Option<IntensityParams>,
 }
 
 impl Augment {
@@ -102,6 +112,18 @@ impl Augment {
             blur: Some(BlurParams::default()),
             erasing: Some(ErasingParams::default()),
             cutmix,
+            zoom: None,
+            intensity: None,
+        }
+    }
+
+    /// Every transform on with its default parameters (what `name = true` in a config file
+    /// switches on).
+    pub fn all_defaults() -> Self {
+        Self {
+            zoom: Some(ZoomParams::default()),
+            intensity: Some(IntensityParams::default()),
+            ..Self::original(CutMix::Off)
         }
     }
 
@@ -114,6 +136,8 @@ impl Augment {
             blur: None,
             erasing: None,
             cutmix: CutMix::Off,
+            zoom: None,
+            intensity: None,
         }
     }
 }
@@ -236,6 +260,13 @@ pub fn augment(
         _ => {}
     }
     let (mut im, mut lesion_px, cut_box) = crop_stage(&src, lesion_px, p);
+    if let (Some(zp), Some(b)) = (&a.zoom, lesion_px) {
+        let (w, h) = im.dimensions();
+        if let Some(win) = sample_zoom(zp, w, h, b, rng) {
+            (im, lesion_px) = apply_zoom(&im, win, lesion_px);
+            applied.push(format!("zoom {}×{} at ({},{})", win.2, win.3, win.0, win.1));
+        }
+    }
     let (w, h) = im.dimensions();
     // Draw in the original order (hflip, vflip, affine) so one seed means one augmentation.
     let hflip = rng.random::<f32>() < a.hflip;
@@ -272,6 +303,11 @@ pub fn augment(
         };
         im = gaussian_blur(&im, bp.kernel, sigma);
         applied.push(format!("blur σ={sigma:.2}"));
+    }
+    if let Some(ip) = &a.intensity {
+        let (b, c) = sample_intensity(ip, rng);
+        im = apply_intensity(&im, b, c);
+        applied.push(format!("brightness ×{b:.2} contrast ×{c:.2}"));
     }
     let (im, lesion_px) = resize_stage(&im, lesion_px, p.size);
     let mut tensor = to_tensor_normalized(&im, p.mean, p.std);

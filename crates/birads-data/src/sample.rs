@@ -166,6 +166,11 @@ pub struct Sample {
     pub lesion: Option<LesionBox>,
     /// Patient or acquisition group: splits never separate a group.
     pub group: Option<String>,
+    /// The dataset's own identifier of the image (a manifest's `id` column), which partition
+    /// files name; see [`Sample::key`].
+    pub id: Option<String>,
+    /// Biopsy or follow-up outcome: `Some(true)` malignant, `Some(false)` benign.
+    pub malignant: Option<bool>,
     /// Which part of a dataset the sample came from (`cls`, `fea`, `manifest`, ...).
     pub source: String,
     /// File (and line) the labels came from, for messages.
@@ -181,6 +186,8 @@ impl Sample {
             features: [None; 4],
             lesion: None,
             group: None,
+            id: None,
+            malignant: None,
             source: source.to_string(),
             origin,
         }
@@ -192,9 +199,21 @@ impl Sample {
 
     /// The group used by splits: the explicit group, else the image's file stem.
     pub fn group_key(&self) -> String {
-        if let Some(g) = &self.group {
-            return g.clone();
+        match &self.group {
+            Some(g) => g.clone(),
+            None => self.stem(),
         }
+    }
+
+    /// The name partition files use for this image: its `id`, else its file stem.
+    pub fn key(&self) -> String {
+        match &self.id {
+            Some(id) => id.clone(),
+            None => self.stem(),
+        }
+    }
+
+    fn stem(&self) -> String {
         let name = self.image.file_name();
         match name.rsplit_once('.') {
             Some((stem, _)) => stem.to_string(),

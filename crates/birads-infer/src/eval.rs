@@ -185,12 +185,17 @@ impl Predictions {
         {
             let classes: Vec<String> = header[1..].iter().map(|h| h[2..].to_string()).collect();
             let cls = self.cls.get_or_insert_with(Default::default);
-            if !cls.labels.is_empty() && cls.classes != classes {
+            // cla_pre.csv's labels index the model's class list, which cla_prob.csv names
+            // (a BUS-BRA model's 2,3,4,5); without it they were read as the six competition
+            // classes. They must fit the named list.
+            let top = cls.labels.values().copied().max();
+            if top.is_some_and(|t| t >= classes.len()) {
                 return Err(EvalError::Input(format!(
-                    "{}: classes {} differ from the labels' {}",
+                    "{}: {} classes ({}), but cla_pre.csv has label {}",
                     path.display(),
+                    classes.len(),
                     classes.join(","),
-                    cls.classes.join(",")
+                    top.unwrap_or_default()
                 )));
             }
             cls.classes = classes;
@@ -549,7 +554,14 @@ pub fn evaluate(pred: &Predictions, truth: &Truth) -> Evaluation {
     }
 }
 
-fn cls_eval(classes: Vec<String>, t: &[usize], y: &[usize], probs: &[Option<Vec<f64>>]) -> ClsEval {
+/// BI-RADS metrics of true (`t`) and predicted (`y`) class indices, with each image's class
+/// probabilities where known (AUC and calibration need them for every image).
+pub fn cls_eval(
+    classes: Vec<String>,
+    t: &[usize],
+    y: &[usize],
+    probs: &[Option<Vec<f64>>],
+) -> ClsEval {
     let k = classes.len();
     let confusion = metrics::confusion(t, y, k);
     let all_probs: Option<Vec<&Vec<f64>>> = if probs.is_empty() {

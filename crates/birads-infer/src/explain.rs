@@ -10,7 +10,7 @@ use birads_data::pipeline::{preprocess, Prepared, Preprocess};
 use birads_data::sample::LesionBox;
 use birads_data::{ClassList, FEATURE_NAMES};
 use birads_model::blocks::EvalWithGradients;
-use birads_model::checkpoint::AnyModel;
+use birads_model::checkpoint::{AnyModel, Purpose};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::AutodiffBackend;
@@ -105,22 +105,23 @@ pub fn explain<B: AutodiffBackend>(
         }
         AnyModel::DenseNet(m) => {
             let m = m.clone();
-            // [1, 4, 2] → [1, 8]: (z₀, z₁) per feature.
+            // [1, 4, 2] → [1, 8]: (z₀, z₁) per feature ([1, 1, K] → [1, K] when grading).
             (m.features(x), Box::new(move |a| m.head(a).flatten(1, 2)))
         }
     };
+    let purpose = model.purpose();
     let features = features.detach();
     let logits = head_out(features.clone())
         .into_data()
         .to_vec::<f32>()
         .expect("f32 logits");
-    let probabilities = match model {
-        AnyModel::ConvNeXt(_) => {
+    let probabilities = match purpose {
+        Purpose::Grading => {
             let l =
                 Tensor::<B::InnerBackend, 1>::from_floats(logits.as_slice(), &Default::default());
             softmax(l, 0).into_data().to_vec::<f32>().expect("f32")
         }
-        AnyModel::DenseNet(_) => logits
+        Purpose::Features => logits
             .chunks(2)
             .map(|z| 1.0 / (1.0 + (z[0] - z[1]).exp()))
             .collect(),
@@ -128,36 +129,36 @@ pub fn explain<B: AutodiffBackend>(
     let targets: Vec<Target> = if !targets.is_empty() {
         targets.to_vec()
     } else {
-        match model {
-            AnyModel::ConvNeXt(_) => vec![Target::Class(crate::predict::argmax(&probabilities))],
-            AnyModel::DenseNet(_) => (0..4).map(Target::Feature).collect(),
+        match purpose {
+            Purpose::Grading => vec![Target::Class(crate::predict::argmax(&probabilities))],
+            Purpose::Features => (0..4).map(Target::Feature).collect(),
         }
     };
     let n_out = logits.len();
     let mut cams = Vec::new();
     for target in targets {
-        let select = match (model, target) {
-            (AnyModel::ConvNeXt(_), Target::Class(c)) if c < n_out => {
+        let select = match (purpose, target) {
+            (Purpose::Grading, Target::Class(c)) if c < n_out => {
                 let mut w = vec![0f32; n_out];
                 w[c] = 1.0;
                 w
             }
-            (AnyModel::DenseNet(_), Target::Feature(f)) => {
+            (Purpose::Features, Target::Feature(f)) => {
                 let mut w = vec![0f32; n_out];
                 w[2 * f] = -1.0;
                 w[2 * f + 1] = 1.0;
                 w
             }
-            (AnyModel::ConvNeXt(_), t) => {
+            (Purpose::Grading, t) => {
                 return Err(ExplainError::Target(
                     format!("{t:?}"),
-                    "MyConvNeXt grades BI-RADS classes",
+                    "it grades BI-RADS classes",
                 ))
             }
-            (AnyModel::DenseNet(_), t) => {
+            (Purpose::Features, t) => {
                 return Err(ExplainError::Target(
                     format!("{t:?}"),
-                    "MyDenseNet recognises the four lesion features",
+                    "it recognises the four lesion features",
                 ))
             }
         };

@@ -6,8 +6,10 @@
 //! batched, parallel-decoding inference; probabilities are available too.
 
 pub mod csvout;
+pub mod cv;
 pub mod eval;
 pub mod explain;
+pub mod folder;
 pub mod loaded;
 pub mod metrics;
 pub mod predict;

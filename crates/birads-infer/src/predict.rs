@@ -117,14 +117,15 @@ impl<B: Backend> Predictor<B> {
         flat.chunks(width).map(|c| c.to_vec()).collect()
     }
 
-    /// Run over samples in batches, decoding in parallel; `progress` is called with the
-    /// number of images done after each batch.
-    fn run(
+    /// Probabilities of every sample that could be read, with its index in `samples`, in
+    /// order; batches decode in parallel; `progress` is called with the number of images done
+    /// after each batch.
+    pub fn run(
         &self,
         samples: Vec<Sample>,
         batch_size: usize,
         mut progress: impl FnMut(usize),
-    ) -> Run<(String, Vec<f32>)> {
+    ) -> Run<(usize, Vec<f32>)> {
         let n = samples.len();
         let loader = Loader::new(Arc::new(samples), self.preprocess.clone(), None, 0);
         let mut out = Run {
@@ -138,10 +139,8 @@ impl<B: Backend> Predictor<B> {
             if !batch.is_empty() {
                 let (count, size) = (batch.len(), batch.size);
                 let probs = self.probabilities(batch.images, count, size);
-                for (i, p) in batch.indices.iter().zip(probs) {
-                    out.predictions
-                        .push((loader.samples()[*i].image.file_name(), p));
-                }
+                out.predictions
+                    .extend(batch.indices.iter().copied().zip(probs));
             }
             progress(done);
         }
@@ -155,13 +154,14 @@ impl<B: Backend> Predictor<B> {
         batch_size: usize,
         progress: impl FnMut(usize),
     ) -> Run<ClsPrediction> {
+        let names: Vec<String> = samples.iter().map(|s| s.image.file_name()).collect();
         let r = self.run(samples, batch_size, progress);
         Run {
             predictions: r
                 .predictions
                 .into_iter()
-                .map(|(img_name, p)| ClsPrediction {
-                    img_name,
+                .map(|(i, p)| ClsPrediction {
+                    img_name: names[i].clone(),
                     label: argmax(&p),
                     probabilities: p,
                 })
@@ -177,12 +177,14 @@ impl<B: Backend> Predictor<B> {
         batch_size: usize,
         progress: impl FnMut(usize),
     ) -> Run<FeaPrediction> {
+        let names: Vec<String> = samples.iter().map(|s| s.image.file_name()).collect();
         let r = self.run(samples, batch_size, progress);
         Run {
             predictions: r
                 .predictions
                 .into_iter()
-                .map(|(img_name, p)| {
+                .map(|(i, p)| {
+                    let img_name = names[i].clone();
                     let mut labels = [0u8; 4];
                     let mut probabilities = [0f32; 4];
                     for t in 0..4 {

@@ -31,11 +31,11 @@ pub struct Plot {
 }
 
 /// One ROC curve: name, points, AUC.
-type RocSeries<'a> = (String, &'a [(f64, f64)], Option<f64>);
+pub type RocSeries<'a> = (String, &'a [(f64, f64)], Option<f64>);
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
-fn render(
+pub(crate) fn render(
     w: u32,
     h: u32,
     draw: impl FnOnce(DrawingArea<BitMapBackend, plotters::coord::Shift>) -> DrawResult,
@@ -315,11 +315,11 @@ fn fmt(v: f64) -> String {
     }
 }
 
-fn fmt_opt(v: Option<f64>) -> String {
+pub(crate) fn fmt_opt(v: Option<f64>) -> String {
     v.map(fmt).unwrap_or_else(|| "–".into())
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

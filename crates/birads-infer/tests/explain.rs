@@ -7,7 +7,7 @@ use std::path::Path;
 use birads_data::ClassList;
 use birads_infer::explain::{explain, figure, Target};
 use birads_infer::loaded::load_model;
-use birads_model::checkpoint::{AnyModel, ModelKind};
+use birads_model::checkpoint::{AnyModel, Purpose};
 use birads_model::{Cpu, CpuTrain};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
@@ -45,7 +45,7 @@ fn score(model: &AnyModel<Cpu>, a: Tensor<Cpu, 4>, target: Target) -> f32 {
     }
 }
 
-fn check(weights: &str, kind: ModelKind, target: Target) {
+fn check(weights: &str, kind: Purpose, target: Target) {
     let device = Default::default();
     let loaded = load_model::<CpuTrain>(&fixture(weights), kind, &device).unwrap();
     let img = picture();
@@ -132,18 +132,14 @@ fn check(weights: &str, kind: ModelKind, target: Target) {
 
 #[test]
 fn grad_cam_on_convnext_class_logit() {
-    check(
-        "myconvnext_small.pth",
-        ModelKind::ConvNeXt,
-        Target::Class(3),
-    );
+    check("myconvnext_small.pth", Purpose::Grading, Target::Class(3));
 }
 
 #[test]
 fn grad_cam_on_densenet_feature_log_odds() {
     check(
         "mydensenet_small.pth",
-        ModelKind::DenseNet,
+        Purpose::Features,
         Target::Feature(1),
     );
 }
@@ -151,12 +147,8 @@ fn grad_cam_on_densenet_feature_log_odds() {
 #[test]
 fn default_targets_and_wrong_targets() {
     let device = Default::default();
-    let conv = load_model::<CpuTrain>(
-        &fixture("myconvnext_small.pth"),
-        ModelKind::ConvNeXt,
-        &device,
-    )
-    .unwrap();
+    let conv = load_model::<CpuTrain>(&fixture("myconvnext_small.pth"), Purpose::Grading, &device)
+        .unwrap();
     let ex = explain(
         &conv.model,
         &conv.preprocess,
@@ -179,12 +171,9 @@ fn default_targets_and_wrong_targets() {
         &device
     )
     .is_err());
-    let dense = load_model::<CpuTrain>(
-        &fixture("mydensenet_small.pth"),
-        ModelKind::DenseNet,
-        &device,
-    )
-    .unwrap();
+    let dense =
+        load_model::<CpuTrain>(&fixture("mydensenet_small.pth"), Purpose::Features, &device)
+            .unwrap();
     let ex = explain(
         &dense.model,
         &dense.preprocess,
@@ -217,7 +206,7 @@ fn grad_cam_concentrates_on_the_lesion_of_a_trained_model() {
     let device = Default::default();
     let model = load_model::<CpuTrain>(
         &dir.join("run_fea/best.safetensors"),
-        ModelKind::DenseNet,
+        Purpose::Features,
         &device,
     )
     .unwrap();

@@ -31,6 +31,33 @@ pub enum ModelKind {
     DenseNet,
 }
 
+/// What a model is for, whatever its architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// BI-RADS categories: logits `[N, classes]` (MyConvNeXt, or MyDenseNet with `classes`).
+    Grading,
+    /// The four lesion features: logits `[N, 4, 2]` (MyDenseNet).
+    Features,
+}
+
+impl Purpose {
+    /// The architecture of the original program's weights for this purpose.
+    pub fn original_kind(self) -> ModelKind {
+        match self {
+            Purpose::Grading => ModelKind::ConvNeXt,
+            Purpose::Features => ModelKind::DenseNet,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Purpose::Grading => "a BI-RADS model",
+            Purpose::Features => "a lesion-feature model",
+        }
+    }
+}
+
 /// What the own format records besides the tensors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckpointMeta {
@@ -60,6 +87,23 @@ impl<B: Backend> AnyModel<B> {
             AnyModel::DenseNet(_) => ModelKind::DenseNet,
         }
     }
+
+    pub fn purpose(&self) -> Purpose {
+        match self {
+            AnyModel::DenseNet(m) if m.classes == 0 => Purpose::Features,
+            _ => Purpose::Grading,
+        }
+    }
+}
+
+impl CheckpointMeta {
+    pub fn purpose(&self) -> Purpose {
+        match (self.kind, &self.densenet) {
+            (ModelKind::DenseNet, Some(c)) if c.classes > 0 => Purpose::Grading,
+            (ModelKind::DenseNet, _) => Purpose::Features,
+            (ModelKind::ConvNeXt, _) => Purpose::Grading,
+        }
+    }
 }
 
 fn err(path: &Path, reason: impl ToString) -> WeightsError {
@@ -72,7 +116,12 @@ fn err(path: &Path, reason: impl ToString) -> WeightsError {
 /// The `birads` metadata of a safetensors file, if it is in the own format.
 pub fn read_meta(path: &Path) -> Result<Option<CheckpointMeta>, WeightsError> {
     let bytes = std::fs::read(path).map_err(|e| err(path, e))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+    meta_of(&bytes, path)
+}
+
+/// The `birads` metadata of safetensors bytes (`path` names them in messages).
+fn meta_of(bytes: &[u8], path: &Path) -> Result<Option<CheckpointMeta>, WeightsError> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
     match header.metadata().as_ref().and_then(|m| m.get(META_KEY)) {
         None => Ok(None),
@@ -80,6 +129,32 @@ pub fn read_meta(path: &Path) -> Result<Option<CheckpointMeta>, WeightsError> {
             .map(Some)
             .map_err(|e| err(path, format!("bad birads metadata: {e}"))),
     }
+}
+
+/// Load an own-format checkpoint held in memory (the built-in model), named `name` in
+/// messages, for `purpose`.
+pub fn load_own_bytes<B: Backend>(
+    bytes: &[u8],
+    name: &str,
+    purpose: Purpose,
+    device: &B::Device,
+) -> Result<(AnyModel<B>, CheckpointMeta), WeightsError> {
+    let path = Path::new(name);
+    let meta = meta_of(bytes, path)?
+        .ok_or_else(|| err(path, "not a birads checkpoint (no birads metadata)"))?;
+    if meta.purpose() != purpose {
+        return Err(err(
+            path,
+            format!(
+                "holds {}, {} is needed here",
+                meta.purpose().describe(),
+                purpose.describe()
+            ),
+        ));
+    }
+    let mut store = SafetensorsStore::from_bytes(Some(bytes.to_vec()));
+    let (model, _) = load_own_from::<B>(&mut store, path, &meta, device)?;
+    Ok((model, meta))
 }
 
 /// Every float tensor of a safetensors file (f32, f16 or bf16, read as f32), keyed by name.
@@ -250,6 +325,44 @@ pub fn load_any<B: Backend>(
     }
 }
 
+/// Load a model for `purpose` whatever its architecture: an own-format checkpoint of either
+/// family (it records which), or the original program's weights (MyConvNeXt for grading,
+/// MyDenseNet for features, default configurations).
+pub fn load_for<B: Backend>(
+    path: &Path,
+    purpose: Purpose,
+    device: &B::Device,
+) -> Result<(AnyModel<B>, Option<CheckpointMeta>, LoadReport), WeightsError> {
+    let is_safetensors = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let kind = match is_safetensors
+        .then(|| read_meta(path))
+        .transpose()?
+        .flatten()
+    {
+        Some(meta) if meta.purpose() != purpose => {
+            return Err(err(
+                path,
+                format!(
+                    "holds {}, {} is needed here",
+                    meta.purpose().describe(),
+                    purpose.describe()
+                ),
+            ))
+        }
+        Some(meta) => meta.kind,
+        None => purpose.original_kind(),
+    };
+    load_any(
+        path,
+        kind,
+        &MyConvNeXtConfig::new(),
+        &MyDenseNetConfig::new(),
+        device,
+    )
+}
+
 /// Count `prefix{i}` indices present among the keys (largest index + 1).
 fn count_indexed(
     shapes: &std::collections::HashMap<String, Vec<usize>>,
@@ -331,7 +444,15 @@ fn load_own<B: Backend>(
     meta: &CheckpointMeta,
     device: &B::Device,
 ) -> Result<(AnyModel<B>, LoadReport), WeightsError> {
-    let mut store = SafetensorsStore::from_file(path);
+    load_own_from(&mut SafetensorsStore::from_file(path), path, meta, device)
+}
+
+fn load_own_from<B: Backend>(
+    store: &mut SafetensorsStore,
+    path: &Path,
+    meta: &CheckpointMeta,
+    device: &B::Device,
+) -> Result<(AnyModel<B>, LoadReport), WeightsError> {
     let (model, result) = match meta.kind {
         ModelKind::ConvNeXt => {
             let cfg = meta
@@ -339,7 +460,7 @@ fn load_own<B: Backend>(
                 .clone()
                 .ok_or_else(|| err(path, "convnext checkpoint without its configuration"))?;
             let mut m = cfg.init::<B>(device);
-            let r = m.load_from(&mut store).map_err(|e| err(path, e))?;
+            let r = m.load_from(store).map_err(|e| err(path, e))?;
             (AnyModel::ConvNeXt(m), r)
         }
         ModelKind::DenseNet => {
@@ -348,7 +469,7 @@ fn load_own<B: Backend>(
                 .clone()
                 .ok_or_else(|| err(path, "densenet checkpoint without its configuration"))?;
             let mut m = cfg.init::<B>(device);
-            let r = m.load_from(&mut store).map_err(|e| err(path, e))?;
+            let r = m.load_from(store).map_err(|e| err(path, e))?;
             (AnyModel::DenseNet(m), r)
         }
     };
@@ -465,7 +586,8 @@ pub fn densenet_config_of<B: Backend>(m: &MyDenseNet<B>) -> MyDenseNetConfig {
         .with_blocks(blocks)
         .with_init_features(init)
         .with_bn_size(bn_size)
-        .with_tasks(m.task_heads.len())
+        .with_tasks(if m.classes > 0 { 4 } else { m.task_heads.len() })
+        .with_classes(m.classes)
         .with_dp1(m.dp1)
         .with_dp2(dp2)
 }

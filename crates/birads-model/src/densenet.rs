@@ -5,6 +5,10 @@
 //! task-specific decoupling (shared `Linear(C/4, C/8)` + per task `Linear(C/4, C/2 − C/8)`,
 //! concatenated) and one `Linear(C/2, C/8) → ReLU → Linear(C/8, 2)` head per task.
 //! Output `[N, tasks, 2]`. With C = 1024 these are the original's 512/256/128/384/128.
+//!
+//! With `classes = K > 0` the same network grades instead: one head of `K` logits in place of
+//! the four feature heads, output `[N, 1, K]` (a BI-RADS model on the DenseNet backbone,
+//! which learns from a few thousand images without pretraining where ConvNeXt does not).
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -33,6 +37,9 @@ pub struct MyDenseNetConfig {
     /// Dropout after each dense layer.
     #[config(default = 0.03)]
     pub dp2: f64,
+    /// 0: the four feature heads (`tasks` of them); `K > 0`: one head of `K` class logits.
+    #[config(default = 0)]
+    pub classes: usize,
 }
 
 /// BN → ReLU → 1×1 conv → BN → ReLU → 3×3 conv, on the concatenation of all earlier maps.
@@ -105,6 +112,8 @@ pub struct MyDenseNet<B: Backend> {
     pub task_proj: Vec<Linear<B>>,
     pub task_heads: Vec<TaskHead<B>>,
     pub dp1: f64,
+    /// 0 for the feature model, else the number of classes of its single head.
+    pub classes: usize,
 }
 
 impl MyDenseNetConfig {
@@ -120,6 +129,15 @@ impl MyDenseNetConfig {
             }
         }
         out
+    }
+
+    /// Heads and logits per head: `(tasks, 2)` for features, `(1, classes)` for grading.
+    pub fn heads(&self) -> (usize, usize) {
+        if self.classes > 0 {
+            (1, self.classes)
+        } else {
+            (self.tasks, 2)
+        }
     }
 
     /// CBAM reduction after block `i` (1-based), as the original: `16·(i+1)//2`.
@@ -160,6 +178,7 @@ impl MyDenseNetConfig {
             }
         }
         let nf = c;
+        let (heads, width) = self.heads();
         MyDenseNet {
             conv0: conv2d(3, self.init_features, 7, 2, 3, 1, false, device),
             norm0: BatchNorm2d::new(self.init_features, device),
@@ -175,16 +194,17 @@ impl MyDenseNetConfig {
             head_fc1: LinearConfig::new(nf, nf / 2).init(device),
             head_fc2: LinearConfig::new(nf / 2, nf / 4).init(device),
             shared_proj: LinearConfig::new(nf / 4, nf / 8).init(device),
-            task_proj: (0..self.tasks)
+            task_proj: (0..heads)
                 .map(|_| LinearConfig::new(nf / 4, nf / 2 - nf / 8).init(device))
                 .collect(),
-            task_heads: (0..self.tasks)
+            task_heads: (0..heads)
                 .map(|_| TaskHead {
                     fc1: LinearConfig::new(nf / 2, nf / 8).init(device),
-                    fc2: LinearConfig::new(nf / 8, 2).init(device),
+                    fc2: LinearConfig::new(nf / 8, width).init(device),
                 })
                 .collect(),
             dp1: self.dp1,
+            classes: self.classes,
         }
     }
 }
@@ -223,7 +243,7 @@ impl<B: Backend> MyDenseNet<B> {
         self.norm5.forward(x)
     }
 
-    /// Per-task logits `[N, tasks, 2]` from feature maps.
+    /// Per-head logits `[N, tasks, 2]` (features) or `[N, 1, classes]` from feature maps.
     pub fn head(&self, features: Tensor<B, 4>) -> Tensor<B, 3> {
         let pooled: Tensor<B, 2> = features.mean_dims(&[2, 3]).flatten(1, 3);
         let h = relu(self.head_fc1.forward(self.head_norm.forward(pooled)));
@@ -241,7 +261,7 @@ impl<B: Backend> MyDenseNet<B> {
         Tensor::stack(outputs, 1)
     }
 
-    /// `[N, 3, H, W]` normalised images → `[N, tasks, 2]` logits.
+    /// `[N, 3, H, W]` normalised images → `[N, tasks, 2]` (or `[N, 1, classes]`) logits.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 3> {
         self.head(self.features(x))
     }

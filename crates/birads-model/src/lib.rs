@@ -3,6 +3,7 @@
 //! checkpoints and torchvision's ImageNet weights.
 
 pub mod blocks;
+pub mod builtin;
 pub mod checkpoint;
 pub mod convnext;
 pub mod densenet;

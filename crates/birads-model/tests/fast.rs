@@ -168,6 +168,24 @@ fn fast_densenet_equals_the_burn_path() {
     }
 }
 
+/// The BI-RADS grader on the DenseNet backbone: one head of class logits.
+#[test]
+fn fast_densenet_grader_equals_the_burn_path() {
+    Cpu::seed(&Default::default(), 12);
+    let cfg = MyDenseNetConfig::new()
+        .with_growth(12)
+        .with_blocks(vec![2, 3, 4, 2])
+        .with_init_features(24)
+        .with_classes(4);
+    let model = densenet_with_statistics(&cfg);
+    let fast = FastDenseNet::from_model(&model);
+    assert_eq!(fast.head_width(), 4);
+    let x = input(3, 80);
+    let (want, flat) = burn_logits(model.forward(x.clone()), x);
+    assert_eq!(want.len(), 3 * 4, "[N, 1, classes]");
+    assert_close(&fast.forward(&flat, 3, 80, 80), &want, "grader");
+}
+
 #[test]
 fn every_vector_width_gives_the_same_outputs() {
     // AVX2 and baseline code paths of the elementwise kernels, run on whatever this CPU is

@@ -50,9 +50,23 @@ impl Default for Schedule {
     }
 }
 
+/// The BI-RADS model's architecture (features always use MyDenseNet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// MyConvNeXt, the original BI-RADS model.
+    #[default]
+    ConvNeXt,
+    /// MyDenseNet's backbone and head with one class head in place of the feature heads.
+    DenseNet,
+}
+
 /// Model architecture: sizes may be reduced (small widths/depths) for quick runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelConfig {
+    /// Which network grades BI-RADS (`convnext` or `densenet`); ignored for features.
+    #[serde(default)]
+    pub arch: Arch,
     pub convnext: MyConvNeXtConfig,
     pub densenet: MyDenseNetConfig,
 }
@@ -62,6 +76,7 @@ impl ModelConfig {
     /// scratch in minutes on a CPU at 64–128 px.
     pub fn small(num_classes: usize) -> Self {
         Self {
+            arch: Arch::ConvNeXt,
             convnext: MyConvNeXtConfig::new()
                 .with_dims(vec![24, 48, 96, 192])
                 .with_depths(vec![1, 1, 2, 1])
@@ -83,6 +98,7 @@ impl ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
+            arch: Arch::ConvNeXt,
             // Training uses dropout 0.05 (0.03 was the inference setting).
             convnext: MyConvNeXtConfig::new().with_dropout(0.05),
             densenet: MyDenseNetConfig::new(),
@@ -110,12 +126,15 @@ pub struct TrainConfig {
     pub f1_loss_weight: f64,
     pub preprocess: Preprocess,
     pub augment: Augment,
-    /// BI-RADS class names in logit order.
+    /// BI-RADS class names in logit order; empty: the training data's own list (the six
+    /// competition categories, or e.g. BUS-BRA's `2, 3, 4, 5`). The model's class count
+    /// always follows this list.
     pub classes: Vec<String>,
     pub model: ModelConfig,
     /// Validation metric that selects the best checkpoint: `accuracy`, `macro_f1`, `score`
-    /// (competition score) or `loss` (lower is better); for features `mean_accuracy`,
-    /// `mean_f1`, `score` or `loss`.
+    /// (competition score), `auc` (macro one-vs-rest), `malignancy_auc` (P(4) + P(5) against
+    /// the validation images' pathology) or `loss` (lower is better); for features
+    /// `mean_accuracy`, `mean_f1`, `score`, `mean_auc` or `loss`.
     pub best_metric: String,
     /// Save `best` only when the metric also beats this (the original used 0.77 / 0.87).
     pub best_threshold: Option<f64>,
@@ -173,7 +192,7 @@ impl TrainConfig {
             } else {
                 CutMix::Rectangle { p: 0.25 }
             }),
-            classes: BIRADS6.iter().map(|s| s.to_string()).collect(),
+            classes: Vec::new(),
             model: ModelConfig::default(),
             best_metric: if cls { "accuracy" } else { "mean_accuracy" }.into(),
             best_threshold: None,
@@ -228,6 +247,48 @@ impl TrainConfig {
         toml::to_string_pretty(&v).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"))
     }
 
+    /// Fix the class list (a BI-RADS run's, before training) and make everything sized by it
+    /// follow: the model's class count, and the oversampling weights when they are the
+    /// six-class default (returns a note saying so); other weights of the wrong length are
+    /// an error.
+    pub fn set_classes(&mut self, classes: Vec<String>) -> Result<Option<String>, String> {
+        if classes.is_empty() {
+            return Err("the class list is empty".into());
+        }
+        let n = classes.len();
+        self.classes = classes;
+        self.model.convnext.num_classes = n;
+        self.model.densenet.classes = match (self.task, self.model.arch) {
+            (Task::Cls, Arch::DenseNet) => n,
+            _ => 0,
+        };
+        let mut note = None;
+        if !self.class_weights.is_empty() && self.class_weights.len() != n {
+            if self.class_weights == BIRADS6_OVERSAMPLING {
+                self.class_weights = Vec::new();
+                note = Some(format!(
+                    "the six-class oversampling weights do not fit the {n} classes {}: plain shuffling",
+                    self.classes.join(",")
+                ));
+            } else {
+                return Err(format!(
+                    "class_weights has {} entries for the {n} classes {}",
+                    self.class_weights.len(),
+                    self.classes.join(",")
+                ));
+            }
+        }
+        Ok(note)
+    }
+
+    /// The six competition categories (what the original recipe trained on).
+    pub fn with_birads6(mut self) -> Self {
+        let six = BIRADS6.iter().map(|s| s.to_string()).collect();
+        // The default weights fit six classes: cannot fail.
+        let _ = self.set_classes(six);
+        self
+    }
+
     /// Reject settings that cannot train.
     pub fn validate(&self) -> Result<(), String> {
         if self.batch_size == 0 {
@@ -242,15 +303,12 @@ impl TrainConfig {
         if self.schedule.t0 == 0 || self.schedule.t_mult == 0 {
             return Err("schedule.t0 and schedule.t_mult must be at least 1".into());
         }
-        if self.task == Task::Cls {
-            if self.classes.len() != self.model.convnext.num_classes {
-                return Err(format!(
-                    "{} classes but model.convnext.num_classes = {}",
-                    self.classes.len(),
-                    self.model.convnext.num_classes
-                ));
-            }
-            if !self.class_weights.is_empty() && self.class_weights.len() != self.classes.len() {
+        // The six-class default weights are reset by `set_classes` for other class lists.
+        if self.task == Task::Cls && !self.classes.is_empty() {
+            if !self.class_weights.is_empty()
+                && self.class_weights.len() != self.classes.len()
+                && self.class_weights != BIRADS6_OVERSAMPLING
+            {
                 return Err(format!(
                     "class_weights has {} entries for {} classes",
                     self.class_weights.len(),
@@ -258,9 +316,19 @@ impl TrainConfig {
                 ));
             }
         }
+        if self.task == Task::Fea && self.model.densenet.classes > 0 {
+            return Err("model.densenet.classes must be 0 for the feature model".into());
+        }
         let known: &[&str] = match self.task {
-            Task::Cls => &["accuracy", "macro_f1", "score", "loss"],
-            Task::Fea => &["mean_accuracy", "mean_f1", "score", "loss"],
+            Task::Cls => &[
+                "accuracy",
+                "macro_f1",
+                "score",
+                "loss",
+                "auc",
+                "malignancy_auc",
+            ],
+            Task::Fea => &["mean_accuracy", "mean_f1", "score", "loss", "mean_auc"],
         };
         if !known.contains(&self.best_metric.as_str()) {
             return Err(format!(
@@ -275,14 +343,13 @@ impl TrainConfig {
 
 /// Augmentations that can be switched off with `name = false` (or on, with their defaults,
 /// with `name = true`).
-const SWITCHES: [&str; 3] = ["affine", "blur", "erasing"];
+const SWITCHES: [&str; 5] = ["affine", "blur", "erasing", "zoom", "intensity"];
 
 fn switches_from_toml(v: &mut toml::Value) -> Result<(), String> {
     let Some(aug) = v.get_mut("augment").and_then(|a| a.as_table_mut()) else {
         return Ok(());
     };
-    let defaults =
-        toml::Value::try_from(Augment::original(CutMix::Off)).map_err(|e| e.to_string())?;
+    let defaults = toml::Value::try_from(Augment::all_defaults()).map_err(|e| e.to_string())?;
     for k in SWITCHES {
         match aug.get(k) {
             Some(toml::Value::Boolean(false)) => {

@@ -23,13 +23,19 @@ pub struct EpochRecord {
     /// Features: per-task validation accuracy and F1 (boundary, calcification, direction, shape).
     pub val_task_accuracy: Option<[f64; 4]>,
     pub val_task_f1: Option<[f64; 4]>,
+    /// BI-RADS: macro one-vs-rest AUC; features: mean AUC over the four tasks.
+    #[serde(default)]
+    pub val_auc: Option<f64>,
+    /// BI-RADS: malignancy AUC (P(4) + P(5) against pathology) where validation images have it.
+    #[serde(default)]
+    pub val_malignancy_auc: Option<f64>,
     pub seconds: f64,
     pub images_per_second: f64,
     /// Batches skipped for a non-finite loss (policy `skip`).
     pub skipped_batches: u64,
 }
 
-const HEADER: [&str; 20] = [
+const HEADER: [&str; 21] = [
     "epoch",
     "lr",
     "train_loss",
@@ -49,7 +55,8 @@ const HEADER: [&str; 20] = [
     "seconds",
     "images_per_second",
     "skipped_batches",
-    "",
+    "val_auc",
+    "val_malignancy_auc",
 ];
 
 fn opt(v: Option<f64>) -> String {
@@ -59,7 +66,7 @@ fn opt(v: Option<f64>) -> String {
 /// Rewrite `metrics.csv` (atomically) from the whole history.
 pub fn write_csv(path: &Path, history: &[EpochRecord]) -> std::io::Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(&HEADER[..19])?;
+    w.write_record(HEADER)?;
     for r in history {
         let ta = r
             .val_task_accuracy
@@ -81,6 +88,8 @@ pub fn write_csv(path: &Path, history: &[EpochRecord]) -> std::io::Result<()> {
         row.push(format!("{:.2}", r.seconds));
         row.push(format!("{:.2}", r.images_per_second));
         row.push(r.skipped_batches.to_string());
+        row.push(opt(r.val_auc));
+        row.push(opt(r.val_malignancy_auc));
         w.write_record(&row)?;
     }
     let bytes = w
@@ -181,6 +190,8 @@ pub fn plot_curves(path: &Path, history: &[EpochRecord]) -> Result<(), String> {
                 ("val accuracy", pts(&|r| r.val_accuracy)),
                 ("val F1", pts(&|r| r.val_f1)),
                 ("val score", pts(&|r| r.val_score)),
+                ("val AUC", pts(&|r| r.val_auc)),
+                ("val malignancy AUC", pts(&|r| r.val_malignancy_auc)),
             ],
             false,
         )?;

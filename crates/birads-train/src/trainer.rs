@@ -14,7 +14,7 @@ use birads_data::rng::{derive, STREAM_MODEL};
 use birads_data::sampler::{shuffled, WeightedSampler};
 use birads_data::{Problem, Sample};
 use birads_infer::metrics;
-use birads_model::checkpoint::{load_any, save, AnyModel, ModelKind};
+use birads_model::checkpoint::{load_any, save, AnyModel, ModelKind, Purpose};
 use birads_model::fast::train::{OptimConfig, UpdateRule};
 use birads_model::fast::FastModel;
 use birads_model::{MyConvNeXt, MyDenseNet};
@@ -26,7 +26,7 @@ use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{NanPolicy, OptimizerKind, Task, TrainConfig};
+use crate::config::{Arch, NanPolicy, OptimizerKind, Task, TrainConfig};
 use crate::fast::FastBackbone;
 use crate::history::{plot_curves, write_csv, EpochRecord};
 use crate::losses::{feature_loss, smoothed_cross_entropy};
@@ -191,6 +191,11 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<RunOutcome, TrainError> {
     cfg.validate().map_err(TrainError::Config)?;
+    if cfg.task == Task::Cls && cfg.classes.is_empty() {
+        return Err(TrainError::Config(
+            "no class list: set `classes` (TrainConfig::set_classes)".into(),
+        ));
+    }
     let keep = |s: &Sample| match cfg.task {
         Task::Cls => s.class.is_some_and(|c| c < cfg.classes.len()),
         Task::Fea => s.features.iter().all(Option::is_some),
@@ -210,29 +215,51 @@ pub fn train<B: AutodiffBackend>(
     B::seed(device, derive(cfg.seed, &[STREAM_MODEL, u64::MAX]));
     let init = match &opts.init {
         Some(path) if !opts.resume => {
-            let kind = match cfg.task {
-                Task::Cls => ModelKind::ConvNeXt,
-                Task::Fea => ModelKind::DenseNet,
+            let kind = match (cfg.task, cfg.model.arch) {
+                (Task::Cls, Arch::ConvNeXt) => ModelKind::ConvNeXt,
+                _ => ModelKind::DenseNet,
             };
             let (m, _, _) =
                 load_any::<B>(path, kind, &cfg.model.convnext, &cfg.model.densenet, device)
                     .map_err(|e| TrainError::Weights(format!("{}: {e}", path.display())))?;
+            let want = match cfg.task {
+                Task::Cls => Purpose::Grading,
+                Task::Fea => Purpose::Features,
+            };
+            if m.purpose() != want {
+                return Err(TrainError::Weights(format!(
+                    "{}: holds {}, {} is trained here",
+                    path.display(),
+                    m.purpose().describe(),
+                    want.describe()
+                )));
+            }
             Some(m)
         }
         _ => None,
     };
-    match (cfg.task, cfg.optimizer) {
-        (Task::Cls, kind) => {
+    match (cfg.task, cfg.model.arch, cfg.optimizer) {
+        (Task::Cls, Arch::ConvNeXt, kind) => {
             let model = match init {
                 Some(AnyModel::ConvNeXt(m)) => m,
-                _ => materialize(cfg.model.convnext.init::<B>(device)),
+                _ => {
+                    let c = cfg.model.convnext.clone();
+                    materialize(c.with_num_classes(cfg.classes.len()).init::<B>(device))
+                }
             };
             dispatch_optimizer(cfg, kind, model, train, val, opts, observer, device)
         }
-        (Task::Fea, kind) => {
+        (_, _, kind) => {
             let model = match init {
                 Some(AnyModel::DenseNet(m)) => m,
-                _ => materialize(cfg.model.densenet.init::<B>(device)),
+                _ => {
+                    let classes = match cfg.task {
+                        Task::Cls => cfg.classes.len(),
+                        Task::Fea => 0,
+                    };
+                    let c = cfg.model.densenet.clone().with_classes(classes);
+                    materialize(c.init::<B>(device))
+                }
             };
             dispatch_optimizer(cfg, kind, model, train, val, opts, observer, device)
         }
@@ -342,7 +369,23 @@ struct ValResult {
     score: f64,
     task_accuracy: Option<[f64; 4]>,
     task_f1: Option<[f64; 4]>,
+    /// BI-RADS: macro one-vs-rest AUC; features: mean AUC over the four tasks.
+    auc: Option<f64>,
+    /// BI-RADS: AUC of the malignancy score against pathology, where the images have it.
+    malignancy_auc: Option<f64>,
     confusion: Vec<Vec<Vec<u64>>>,
+}
+
+/// Softmax over consecutive groups of `width` logits, as f64.
+fn softmax_rows(z: &[f32], width: usize) -> Vec<Vec<f64>> {
+    z.chunks(width)
+        .map(|g| {
+            let max = g.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)) as f64;
+            let e: Vec<f64> = g.iter().map(|&v| (v as f64 - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            e.into_iter().map(|v| v / sum).collect()
+        })
+        .collect()
 }
 
 fn validate<B: Backend, M: Net<B>>(
@@ -363,6 +406,10 @@ fn validate<B: Backend, M: Net<B>>(
         Task::Cls => (vec![Vec::new()], vec![Vec::new()]),
         Task::Fea => (vec![Vec::new(); 4], vec![Vec::new(); 4]),
     };
+    // Per image: class probabilities (BI-RADS) or P(suspicious) per task (features), and
+    // the pathology where known.
+    let mut probs: Vec<Vec<f64>> = Vec::new();
+    let mut malignant: Vec<Option<bool>> = Vec::new();
     for b in loader.prefetch(0, (0..n).collect(), cfg.batch_size, cfg.prefetch) {
         for f in &b.failures {
             if skipped.insert(f.item.clone()) {
@@ -398,14 +445,18 @@ fn validate<B: Backend, M: Net<B>>(
                     truth[0].push(y as usize);
                     pred[0].push(birads_infer::predict::argmax(row));
                 }
+                probs.extend(softmax_rows(&z, width));
             }
             Task::Fea => {
                 for (k, (pair, &y)) in z.chunks(2).zip(&t).enumerate() {
                     truth[k % 4].push(y as usize);
                     pred[k % 4].push(usize::from(pair[1] > pair[0]));
                 }
+                let p = softmax_rows(&z, 2);
+                probs.extend(p.chunks(4).map(|img| img.iter().map(|q| q[1]).collect()));
             }
         }
+        malignant.extend(b.indices.iter().map(|&i| loader.samples()[i].malignant));
     }
     if count == 0 {
         return None;
@@ -413,17 +464,30 @@ fn validate<B: Backend, M: Net<B>>(
     let loss = loss_sum / count as f64;
     Some(match cfg.task {
         Task::Cls => {
-            let conf = metrics::confusion(&truth[0], &pred[0], cfg.classes.len());
-            let accuracy = metrics::accuracy(&truth[0], &pred[0]);
-            let f1 = metrics::macro_f1(&conf);
+            let with_probs: Vec<Option<Vec<f64>>> = probs.iter().cloned().map(Some).collect();
+            let ev =
+                birads_infer::eval::cls_eval(cfg.classes.clone(), &truth[0], &pred[0], &with_probs);
+            let (known, score): (Vec<bool>, Vec<f64>) = malignant
+                .iter()
+                .zip(&probs)
+                .filter_map(|(m, p)| {
+                    let p32: Vec<f32> = p.iter().map(|&v| v as f32).collect();
+                    Some((
+                        m.as_ref().copied()?,
+                        metrics::malignancy_score(&cfg.classes, &p32),
+                    ))
+                })
+                .unzip();
             ValResult {
                 loss,
-                accuracy,
-                f1,
-                score: 0.6 * accuracy + 0.4 * f1,
+                accuracy: ev.accuracy,
+                f1: ev.macro_f1,
+                score: 0.6 * ev.accuracy + 0.4 * ev.macro_f1,
                 task_accuracy: None,
                 task_f1: None,
-                confusion: vec![conf],
+                auc: ev.auc_macro,
+                malignancy_auc: metrics::roc_auc(&known, &score),
+                confusion: vec![ev.confusion],
             }
         }
         Task::Fea => {
@@ -437,6 +501,13 @@ fn validate<B: Backend, M: Net<B>>(
                 confusion.push(c);
             }
             let (ma, mf) = (acc.iter().sum::<f64>() / 4.0, f1.iter().sum::<f64>() / 4.0);
+            let aucs: Vec<f64> = (0..4)
+                .filter_map(|k| {
+                    let pos: Vec<bool> = truth[k].iter().map(|&t| t == 1).collect();
+                    let s: Vec<f64> = probs.iter().map(|p| p[k]).collect();
+                    metrics::roc_auc(&pos, &s)
+                })
+                .collect();
             ValResult {
                 loss,
                 accuracy: ma,
@@ -444,6 +515,8 @@ fn validate<B: Backend, M: Net<B>>(
                 score: 0.6 * ma + 0.4 * mf,
                 task_accuracy: Some(acc),
                 task_f1: Some(f1),
+                auc: (!aucs.is_empty()).then(|| aucs.iter().sum::<f64>() / aucs.len() as f64),
+                malignancy_auc: None,
                 confusion,
             }
         }
@@ -456,6 +529,9 @@ fn selection_value(cfg: &TrainConfig, v: &ValResult) -> f64 {
         "loss" => -v.loss,
         "macro_f1" | "mean_f1" => v.f1,
         "score" => v.score,
+        // An AUC that cannot be computed (one class only) never selects a checkpoint.
+        "auc" | "mean_auc" => v.auc.unwrap_or(f64::NEG_INFINITY),
+        "malignancy_auc" => v.malignancy_auc.unwrap_or(f64::NEG_INFINITY),
         _ => v.accuracy,
     }
 }
@@ -693,6 +769,8 @@ where
             val_score: v.as_ref().map(|v| v.score),
             val_task_accuracy: v.as_ref().and_then(|v| v.task_accuracy),
             val_task_f1: v.as_ref().and_then(|v| v.task_f1),
+            val_auc: v.as_ref().and_then(|v| v.auc),
+            val_malignancy_auc: v.as_ref().and_then(|v| v.malignancy_auc),
             seconds: t0.elapsed().as_secs_f64(),
             images_per_second: seen as f64 / train_seconds.max(1e-9),
             skipped_batches,

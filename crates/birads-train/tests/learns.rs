@@ -53,7 +53,7 @@ fn synth(
 }
 
 fn quick(task: Task) -> TrainConfig {
-    let mut c = TrainConfig::for_task(task);
+    let mut c = TrainConfig::for_task(task).with_birads6();
     c.epochs = if task == Task::Cls { 24 } else { 32 };
     c.batch_size = 8;
     c.learning_rate = if task == Task::Cls { 2e-3 } else { 5e-3 };
@@ -219,7 +219,7 @@ fn short(task: Task, epochs: u64) -> TrainConfig {
     c.augment.hflip = 0.5;
     // The feature model looks a quarter closer, as in the demo.
     c.preprocess.size = if task == Task::Cls { 64 } else { 80 };
-    c.model = birads_train::config::ModelConfig::small(c.classes.len());
+    c.model = birads_train::config::ModelConfig::small(6);
     c
 }
 

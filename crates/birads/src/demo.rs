@@ -44,6 +44,9 @@ pub struct DemoArgs {
 /// small images and mild augmentation, so that it learns within a few minutes on a CPU.
 pub fn quick_config(task: Task, epochs: u64, size: u32, seed: u64) -> TrainConfig {
     let mut cfg = TrainConfig::for_task(task);
+    if task == Task::Cls {
+        cfg = cfg.with_birads6();
+    }
     crate::train::small_models(&mut cfg);
     cfg.epochs = epochs;
     cfg.batch_size = 32;
@@ -156,7 +159,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         probabilities: true,
         batch_size: 16,
         tta: false,
-        engine: crate::predict::Engine::Fast,
+        engine: crate::predict::EngineArg::Fast,
     })?;
     anyhow::ensure!(code == 0, "prediction skipped images");
 

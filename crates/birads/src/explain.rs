@@ -6,7 +6,7 @@ use anyhow::Context;
 use birads_data::{ClassList, FEATURE_NAMES};
 use birads_infer::explain::{explain, figure, Target};
 use birads_infer::loaded::{load_model, LoadedModel};
-use birads_model::checkpoint::{read_meta, ModelKind};
+use birads_model::checkpoint::{read_meta, Purpose};
 use birads_model::CpuTrain;
 use clap::Args;
 
@@ -37,12 +37,12 @@ fn load_either(path: &Path) -> anyhow::Result<LoadedModel<CpuTrain>> {
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     if is_own {
         if let Some(meta) = read_meta(path).map_err(|e| anyhow::anyhow!("{e}"))? {
-            return Ok(load_model::<CpuTrain>(path, meta.kind, &device)?);
+            return Ok(load_model::<CpuTrain>(path, meta.purpose(), &device)?);
         }
     }
-    match load_model::<CpuTrain>(path, ModelKind::ConvNeXt, &device) {
+    match load_model::<CpuTrain>(path, Purpose::Grading, &device) {
         Ok(m) => Ok(m),
-        Err(as_convnext) => load_model::<CpuTrain>(path, ModelKind::DenseNet, &device)
+        Err(as_convnext) => load_model::<CpuTrain>(path, Purpose::Features, &device)
             .map_err(|as_densenet| {
                 anyhow::anyhow!(
                     "{} is neither MyConvNeXt nor MyDenseNet weights:\n  as MyConvNeXt: {as_convnext}\n  as MyDenseNet: {as_densenet}",
@@ -74,8 +74,8 @@ pub fn run(a: ExplainArgs) -> anyhow::Result<u8> {
         &targets,
         &Default::default(),
     )?;
-    let caption = match &loaded.model {
-        birads_model::checkpoint::AnyModel::ConvNeXt(_) => {
+    let caption = match loaded.model.purpose() {
+        Purpose::Grading => {
             let best = birads_infer::predict::argmax(&ex.probabilities);
             let all: Vec<String> = classes
                 .names()
@@ -91,7 +91,7 @@ pub fn run(a: ExplainArgs) -> anyhow::Result<u8> {
                 all.join(", ")
             )
         }
-        birads_model::checkpoint::AnyModel::DenseNet(_) => {
+        Purpose::Features => {
             let all: Vec<String> = FEATURE_NAMES
                 .iter()
                 .zip(&ex.probabilities)

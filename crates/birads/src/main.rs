@@ -10,11 +10,13 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_compare;
+mod cv;
 mod data;
 mod demo;
 mod draw;
 mod eval;
 mod explain;
+mod export;
 mod model;
 mod predict;
 mod preview;
@@ -51,12 +53,17 @@ enum Command {
     Preview(preview::PreviewArgs),
     /// Train MyConvNeXt (cls) or MyDenseNet (fea) with the original recipe; resumable.
     Train(train::TrainArgs),
+    /// Cross-validate a BI-RADS recipe from a partition file (e.g. BUS-BRA's folds-5.csv):
+    /// per fold train, choose on validation, test; one report with mean ± sd.
+    Cv(cv::CvArgs),
     /// The competition entry point: predict BI-RADS (cla_pre.csv) and features (fea_pre.csv).
     Predict(predict::PredictArgs),
     /// Evaluate predictions against ground truth: metrics, competition score, HTML report.
     Eval(eval::EvalArgs),
     /// Grad-CAM: which parts of an image drove a BI-RADS class or a lesion feature.
     Explain(explain::ExplainArgs),
+    /// Export a model to ONNX (original weights, birads checkpoints or the built-in model).
+    Export(export::ExportArgs),
     /// Describe the models: architecture, parameter counts, output shapes.
     #[command(subcommand)]
     Model(model::ModelCommand),
@@ -84,9 +91,11 @@ fn main() -> ExitCode {
         Command::Data(c) => data::run(c),
         Command::Preview(a) => preview::run(a),
         Command::Train(a) => train::run(a),
+        Command::Cv(a) => cv::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Explain(a) => explain::run(a),
+        Command::Export(a) => export::run(a),
         Command::Model(c) => model::run(c),
         Command::Serve(a) => serve::run(a),
         Command::Bench(c) => bench::run(c),

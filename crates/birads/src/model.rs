@@ -2,15 +2,17 @@
 
 use std::path::PathBuf;
 
-use birads_model::checkpoint::{load_any, AnyModel, ModelKind};
+use birads_infer::loaded::load_model;
+use birads_model::builtin;
+use birads_model::checkpoint::AnyModel;
 use birads_model::{Cpu, MyConvNeXtConfig, MyDenseNetConfig};
 use burn::prelude::*;
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand)]
 pub enum ModelCommand {
-    /// Architectures, parameter counts and output shapes of MyConvNeXt and MyDenseNet (or of
-    /// the model in a weights file).
+    /// Architectures, parameter counts and output shapes of MyConvNeXt, MyDenseNet and the
+    /// built-in BI-RADS model (or of the model in a weights file).
     Info(InfoArgs),
 }
 
@@ -20,7 +22,8 @@ pub struct InfoArgs {
     /// default full-size configurations.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Which model the weights are for: cls (MyConvNeXt) or fea (MyDenseNet).
+    /// What original weights are for: cls (MyConvNeXt) or fea (MyDenseNet); birads
+    /// checkpoints say it themselves. `--weights builtin` describes the built-in model.
     #[arg(long, value_parser = ["cls", "fea"], requires = "weights")]
     pub task: Option<String>,
     /// Print JSON.
@@ -66,7 +69,11 @@ fn describe(model: &AnyModel<Cpu>) -> serde_json::Value {
                 .collect();
             serde_json::json!({
                 "model": "MyDenseNet",
-                "task": "lesion features (boundary, calcification, direction, shape)",
+                "task": if m.classes > 0 {
+                    "BI-RADS classes (one class head)"
+                } else {
+                    "lesion features (boundary, calcification, direction, shape)"
+                },
                 "config": cfg,
                 "cbam": cbam,
                 "parameters": m.trainable_params(),
@@ -80,33 +87,50 @@ fn describe(model: &AnyModel<Cpu>) -> serde_json::Value {
 
 fn info(a: InfoArgs) -> anyhow::Result<u8> {
     let device = Default::default();
-    let models: Vec<AnyModel<Cpu>> = match &a.weights {
+    let (models, builtin_meta) = match &a.weights {
         Some(path) => {
-            let kind = match a.task.as_deref() {
-                Some("fea") => ModelKind::DenseNet,
-                _ => ModelKind::ConvNeXt,
-            };
-            let (m, _, report) = load_any::<Cpu>(
-                path,
-                kind,
-                &MyConvNeXtConfig::new(),
-                &MyDenseNetConfig::new(),
-                &device,
-            )?;
-            eprintln!("loaded {} tensors from {}", report.loaded, path.display());
-            vec![m]
+            // Own checkpoints say what they are; original files default to MyConvNeXt.
+            let purpose = crate::export::purpose_of(path, a.task.as_deref());
+            let loaded = load_model::<Cpu>(path, purpose, &device)?;
+            eprintln!("loaded {}", loaded.source);
+            (vec![loaded.model], None)
         }
-        None => vec![
-            AnyModel::ConvNeXt(MyConvNeXtConfig::new().init::<Cpu>(&device)),
-            AnyModel::DenseNet(MyDenseNetConfig::new().init::<Cpu>(&device)),
-        ],
+        None => {
+            let (m, meta) = builtin::load::<Cpu>(&device)?;
+            (
+                vec![
+                    AnyModel::ConvNeXt(MyConvNeXtConfig::new().init::<Cpu>(&device)),
+                    AnyModel::DenseNet(MyDenseNetConfig::new().init::<Cpu>(&device)),
+                    m,
+                ],
+                Some(meta),
+            )
+        }
     };
-    let infos: Vec<serde_json::Value> = models.iter().map(describe).collect();
+    let mut infos: Vec<serde_json::Value> = models.iter().map(describe).collect();
+    if let (Some(meta), Some(last)) = (builtin_meta, infos.last_mut()) {
+        last["builtin"] = serde_json::json!({
+            "name": builtin::NAME,
+            "use": format!("the default of predict and serve (or --cla-weights {})", builtin::KEYWORD),
+            "card": builtin::CARD_PATH,
+            "classes": meta.extra.get("classes"),
+            "preprocess": meta.extra.get("preprocess"),
+        });
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&infos)?);
         return Ok(0);
     }
     for i in &infos {
+        if let Some(b) = i.get("builtin") {
+            println!(
+                "Built-in model {} — {}; card: {}",
+                b["name"].as_str().unwrap_or(""),
+                b["use"].as_str().unwrap_or(""),
+                b["card"].as_str().unwrap_or("")
+            );
+            println!("  classes: {}", b["classes"]);
+        }
         println!(
             "{} — {}",
             i["model"].as_str().unwrap_or(""),

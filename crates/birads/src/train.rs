@@ -69,6 +69,14 @@ pub enum ModelSize {
     Small,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchArg {
+    /// MyConvNeXt (the original BI-RADS model).
+    Convnext,
+    /// MyDenseNet's backbone with one class head (learns from fewer images).
+    Densenet,
+}
+
 #[derive(Args)]
 pub struct TrainArgs {
     pub task: TaskArg,
@@ -84,28 +92,32 @@ pub struct TrainArgs {
     /// The run folder: config.toml, metrics.csv, curves, checkpoints.
     #[arg(long, required_unless_present = "resume")]
     pub out: Option<PathBuf>,
-    /// Hyperparameters (TOML; keys left out keep the recipe's defaults).
+    /// Continue a run from its last completed epoch (its saved config is used; --epochs may
+    /// extend it).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// The hyperparameters of a run: a config file, then flags over it.
+#[derive(Args, Clone, Default)]
+pub struct RecipeArgs {
+    /// Hyperparameters (TOML; keys left out keep the recipe's defaults; `configs/` holds
+    /// ready ones).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Initial weights: MyConv.pth / MyDense.pth, torchvision ImageNet weights, or a run's
     /// checkpoint.
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Continue a run from its last completed epoch (its saved config is used; --epochs may
-    /// extend it).
-    #[arg(long, value_name = "RUN_DIR")]
-    pub resume: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceArg,
-    /// Compute precision; bf16 (mixed precision, no loss scaling needed) needs --device cuda.
-    #[arg(long, value_enum, default_value = "f32")]
-    pub precision: PrecisionArg,
-    /// Training engine [default: fast on the CPU, burn with --device cuda]. A resumed run
-    /// keeps the engine it started with.
-    #[arg(long, value_enum)]
-    pub engine: Option<TrainEngineArg>,
     #[arg(long, value_enum)]
     pub model: Option<ModelSize>,
+    /// The BI-RADS model's architecture [default: the config's, else convnext].
+    #[arg(long, value_enum)]
+    pub arch: Option<ArchArg>,
     #[arg(long)]
     pub epochs: Option<u64>,
     #[arg(long)]
@@ -119,9 +131,25 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
 }
 
-/// Reduced architectures for quick runs.
+/// Where and how a run computes.
+#[derive(Args, Clone, Copy)]
+pub struct EngineArgs {
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Compute precision; bf16 (mixed precision, no loss scaling needed) needs --device cuda.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
+    /// Training engine [default: fast on the CPU, burn with --device cuda]. A resumed run
+    /// keeps the engine it started with.
+    #[arg(long, value_enum)]
+    pub engine: Option<TrainEngineArg>,
+}
+
+/// Reduced architectures for quick runs (the BI-RADS architecture choice is kept).
 pub fn small_models(cfg: &mut TrainConfig) {
-    cfg.model = birads_train::config::ModelConfig::small(cfg.classes.len());
+    let arch = cfg.model.arch;
+    cfg.model = birads_train::config::ModelConfig::small(cfg.classes.len().max(1));
+    cfg.model.arch = arch;
 }
 
 fn task_of(t: TaskArg) -> Task {
@@ -134,46 +162,59 @@ fn task_of(t: TaskArg) -> Task {
 /// The effective configuration: file (or a resumed run's), then flags.
 fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let task = task_of(a.task);
-    let file = match (&a.resume, &a.config) {
-        (Some(run), _) => Some(run.join("config.toml")),
-        (None, Some(c)) => Some(c.clone()),
-        _ => None,
-    };
-    let mut cfg = match &file {
-        Some(f) => {
-            let text =
-                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-            TrainConfig::from_toml(&text, task)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+    match &a.resume {
+        Some(run) => {
+            let mut cfg = read_config(&run.join("config.toml"), task)?;
+            if let Some(e) = a.recipe.epochs {
+                cfg.epochs = e;
+            }
+            Ok(cfg)
         }
-        None => TrainConfig::for_task(task),
-    };
-    if a.resume.is_some() {
-        if let Some(e) = a.epochs {
-            cfg.epochs = e;
+        None => a.recipe.config_for(task),
+    }
+}
+
+/// A config file, with the task's defaults for what it leaves out.
+pub fn read_config(path: &Path, task: Task) -> anyhow::Result<TrainConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    TrainConfig::from_toml(&text, task).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+impl RecipeArgs {
+    /// The config file (or the task's defaults), then the flags over it.
+    pub fn config_for(&self, task: Task) -> anyhow::Result<TrainConfig> {
+        let mut cfg = match &self.config {
+            Some(f) => read_config(f, task)?,
+            None => TrainConfig::for_task(task),
+        };
+        if let Some(arch) = self.arch {
+            cfg.model.arch = match arch {
+                ArchArg::Convnext => birads_train::config::Arch::ConvNeXt,
+                ArchArg::Densenet => birads_train::config::Arch::DenseNet,
+            };
         }
-        return Ok(cfg);
+        if self.model == Some(ModelSize::Small) {
+            small_models(&mut cfg);
+        }
+        if let Some(v) = self.epochs {
+            cfg.epochs = v;
+        }
+        if let Some(v) = self.batch_size {
+            cfg.batch_size = v;
+        }
+        if let Some(v) = self.lr {
+            cfg.learning_rate = v;
+        }
+        if let Some(v) = self.image_size {
+            cfg.preprocess.size = v;
+        }
+        if let Some(v) = self.seed {
+            cfg.seed = v;
+        }
+        cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(cfg)
     }
-    if a.model == Some(ModelSize::Small) {
-        small_models(&mut cfg);
-    }
-    if let Some(v) = a.epochs {
-        cfg.epochs = v;
-    }
-    if let Some(v) = a.batch_size {
-        cfg.batch_size = v;
-    }
-    if let Some(v) = a.lr {
-        cfg.learning_rate = v;
-    }
-    if let Some(v) = a.image_size {
-        cfg.preprocess.size = v;
-    }
-    if let Some(v) = a.seed {
-        cfg.seed = v;
-    }
-    cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(cfg)
 }
 
 /// Patient-level, class-stratified split of samples into (train, validation).
@@ -291,17 +332,9 @@ fn data(
         ));
     }
     let data = a.data.as_ref().expect("clap requires --data");
-    // Binary datasets with another class list (e.g. BUS-BRA's 2/3/4/5) train on their own
-    // classes when the config was not told otherwise.
     let ds = load(data)?;
-    if cfg.task == Task::Cls && a.config.is_none() && ds.classes.names() != cfg.classes.as_slice() {
-        println!("classes from the data: {}", ds.classes);
-        cfg.classes = ds.classes.0.clone();
-        cfg.model.convnext.num_classes = cfg.classes.len();
-        if cfg.class_weights.len() != cfg.classes.len() {
-            println!("oversampling weights reset to uniform for these classes");
-            cfg.class_weights = Vec::new();
-        }
+    if cfg.task == Task::Cls {
+        resolve_classes(cfg, &ds.classes)?;
     }
     let all = samples(ds, cfg)?;
     let (train, val, val_sources) = match &a.val {
@@ -311,19 +344,59 @@ fn data(
             (train, val, vec![data.display().to_string()])
         }
     };
+    let sources = (vec![data.display().to_string()], val_sources);
+    save_split(&split_file, cfg.task, sources, &train, &val)?;
+    Ok((train, val, left_out.get()))
+}
+
+/// Write a run's `split.json`: where its data came from and its training and validation
+/// images with their labels.
+pub fn save_split(
+    path: &Path,
+    task: Task,
+    (train_sources, val_sources): (Vec<String>, Vec<String>),
+    train: &[Sample],
+    val: &[Sample],
+) -> anyhow::Result<()> {
     let saved = SavedSplit {
-        train_sources: vec![data.display().to_string()],
+        train_sources,
         val_sources,
         train: train.iter().map(|s| s.origin.clone()).collect(),
         val: val.iter().map(|s| s.origin.clone()).collect(),
         train_images: train.iter().map(|s| s.image.to_string()).collect(),
         val_images: val.iter().map(|s| s.image.to_string()).collect(),
-        train_labels: train.iter().map(|s| label_json(cfg.task, s)).collect(),
-        val_labels: val.iter().map(|s| label_json(cfg.task, s)).collect(),
+        train_labels: train.iter().map(|s| label_json(task, s)).collect(),
+        val_labels: val.iter().map(|s| label_json(task, s)).collect(),
+        train_malignant: train.iter().map(|s| s.malignant).collect(),
+        val_malignant: val.iter().map(|s| s.malignant).collect(),
+        train_lesions: train.iter().map(|s| s.lesion).collect(),
     };
-    std::fs::create_dir_all(out)?;
-    birads_data::atomic::write_atomic(&split_file, &serde_json::to_vec_pretty(&saved)?)?;
-    Ok((train, val, left_out.get()))
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    birads_data::atomic::write_atomic(path, &serde_json::to_vec_pretty(&saved)?)?;
+    Ok(())
+}
+
+/// A BI-RADS run's class list: the config's, else the data's own (e.g. BUS-BRA's 2/3/4/5),
+/// with the model's class count and the oversampling weights made to follow it.
+pub fn resolve_classes(
+    cfg: &mut TrainConfig,
+    data_classes: &birads_data::ClassList,
+) -> anyhow::Result<()> {
+    let classes = if cfg.classes.is_empty() {
+        println!("classes from the data: {data_classes}");
+        data_classes.0.clone()
+    } else {
+        cfg.classes.clone()
+    };
+    if let Some(note) = cfg
+        .set_classes(classes)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        println!("{note}");
+    }
+    Ok(())
 }
 
 /// The split of a run, so that `--resume` and the PyTorch reference see the same images.
@@ -342,6 +415,14 @@ struct SavedSplit {
     train_labels: Vec<serde_json::Value>,
     #[serde(default)]
     val_labels: Vec<serde_json::Value>,
+    /// Pathology (true: malignant) where the data has it.
+    #[serde(default)]
+    train_malignant: Vec<Option<bool>>,
+    #[serde(default)]
+    val_malignant: Vec<Option<bool>>,
+    /// Lesion boxes of the training images (normalised cx, cy, w, h), for the lesion zoom.
+    #[serde(default)]
+    train_lesions: Vec<Option<birads_data::LesionBox>>,
 }
 
 fn label_json(task: Task, s: &Sample) -> serde_json::Value {
@@ -385,8 +466,12 @@ impl Observer for Console {
             Task::Cls => ("acc", "macro-F1"),
             Task::Fea => ("mean acc", "mean F1"),
         };
+        let mal = r
+            .val_malignancy_auc
+            .map(|v| format!(" malignancy AUC {v:.4}"))
+            .unwrap_or_default();
         println!(
-            "epoch {:>3}  lr {:.2e}  train loss {:.4} acc {:.4}  val loss {} {acc} {} {f1} {} score {}  {:.1} s, {:.1} img/s{}",
+            "epoch {:>3}  lr {:.2e}  train loss {:.4} acc {:.4}  val loss {} {acc} {} {f1} {} score {} AUC {}{mal}  {:.1} s, {:.1} img/s{}",
             r.epoch,
             r.lr,
             r.train_loss,
@@ -395,6 +480,7 @@ impl Observer for Console {
             f(r.val_accuracy),
             f(r.val_f1),
             f(r.val_score),
+            f(r.val_auc),
             r.seconds,
             r.images_per_second,
             if best { "  *best" } else { "" }
@@ -467,9 +553,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<u8> {
     let (train, val, left_out) = data(&a, &mut cfg, &out)?;
     println!(
         "training {} on {} images, validating on {} ({} epochs, batch {}, {}px) → {}",
-        match cfg.task {
-            Task::Cls => "BI-RADS (MyConvNeXt)",
-            Task::Fea => "features (MyDenseNet)",
+        match (cfg.task, cfg.model.arch) {
+            (Task::Cls, birads_train::config::Arch::ConvNeXt) => "BI-RADS (MyConvNeXt)",
+            (Task::Cls, birads_train::config::Arch::DenseNet) => "BI-RADS (MyDenseNet)",
+            (Task::Fea, _) => "features (MyDenseNet)",
         },
         train.len(),
         val.len(),
@@ -481,10 +568,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<u8> {
     let opts = RunOptions {
         out: out.clone(),
         resume: a.resume.is_some(),
-        init: a.init.clone(),
-        engine: TrainEngineArg::resolve(a.engine, a.device, cfg.task)?,
+        init: a.recipe.init.clone(),
+        engine: TrainEngineArg::resolve(a.engine.engine, a.engine.device, cfg.task)?,
     };
-    let outcome = train_with(&cfg, train, val, &opts, a.device, a.precision)?;
+    let outcome = train_with(&cfg, train, val, &opts, a.engine.device, a.engine.precision)?;
     println!(
         "done: best epoch {} ({} {}), checkpoints {} and {}; metrics in {}",
         outcome

@@ -208,7 +208,7 @@ impl FastDenseNet {
         }
     }
 
-    /// Logits `[n, tasks, 2]` (row-major) for `n` NCHW images of `h×w` (3 channels).
+    /// Logits `[n, tasks, 2]` or `[n, 1, classes]` (row-major) for `n` NCHW images of `h×w` (3 channels).
     pub fn forward(&self, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
         assert_eq!(x.len(), n * 3 * h * w, "input is n × 3 × h × w");
         let x = to_nhwc(x, n, 3, h * w);
@@ -279,6 +279,11 @@ impl FastDenseNet {
         self.head(pooled, n)
     }
 
+    /// Logits per head: 2 for a feature, the class count for a grading model.
+    pub fn head_width(&self) -> usize {
+        self.task_fc2.first().map_or(2, |d| d.dout)
+    }
+
     /// Channels of block `i`'s buffer (its output width).
     fn block_width(&self, i: usize) -> usize {
         let b = &self.blocks[i];
@@ -294,7 +299,8 @@ impl FastDenseNet {
         super::gelu(&mut h);
         let shared = self.shared.apply(&h, n, false);
         let tasks = self.task_proj.len();
-        let mut out = vec![0.0; n * tasks * 2];
+        let width = self.head_width();
+        let mut out = vec![0.0; n * tasks * width];
         for t in 0..tasks {
             let proj = self.task_proj[t].apply(&h, n, false);
             let (a, b) = (self.shared.dout, self.task_proj[t].dout);
@@ -307,8 +313,8 @@ impl FastDenseNet {
             g.iter_mut().for_each(|v| *v = v.max(0.0));
             let y = self.task_fc2[t].apply(&g, n, false);
             for i in 0..n {
-                out[(i * tasks + t) * 2..(i * tasks + t) * 2 + 2]
-                    .copy_from_slice(&y[i * 2..i * 2 + 2]);
+                let at = (i * tasks + t) * width;
+                out[at..at + width].copy_from_slice(&y[i * width..(i + 1) * width]);
             }
         }
         out

@@ -50,7 +50,7 @@ impl FastModel {
     pub fn softmax_group(&self, per_image: usize) -> usize {
         match self {
             Self::ConvNeXt(_) => per_image,
-            Self::DenseNet(_) => 2,
+            Self::DenseNet(m) => m.head_width(),
         }
     }
 }

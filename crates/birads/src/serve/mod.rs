@@ -32,7 +32,7 @@ use birads_infer::explain::{explain, figure, Target};
 use birads_infer::loaded::{load_model, LoadedModel};
 use birads_infer::predict::argmax;
 use birads_infer::Predictor;
-use birads_model::checkpoint::ModelKind;
+use birads_model::checkpoint::Purpose;
 use birads_model::{Cpu, CpuTrain};
 use clap::Args;
 use serde::Deserialize;
@@ -76,6 +76,8 @@ pub struct ServeArgs {
 struct AppState {
     engine: Engine,
     classes: Vec<String>,
+    /// Where the BI-RADS and feature models came from (file, or the built-in model).
+    sources: [Option<String>; 2],
     cls_pre: Option<Preprocess>,
     fea_pre: Option<Preprocess>,
     explain_cls: Option<Mutex<LoadedModel<CpuTrain>>>,
@@ -145,28 +147,29 @@ impl From<PrepareError> for ApiError {
 /// The inference model (as `predict` loads it) and an autodiff copy for Grad-CAM.
 fn predictor(
     path: &std::path::Path,
-    kind: ModelKind,
+    kind: Purpose,
 ) -> anyhow::Result<(Predictor<Cpu>, LoadedModel<CpuTrain>, Vec<String>)> {
     let (predictor, classes) =
-        crate::predict::predictor(path, kind, false, crate::predict::Engine::Fast)?;
+        birads_infer::folder::load_predictor(path, kind, false, birads_infer::folder::Engine::Fast)
+            .map(|l| (l.predictor, l.classes))?;
     let for_explain = load_model::<CpuTrain>(path, kind, &Default::default())?;
     Ok((predictor, for_explain, classes))
 }
 
-pub fn run(a: ServeArgs) -> anyhow::Result<u8> {
-    anyhow::ensure!(
-        a.cla_weights.is_some() || a.fea_weights.is_some(),
-        "no weights given: pass --cla-weights and/or --fea-weights (`birads demo` trains small ones under out/demo)"
-    );
+pub fn run(mut a: ServeArgs) -> anyhow::Result<u8> {
+    if a.cla_weights.is_none() && a.fea_weights.is_none() {
+        println!("{}", birads_infer::folder::builtin_note());
+        a.cla_weights = Some(std::path::PathBuf::from(birads_model::builtin::KEYWORD));
+    }
     let cls = a
         .cla_weights
         .as_deref()
-        .map(|p| predictor(p, ModelKind::ConvNeXt))
+        .map(|p| predictor(p, Purpose::Grading))
         .transpose()?;
     let fea = a
         .fea_weights
         .as_deref()
-        .map(|p| predictor(p, ModelKind::DenseNet))
+        .map(|p| predictor(p, Purpose::Features))
         .transpose()?;
     let classes = cls
         .as_ref()
@@ -182,7 +185,12 @@ pub fn run(a: ServeArgs) -> anyhow::Result<u8> {
         Some((p, x, _)) => (Some(p), Some(x)),
         None => (None, None),
     };
+    let sources = [
+        cls_x.as_ref().map(|m| m.source.clone()),
+        fea_x.as_ref().map(|m| m.source.clone()),
+    ];
     let state = Arc::new(AppState {
+        sources,
         cls_pre: cls_p.as_ref().map(|p| p.preprocess.clone()),
         fea_pre: fea_p.as_ref().map(|p| p.preprocess.clone()),
         engine: Engine::start(cls_p, fea_p, a.queue.max(1), a.max_batch, move |n| {
@@ -335,6 +343,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
             "birads": st.cls_pre.is_some(),
             "features": st.fea_pre.is_some(),
         },
+        "sources": { "birads": st.sources[0], "features": st.sources[1] },
         "classes": st.classes,
         "features": FEATURE_NAMES,
         "queue": { "in_flight": st.capacity - st.admission.available_permits(), "waiting": st.engine.depth.load(Ordering::SeqCst), "capacity": st.capacity },

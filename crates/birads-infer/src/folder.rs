@@ -1,0 +1,249 @@
+//! The competition entry point as a library function: a testB-like folder (`cla/` and `fea/`)
+//! or a flat folder of images → `cla_pre.csv` / `fea_pre.csv` (and the probability CSVs).
+//! `birads predict` and the Python package's `predict_folder` both call [`predict_folder`].
+
+use std::path::{Path, PathBuf};
+
+use birads_data::readers::list_images;
+use birads_data::{ImageSource, Problem, Sample, Severity};
+use birads_model::builtin;
+use birads_model::checkpoint::Purpose;
+use birads_model::fast::FastModel;
+use birads_model::Cpu;
+
+use crate::csvout::{write_cla_pre, write_cla_prob, write_fea_pre, write_fea_prob};
+use crate::loaded::{load_model, LoadError};
+use crate::Predictor;
+
+/// Which code runs the models at inference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// `birads_model::fast`: channels-last, fused, BatchNorm folded.
+    #[default]
+    Fast,
+    /// burn's CPU backend, the same modules training uses.
+    Burn,
+}
+
+/// A model ready to predict, with its class list and where it came from.
+pub struct Loaded {
+    pub predictor: Predictor<Cpu>,
+    pub classes: Vec<String>,
+    pub source: String,
+}
+
+/// Load weights (a file or `builtin`) for `purpose` onto the CPU, with the chosen engine.
+pub fn load_predictor(
+    path: &Path,
+    purpose: Purpose,
+    tta: bool,
+    engine: Engine,
+) -> Result<Loaded, LoadError> {
+    let device = Default::default();
+    let loaded = load_model::<Cpu>(path, purpose, &device)?;
+    let fast = (engine == Engine::Fast).then(|| FastModel::from_model(&loaded.model));
+    Ok(Loaded {
+        predictor: Predictor {
+            model: loaded.model,
+            preprocess: loaded.preprocess,
+            device,
+            tta,
+            fast,
+        },
+        classes: loaded.classes,
+        source: loaded.source,
+    })
+}
+
+/// What `predict_folder` does.
+#[derive(Debug, Clone)]
+pub struct FolderOptions {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// BI-RADS weights; with neither this nor `fea_weights`, the built-in model.
+    pub cla_weights: Option<PathBuf>,
+    pub fea_weights: Option<PathBuf>,
+    /// Also write `cla_prob.csv` / `fea_prob.csv`.
+    pub probabilities: bool,
+    pub batch_size: usize,
+    pub tta: bool,
+    pub engine: Engine,
+}
+
+/// Which model a progress report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Birads,
+    Features,
+}
+
+/// What `predict_folder` did.
+#[derive(Debug, Default)]
+pub struct FolderSummary {
+    /// Images predicted by the BI-RADS and by the feature model.
+    pub birads: Option<usize>,
+    pub features: Option<usize>,
+    /// Files written, in order.
+    pub written: Vec<PathBuf>,
+    /// Images (or folder entries) left out, each with its reason.
+    pub skipped: Vec<Problem>,
+    /// Things said but not fatal (a folder without weights, a non-UTF-8 name, …).
+    pub notes: Vec<String>,
+    /// Where the models came from.
+    pub sources: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FolderError {
+    #[error("{0}: not a folder")]
+    NotAFolder(PathBuf),
+    #[error("{0}")]
+    Listing(String),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("{0}: {1}")]
+    Write(PathBuf, std::io::Error),
+}
+
+/// The note printed when no weights are given.
+pub fn builtin_note() -> String {
+    format!(
+        "no weights given: BI-RADS by the built-in model {} (trained on BUS-BRA: categories 2, 3, 4, 5; \
+         see {}); birads has no built-in feature model (--fea-weights MyDense.pth or a checkpoint)",
+        builtin::NAME,
+        builtin::CARD_PATH
+    )
+}
+
+fn samples(files: Vec<PathBuf>) -> Vec<Sample> {
+    files
+        .into_iter()
+        .map(|p| Sample::unlabelled(ImageSource::Path(p), "predict"))
+        .collect()
+}
+
+/// The images of the BI-RADS and the feature model: `cla/` and `fea/` of a testB-like
+/// folder, or every image of a flat folder for both.
+fn listing(
+    input: &Path,
+    s: &mut FolderSummary,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>, bool), FolderError> {
+    if !input.is_dir() {
+        return Err(FolderError::NotAFolder(input.to_path_buf()));
+    }
+    let (cla_dir, fea_dir) = (input.join("cla"), input.join("fea"));
+    let split = cla_dir.is_dir() || fea_dir.is_dir();
+    let mut problems = Vec::new();
+    let mut list = |d: &Path| -> Result<Vec<PathBuf>, FolderError> {
+        if d.is_dir() {
+            list_images(d, &mut problems).map_err(|e| FolderError::Listing(e.to_string()))
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    let (cla, fea) = if split {
+        (list(&cla_dir)?, list(&fea_dir)?)
+    } else {
+        let all = list(input)?;
+        (all.clone(), all)
+    };
+    // The CSVs hold names as text: a name that is not UTF-8 cannot be written as it is.
+    let mut seen = std::collections::BTreeSet::new();
+    for f in cla.iter().chain(&fea) {
+        if f.file_name().is_some_and(|n| n.to_str().is_none()) && seen.insert(f.clone()) {
+            problems.push(Problem::warning(
+                f.display(),
+                "file name is not valid UTF-8: the CSVs show it with U+FFFD in place of the bad bytes",
+            ));
+        }
+    }
+    for p in problems {
+        match p.severity {
+            // Entries the listing could not read (e.g. a symlink loop) count as skipped.
+            Severity::Error => s.skipped.push(p),
+            Severity::Warning => s.notes.push(p.to_string()),
+        }
+    }
+    Ok((cla, fea, split))
+}
+
+/// Predict every image of `o.input` and write the competition CSVs into `o.output`.
+/// `progress(stage, done, total)` follows each model's run. Images that cannot be read are
+/// listed in the summary's `skipped` and left out of the CSVs; a model that cannot be loaded
+/// is an error (nothing is written for it).
+pub fn predict_folder(
+    o: &FolderOptions,
+    progress: &mut dyn FnMut(Stage, usize, usize),
+) -> Result<FolderSummary, FolderError> {
+    let mut s = FolderSummary::default();
+    let (cla_files, fea_files, split) = listing(&o.input, &mut s)?;
+    let mut cla_weights = o.cla_weights.clone();
+    if cla_weights.is_none() && o.fea_weights.is_none() {
+        s.notes.push(builtin_note());
+        cla_weights = Some(PathBuf::from(builtin::KEYWORD));
+    }
+    std::fs::create_dir_all(&o.output).map_err(|e| FolderError::Write(o.output.clone(), e))?;
+    let write = |r: std::io::Result<()>, p: PathBuf, s: &mut FolderSummary| match r {
+        Ok(()) => {
+            s.written.push(p);
+            Ok(())
+        }
+        Err(e) => Err(FolderError::Write(p, e)),
+    };
+    // The feature model loads on another thread while the BI-RADS model loads and runs:
+    // reading a checkpoint is single-threaded, and cold start is mostly loading.
+    std::thread::scope(|scope| -> Result<(), FolderError> {
+        let fea_loader = o.fea_weights.as_ref().map(|w| {
+            let (tta, engine) = (o.tta, o.engine);
+            scope.spawn(move || load_predictor(w, Purpose::Features, tta, engine))
+        });
+        match &cla_weights {
+            Some(w) => {
+                let m = load_predictor(w, Purpose::Grading, o.tta, o.engine)?;
+                s.sources.push(m.source.clone());
+                let total = cla_files.len();
+                let run = m.predictor.classify(samples(cla_files), o.batch_size, |d| {
+                    progress(Stage::Birads, d, total)
+                });
+                s.skipped.extend(run.failures);
+                let p = o.output.join("cla_pre.csv");
+                write(write_cla_pre(&p, &run.predictions), p, &mut s)?;
+                if o.probabilities {
+                    let p = o.output.join("cla_prob.csv");
+                    write(write_cla_prob(&p, &m.classes, &run.predictions), p, &mut s)?;
+                }
+                s.birads = Some(run.predictions.len());
+            }
+            None if !cla_files.is_empty() && split => s.notes.push(format!(
+                "{} has images but no BI-RADS weights were given (`builtin` for the built-in model): skipped",
+                o.input.join("cla").display()
+            )),
+            None => {}
+        }
+        if let (Some(w), Some(loader)) = (&o.fea_weights, fea_loader) {
+            let m = loader
+                .join()
+                .map_err(|_| FolderError::Listing(format!("loading {} panicked", w.display())))??;
+            s.sources.push(m.source.clone());
+            let total = fea_files.len();
+            let run = m.predictor.features(samples(fea_files), o.batch_size, |d| {
+                progress(Stage::Features, d, total)
+            });
+            s.skipped.extend(run.failures);
+            let p = o.output.join("fea_pre.csv");
+            write(write_fea_pre(&p, &run.predictions), p, &mut s)?;
+            if o.probabilities {
+                let p = o.output.join("fea_prob.csv");
+                write(write_fea_prob(&p, &run.predictions), p, &mut s)?;
+            }
+            s.features = Some(run.predictions.len());
+        } else if !fea_files.is_empty() && split {
+            s.notes.push(format!(
+                "{} has images but no feature weights were given (there is no built-in feature model): skipped",
+                o.input.join("fea").display()
+            ));
+        }
+        Ok(())
+    })?;
+    Ok(s)
+}
