@@ -85,7 +85,8 @@ class ChannelAttention(nn.Module):
         super().__init__()
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.max_pool = nn.AdaptiveMaxPool2d(1)
-        self.shared_MLP = nn.Sequential(nn.Conv2d(c, c // ratio, 1, bias=False), nn.ReLU(), nn.Conv2d(c // ratio, c, 1, bias=False))
+        hidden = max(c // ratio, 1)  # as birads: at least one hidden channel in narrow models
+        self.shared_MLP = nn.Sequential(nn.Conv2d(c, hidden, 1, bias=False), nn.ReLU(), nn.Conv2d(hidden, c, 1, bias=False))
 
     def forward(self, x):
         return torch.sigmoid(self.shared_MLP(self.avg_pool(x)) + self.shared_MLP(self.max_pool(x)))
@@ -114,13 +115,14 @@ class BlockWithCbam(nn.Module):
 
 
 class Decoupling(nn.Module):
-    """Shared Linear(d, d/2) and per-task Linear(d, t − d/2), concatenated to t = 2d."""
+    """Shared Linear(C/4, C/8) and per-task Linear(C/4, C/2 − C/8), concatenated to C/2 (the
+    original's 128 + 384 = 512 for C = 1024; written in C so that any width matches birads)."""
 
-    def __init__(self, d, tasks):
+    def __init__(self, nf, tasks):
         super().__init__()
-        shared = d // 2
+        d, shared = nf // 4, nf // 8
         self.shared_proj = nn.Linear(d, shared)
-        self.task_proj = nn.ModuleList([nn.Linear(d, 2 * d - shared) for _ in range(tasks)])
+        self.task_proj = nn.ModuleList([nn.Linear(d, nf // 2 - shared) for _ in range(tasks)])
 
     def forward(self, x):
         s = self.shared_proj(x)
@@ -151,7 +153,7 @@ def my_densenet(growth=32, blocks=(6, 12, 24, 16), init=64, bn_size=4, tasks=4, 
             self.classifier = nn.Sequential(
                 nn.LayerNorm(nf), nn.Linear(nf, nf // 2), nn.ReLU(), nn.Dropout(dp1), nn.Linear(nf // 2, nf // 4), nn.GELU()
             )
-            self.decoupling = Decoupling(nf // 4, heads)
+            self.decoupling = Decoupling(nf, heads)
             self.task_classifiers = nn.ModuleList(
                 [nn.Sequential(nn.Linear(nf // 2, nf // 8), nn.ReLU(), nn.Linear(nf // 8, width)) for _ in range(heads)]
             )

@@ -35,7 +35,9 @@ echo "== Rust tests"
 BIRADS_PYTHON="$PWD/$py" cargo test --workspace --locked
 
 echo "== the Python package"
-MATURIN_PEP517_ARGS="--profile dev --locked" "$py" -m pip install -q --force-reinstall --no-deps --no-build-isolation ./python
+# No build isolation: maturin comes from target/py (its bin folder must be on PATH for pip's
+# build backend), nothing is downloaded while building.
+PATH="$PWD/target/py/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev --locked" "$py" -m pip install -q --force-reinstall --no-deps --no-build-isolation ./python
 
 echo "== Python tests"
 BIRADS_BIN="$PWD/target/debug/birads" "$py" -m pytest -q python/tests

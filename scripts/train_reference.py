@@ -145,6 +145,17 @@ class Pipeline:
         return t
 
 
+def ordinal_targets(k, eps):
+    """birads' ordinal label smoothing (losses.rs): 1 − ε on the class, ε over the others in
+    proportion to 2^−|c − y|."""
+    m = np.zeros((k, k))
+    for y in range(k):
+        w = np.array([0.0 if c == y else 0.5 ** abs(c - y) for c in range(k)])
+        m[y] = eps * w / w.sum() if w.sum() > 0 else 0.0
+        m[y, y] = 1.0 - (eps if w.sum() > 0 else 0.0)
+    return torch.tensor(m, dtype=torch.float32)
+
+
 def batches(images, labels, order, bs, pipe, train, lesions=None):
     for i in range(0, len(order), bs):
         idx = order[i:i + bs]
@@ -257,7 +268,11 @@ def main():
             z = model(x)
             if task == "cls":
                 z = z.reshape(len(y), -1)
-                loss = F.cross_entropy(z, y, label_smoothing=cfg["label_smoothing"])
+                if cfg.get("smoothing") == "ordinal":
+                    q = ordinal_targets(z.shape[1], cfg["label_smoothing"])[y]
+                    loss = -(q * F.log_softmax(z, 1)).sum(1).mean()
+                else:
+                    loss = F.cross_entropy(z, y, label_smoothing=cfg["label_smoothing"])
                 hits += (z.argmax(1) == y).sum().item()
                 decisions += len(y)
             else:

@@ -131,8 +131,10 @@ def test_errors_are_exceptions_with_the_cli_messages(tmp_path):
         birads.Model.load("builtin", task="fea")
     with pytest.raises(birads.BiradsError):
         birads.Model.load(tmp_path / "missing.safetensors")
-    with pytest.raises(birads.BiradsError, match=r"\[N, 3, 128, 128\]"):
-        birads.Model.load().predict(np.zeros((1, 3, 64, 64), dtype=np.float32))
+    model = birads.Model.load()
+    size = model.input_size
+    with pytest.raises(birads.BiradsError, match=rf"\[N, 3, {size}, {size}\]"):
+        model.predict(np.zeros((1, 3, size + 1, size + 1), dtype=np.float32))
     with pytest.raises(birads.BiradsError, match="uint8"):
         birads.preprocess(np.zeros((10, 10, 4), dtype=np.uint8))
     with pytest.raises(birads.BiradsError, match="preset"):

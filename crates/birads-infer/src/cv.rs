@@ -9,13 +9,11 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use birads_data::atomic::write_atomic;
 use serde::{Deserialize, Serialize};
 
 use crate::eval::cls_eval;
 use crate::metrics;
-use crate::report::{confusion_plot, esc, fmt_opt, roc_plot, Plot};
+use crate::report::{confusion_plot, esc, fmt_opt, plots_section, roc_plot, write_files, Plot};
 
 /// One test image of a fold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -309,40 +307,17 @@ pub fn html(r: &CvReport, plots: &[Plot], about: &str) -> String {
             f.train_seconds
         );
     }
-    h.push_str("</table><h2>Plots</h2><div class=\"plots\">");
-    for p in plots {
-        let _ = write!(
-            h,
-            "<figure style=\"display:inline-block\"><img alt=\"{}\" src=\"data:image/png;base64,{}\"><figcaption>{}</figcaption></figure>",
-            esc(&p.title),
-            base64::engine::general_purpose::STANDARD.encode(&p.png),
-            esc(&p.title)
-        );
-    }
-    h.push_str("</div></body></html>\n");
+    h.push_str("</table>");
+    plots_section(&mut h, plots);
+    h.push_str("</body></html>\n");
     h
 }
 
 /// Write `cv.json` and `report.html` (plus the plots as PNG files) into `dir`, atomically.
 pub fn write_cv_report(r: &CvReport, dir: &Path, about: &str) -> std::io::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
     let plots = plots(r).map_err(std::io::Error::other)?;
-    let mut written = Vec::new();
-    let p = dir.join("cv.json");
-    write_atomic(
-        &p,
-        &serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?,
-    )?;
-    written.push(p);
-    let p = dir.join("report.html");
-    write_atomic(&p, html(r, &plots, about).as_bytes())?;
-    written.push(p);
-    for plot in &plots {
-        let p = dir.join(&plot.name);
-        write_atomic(&p, &plot.png)?;
-        written.push(p);
-    }
-    Ok(written)
+    let json = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
+    write_files(dir, ("cv.json", &json), &html(r, &plots, about), &plots)
 }
 
 #[cfg(test)]

@@ -85,8 +85,11 @@ pub struct FolderSummary {
     pub features: Option<usize>,
     /// Files written, in order.
     pub written: Vec<PathBuf>,
-    /// Images (or folder entries) left out, each with its reason.
+    /// Images (or folder entries) left out, each with its reason: first the entries the
+    /// folder listing could not read (`unreadable` of them, e.g. a symbolic-link loop), then
+    /// the images that could not be decoded.
     pub skipped: Vec<Problem>,
+    pub unreadable: usize,
     /// Things said but not fatal (a folder without weights, a non-UTF-8 name, …).
     pub notes: Vec<String>,
     /// Where the models came from.
@@ -160,7 +163,10 @@ fn listing(
     for p in problems {
         match p.severity {
             // Entries the listing could not read (e.g. a symlink loop) count as skipped.
-            Severity::Error => s.skipped.push(p),
+            Severity::Error => {
+                s.skipped.push(p);
+                s.unreadable += 1;
+            }
             Severity::Warning => s.notes.push(p.to_string()),
         }
     }

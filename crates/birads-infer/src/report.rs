@@ -397,6 +397,21 @@ fn fea_section(html: &mut String, f: &FeaEval) {
     html.push_str("</table>");
 }
 
+/// The plots as embedded PNG figures under a "Plots" heading.
+pub(crate) fn plots_section(h: &mut String, plots: &[Plot]) {
+    h.push_str("<h2>Plots</h2><div class=\"plots\">");
+    for p in plots {
+        let _ = write!(
+            h,
+            "<figure style=\"display:inline-block\"><img alt=\"{}\" src=\"data:image/png;base64,{}\"><figcaption>{}</figcaption></figure>",
+            esc(&p.title),
+            base64::engine::general_purpose::STANDARD.encode(&p.png),
+            esc(&p.title)
+        );
+    }
+    h.push_str("</div>");
+}
+
 /// The whole report as one HTML document.
 pub fn html(ev: &Evaluation, plots: &[Plot], sources: &str) -> String {
     let mut h = String::from(
@@ -430,17 +445,7 @@ pub fn html(ev: &Evaluation, plots: &[Plot], sources: &str) -> String {
     if let Some(f) = &ev.features {
         fea_section(&mut h, f);
     }
-    h.push_str("<h2>Plots</h2><div class=\"plots\">");
-    for p in plots {
-        let _ = write!(
-            h,
-            "<figure style=\"display:inline-block\"><img alt=\"{}\" src=\"data:image/png;base64,{}\"><figcaption>{}</figcaption></figure>",
-            esc(&p.title),
-            base64::engine::general_purpose::STANDARD.encode(&p.png),
-            esc(&p.title)
-        );
-    }
-    h.push_str("</div>");
+    plots_section(&mut h, plots);
     if !ev.problems.is_empty() {
         let _ = write!(h, "<h2>Problems ({})</h2><ul>", ev.problems.len());
         for p in &ev.problems {
@@ -454,17 +459,29 @@ pub fn html(ev: &Evaluation, plots: &[Plot], sources: &str) -> String {
 
 /// Write `eval.json`, `report.html` and the plots as PNG files into `dir`, atomically each.
 pub fn write_report(ev: &Evaluation, dir: &Path, sources: &str) -> std::io::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
     let plots = plots(ev).map_err(std::io::Error::other)?;
-    let mut written = Vec::new();
     let json = serde_json::to_vec_pretty(ev).map_err(std::io::Error::other)?;
-    let p = dir.join("eval.json");
-    write_atomic(&p, &json)?;
-    written.push(p);
-    let p = dir.join("report.html");
-    write_atomic(&p, html(ev, &plots, sources).as_bytes())?;
-    written.push(p);
-    for plot in &plots {
+    write_files(
+        dir,
+        ("eval.json", &json),
+        &html(ev, &plots, sources),
+        &plots,
+    )
+}
+
+/// Write a report's JSON, its `report.html` and its plots into `dir` (created if missing),
+/// each file atomically; returns the paths written.
+pub(crate) fn write_files(
+    dir: &Path,
+    (json_name, json): (&str, &[u8]),
+    html: &str,
+    plots: &[Plot],
+) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = vec![dir.join(json_name), dir.join("report.html")];
+    write_atomic(&written[0], json)?;
+    write_atomic(&written[1], html.as_bytes())?;
+    for plot in plots {
         let p = dir.join(&plot.name);
         write_atomic(&p, &plot.png)?;
         written.push(p);

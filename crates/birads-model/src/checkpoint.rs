@@ -131,6 +131,18 @@ fn meta_of(bytes: &[u8], path: &Path) -> Result<Option<CheckpointMeta>, WeightsE
     }
 }
 
+/// A checkpoint that holds the other kind of model than the one asked for.
+fn wrong_purpose(path: &Path, found: Purpose, wanted: Purpose) -> WeightsError {
+    err(
+        path,
+        format!(
+            "holds {}, {} is needed here",
+            found.describe(),
+            wanted.describe()
+        ),
+    )
+}
+
 /// Load an own-format checkpoint held in memory (the built-in model), named `name` in
 /// messages, for `purpose`.
 pub fn load_own_bytes<B: Backend>(
@@ -143,14 +155,7 @@ pub fn load_own_bytes<B: Backend>(
     let meta = meta_of(bytes, path)?
         .ok_or_else(|| err(path, "not a birads checkpoint (no birads metadata)"))?;
     if meta.purpose() != purpose {
-        return Err(err(
-            path,
-            format!(
-                "holds {}, {} is needed here",
-                meta.purpose().describe(),
-                purpose.describe()
-            ),
-        ));
+        return Err(wrong_purpose(path, meta.purpose(), purpose));
     }
     let mut store = SafetensorsStore::from_bytes(Some(bytes.to_vec()));
     let (model, _) = load_own_from::<B>(&mut store, path, &meta, device)?;
@@ -342,14 +347,7 @@ pub fn load_for<B: Backend>(
         .flatten()
     {
         Some(meta) if meta.purpose() != purpose => {
-            return Err(err(
-                path,
-                format!(
-                    "holds {}, {} is needed here",
-                    meta.purpose().describe(),
-                    purpose.describe()
-                ),
-            ))
+            return Err(wrong_purpose(path, meta.purpose(), purpose))
         }
         Some(meta) => meta.kind,
         None => purpose.original_kind(),

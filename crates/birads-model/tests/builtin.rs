@@ -28,7 +28,7 @@ fn the_builtin_model_loads_as_a_four_class_grader_within_the_size_limit() {
     );
     let size = meta.extra["preprocess"]["size"].as_u64().unwrap() as usize;
     // Logits on a smooth ramp image, on burn's path and the fast path alike.
-    let x = Tensor::<Cpu, 1>::arange(0..(3 * size * size) as i64, &device)
+    let x = Tensor::<Cpu, 1, Int>::arange(0..(3 * size * size) as i64, &device)
         .float()
         .div_scalar((3 * size * size) as f32)
         .reshape([1, 3, size, size]);

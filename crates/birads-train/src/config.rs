@@ -118,6 +118,9 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Cross-entropy label smoothing (both tasks).
     pub label_smoothing: f64,
+    /// How BI-RADS smoothing spreads its mass: `uniform` over all classes (PyTorch's
+    /// `label_smoothing`, the original recipe) or `ordinal` (more to neighbouring categories).
+    pub smoothing: Smoothing,
     /// BI-RADS oversampling: one weight per class (empty: no oversampling, plain shuffling).
     pub class_weights: Vec<f64>,
     /// Feature task weights: boundary, calcification, direction, shape.
@@ -143,6 +146,15 @@ pub struct TrainConfig {
     pub on_nan: NanPolicy,
     /// Batches prepared ahead by the parallel loader.
     pub prefetch: usize,
+}
+
+/// How label smoothing spreads its mass over the other classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Smoothing {
+    Uniform,
+    /// In proportion to `2^−|c − y|`: ordered categories (BI-RADS) keep their order.
+    Ordinal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +187,7 @@ impl TrainConfig {
             weight_decay: if cls { 1e-3 } else { 1e-4 },
             schedule: Schedule::default(),
             label_smoothing: 0.2,
+            smoothing: Smoothing::Uniform,
             class_weights: if cls {
                 BIRADS6_OVERSAMPLING.to_vec()
             } else {

@@ -26,10 +26,12 @@ use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Arch, NanPolicy, OptimizerKind, Task, TrainConfig};
+use crate::config::{Arch, NanPolicy, OptimizerKind, Smoothing, Task, TrainConfig};
 use crate::fast::FastBackbone;
 use crate::history::{plot_curves, write_csv, EpochRecord};
-use crate::losses::{feature_loss, smoothed_cross_entropy};
+use crate::losses::{
+    feature_loss, ordinal_targets, smoothed_cross_entropy, soft_target_cross_entropy,
+};
 use crate::schedule::rate_for_batch;
 
 #[derive(Debug, thiserror::Error)]
@@ -329,7 +331,14 @@ fn batch_loss<B: Backend>(
     match cfg.task {
         Task::Cls => {
             let y = Tensor::<B, 1, Int>::from_data(TensorData::new(t, [n]), device);
-            smoothed_cross_entropy(logits, y, cfg.label_smoothing)
+            match cfg.smoothing {
+                Smoothing::Uniform => smoothed_cross_entropy(logits, y, cfg.label_smoothing),
+                Smoothing::Ordinal => {
+                    let k = logits.dims()[1];
+                    let table = ordinal_targets(k, cfg.label_smoothing);
+                    soft_target_cross_entropy(logits, y, &table)
+                }
+            }
         }
         Task::Fea => {
             let y = Tensor::<B, 2, Int>::from_data(TensorData::new(t, [n, 4]), device);

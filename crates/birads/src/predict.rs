@@ -100,7 +100,12 @@ pub fn run(a: PredictArgs) -> anyhow::Result<u8> {
     for n in &s.notes {
         println!("{n}");
     }
-    for f in &s.skipped {
+    // Entries the listing could not read are errors of the folder; the rest failed to decode.
+    let (unreadable, undecodable) = s.skipped.split_at(s.unreadable);
+    for f in unreadable {
+        eprintln!("{f}");
+    }
+    for f in undecodable {
         eprintln!("skipped {}: {}", f.item, f.reason);
     }
     let mut done = Vec::new();

@@ -3,22 +3,10 @@
 //! probabilities on BUS-BRA images.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn birads(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_birads"))
-        .args(args)
-        .output()
-        .expect("run birads")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod support;
+use support::{birads, busbra, text};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/builtin")
@@ -40,17 +28,24 @@ fn probabilities(csv_path: &Path) -> (Vec<String>, Vec<(String, Vec<f64>)>) {
     (header, rows)
 }
 
+/// `birads predict` on the committed fixture folder into `out`, with `extra` flags.
+fn predict_fixture(out: &Path, extra: &[&str]) -> Output {
+    let (input, output) = (fixture(), out.to_str().unwrap().to_string());
+    let mut args = vec![
+        "predict",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        &output,
+    ];
+    args.extend_from_slice(extra);
+    birads(&args)
+}
+
 #[test]
 fn predict_without_weights_uses_the_builtin_model_and_says_features_are_missing() {
     let out = tempfile::tempdir().unwrap();
-    let o = birads(&[
-        "predict",
-        "--input",
-        fixture().to_str().unwrap(),
-        "--output",
-        out.path().to_str().unwrap(),
-        "--probabilities",
-    ]);
+    let o = predict_fixture(out.path(), &["--probabilities"]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("built-in model birads-busbra"), "{t}");
@@ -77,16 +72,10 @@ fn predict_without_weights_uses_the_builtin_model_and_says_features_are_missing(
 
     // The same with `--cla-weights builtin`, and the model described by `model info`.
     let again = tempfile::tempdir().unwrap();
-    let o = birads(&[
-        "predict",
-        "--input",
-        fixture().to_str().unwrap(),
-        "--output",
-        again.path().to_str().unwrap(),
-        "--probabilities",
-        "--cla-weights",
-        "builtin",
-    ]);
+    let o = predict_fixture(
+        again.path(),
+        &["--probabilities", "--cla-weights", "builtin"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(probabilities(&again.path().join("cla_prob.csv")).1, probs);
     let o = birads(&["model", "info"]);
@@ -97,15 +86,7 @@ fn predict_without_weights_uses_the_builtin_model_and_says_features_are_missing(
         "{t}"
     );
     // There is no built-in feature model: asking for one is a clear error.
-    let o = birads(&[
-        "predict",
-        "--input",
-        fixture().to_str().unwrap(),
-        "--output",
-        again.path().to_str().unwrap(),
-        "--fea-weights",
-        "builtin",
-    ]);
+    let o = predict_fixture(again.path(), &["--fea-weights", "builtin"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         text(&o).contains("not a lesion-feature model"),
@@ -120,7 +101,7 @@ fn predict_without_weights_uses_the_builtin_model_and_says_features_are_missing(
 /// generalises (the card's cross-validated figures say that).
 #[test]
 fn builtin_probabilities_rank_malignant_busbra_lesions_higher() {
-    let busbra = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/bus-bra");
+    let busbra = busbra();
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("images");
     std::fs::create_dir(&images).unwrap();

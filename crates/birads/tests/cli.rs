@@ -418,10 +418,20 @@ fn predict_matches_the_original_pipeline_and_reports_bad_images() {
             }
         }
     }
-    // No weights: a clear message saying what to pass.
-    let o = birads(&["predict", "--input", input.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--cla-weights MyConv.pth"));
+    // No weights: the built-in BI-RADS model, said so, and no invented features; the bad
+    // images are still skipped (exit 2).
+    let plain = dir.path().join("builtin");
+    let o = birads(&[
+        "predict",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        plain.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{said}");
+    assert!(said.contains("built-in model birads-busbra"), "{said}");
+    assert!(plain.join("cla_pre.csv").exists() && !plain.join("fea_pre.csv").exists());
 }
 
 #[test]

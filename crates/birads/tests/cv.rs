@@ -4,26 +4,9 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn birads(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_birads"))
-        .args(args)
-        .output()
-        .expect("run birads")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn busbra() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/bus-bra")
-}
+mod support;
+use support::{birads, busbra, text};
 
 /// The first `n` rows of BUS-BRA's labels.csv (absolute image paths) and a 3-fold
 /// patient-level partition of them: patient p is tested in fold p mod 3 + 1, and in the other

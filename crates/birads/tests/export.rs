@@ -6,7 +6,10 @@
 //! `python3`); `scripts/test.sh` installs them.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+mod support;
+use support::{birads, busbra, text};
 
 use birads_data::pipeline::{preprocess, Preprocess};
 use birads_model::blocks::{BatchNorm2d, LayerNorm2d};
@@ -15,21 +18,6 @@ use birads_model::{Cpu, MyConvNeXtConfig, MyDenseNetConfig};
 use burn::module::{Param, RunningState};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-
-fn birads(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_birads"))
-        .args(args)
-        .output()
-        .expect("run birads")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn uniform<const D: usize>(shape: [usize; D], lo: f64, hi: f64) -> Tensor<Cpu, D> {
     Tensor::random(shape, Distribution::Uniform(lo, hi), &Default::default())
@@ -91,7 +79,7 @@ fn densenet() -> AnyModel<Cpu> {
 
 /// Every 150th BUS-BRA image (13 images).
 fn busbra_images(dir: &Path) -> Vec<PathBuf> {
-    let busbra = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/bus-bra");
+    let busbra = busbra();
     let mut names: Vec<PathBuf> = std::fs::read_dir(busbra.join("images"))
         .unwrap()
         .map(|e| e.unwrap().path())

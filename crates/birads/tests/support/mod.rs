@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// A child process killed when dropped.
 pub struct Kill(pub Child);
@@ -20,6 +20,28 @@ impl Drop for Kill {
 pub struct Server {
     _child: Kill,
     pub base: String,
+}
+
+/// Runs the `birads` binary under test.
+pub fn birads(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_birads"))
+        .args(args)
+        .output()
+        .expect("run birads")
+}
+
+/// Its stdout and stderr, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// BUS-BRA beside the checkout (`../shared/data/bus-bra`).
+pub fn busbra() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/bus-bra")
 }
 
 pub fn fixtures() -> PathBuf {
