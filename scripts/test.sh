@@ -40,4 +40,4 @@ echo "== the Python package"
 PATH="$PWD/target/py/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev --locked" "$py" -m pip install -q --force-reinstall --no-deps --no-build-isolation ./python
 
 echo "== Python tests"
-BIRADS_BIN="$PWD/target/debug/birads" "$py" -m pytest -q python/tests
+BIRADS_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/birads" "$py" -m pytest -q python/tests
