@@ -13,11 +13,8 @@ use anyhow::Context;
 use birads_data::folds::Partition;
 use birads_data::{ClassList, Sample, Severity};
 use birads_infer::cv::{fold_metrics, summarise, write_cv_report, FoldResult, TestPrediction};
-use birads_infer::loaded::load_model;
-use birads_infer::Predictor;
+use birads_infer::folder::{load_predictor, Engine};
 use birads_model::checkpoint::Purpose;
-use birads_model::fast::FastModel;
-use birads_model::Cpu;
 use birads_train::trainer::RunOptions;
 use birads_train::{Task, TrainConfig};
 use clap::Args;
@@ -208,15 +205,7 @@ fn predict_test(
     test: &[Sample],
     batch_size: usize,
 ) -> anyhow::Result<(Vec<TestPrediction>, usize)> {
-    let device = Default::default();
-    let loaded = load_model::<Cpu>(weights, Purpose::Grading, &device)?;
-    let predictor = Predictor {
-        fast: Some(FastModel::from_model(&loaded.model)),
-        model: loaded.model,
-        preprocess: loaded.preprocess,
-        device,
-        tta: false,
-    };
+    let predictor = load_predictor(weights, Purpose::Grading, false, Engine::Fast)?.predictor;
     let run = predictor.run(test.to_vec(), batch_size, |_| {});
     for f in &run.failures {
         eprintln!("skipped {}: {}", f.item, f.reason);

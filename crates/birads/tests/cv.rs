@@ -187,19 +187,19 @@ fn bad_partitions_are_refused_with_the_reason() {
     let (manifest, partition, _) = small_busbra(dir.path(), 12);
     let cfg = dir.path().join("tiny.toml");
     std::fs::write(&cfg, TINY).unwrap();
-    let try_with = |part: &Path| {
-        birads(&[
-            "cv",
-            "--data",
-            manifest.to_str().unwrap(),
-            "--folds",
-            part.to_str().unwrap(),
+    let cv = |part: &Path, out: &str, extra: &[&str]| {
+        let (out, data) = (dir.path().join(out), manifest.to_str().unwrap());
+        let mut args = vec!["cv", "--data", data, "--folds", part.to_str().unwrap()];
+        args.extend([
             "--out",
-            dir.path().join("cv").to_str().unwrap(),
+            out.to_str().unwrap(),
             "--config",
             cfg.to_str().unwrap(),
-        ])
+        ]);
+        args.extend_from_slice(extra);
+        birads(&args)
     };
+    let try_with = |part: &Path| cv(part, "cv", &[]);
     let good = std::fs::read_to_string(&partition).unwrap();
     // An id that the data does not have.
     let missing = dir.path().join("missing.csv");
@@ -221,19 +221,7 @@ fn bad_partitions_are_refused_with_the_reason() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("test folds overlap"), "{}", text(&o));
     // --fold beyond the partition.
-    let o = birads(&[
-        "cv",
-        "--data",
-        manifest.to_str().unwrap(),
-        "--folds",
-        partition.to_str().unwrap(),
-        "--out",
-        dir.path().join("cv2").to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-        "--fold",
-        "4",
-    ]);
+    let o = cv(&partition, "cv2", &["--fold", "4"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("folds 1..3"), "{}", text(&o));
 }
