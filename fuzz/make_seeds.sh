@@ -3,7 +3,7 @@
 # fuzzer's own grown corpora go to corpus/, which is not).
 set -euo pipefail
 cd "$(dirname "$0")"
-rm -rf seeds && mkdir -p seeds/labels seeds/manifest seeds/decode_preprocess
+rm -rf seeds && mkdir -p seeds/labels seeds/manifest seeds/decode_preprocess seeds/dicom
 printf '2 0.5 0.5 0.3 0.2\n' > seeds/labels/box
 printf '1\n' > seeds/labels/class_only
 printf '3 0.4 0.6 0.2 0.2\n3 0.1 0.1 0.05 0.05\n' > seeds/labels/two_lines
@@ -18,5 +18,10 @@ for f in good_1.jpg cmyk.jpg exif_rotated.jpg grey_alpha.png sixteen_bit.png one
   cp "$tmp/c/flat/$f" seeds/decode_preprocess/
 done
 cargo run -q --manifest-path ../Cargo.toml -p birads -- synth --out "$tmp/s" --train-cls 6 --train-fea 0 --test-cls 0 --test-fea 0 --min-side 64 --max-side 96 --seed 5 > /dev/null
+# The DICOM target adds the preamble and `DICM` itself: its seeds start after them.
+for f in "$tmp"/c/flat/*.dcm; do
+  tail -c +133 "$f" > "seeds/dicom/$(basename "$f")"
+done
+cp "$tmp/c/flat/scan.dcm" seeds/decode_preprocess/
 find "$tmp/s" -name '*.jpg' -o -name '*.png' | head -4 | while read -r f; do cp "$f" seeds/decode_preprocess/; done
 ls -la seeds/*

@@ -3,9 +3,12 @@
 #   - Debian's chromium + chromium-driver (the web page's end-to-end test),
 #   - a Python environment in target/py with maturin, pytest, numpy, onnx and onnxruntime
 #     (no PyTorch),
-#   - the birads Python package built from python/ (maturin, the dev profile so that it reuses
-#     what `cargo test` compiles),
-# then the Rust suite (`cargo test --workspace`) and the Python suite (`pytest python/tests`).
+# then the Rust suite (`cargo test --workspace`) and the Python suite (`pytest python/tests`)
+# against the Python package laid out as its wheel lays it out (python/birads + the extension).
+# The extension is compiled in the same cargo invocation as the tests: built alone (as maturin
+# builds it) the dependencies resolve to other feature sets and half the tree compiles again,
+# minutes on a 2-core CI machine. `--wheel` also builds and installs the real wheel with pip
+# (maturin), the way users install it.
 # Needs ../shared/data/bus-bra beside the checkout. CI (.ci/run) runs this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,13 +34,26 @@ if ! "$py" -c "import maturin, pytest, numpy, onnx, onnxruntime" 2>/dev/null; th
   "$py" -m pip install -q "maturin>=1.5,<2" pytest numpy onnx onnxruntime
 fi
 
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+export PYO3_PYTHON="$PWD/$py"
+echo "== building the tests, the binary and the Python extension"
+cargo build --workspace --locked --lib --bins --tests --examples
+
 echo "== Rust tests"
 BIRADS_PYTHON="$PWD/$py" cargo test --workspace --locked
 
 echo "== the Python package"
-# No build isolation: maturin comes from target/py (its bin folder must be on PATH for pip's
-# build backend), nothing is downloaded while building.
-PATH="$PWD/target/py/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev --locked" "$py" -m pip install -q --force-reinstall --no-deps --no-build-isolation ./python
+pkg="$target/py-pkg"
+rm -rf "$pkg" && mkdir -p "$pkg"
+cp -r python/birads "$pkg/"
+cp "$target/debug/libbirads_py.so" "$pkg/birads/_native.abi3.so"
+if [ "${1:-}" = --wheel ]; then
+  # No build isolation: maturin comes from target/py (its bin folder must be on PATH for pip's
+  # build backend), nothing is downloaded while building.
+  PATH="$PWD/target/py/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev --locked" \
+    "$py" -m pip install -q --force-reinstall --no-deps --no-build-isolation ./python
+  pkg=""
+fi
 
 echo "== Python tests"
-BIRADS_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/birads" "$py" -m pytest -q python/tests
+PYTHONPATH="$pkg" BIRADS_BIN="$target/debug/birads" "$py" -m pytest -q python/tests

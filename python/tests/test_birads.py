@@ -188,3 +188,23 @@ def test_onnx_round_trip_without_pytorch(images, tmp_path):
     # And the CLI's export writes the same graph.
     cli("export", "--onnx", "--weights", "builtin", "--out", tmp_path / "cli.onnx")
     assert (tmp_path / "cli.onnx").read_bytes() == path.read_bytes()
+
+
+def test_the_wheel_layout_is_what_the_tests_import():
+    """scripts/test.sh lays the package out as the wheel does (python/birads + the extension
+    as birads/_native); pyproject.toml must describe that same layout, or `pip install
+    ./python` would build something other than what these tests checked."""
+    import tomllib
+
+    py = ROOT / "python"
+    with open(py / "pyproject.toml", "rb") as f:
+        maturin = tomllib.load(f)["tool"]["maturin"]
+    assert maturin["module-name"] == birads._native.__name__
+    assert maturin["python-packages"] == ["birads"]
+    assert (py / maturin["python-source"] / "birads" / "__init__.py").is_file()
+    with open(py / maturin["manifest-path"], "rb") as f:
+        cargo = tomllib.load(f)
+    assert "cdylib" in cargo["lib"]["crate-type"]
+    assert set(maturin["features"]) <= set(cargo["features"])
+    # The package's Python files are the ones imported, not a stale installed copy.
+    assert Path(birads.__file__).read_bytes() == (py / "birads" / "__init__.py").read_bytes()

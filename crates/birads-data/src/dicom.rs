@@ -29,6 +29,8 @@ pub enum DicomError {
         height: u32,
         frames: u32,
     },
+    #[error("DICOM frame is {width}×{height} pixels: an empty frame (Rows or Columns is 0)")]
+    Empty { width: u32, height: u32 },
     #[error("cannot decode the DICOM pixel data (transfer syntax {syntax}): {reason}")]
     PixelData { syntax: String, reason: String },
     #[error("DICOM frame {frame} requested, the object has {frames}")]
@@ -49,6 +51,7 @@ pub fn decode_dicom(bytes: &[u8], frame: Option<u32>) -> Result<RgbImage, DicomE
             "no DICM marker after the 128-byte preamble".into(),
         ));
     }
+    check_declared_lengths(&bytes[128..])?;
     let obj = dicom_object::OpenFileOptions::new()
         .from_reader(&bytes[128..])
         .map_err(|e| DicomError::Parse(e.to_string()))?;
@@ -65,8 +68,14 @@ pub fn decode_dicom(bytes: &[u8], frame: Option<u32>) -> Result<RgbImage, DicomE
         .and_then(|e| e.to_int::<u32>().ok())
         .unwrap_or(1)
         .max(1);
+    if rows == 0 || cols == 0 {
+        return Err(DicomError::Empty {
+            width: cols,
+            height: rows,
+        });
+    }
     // Checked before any pixel is decoded: the whole object is decoded at once.
-    if rows as u64 * cols as u64 * frames as u64 > MAX_PIXELS || rows == 0 || cols == 0 {
+    if rows as u64 * cols as u64 * frames as u64 > MAX_PIXELS {
         return Err(DicomError::TooLarge {
             width: cols,
             height: rows,
@@ -77,11 +86,12 @@ pub fn decode_dicom(bytes: &[u8], frame: Option<u32>) -> Result<RgbImage, DicomE
     if frame >= frames {
         return Err(DicomError::NoSuchFrame { frame, frames });
     }
-    let syntax = obj
-        .meta()
-        .transfer_syntax()
-        .trim_end_matches('\0')
-        .to_string();
+    let uid = obj.meta().transfer_syntax().trim_end_matches('\0');
+    let syntax = match syntax_name(uid) {
+        Some(name) => format!("{uid}, {name}"),
+        None => uid.to_string(),
+    };
+    check_pixel_data(&obj, [rows, cols, frames], uid)?;
     let pixel_err = |e: &dyn std::fmt::Display| DicomError::PixelData {
         syntax: syntax.clone(),
         reason: e.to_string(),
@@ -130,6 +140,109 @@ pub fn decode_dicom(bytes: &[u8], frame: Option<u32>) -> Result<RgbImage, DicomE
     };
     RgbImage::from_raw(w, h, rgb)
         .ok_or_else(|| DicomError::Attributes("pixel count mismatch".into()))
+}
+
+/// Every length the object declares (element values, sequences, items, pixel fragments) fits
+/// in the file. The parser reserves a value's declared length before reading it, so without
+/// this a crafted object of a few hundred bytes makes it reserve gigabytes (found by fuzzing:
+/// fuzz/README.md). `body` starts at `DICM`.
+fn check_declared_lengths(body: &[u8]) -> Result<(), DicomError> {
+    use dicom_core::header::HasLength;
+    use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+    use dicom_parser::dataset::lazy_read::LazyDataSetReader;
+    use dicom_parser::dataset::LazyDataToken as T;
+    let parse = |e: &dyn std::fmt::Display| DicomError::Parse(e.to_string());
+    let mut cursor = std::io::Cursor::new(body);
+    let meta = dicom_object::FileMetaTable::from_reader(&mut cursor).map_err(|e| parse(&e))?;
+    let registry = dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+    let Some(ts) = registry.get(meta.transfer_syntax()) else {
+        // Unknown syntax: the parser says so.
+        return Ok(());
+    };
+    if !(ts.is_codec_free() || ts.is_encapsulated_pixel_data()) {
+        // A deflated data set: its lengths refer to the inflated bytes, not to the file.
+        return Ok(());
+    }
+    let limit = body.len() as u64;
+    let mut reader = LazyDataSetReader::new_with_ts(cursor, ts).map_err(|e| parse(&e))?;
+    while let Some(token) = reader.advance() {
+        let token = token.map_err(|e| parse(&e))?;
+        let declared = match &token {
+            T::ElementHeader(h) | T::LazyValue { header: h, .. } => h.length().get(),
+            T::SequenceStart { len, .. } | T::ItemStart { len } => len.get(),
+            T::LazyItemValue { len, .. } => Some(*len),
+            _ => None,
+        };
+        if let Some(n) = declared.filter(|&n| n as u64 > limit) {
+            return Err(DicomError::Parse(format!(
+                "a value declares {n} bytes, the whole file has {limit}"
+            )));
+        }
+        if matches!(token, T::LazyValue { .. } | T::LazyItemValue { .. }) {
+            token.skip().map_err(|e| parse(&e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Names of the transfer syntaxes met in ultrasound archives that need saying in an error.
+fn syntax_name(uid: &str) -> Option<&'static str> {
+    Some(match uid {
+        "1.2.840.10008.1.2" => "implicit VR little endian",
+        "1.2.840.10008.1.2.1" => "explicit VR little endian",
+        "1.2.840.10008.1.2.2" => "explicit VR big endian",
+        "1.2.840.10008.1.2.4.50" => "JPEG baseline",
+        "1.2.840.10008.1.2.4.70" => "JPEG lossless",
+        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "JPEG-LS (not supported)",
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "JPEG 2000 (not supported)",
+        "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203" => {
+            "HTJ2K (not supported)"
+        }
+        "1.2.840.10008.1.2.5" => "RLE lossless",
+        _ => return None,
+    })
+}
+
+/// The Pixel Data element exists and, for uncompressed syntaxes, holds at least
+/// Rows × Columns × Samples × Bits Allocated / 8 bytes per frame.
+fn check_pixel_data(
+    obj: &dicom_object::DefaultDicomObject,
+    [rows, cols, frames]: [u32; 3],
+    uid: &str,
+) -> Result<(), DicomError> {
+    let el = obj.element(tags::PIXEL_DATA).map_err(|_| {
+        DicomError::Attributes(
+            "no Pixel Data element (7FE0,0010): the object holds no image".into(),
+        )
+    })?;
+    let native = matches!(
+        uid,
+        "1.2.840.10008.1.2"
+            | "1.2.840.10008.1.2.1"
+            | "1.2.840.10008.1.2.2"
+            | "1.2.840.10008.1.2.1.99"
+    );
+    let Some(value) = el.value().primitive().filter(|_| native) else {
+        return Ok(());
+    };
+    let attr = |tag, default: u32| {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_int::<u32>().ok())
+            .unwrap_or(default)
+    };
+    let (spp, bits) = (
+        attr(tags::SAMPLES_PER_PIXEL, 1),
+        attr(tags::BITS_ALLOCATED, 8),
+    );
+    let want = rows as u64 * cols as u64 * spp as u64 * bits.div_ceil(8) as u64 * frames as u64;
+    let have = value.to_bytes().len() as u64;
+    if have < want {
+        return Err(DicomError::Attributes(format!(
+            "{have} bytes of pixel data, {want} expected ({rows} rows × {cols} columns × {spp} samples × {bits} bits × {frames} frames)"
+        )));
+    }
+    Ok(())
 }
 
 fn short(data: &[u8], want: usize) -> DicomError {
@@ -436,6 +549,49 @@ mod tests {
     }
 
     #[test]
+    fn declared_lengths_beyond_the_file_are_refused_before_allocating() {
+        // A JPEG fragment whose item claims ~4 GB (the fuzzer's out-of-memory input, rebuilt).
+        let seq = PixelFragmentSequence::new(Vec::<u32>::new(), vec![vec![0xff, 0xd8, 0xff, 0xd9]]);
+        let mut f = dicom(
+            8,
+            8,
+            1,
+            3,
+            "YBR_FULL_422",
+            8,
+            Value::PixelSequence(seq),
+            JPEG_BASELINE,
+            0,
+        );
+        let item = f
+            .windows(4)
+            .rposition(|w| w == [0xfe, 0xff, 0x00, 0xe0])
+            .unwrap();
+        f[item + 4..item + 8].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+        let e = decode_dicom(&f, None).unwrap_err().to_string();
+        assert!(e.contains("declares 4294967280 bytes"), "{e}");
+        // The same for a native value: Pixel Data (OB, 4-byte length after 2 reserved bytes).
+        let mut g = dicom(
+            4,
+            4,
+            1,
+            1,
+            "MONOCHROME2",
+            8,
+            native(vec![7; 16]),
+            EXPLICIT_LE,
+            0,
+        );
+        let px = g
+            .windows(4)
+            .rposition(|w| w == [0xe0, 0x7f, 0x10, 0x00])
+            .unwrap();
+        g[px + 8..px + 12].copy_from_slice(&0x8000_0000u32.to_le_bytes());
+        let e = decode_dicom(&g, None).unwrap_err().to_string();
+        assert!(e.contains("declares 2147483648 bytes"), "{e}");
+    }
+
+    #[test]
     fn bad_dicom_is_a_clear_error() {
         let mut f = dicom(
             4,
@@ -485,6 +641,30 @@ mod tests {
             decode_dicom(&big, None),
             Err(DicomError::TooLarge { .. })
         ));
+        // Rows = 0: an empty frame, said as such (not "above the limit").
+        let empty = dicom(
+            64,
+            0,
+            1,
+            1,
+            "MONOCHROME2",
+            8,
+            native(vec![0; 16]),
+            EXPLICIT_LE,
+            0,
+        );
+        let e = decode_dicom(&empty, None).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DicomError::Empty {
+                    width: 64,
+                    height: 0
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("empty frame"), "{e}");
         f.truncate(200);
         assert!(decode_dicom(&f, None).is_err());
     }

@@ -65,6 +65,17 @@ fn to_rgb8(img: DynamicImage) -> RgbImage {
 }
 
 /// Decode a JPEG/PNG/BMP file to 8-bit RGB, applying its EXIF orientation.
+impl DecodeError {
+    /// The image is refused for its size (a decompression-bomb guard), not for its bytes.
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::TooLarge { .. }
+                | DecodeError::Dicom(crate::dicom::DicomError::TooLarge { .. })
+        )
+    }
+}
+
 pub fn decode_path(path: &Path) -> Result<RgbImage, DecodeError> {
     decode_bytes(&std::fs::read(path)?)
 }

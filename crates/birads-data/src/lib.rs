@@ -12,6 +12,7 @@ pub mod augment;
 pub mod augment_more;
 pub mod check;
 pub mod dicom;
+pub mod draw;
 pub mod folds;
 pub mod image_ops;
 pub mod labels;

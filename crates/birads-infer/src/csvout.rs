@@ -105,6 +105,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cla = vec![ClsPrediction {
             img_name: "0001.jpg".into(),
+            index: 0,
             label: 3,
             probabilities: vec![0.1, 0.1, 0.1, 0.5, 0.1, 0.1],
         }];
@@ -115,6 +116,7 @@ mod tests {
         );
         let fea = vec![FeaPrediction {
             img_name: "a b.png".into(),
+            index: 0,
             labels: [1, 0, 0, 1],
             probabilities: [0.9, 0.1, 0.2, 0.75],
         }];

@@ -68,6 +68,10 @@ pub struct FolderOptions {
     pub batch_size: usize,
     pub tta: bool,
     pub engine: Engine,
+    /// In a testB-like folder, run both models on the images of both folders (for
+    /// assessments, fusion and reports: every image gets a category and descriptors); the
+    /// CSVs still hold each model's own folder.
+    pub every_image: bool,
 }
 
 /// Which model a progress report is about.
@@ -94,6 +98,53 @@ pub struct FolderSummary {
     pub notes: Vec<String>,
     /// Where the models came from.
     pub sources: Vec<String>,
+    /// The BI-RADS model's classes (empty without one).
+    pub classes: Vec<String>,
+    /// What the models said about each image, by path (for assessments and reports).
+    pub outputs: Vec<ImageOutputs>,
+}
+
+/// Both models' outputs on one image (either may be missing: in a testB-like folder each
+/// model sees its own folder).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageOutputs {
+    pub path: PathBuf,
+    pub img_name: String,
+    /// Softmax over `FolderSummary::classes`.
+    pub birads: Option<Vec<f32>>,
+    /// P(suspicious) per feature.
+    pub features: Option<[f32; 4]>,
+    /// The image is one of those `cla_pre.csv` covers (in a testB-like folder: from `cla/`).
+    pub in_birads_csv: bool,
+}
+
+/// Join the two runs' outputs by image path, in path order.
+fn join_outputs(
+    cla_files: &[PathBuf],
+    cls: &[crate::ClsPrediction],
+    fea_files: &[PathBuf],
+    fea: &[crate::FeaPrediction],
+) -> Vec<ImageOutputs> {
+    type ByPath = std::collections::BTreeMap<PathBuf, ImageOutputs>;
+    fn slot<'a>(m: &'a mut ByPath, path: &Path, name: &str) -> &'a mut ImageOutputs {
+        m.entry(path.to_path_buf()).or_insert_with(|| ImageOutputs {
+            path: path.to_path_buf(),
+            img_name: name.to_string(),
+            birads: None,
+            features: None,
+            in_birads_csv: false,
+        })
+    }
+    let mut by_path = ByPath::new();
+    for p in cls {
+        let o = slot(&mut by_path, &cla_files[p.index], &p.img_name);
+        o.birads = Some(p.probabilities.clone());
+        o.in_birads_csv = true;
+    }
+    for p in fea {
+        slot(&mut by_path, &fea_files[p.index], &p.img_name).features = Some(p.probabilities);
+    }
+    by_path.into_values().collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +247,25 @@ pub fn predict_folder(
         }
         Err(e) => Err(FolderError::Write(p, e)),
     };
+    let (mut cls_preds, mut fea_preds) = (Vec::new(), Vec::new());
+    // What each model runs on, and which of its predictions go into its CSV.
+    let union = o.every_image && split;
+    let (cla_set, fea_set): (
+        std::collections::BTreeSet<PathBuf>,
+        std::collections::BTreeSet<PathBuf>,
+    ) = (
+        cla_files.iter().cloned().collect(),
+        fea_files.iter().cloned().collect(),
+    );
+    let (cla_files, fea_files) = if union {
+        let all: Vec<PathBuf> = cla_set.union(&fea_set).cloned().collect();
+        (all.clone(), all)
+    } else {
+        (cla_files, fea_files)
+    };
+    let own = |set: &std::collections::BTreeSet<PathBuf>, files: &[PathBuf], index: usize| {
+        !union || set.contains(&files[index])
+    };
     // The feature model loads on another thread while the BI-RADS model loads and runs:
     // reading a checkpoint is single-threaded, and cold start is mostly loading.
     std::thread::scope(|scope| -> Result<(), FolderError> {
@@ -208,17 +278,20 @@ pub fn predict_folder(
                 let m = load_predictor(w, Purpose::Grading, o.tta, o.engine)?;
                 s.sources.push(m.source.clone());
                 let total = cla_files.len();
-                let run = m.predictor.classify(samples(cla_files), o.batch_size, |d| {
+                let run = m.predictor.classify(samples(cla_files.clone()), o.batch_size, |d| {
                     progress(Stage::Birads, d, total)
                 });
+                s.classes = m.classes.clone();
+                cls_preds = run.predictions;
                 s.skipped.extend(run.failures);
+                let preds: Vec<_> = cls_preds.iter().filter(|p| own(&cla_set, &cla_files, p.index)).cloned().collect();
                 let p = o.output.join("cla_pre.csv");
-                write(write_cla_pre(&p, &run.predictions), p, &mut s)?;
+                write(write_cla_pre(&p, &preds), p, &mut s)?;
                 if o.probabilities {
                     let p = o.output.join("cla_prob.csv");
-                    write(write_cla_prob(&p, &m.classes, &run.predictions), p, &mut s)?;
+                    write(write_cla_prob(&p, &m.classes, &preds), p, &mut s)?;
                 }
-                s.birads = Some(run.predictions.len());
+                s.birads = Some(preds.len());
             }
             None if !cla_files.is_empty() && split => s.notes.push(format!(
                 "{} has images but no BI-RADS weights were given (`builtin` for the built-in model): skipped",
@@ -232,17 +305,25 @@ pub fn predict_folder(
                 .map_err(|_| FolderError::Listing(format!("loading {} panicked", w.display())))??;
             s.sources.push(m.source.clone());
             let total = fea_files.len();
-            let run = m.predictor.features(samples(fea_files), o.batch_size, |d| {
-                progress(Stage::Features, d, total)
-            });
+            let run = m
+                .predictor
+                .features(samples(fea_files.clone()), o.batch_size, |d| {
+                    progress(Stage::Features, d, total)
+                });
+            fea_preds = run.predictions;
             s.skipped.extend(run.failures);
+            let preds: Vec<_> = fea_preds
+                .iter()
+                .filter(|p| own(&fea_set, &fea_files, p.index))
+                .cloned()
+                .collect();
             let p = o.output.join("fea_pre.csv");
-            write(write_fea_pre(&p, &run.predictions), p, &mut s)?;
+            write(write_fea_pre(&p, &preds), p, &mut s)?;
             if o.probabilities {
                 let p = o.output.join("fea_prob.csv");
-                write(write_fea_prob(&p, &run.predictions), p, &mut s)?;
+                write(write_fea_prob(&p, &preds), p, &mut s)?;
             }
-            s.features = Some(run.predictions.len());
+            s.features = Some(preds.len());
         } else if !fea_files.is_empty() && split {
             s.notes.push(format!(
                 "{} has images but no feature weights were given (there is no built-in feature model): skipped",
@@ -251,5 +332,15 @@ pub fn predict_folder(
         }
         Ok(())
     })?;
+    if union {
+        // Both models saw every image: an unreadable one failed twice.
+        let mut seen = std::collections::BTreeSet::new();
+        s.skipped
+            .retain(|p| seen.insert((p.item.clone(), p.reason.clone())));
+    }
+    s.outputs = join_outputs(&cla_files, &cls_preds, &fea_files, &fea_preds);
+    for out in &mut s.outputs {
+        out.in_birads_csv &= !union || cla_set.contains(&out.path);
+    }
     Ok(s)
 }

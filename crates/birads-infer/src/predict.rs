@@ -14,6 +14,8 @@ use burn::tensor::activation::softmax;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClsPrediction {
     pub img_name: String,
+    /// Position of the image in the samples predicted.
+    pub index: usize,
     /// Index into the model's class list (0..5 for `2, 3, 4A, 4B, 4C, 5`).
     pub label: usize,
     pub probabilities: Vec<f32>,
@@ -23,6 +25,8 @@ pub struct ClsPrediction {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeaPrediction {
     pub img_name: String,
+    /// Position of the image in the samples predicted.
+    pub index: usize,
     /// boundary, calcification, direction, shape: 1 = the suspicious finding.
     pub labels: [u8; 4],
     /// Probability of the suspicious finding per feature.
@@ -162,6 +166,7 @@ impl<B: Backend> Predictor<B> {
                 .into_iter()
                 .map(|(i, p)| ClsPrediction {
                     img_name: names[i].clone(),
+                    index: i,
                     label: argmax(&p),
                     probabilities: p,
                 })
@@ -193,6 +198,7 @@ impl<B: Backend> Predictor<B> {
                     }
                     FeaPrediction {
                         img_name,
+                        index: i,
                         labels,
                         probabilities,
                     }

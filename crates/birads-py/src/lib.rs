@@ -201,6 +201,7 @@ fn predict_folder<'py>(
         batch_size: batch_size.max(1),
         tta,
         engine: Engine::Fast,
+        every_image: false,
     };
     let s = py.detach(|| run(&o, &mut |_, _, _| {})).map_err(err)?;
     let d = PyDict::new(py);

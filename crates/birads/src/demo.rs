@@ -160,6 +160,8 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         batch_size: 16,
         tta: false,
         engine: crate::predict::EngineArg::Fast,
+        fusion: None,
+        report: None,
     })?;
     anyhow::ensure!(code == 0, "prediction skipped images");
 

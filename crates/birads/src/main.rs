@@ -13,10 +13,10 @@ mod bench_compare;
 mod cv;
 mod data;
 mod demo;
-mod draw;
 mod eval;
 mod explain;
 mod export;
+mod fuse;
 mod model;
 mod predict;
 mod preview;
@@ -58,6 +58,9 @@ enum Command {
     Cv(cv::CvArgs),
     /// The competition entry point: predict BI-RADS (cla_pre.csv) and features (fea_pre.csv).
     Predict(predict::PredictArgs),
+    /// Learn the fused category from both models' outputs on BI-RADS-labelled images
+    /// (calibrated logistic regression; measured on held-out patients).
+    Fuse(fuse::FuseArgs),
     /// Evaluate predictions against ground truth: metrics, competition score, HTML report.
     Eval(eval::EvalArgs),
     /// Grad-CAM: which parts of an image drove a BI-RADS class or a lesion feature.
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Cv(a) => cv::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Fuse(a) => fuse::run(a),
         Command::Explain(a) => explain::run(a),
         Command::Export(a) => export::run(a),
         Command::Model(c) => model::run(c),

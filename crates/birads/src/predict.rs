@@ -3,7 +3,16 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use birads_infer::folder::{predict_folder, Engine, FolderOptions, Stage};
+use std::ops::Not;
+
+use anyhow::Context;
+use birads_infer::assess_folder::{fused_predictions, write_fused, write_reports, ReportInputs};
+use birads_infer::folder::{predict_folder, Engine, FolderOptions, FolderSummary, Stage};
+use birads_infer::fusion::FusionModel;
+use birads_infer::loaded::load_model;
+use birads_model::builtin;
+use birads_model::checkpoint::Purpose;
+use birads_model::CpuTrain;
 use clap::Args;
 
 #[derive(Args)]
@@ -34,6 +43,15 @@ pub struct PredictArgs {
     /// both give the same outputs to about 1e-6.
     #[arg(long, value_enum, default_value_t = EngineArg::Fast)]
     pub engine: EngineArg,
+    /// A fusion model from `birads fuse`: the fused category of every image both models saw,
+    /// written to OUTPUT/fused/ (cla_pre.csv, cla_prob.csv; `birads eval --pred OUTPUT/fused`).
+    #[arg(long)]
+    pub fusion: Option<PathBuf>,
+    /// Also write a printable one-page report per image (HTML, self-contained: image, crop
+    /// box, Grad-CAM of the BI-RADS model, category and its meaning, descriptors in the
+    /// lexicon's words, fused category, discordance flags) and index.html into this folder.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 /// Which code runs the models at inference.
@@ -81,6 +99,52 @@ fn with_progress<T>(work: impl FnOnce(&mut dyn FnMut(Stage, usize, usize)) -> T)
     out
 }
 
+/// The reports of `--report`; returns how many images had none.
+fn reports(
+    dir: &std::path::Path,
+    opts: &FolderOptions,
+    s: &FolderSummary,
+    fusion: Option<&FusionModel>,
+    fusion_path: Option<&std::path::Path>,
+) -> anyhow::Result<usize> {
+    let cls = s.classes.is_empty().not().then(|| {
+        let w = opts
+            .cla_weights
+            .clone()
+            .unwrap_or_else(|| builtin::KEYWORD.into());
+        load_model::<CpuTrain>(&w, Purpose::Grading, &Default::default())
+    });
+    let explain = cls.transpose()?;
+    let mut models: Vec<(String, String)> = Vec::new();
+    let roles = ["BI-RADS model", "feature model"];
+    let with_cls = !s.classes.is_empty();
+    for (i, src) in s.sources.iter().enumerate() {
+        let role = roles[if with_cls { i } else { 1 }];
+        models.push((role.into(), src.clone()));
+    }
+    if let Some(p) = fusion_path {
+        models.push(("fusion".into(), p.display().to_string()));
+    }
+    let inputs = ReportInputs {
+        fusion,
+        explain: explain.as_ref(),
+        models,
+    };
+    let (written, failed) = write_reports(dir, &opts.input, s, &inputs, &mut |_, _| {})
+        .with_context(|| format!("writing reports into {}", dir.display()))?;
+    println!(
+        "{} reports and index.html in {}{}",
+        written.len() - 1,
+        dir.display(),
+        if failed > 0 {
+            format!(" ({failed} images could not be reported)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(failed)
+}
+
 pub fn run(a: PredictArgs) -> anyhow::Result<u8> {
     let opts = FolderOptions {
         input: a.input,
@@ -94,9 +158,29 @@ pub fn run(a: PredictArgs) -> anyhow::Result<u8> {
             EngineArg::Fast => Engine::Fast,
             EngineArg::Burn => Engine::Burn,
         },
+        every_image: a.fusion.is_some() || a.report.is_some(),
     };
+    let fusion = a.fusion.as_deref().map(FusionModel::load).transpose()?;
+    if fusion.is_some() && opts.fea_weights.is_none() {
+        anyhow::bail!("--fusion needs a feature model (--fea-weights) besides the BI-RADS model");
+    }
     let t = std::time::Instant::now();
     let s = with_progress(|tick| predict_folder(&opts, tick))?;
+    let mut failed = 0;
+    if let Some(f) = &fusion {
+        f.check_image_classes(&s.classes)?;
+        let preds = fused_predictions(&s.outputs, f);
+        let dir = opts.output.join("fused");
+        write_fused(&dir, f, &preds).with_context(|| format!("writing {}", dir.display()))?;
+        println!(
+            "fused category of {} images in {}",
+            preds.len(),
+            dir.display()
+        );
+    }
+    if let Some(dir) = &a.report {
+        failed += reports(dir, &opts, &s, fusion.as_ref(), a.fusion.as_deref())?;
+    }
     for n in &s.notes {
         println!("{n}");
     }
@@ -122,7 +206,7 @@ pub fn run(a: PredictArgs) -> anyhow::Result<u8> {
         s.skipped.len(),
         opts.output.display()
     );
-    Ok(if s.skipped.is_empty() {
+    Ok(if s.skipped.is_empty() && failed == 0 {
         0
     } else {
         crate::EXIT_SKIPPED

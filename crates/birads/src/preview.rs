@@ -15,7 +15,7 @@ use image::{Rgb, RgbImage};
 use rand::seq::index::sample;
 
 use crate::data::{select, Task};
-use crate::draw;
+use birads_data::draw;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum CutMixArg {

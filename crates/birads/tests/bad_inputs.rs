@@ -347,7 +347,10 @@ fn serve_answers_every_bad_upload_with_its_status_and_keeps_serving() {
             // Unreadable for the client too (loop, folder, mode 000 as non-root).
             continue;
         };
-        if !item.path.ends_with(".jpg") && !item.path.ends_with(".png") {
+        if ![".jpg", ".png", ".dcm"]
+            .iter()
+            .any(|e| item.path.ends_with(e))
+        {
             continue;
         }
         let resp = match ureq::post(&url).send_bytes(&bytes) {

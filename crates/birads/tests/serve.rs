@@ -313,3 +313,81 @@ fn a_stalled_upload_times_out_with_408() {
     let h = ureq::get(&format!("{}/health", s.base)).call().unwrap();
     assert_eq!(h.status(), 200);
 }
+
+/// A DICOM upload: the preview is the server's decoded frame, the answer speaks the lexicon
+/// and carries the discordance rules' flags, and the one-page report has every part.
+#[test]
+fn dicom_preview_lexicon_and_report() {
+    use birads_infer::lexicon::{describe_features, discordance};
+    let dir = tempfile::tempdir().unwrap();
+    let files = support::synth_images(dir.path(), 11, 200, 260);
+    let img = birads_data::image_ops::decode_path(&files[0]).unwrap();
+    let dcm = corpus::dicom::rgb(&img);
+    let s = start(&[]);
+
+    // Preview: PNG of exactly the decoded frame.
+    let (status, _, png) = post(&format!("{}/v1/preview", s.base), &dcm, None);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&png));
+    let shown = image::load_from_memory(&png).unwrap().to_rgb8();
+    let frame = birads_data::dicom::decode_dicom(&dcm, None).unwrap();
+    assert_eq!(shown, frame);
+    assert_eq!(shown, img);
+    let (status, _, _) = post(&format!("{}/v1/preview", s.base), b"not an image", None);
+    assert_eq!(status, 422);
+
+    // The lexicon in the answer.
+    let (status, _, body) = post(&format!("{}/v1/predict", s.base), &dcm, None);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v = json(&body);
+    let label = v["birads"]["label"].as_str().unwrap();
+    let meaning = &v["birads"]["meaning"];
+    assert_eq!(meaning["category"], label);
+    assert!(!meaning["management"].as_str().unwrap().is_empty());
+    let words = [
+        ("boundary", "margin", "circumscribed", "not circumscribed"),
+        ("calcification", "calcifications", "absent", "present"),
+        ("direction", "orientation", "parallel", "not parallel"),
+        ("shape", "shape", "regular (oval or round)", "irregular"),
+    ];
+    let mut q = [0f32; 4];
+    for (k, (f, lexicon, no, yes)) in words.iter().enumerate() {
+        let x = &v["features"][f];
+        assert_eq!(x["descriptor"], *lexicon);
+        let expected = if x["label"] == 1 { yes } else { no };
+        assert_eq!(x["finding"], *expected, "{f}");
+        assert_eq!(v["descriptors"][k]["finding"], *expected);
+        q[k] = x["probability"].as_f64().unwrap() as f32;
+    }
+    assert!(v["fused"].is_null(), "no fusion model loaded");
+    let expected = discordance(Some(label), None, Some(&describe_features(&q)));
+    assert_eq!(v["flags"], serde_json::to_value(&expected).unwrap());
+
+    // The printable report, with the heatmap of the chosen feature.
+    let (ct, mp) = multipart("scan.dcm", &dcm);
+    let r = ureq::post(&format!("{}/v1/report?target=shape", s.base))
+        .set("Content-Type", &ct)
+        .send_bytes(&mp)
+        .unwrap();
+    assert!(r.content_type().starts_with("text/html"));
+    let html = r.into_string().unwrap();
+    for part in [
+        "<h1>scan.dcm</h1>",
+        &format!("BI-RADS {label}"),
+        meaning["management"].as_str().unwrap(),
+        "Descriptors (BI-RADS ultrasound lexicon)",
+        "Grad-CAM: shape",
+        "Discordance",
+        "mydensenet_small.pth",
+        "not a substitute for a radiologist",
+        "@page { size: A4",
+    ] {
+        assert!(html.contains(part), "report lacks {part:?}");
+    }
+    assert_eq!(
+        html.matches("data:image/png;base64,").count(),
+        2,
+        "image + heatmap"
+    );
+    let r = ureq::post(&format!("{}/v1/report?target=nonsense", s.base)).send_bytes(&dcm);
+    assert!(matches!(r, Err(ureq::Error::Status(400, _))));
+}

@@ -23,6 +23,8 @@ pub struct Prepared {
     pub crop: CropBox,
     pub cls: Option<Chw>,
     pub fea: Option<Chw>,
+    /// The decoded image (for reports and previews).
+    pub image: RgbImage,
     pub decode_ms: f64,
     pub preprocess_ms: f64,
 }
@@ -61,6 +63,7 @@ pub fn prepare(
         crop,
         cls: c.map(|p| p.tensor),
         fea: f.map(|p| p.tensor),
+        image: img,
         decode_ms,
         preprocess_ms: ms(t),
     })

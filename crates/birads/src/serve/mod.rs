@@ -1,7 +1,11 @@
 //! `birads serve`: an HTTP API and a web page in front of both models.
 //!
 //! - `POST /v1/predict` — an image (raw body, or the first file of a multipart form): BI-RADS
-//!   label and probabilities, the four features with probabilities, CutBlack's crop box, timings.
+//!   label, probabilities and the category's meaning in the atlas; the four features with
+//!   probabilities and in the lexicon's words; the fused category (`--fusion`); discordance
+//!   flags; CutBlack's crop box; model sources; timings.
+//! - `POST /v1/preview` — the decoded image as PNG (DICOM and other formats browsers cannot draw).
+//! - `POST /v1/report?target=T` — the printable one-page report (HTML, self-contained).
 //! - `POST /v1/explain?target=T&model=cls|fea` — Grad-CAM figure as PNG.
 //! - `GET /health`, `GET /metrics` (Prometheus), `GET /` (the web page, no external resources).
 //!
@@ -11,6 +15,7 @@
 
 mod engine;
 mod metrics;
+mod routes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,26 +24,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use birads_data::pipeline::Preprocess;
-use birads_data::{ClassList, FEATURE_NAMES};
-use birads_infer::explain::{explain, figure, Target};
+use birads_data::FEATURE_NAMES;
+use birads_infer::fusion::FusionModel;
 use birads_infer::loaded::{load_model, LoadedModel};
-use birads_infer::predict::argmax;
 use birads_infer::Predictor;
 use birads_model::checkpoint::Purpose;
 use birads_model::{Cpu, CpuTrain};
 use clap::Args;
-use serde::Deserialize;
 use serde_json::json;
 
-use engine::{Engine, Job, PrepareError, Submit};
+use engine::{Engine, PrepareError};
 
 const PAGE: &str = include_str!("page.html");
 
@@ -50,6 +52,10 @@ pub struct ServeArgs {
     /// Feature weights (original MyDense.pth or a birads checkpoint).
     #[arg(long)]
     pub fea_weights: Option<PathBuf>,
+    /// A fusion model from `birads fuse` (needs both models): the fused category beside the
+    /// image model's.
+    #[arg(long)]
+    pub fusion: Option<PathBuf>,
     /// Address to listen on (port 0: any free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
@@ -78,6 +84,8 @@ struct AppState {
     classes: Vec<String>,
     /// Where the BI-RADS and feature models came from (file, or the built-in model).
     sources: [Option<String>; 2],
+    /// The fusion model and its file.
+    fusion: Option<(FusionModel, String)>,
     cls_pre: Option<Preprocess>,
     fea_pre: Option<Preprocess>,
     explain_cls: Option<Mutex<LoadedModel<CpuTrain>>>,
@@ -136,6 +144,10 @@ impl From<PrepareError> for ApiError {
             PrepareError::TooManyPixels { .. } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
             }
+            PrepareError::Decode(d) if d.is_too_large() => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("cannot read the image: {d}"),
+            ),
             PrepareError::Decode(d) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("cannot read the image: {d}"),
@@ -156,6 +168,23 @@ fn predictor(
     Ok((predictor, for_explain, classes))
 }
 
+/// The fusion model of `--fusion`, checked against the models it fuses.
+fn load_fusion(
+    a: &ServeArgs,
+    classes: Option<&[String]>,
+    features: bool,
+) -> anyhow::Result<Option<(FusionModel, String)>> {
+    let Some(path) = &a.fusion else {
+        return Ok(None);
+    };
+    let (Some(classes), true) = (classes, features) else {
+        anyhow::bail!("--fusion needs both a BI-RADS model and a feature model (--fea-weights)");
+    };
+    let m = FusionModel::load(path)?;
+    m.check_image_classes(classes)?;
+    Ok(Some((m, path.display().to_string())))
+}
+
 pub fn run(mut a: ServeArgs) -> anyhow::Result<u8> {
     if a.cla_weights.is_none() && a.fea_weights.is_none() {
         println!("{}", birads_infer::folder::builtin_note());
@@ -171,6 +200,7 @@ pub fn run(mut a: ServeArgs) -> anyhow::Result<u8> {
         .as_deref()
         .map(|p| predictor(p, Purpose::Features))
         .transpose()?;
+    let fusion = load_fusion(&a, cls.as_ref().map(|c| c.2.as_slice()), fea.is_some())?;
     let classes = cls
         .as_ref()
         .map(|c| c.2.clone())
@@ -191,6 +221,7 @@ pub fn run(mut a: ServeArgs) -> anyhow::Result<u8> {
     ];
     let state = Arc::new(AppState {
         sources,
+        fusion,
         cls_pre: cls_p.as_ref().map(|p| p.preprocess.clone()),
         fea_pre: fea_p.as_ref().map(|p| p.preprocess.clone()),
         engine: Engine::start(cls_p, fea_p, a.queue.max(1), a.max_batch, move |n| {
@@ -254,8 +285,10 @@ async fn shutdown() {
 
 fn router(state: Arc<AppState>, a: &ServeArgs) -> Router {
     let api = Router::new()
-        .route("/v1/predict", post(predict))
-        .route("/v1/explain", post(explain_handler))
+        .route("/v1/predict", post(routes::predict))
+        .route("/v1/preview", post(routes::preview))
+        .route("/v1/report", post(routes::report))
+        .route("/v1/explain", post(routes::explain_handler))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/", get(page))
@@ -274,7 +307,8 @@ fn router(state: Arc<AppState>, a: &ServeArgs) -> Router {
 /// Counts and times every request (outermost layer, so timeouts and 413s are seen too).
 async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let endpoint = match req.uri().path() {
-        p @ ("/" | "/health" | "/metrics" | "/v1/predict" | "/v1/explain") => p.to_string(),
+        p @ ("/" | "/health" | "/metrics" | "/v1/predict" | "/v1/preview" | "/v1/report"
+        | "/v1/explain") => p.to_string(),
         _ => "other".to_string(),
     };
     let t = Instant::now();
@@ -342,8 +376,9 @@ async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
         "models": {
             "birads": st.cls_pre.is_some(),
             "features": st.fea_pre.is_some(),
+            "fusion": st.fusion.is_some(),
         },
-        "sources": { "birads": st.sources[0], "features": st.sources[1] },
+        "sources": { "birads": st.sources[0], "features": st.sources[1], "fusion": st.fusion.as_ref().map(|f| &f.1) },
         "classes": st.classes,
         "features": FEATURE_NAMES,
         "queue": { "in_flight": st.capacity - st.admission.available_permits(), "waiting": st.engine.depth.load(Ordering::SeqCst), "capacity": st.capacity },
@@ -363,246 +398,4 @@ async fn metrics_handler(State(st): State<Arc<AppState>>) -> impl IntoResponse {
         )],
         st.metrics.encode(),
     )
-}
-
-/// The image of a request: the raw body, or the first file field of a multipart form.
-async fn image_bytes(req: Request) -> Result<(Bytes, Option<String>), ApiError> {
-    let is_multipart = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let too_large = |e: String| {
-        if e.contains("length limit") {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, e)
-        }
-    };
-    if is_multipart {
-        let mut form = Multipart::from_request(req, &())
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-        while let Some(field) = form
-            .next_field()
-            .await
-            .map_err(|e| too_large(e.body_text()))?
-        {
-            // The file name is kept for the answer only; it never touches the file system.
-            let name = field.file_name().map(str::to_string);
-            if name.is_some() || field.name() == Some("image") {
-                let bytes = field.bytes().await.map_err(|e| too_large(e.body_text()))?;
-                return Ok((bytes, name));
-            }
-        }
-        Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "multipart form without a file (send the image as a file field, e.g. 'image')",
-        ))
-    } else {
-        let bytes = Bytes::from_request(req, &())
-            .await
-            .map_err(|e| too_large(e.body_text()))?;
-        Ok((bytes, None))
-    }
-}
-
-async fn predict(State(st): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
-    let t0 = Instant::now();
-    let Ok(_admitted) = st.admission.clone().try_acquire_owned() else {
-        // Read (not decode) the upload before answering: a client still sending its body
-        // would otherwise see a broken pipe instead of the 503.
-        let _ = image_bytes(req).await;
-        return Err(ApiError::busy("the inference queue"));
-    };
-    let (bytes, name) = image_bytes(req).await?;
-    if bytes.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "empty body: send the image bytes",
-        ));
-    }
-    let st2 = st.clone();
-    let prepared = tokio::task::spawn_blocking(move || {
-        engine::prepare(
-            &bytes,
-            st2.cls_pre.as_ref(),
-            st2.fea_pre.as_ref(),
-            st2.max_pixels,
-        )
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let job = Job {
-        cls: prepared.cls,
-        fea: prepared.fea,
-        enqueued: Instant::now(),
-        reply: tx,
-    };
-    match st.engine.submit(job) {
-        Submit::Queued => {}
-        Submit::Full => return Err(ApiError::busy("the inference queue")),
-        Submit::Stopped => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the inference thread stopped",
-            ))
-        }
-    }
-    let out = rx
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "no answer from inference",
-            )
-        })?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let birads = out.cls.map(|p| {
-        let best = argmax(&p);
-        let probs: serde_json::Map<String, serde_json::Value> = st
-            .classes
-            .iter()
-            .zip(&p)
-            .map(|(c, v)| (c.clone(), json!(v)))
-            .collect();
-        json!({ "label": st.classes.get(best), "probabilities": probs })
-    });
-    let features = out.fea.map(|p| {
-        let m: serde_json::Map<String, serde_json::Value> = FEATURE_NAMES
-            .iter()
-            .enumerate()
-            .map(|(t, f)| {
-                (
-                    f.to_string(),
-                    json!({ "label": argmax(&p[2 * t..2 * t + 2]), "probability": p[2 * t + 1] }),
-                )
-            })
-            .collect();
-        m
-    });
-    let c = prepared.crop;
-    Ok(Json(json!({
-        "name": name,
-        "image": { "width": prepared.width, "height": prepared.height },
-        "crop_box": { "x0": c.x0, "y0": c.y0, "x1": c.x1, "y1": c.y1 },
-        "birads": birads,
-        "features": features,
-        "batch_size": out.batch,
-        "timings_ms": {
-            "decode": prepared.decode_ms,
-            "preprocess": prepared.preprocess_ms,
-            "queue": out.queue_ms,
-            "inference": out.inference_ms,
-            "total": engine::ms(t0),
-        },
-    }))
-    .into_response())
-}
-
-#[derive(Deserialize)]
-struct ExplainQuery {
-    /// A class name (`4A`) or a feature (`shape`); default: the predicted class, or all four
-    /// features for the feature model.
-    target: Option<String>,
-    /// `cls` or `fea` (default: `fea` when the target is a feature, else `cls` if loaded).
-    model: Option<String>,
-}
-
-async fn explain_handler(
-    State(st): State<Arc<AppState>>,
-    Query(q): Query<ExplainQuery>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let (bytes, _) = image_bytes(req).await?;
-    let classes = ClassList(st.classes.clone());
-    let target = match &q.target {
-        Some(t) => Some(Target::parse(t, &classes).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "target '{t}' is neither a class ({}) nor a feature ({})",
-                    st.classes.join(", "),
-                    FEATURE_NAMES.join(", ")
-                ),
-            )
-        })?),
-        None => None,
-    };
-    let use_fea = match q.model.as_deref() {
-        Some("fea") => true,
-        Some("cls") => false,
-        Some(m) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("model '{m}': use cls or fea"),
-            ))
-        }
-        None => matches!(target, Some(Target::Feature(_))) || st.explain_cls.is_none(),
-    };
-    if (use_fea && st.explain_fea.is_none()) || (!use_fea && st.explain_cls.is_none()) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "that model is not loaded on this server",
-        ));
-    }
-    let permit = st
-        .explain_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::busy("Grad-CAM"))?;
-    let st2 = st.clone();
-    let png = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
-        let _permit = permit;
-        let img = engine::decode_within(&bytes, st2.max_pixels)?;
-        let slot = if use_fea {
-            st2.explain_fea.as_ref()
-        } else {
-            st2.explain_cls.as_ref()
-        };
-        let loaded = slot
-            .expect("checked above")
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let targets: Vec<Target> = match target {
-            Some(t) => vec![t],
-            None if use_fea => (0..4).map(Target::Feature).collect(),
-            None => Vec::new(),
-        };
-        let classes = ClassList(loaded.classes.clone());
-        let ex = explain(
-            &loaded.model,
-            &loaded.preprocess,
-            &img,
-            None,
-            &targets,
-            &Default::default(),
-        )
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-        let caption = if use_fea {
-            FEATURE_NAMES
-                .iter()
-                .zip(&ex.probabilities)
-                .map(|(f, p)| format!("{f} {p:.2}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        } else {
-            let best = argmax(&ex.probabilities);
-            format!(
-                "BI-RADS {} (p {:.2})",
-                classes.name(best).unwrap_or("?"),
-                ex.probabilities[best]
-            )
-        };
-        let fig = figure(&ex, &classes, &caption)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        let mut png = Vec::new();
-        fig.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        Ok(png)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
 }

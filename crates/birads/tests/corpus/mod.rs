@@ -15,6 +15,8 @@
 
 #![allow(dead_code)]
 
+pub mod dicom;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -81,6 +83,70 @@ pub const ITEMS: &[Item] = &[
         predict: Error("empty file"),
         train: NotApplicable,
         serve: Error("empty body"),
+    },
+    Item {
+        path: "flat/scan.dcm",
+        what: "valid 8-bit RGB DICOM",
+        check: Used,
+        predict: Used,
+        train: NotApplicable,
+        serve: Used,
+    },
+    Item {
+        path: "flat/dicom_huge.dcm",
+        what: "DICOM claiming 65535×65535 pixels",
+        check: Error("above the limit"),
+        predict: Error("above the limit"),
+        train: NotApplicable,
+        serve: Error("above the limit"),
+    },
+    Item {
+        path: "flat/dicom_100000_frames.dcm",
+        what: "DICOM of 100,000 64×64 frames",
+        check: Error("above the limit"),
+        predict: Error("above the limit"),
+        train: NotApplicable,
+        serve: Error("above the limit"),
+    },
+    Item {
+        path: "flat/dicom_no_pixels.dcm",
+        what: "DICOM without Pixel Data",
+        check: Error("no Pixel Data element"),
+        predict: Error("no Pixel Data element"),
+        train: NotApplicable,
+        serve: Error("no Pixel Data element"),
+    },
+    Item {
+        path: "flat/dicom_jpeg2000.dcm",
+        what: "DICOM in JPEG 2000 (no pure-Rust decoder)",
+        check: Error("JPEG 2000 (not supported)"),
+        predict: Error("JPEG 2000 (not supported)"),
+        train: NotApplicable,
+        serve: Error("JPEG 2000 (not supported)"),
+    },
+    Item {
+        path: "flat/dicom_truncated.dcm",
+        what: "DICOM cut in half",
+        check: Error("not a readable DICOM file"),
+        predict: Error("not a readable DICOM file"),
+        train: NotApplicable,
+        serve: Error("not a readable DICOM file"),
+    },
+    Item {
+        path: "flat/dicom_16bit_short.dcm",
+        what: "16-bit DICOM with 8 bytes of pixel data",
+        check: Error("bytes of pixel data, 8192 expected"),
+        predict: Error("bytes of pixel data, 8192 expected"),
+        train: NotApplicable,
+        serve: Error("bytes of pixel data, 8192 expected"),
+    },
+    Item {
+        path: "flat/dicom_rows_zero.dcm",
+        what: "DICOM with Rows = 0",
+        check: Error("an empty frame"),
+        predict: Error("an empty frame"),
+        train: NotApplicable,
+        serve: Error("an empty frame"),
     },
     Item {
         path: "flat/text.jpg",
@@ -425,6 +491,40 @@ fn write(root: &Path, rel: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
+/// The DICOM items of `flat/`: one valid, seven malformed.
+fn write_dicoms(root: &Path) {
+    let scan = dicom::rgb(&synthetic(160, 120, 5));
+    write(root, "flat/scan.dcm", &scan);
+    let huge = dicom::grey_with(|s| (s.rows, s.cols) = (65535, 65535));
+    write(root, "flat/dicom_huge.dcm", &huge);
+    write(
+        root,
+        "flat/dicom_100000_frames.dcm",
+        &dicom::grey_with(|s| s.frames = 100_000),
+    );
+    write(
+        root,
+        "flat/dicom_no_pixels.dcm",
+        &dicom::grey_with(|s| s.pixels = None),
+    );
+    let j2k = dicom::grey_with(|s| {
+        s.syntax = dicom::JPEG_2000;
+        s.pixels = Some(vec![0xff, 0x4f, 0xff, 0x51, 0, 0, 0, 0]);
+    });
+    write(root, "flat/dicom_jpeg2000.dcm", &j2k);
+    write(root, "flat/dicom_truncated.dcm", &scan[..scan.len() / 2]);
+    let short = dicom::grey_with(|s| {
+        s.bits = 16;
+        s.pixels = Some(vec![1; 8]);
+    });
+    write(root, "flat/dicom_16bit_short.dcm", &short);
+    write(
+        root,
+        "flat/dicom_rows_zero.dcm",
+        &dicom::grey_with(|s| s.rows = 0),
+    );
+}
+
 /// Writes the whole corpus under `root` (created). Returns `root`.
 pub fn write_corpus(root: &Path) -> PathBuf {
     let good = synthetic(200, 160, 1);
@@ -506,6 +606,7 @@ pub fn write_corpus(root: &Path) -> PathBuf {
         &png(&DynamicImage::ImageRgb8(good.clone())),
     );
     write(root, "flat/notes.txt", b"not an image\n");
+    write_dicoms(root);
 
     // --- classification package: four good images in each of 2类 and 3类 (enough to train)
     let box_line = |c: usize| format!("{c} 0.5 0.5 0.3 0.2\n");
