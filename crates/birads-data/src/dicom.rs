@@ -143,44 +143,136 @@ pub fn decode_dicom(bytes: &[u8], frame: Option<u32>) -> Result<RgbImage, DicomE
 }
 
 /// Every length the object declares (element values, sequences, items, pixel fragments) fits
-/// in the file. The parser reserves a value's declared length before reading it, so without
-/// this a crafted object of a few hundred bytes makes it reserve gigabytes (found by fuzzing:
-/// fuzz/README.md). `body` starts at `DICM`.
+/// in what is left of the file. dicom-rs reserves (and zero-fills) a value's declared length
+/// before reading it, so without this a crafted object of a few hundred bytes costs gigabytes
+/// of memory (found by fuzzing: fuzz/README.md). `body` starts at `DICM`.
+///
+/// A walk over the element headers only, written here because the parser's own lazy reader
+/// reads some values (the pixel data's offset table) eagerly: the file meta group in explicit
+/// VR little endian, then the data set in its transfer syntax. Sequences and items are entered
+/// (their contents are headers too); other values are skipped. Deflated data sets are left to
+/// the parser (their lengths refer to the inflated bytes).
 fn check_declared_lengths(body: &[u8]) -> Result<(), DicomError> {
-    use dicom_core::header::HasLength;
-    use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
-    use dicom_parser::dataset::lazy_read::LazyDataSetReader;
-    use dicom_parser::dataset::LazyDataToken as T;
-    let parse = |e: &dyn std::fmt::Display| DicomError::Parse(e.to_string());
-    let mut cursor = std::io::Cursor::new(body);
-    let meta = dicom_object::FileMetaTable::from_reader(&mut cursor).map_err(|e| parse(&e))?;
-    let registry = dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-    let Some(ts) = registry.get(meta.transfer_syntax()) else {
-        // Unknown syntax: the parser says so.
-        return Ok(());
+    const UNDEFINED: u32 = u32::MAX;
+    let mut pos = 4; // after DICM
+    let (mut explicit, mut big, mut in_meta, mut in_fragments) = (true, false, true, false);
+    let mut syntax = String::new();
+    let rd16 = |at: usize, big: bool| {
+        let b = [body[at], body[at + 1]];
+        if big {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
     };
-    if !(ts.is_codec_free() || ts.is_encapsulated_pixel_data()) {
-        // A deflated data set: its lengths refer to the inflated bytes, not to the file.
-        return Ok(());
-    }
-    let limit = body.len() as u64;
-    let mut reader = LazyDataSetReader::new_with_ts(cursor, ts).map_err(|e| parse(&e))?;
-    while let Some(token) = reader.advance() {
-        let token = token.map_err(|e| parse(&e))?;
-        let declared = match &token {
-            T::ElementHeader(h) | T::LazyValue { header: h, .. } => h.length().get(),
-            T::SequenceStart { len, .. } | T::ItemStart { len } => len.get(),
-            T::LazyItemValue { len, .. } => Some(*len),
-            _ => None,
+    let rd32 = |at: usize, big: bool| {
+        let b = [body[at], body[at + 1], body[at + 2], body[at + 3]];
+        if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    while pos + 8 <= body.len() {
+        if in_meta && rd16(pos, false) != 0x0002 {
+            // The meta group ends: the data set's syntax from here on.
+            in_meta = false;
+            match syntax.trim_end_matches(['\0', ' ']) {
+                "1.2.840.10008.1.2" => explicit = false,
+                "1.2.840.10008.1.2.2" => big = true,
+                "1.2.840.10008.1.2.1.99" => return Ok(()),
+                _ => {}
+            }
+        }
+        let (group, element) = (rd16(pos, big), rd16(pos + 2, big));
+        if group == 0xFFFE {
+            // Items and delimiters: no VR, a 4-byte length (a delimiter's should be 0; the
+            // parser reads whatever it declares).
+            let len = rd32(pos + 4, big);
+            pos += 8;
+            if element == 0xE0DD {
+                in_fragments = false;
+            }
+            if len == UNDEFINED {
+                continue;
+            }
+            check_fits(len, body.len() - pos)?;
+            // A pixel fragment is data: skipped. An item's contents are headers (a nested
+            // data set), and so, for safety, is whatever follows a malformed delimiter.
+            if in_fragments && element == 0xE000 {
+                pos += len as usize;
+            }
+            continue;
+        }
+        // The VRs with a 2-byte length (PS3.5 7.1.2); every other, and an unknown one (read as
+        // UN), has 2 reserved bytes and a 4-byte length.
+        let short = |vr: &[u8]| {
+            matches!(
+                vr,
+                b"AE"
+                    | b"AS"
+                    | b"AT"
+                    | b"CS"
+                    | b"DA"
+                    | b"DS"
+                    | b"DT"
+                    | b"FL"
+                    | b"FD"
+                    | b"IS"
+                    | b"LO"
+                    | b"LT"
+                    | b"PN"
+                    | b"SH"
+                    | b"SL"
+                    | b"SS"
+                    | b"ST"
+                    | b"TM"
+                    | b"UI"
+                    | b"UL"
+                    | b"US"
+            )
         };
-        if let Some(n) = declared.filter(|&n| n as u64 > limit) {
-            return Err(DicomError::Parse(format!(
-                "a value declares {n} bytes, the whole file has {limit}"
-            )));
+        let (vr, len, header) = if explicit {
+            let vr = [body[pos + 4], body[pos + 5]];
+            if short(&vr) {
+                (Some(vr), rd16(pos + 6, big) as u32, 8)
+            } else {
+                if pos + 12 > body.len() {
+                    break;
+                }
+                (Some(vr), rd32(pos + 8, big), 12)
+            }
+        } else {
+            (None, rd32(pos + 4, big), 8)
+        };
+        pos += header;
+        if len == UNDEFINED {
+            // A sequence or encapsulated pixel data: items follow.
+            in_fragments = (group, element) == (0x7FE0, 0x0010);
+            continue;
         }
-        if matches!(token, T::LazyValue { .. } | T::LazyItemValue { .. }) {
-            token.skip().map_err(|e| parse(&e))?;
+        check_fits(len, body.len() - pos)?;
+        let value = &body[pos..pos + len as usize];
+        // Enter sequences: by VR, or in implicit VR by their first item's tag.
+        let sequence = match vr {
+            Some(vr) => &vr == b"SQ",
+            None => value.len() >= 4 && rd16(pos, big) == 0xFFFE && rd16(pos + 2, big) == 0xE000,
+        };
+        if (group, element) == (0x0002, 0x0010) {
+            syntax = String::from_utf8_lossy(value).into_owned();
         }
+        if !sequence {
+            pos += len as usize;
+        }
+    }
+    Ok(())
+}
+
+fn check_fits(len: u32, left: usize) -> Result<(), DicomError> {
+    if len as usize > left {
+        return Err(DicomError::Parse(format!(
+            "a value declares {len} bytes, {left} are left in the file"
+        )));
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! `predict --report` (one page per image + index) and `serve --fusion`, all on synthetic
 //! labelled images with the small fixture models.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 mod support;
@@ -36,32 +36,17 @@ fn rows(p: &Path) -> Vec<(String, Vec<f64>)> {
         .collect()
 }
 
-fn synth(dir: &Path) -> PathBuf {
-    let out = dir.join("synth");
-    let o = Command::new(env!("CARGO_BIN_EXE_birads"))
-        .args(["synth", "--out"])
-        .arg(&out)
-        .args([
-            "--train-cls",
-            "0",
-            "--train-fea",
-            "0",
-            "--test-cls",
-            "48",
-            "--test-fea",
-            "8",
-        ])
-        .args(["--min-side", "96", "--max-side", "128", "--seed", "3"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    out.join("testA")
+/// `birads` with `args` must fail (exit 1) saying `message`.
+fn fails_with(args: &[&std::ffi::OsStr], message: &str) {
+    let o = birads(args);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains(message), "{}", text(&o));
 }
 
 #[test]
 fn fuse_then_predict_report_and_serve_with_the_fusion() {
     let dir = tempfile::tempdir().unwrap();
-    let test = synth(dir.path());
+    let test = support::synth_test_set(dir.path(), 3, [96, 128], [48, 8]);
     let (cls, fea) = (
         fixtures().join("myconvnext_small.pth"),
         fixtures().join("mydensenet_small.pth"),
@@ -211,39 +196,27 @@ fn fuse_then_predict_report_and_serve_with_the_fusion() {
     assert!(page.contains("not a substitute for a radiologist"));
 
     // Wrong combinations are errors, said plainly.
-    let o = birads(&[
+    let flat_run = [
         os("predict"),
         os("--input"),
         os(&flat),
         os("--output"),
         os(&out),
-        os("--fusion"),
-        os(&fusion),
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        text(&o).contains("--fusion needs a feature model"),
-        "{}",
-        text(&o)
+    ];
+    let no_features = [os("--fusion"), os(&fusion)];
+    fails_with(
+        &[&flat_run[..], &no_features].concat(),
+        "--fusion needs a feature model",
     );
-    let o = birads(&[
-        os("predict"),
-        os("--input"),
-        os(&flat),
-        os("--output"),
-        os(&out),
+    let builtin = [
         os("--cla-weights"),
         os("builtin"),
         os("--fea-weights"),
         os(&fea),
-        os("--fusion"),
-        os(&fusion),
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        text(&o).contains("fitted on an image model with classes"),
-        "{}",
-        text(&o)
+    ];
+    fails_with(
+        &[&flat_run[..], &builtin, &no_features].concat(),
+        "fitted on an image model with classes",
     );
 
     // The server: the fused category equals the fusion model on the answer's own outputs.

@@ -76,22 +76,21 @@ pub fn start_server(extra: &[&str]) -> Server {
     }
 }
 
-/// Six labelled synthetic test images (testA/cla) of `min`–`max` px, sorted by name.
-pub fn synth_images(dir: &Path, seed: u64, min: u32, max: u32) -> Vec<PathBuf> {
+/// A labelled synthetic test set (`testA` with `cla/` and `fea/`) of `min`–`max` px; returns
+/// the `testA` folder.
+pub fn synth_test_set(
+    dir: &Path,
+    seed: u64,
+    [min, max]: [u32; 2],
+    [cls, fea]: [usize; 2],
+) -> PathBuf {
     let out = dir.join("synth");
+    let n = |v: usize| v.to_string();
     let o = Command::new(env!("CARGO_BIN_EXE_birads"))
         .args(["synth", "--out"])
         .arg(&out)
-        .args([
-            "--train-cls",
-            "0",
-            "--train-fea",
-            "0",
-            "--test-cls",
-            "6",
-            "--test-fea",
-            "0",
-        ])
+        .args(["--train-cls", "0", "--train-fea", "0"])
+        .args(["--test-cls", &n(cls), "--test-fea", &n(fea)])
         .args([
             "--min-side",
             &min.to_string(),
@@ -102,7 +101,13 @@ pub fn synth_images(dir: &Path, seed: u64, min: u32, max: u32) -> Vec<PathBuf> {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(out.join("testA/cla"))
+    out.join("testA")
+}
+
+/// Six labelled synthetic test images (testA/cla) of `min`–`max` px, sorted by name.
+pub fn synth_images(dir: &Path, seed: u64, min: u32, max: u32) -> Vec<PathBuf> {
+    let test = synth_test_set(dir, seed, [min, max], [6, 0]);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(test.join("cla"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
