@@ -6,6 +6,7 @@
 //! decodes in pure Rust (native, deflate, RLE, JPEG baseline/extended/lossless). Anything else
 //! is a clear error naming what was found.
 
+use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use dicom_pixeldata::{
     ConvertOptions, PhotometricInterpretation, PixelDecoder, PlanarConfiguration,
@@ -147,103 +148,169 @@ pub fn decode_dicom(bytes: &[u8], frame: Option<u32>) -> Result<RgbImage, DicomE
 /// before reading it, so without this a crafted object of a few hundred bytes costs gigabytes
 /// of memory (found by fuzzing: fuzz/README.md). `body` starts at `DICM`.
 ///
-/// A walk over the element headers only, written here because the parser's own lazy reader
-/// reads some values (the pixel data's offset table) eagerly: the file meta group in explicit
-/// VR little endian, then the data set in its transfer syntax. Sequences and items are entered
-/// (their contents are headers too); other values are skipped. Deflated data sets are left to
-/// the parser (their lengths refer to the inflated bytes).
+/// A walk over the element headers only, reading them as dicom-rs does (written here because
+/// the parser's own lazy reader reads some values, the pixel data's offset table, eagerly): the
+/// file meta group in explicit VR little endian, then the data set in its transfer syntax,
+/// unknown VRs as UN, implicit VRs from the standard dictionary. Sequences and items are
+/// entered (their contents are headers too); other values are skipped. A numeric value whose
+/// length is not a whole number of numbers is refused too: dicom-rs would read its remainder
+/// as the next header, out of step with this walk. A deflated data set is inflated first (at
+/// most a frame at the pixel limit: a deflate bomb is refused too) and walked inflated.
 fn check_declared_lengths(body: &[u8]) -> Result<(), DicomError> {
-    const UNDEFINED: u32 = u32::MAX;
-    let mut pos = 4; // after DICM
-    let (mut explicit, mut big, mut in_meta, mut in_fragments) = (true, false, true, false);
+    let Some((start, syntax)) = walk_meta(body)? else {
+        // No readable meta group: the parser says what is wrong.
+        return Ok(());
+    };
+    let (explicit, big) = match syntax.trim_end_matches(['\0', ' ']) {
+        "1.2.840.10008.1.2" => (false, false),
+        "1.2.840.10008.1.2.2" => (true, true),
+        "1.2.840.10008.1.2.1.99" => {
+            // Deflated: the lengths refer to the inflated data set, inflated here with a cap.
+            let inflated = inflate_capped(&body[start..])?;
+            return walk_data_set(
+                &Bytes {
+                    b: &inflated,
+                    big: false,
+                },
+                0,
+                true,
+            );
+        }
+        _ => (true, false),
+    };
+    walk_data_set(&Bytes { b: body, big }, start, explicit)
+}
+
+/// The largest inflated data set accepted: a frame at the pixel limit in RGB, plus headroom.
+const MAX_INFLATED: u64 = MAX_PIXELS * 3 + (1 << 20);
+
+fn inflate_capped(deflated: &[u8]) -> Result<Vec<u8>, DicomError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| DicomError::Parse(format!("deflated data set: {e}")))?;
+    if out.len() as u64 > MAX_INFLATED {
+        return Err(DicomError::Parse(format!(
+            "the deflated data set inflates to more than {MAX_INFLATED} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+const UNDEFINED: u32 = u32::MAX;
+
+/// Numbers at positions of a buffer, in one byte order.
+struct Bytes<'a> {
+    b: &'a [u8],
+    big: bool,
+}
+
+impl Bytes<'_> {
+    fn u16(&self, at: usize) -> u16 {
+        let v = [self.b[at], self.b[at + 1]];
+        if self.big {
+            u16::from_be_bytes(v)
+        } else {
+            u16::from_le_bytes(v)
+        }
+    }
+    fn u32(&self, at: usize) -> u32 {
+        let v = [self.b[at], self.b[at + 1], self.b[at + 2], self.b[at + 3]];
+        if self.big {
+            u32::from_be_bytes(v)
+        } else {
+            u32::from_le_bytes(v)
+        }
+    }
+    /// An explicit-VR header at `at`: (VR, length, header bytes); `None` past the end.
+    fn explicit_header(&self, at: usize) -> Option<(VR, u32, usize)> {
+        // An unknown VR is read as UN, as dicom-rs does.
+        let vr = VR::from_binary([self.b[at + 4], self.b[at + 5]]).unwrap_or(VR::UN);
+        if short_length(vr) {
+            Some((vr, self.u16(at + 6) as u32, 8))
+        } else if at + 12 <= self.b.len() {
+            Some((vr, self.u32(at + 8), 12))
+        } else {
+            None
+        }
+    }
+}
+
+/// The file meta group as dicom-rs reads it: explicit VR little endian, the group length
+/// first, then elements (each its declared bytes) until that length is used up. Returns where
+/// the data set starts and the transfer syntax UID; `None` where dicom-rs will refuse the group.
+fn walk_meta(body: &[u8]) -> Result<Option<(usize, String)>, DicomError> {
+    let m = Bytes {
+        b: body,
+        big: false,
+    };
+    if body.len() < 16 || (m.u16(4), m.u16(6)) != (0x0002, 0x0000) {
+        return Ok(None);
+    }
+    let (group_length, mut pos, mut used) = (m.u32(12) as usize, 16, 0);
     let mut syntax = String::new();
-    let rd16 = |at: usize, big: bool| {
-        let b = [body[at], body[at + 1]];
-        if big {
-            u16::from_be_bytes(b)
-        } else {
-            u16::from_le_bytes(b)
+    while used < group_length {
+        if pos + 8 > body.len() {
+            return Ok(None);
         }
-    };
-    let rd32 = |at: usize, big: bool| {
-        let b = [body[at], body[at + 1], body[at + 2], body[at + 3]];
-        if big {
-            u32::from_be_bytes(b)
+        let tag = (m.u16(pos), m.u16(pos + 2));
+        let (len, header) = if tag.0 == 0xFFFE {
+            (m.u32(pos + 4), 8)
         } else {
-            u32::from_le_bytes(b)
-        }
-    };
-    while pos + 8 <= body.len() {
-        if in_meta && rd16(pos, false) != 0x0002 {
-            // The meta group ends: the data set's syntax from here on.
-            in_meta = false;
-            match syntax.trim_end_matches(['\0', ' ']) {
-                "1.2.840.10008.1.2" => explicit = false,
-                "1.2.840.10008.1.2.2" => big = true,
-                "1.2.840.10008.1.2.1.99" => return Ok(()),
-                _ => {}
+            match m.explicit_header(pos) {
+                Some((_, len, header)) => (len, header),
+                None => return Ok(None),
             }
+        };
+        if len == UNDEFINED {
+            return Ok(None);
         }
-        let (group, element) = (rd16(pos, big), rd16(pos + 2, big));
+        check_fits(len, body.len() - (pos + header))?;
+        if tag == (0x0002, 0x0010) {
+            let v = &body[pos + header..pos + header + len as usize];
+            syntax = String::from_utf8_lossy(v).into_owned();
+        }
+        pos += header + len as usize;
+        used += header + len as usize;
+    }
+    Ok(Some((pos, syntax)))
+}
+
+/// The data set's headers from `pos` on: sequences and items entered (their contents are
+/// headers too), pixel fragments and other values skipped, every declared length checked.
+fn walk_data_set(d: &Bytes, mut pos: usize, explicit: bool) -> Result<(), DicomError> {
+    let end = d.b.len();
+    let mut in_fragments = false;
+    while pos + 8 <= end {
+        let (group, element) = (d.u16(pos), d.u16(pos + 2));
         if group == 0xFFFE {
             // Items and delimiters: no VR, a 4-byte length (a delimiter's should be 0; the
             // parser reads whatever it declares).
-            let len = rd32(pos + 4, big);
+            let len = d.u32(pos + 4);
             pos += 8;
             if element == 0xE0DD {
                 in_fragments = false;
             }
-            if len == UNDEFINED {
-                continue;
-            }
-            check_fits(len, body.len() - pos)?;
-            // A pixel fragment is data: skipped. An item's contents are headers (a nested
-            // data set), and so, for safety, is whatever follows a malformed delimiter.
-            if in_fragments && element == 0xE000 {
-                pos += len as usize;
+            if len != UNDEFINED {
+                check_fits(len, end - pos)?;
+                // A pixel fragment is data: skipped. An item holds a nested data set, and
+                // whatever follows a malformed delimiter is walked as headers, to be safe.
+                if in_fragments && element == 0xE000 {
+                    pos += len as usize;
+                }
             }
             continue;
         }
-        // The VRs with a 2-byte length (PS3.5 7.1.2); every other, and an unknown one (read as
-        // UN), has 2 reserved bytes and a 4-byte length.
-        let short = |vr: &[u8]| {
-            matches!(
-                vr,
-                b"AE"
-                    | b"AS"
-                    | b"AT"
-                    | b"CS"
-                    | b"DA"
-                    | b"DS"
-                    | b"DT"
-                    | b"FL"
-                    | b"FD"
-                    | b"IS"
-                    | b"LO"
-                    | b"LT"
-                    | b"PN"
-                    | b"SH"
-                    | b"SL"
-                    | b"SS"
-                    | b"ST"
-                    | b"TM"
-                    | b"UI"
-                    | b"UL"
-                    | b"US"
-            )
-        };
+        let tag = dicom_core::Tag(group, element);
         let (vr, len, header) = if explicit {
-            let vr = [body[pos + 4], body[pos + 5]];
-            if short(&vr) {
-                (Some(vr), rd16(pos + 6, big) as u32, 8)
-            } else {
-                if pos + 12 > body.len() {
-                    break;
-                }
-                (Some(vr), rd32(pos + 8, big), 12)
+            match d.explicit_header(pos) {
+                Some(h) => h,
+                None => break,
             }
         } else {
-            (None, rd32(pos + 4, big), 8)
+            (implicit_vr(tag), d.u32(pos + 4), 8)
         };
         pos += header;
         if len == UNDEFINED {
@@ -251,21 +318,73 @@ fn check_declared_lengths(body: &[u8]) -> Result<(), DicomError> {
             in_fragments = (group, element) == (0x7FE0, 0x0010);
             continue;
         }
-        check_fits(len, body.len() - pos)?;
-        let value = &body[pos..pos + len as usize];
-        // Enter sequences: by VR, or in implicit VR by their first item's tag.
-        let sequence = match vr {
-            Some(vr) => &vr == b"SQ",
-            None => value.len() >= 4 && rd16(pos, big) == 0xFFFE && rd16(pos + 2, big) == 0xE000,
-        };
-        if (group, element) == (0x0002, 0x0010) {
-            syntax = String::from_utf8_lossy(value).into_owned();
+        check_fits(len, end - pos)?;
+        // dicom-rs reads whole numbers only: a remainder would be read as the next header.
+        let size = numeric_size(vr);
+        if len % size != 0 {
+            return Err(DicomError::Parse(format!(
+                "{tag} ({vr:?}) declares {len} bytes, not a multiple of {size}"
+            )));
         }
-        if !sequence {
+        // A sequence's contents are headers (items): walked, not skipped.
+        if vr != VR::SQ {
             pos += len as usize;
         }
     }
     Ok(())
+}
+
+/// The VRs with a 2-byte length in explicit VR (PS3.5 7.1.2); all others have 2 reserved bytes
+/// and a 4-byte length.
+fn short_length(vr: VR) -> bool {
+    use VR::*;
+    matches!(
+        vr,
+        AE | AS
+            | AT
+            | CS
+            | DA
+            | DS
+            | DT
+            | FL
+            | FD
+            | IS
+            | LO
+            | LT
+            | PN
+            | SH
+            | SL
+            | SS
+            | ST
+            | TM
+            | UI
+            | UL
+            | US
+    )
+}
+
+/// Bytes per number of the numeric VRs (1 for the others).
+fn numeric_size(vr: VR) -> u32 {
+    use VR::*;
+    match vr {
+        US | OW | SS => 2,
+        AT | FL | OF | SL | OL | UL => 4,
+        FD | OD | SV | OV | UV => 8,
+        _ => 1,
+    }
+}
+
+/// The VR dicom-rs gives an element in implicit VR: pixel and overlay data OW, else the
+/// standard dictionary's, else UN.
+fn implicit_vr(tag: dicom_core::Tag) -> VR {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    if tag == dicom_core::Tag(0x7FE0, 0x0010) || (tag.0 >> 8 == 0x60 && tag.1 == 0x3000) {
+        return VR::OW;
+    }
+    dicom_dictionary_std::StandardDataDictionary
+        .by_tag(tag)
+        .map(|e| e.vr().relaxed())
+        .unwrap_or(VR::UN)
 }
 
 fn check_fits(len: u32, left: usize) -> Result<(), DicomError> {
@@ -397,6 +516,7 @@ mod tests {
     const US_MULTIFRAME: &str = "1.2.840.10008.5.1.4.1.1.3.1";
     const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
     const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
+    const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 
     /// A DICOM Part 10 file in memory.
     #[allow(clippy::too_many_arguments)]
@@ -681,6 +801,42 @@ mod tests {
         g[px + 8..px + 12].copy_from_slice(&0x8000_0000u32.to_le_bytes());
         let e = decode_dicom(&g, None).unwrap_err().to_string();
         assert!(e.contains("declares 2147483648 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_deflated_data_set_decodes_and_a_deflate_bomb_is_refused() {
+        let px: Vec<u8> = (0..16 * 8).map(|i| (i * 2) as u8).collect();
+        let f = dicom(
+            16,
+            8,
+            1,
+            1,
+            "MONOCHROME2",
+            8,
+            native(px.clone()),
+            DEFLATED,
+            0,
+        );
+        let img = decode_dicom(&f, None).unwrap();
+        assert_eq!(img.get_pixel(5, 0).0, [px[5]; 3]);
+        // A few kilobytes that inflate past the cap.
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(MAX_INFLATED >> 20) + 2 {
+            std::io::Write::write_all(&mut enc, &zeros).unwrap();
+        }
+        let bomb = enc.finish().unwrap();
+        let meta_end = f.len() - deflated_len(&f);
+        let mut g = f[..meta_end].to_vec();
+        g.extend_from_slice(&bomb);
+        let e = decode_dicom(&g, None).unwrap_err().to_string();
+        assert!(e.contains("inflates to more than"), "{e}");
+    }
+
+    /// Bytes of the deflated data set at the end of `f` (what follows the meta group).
+    fn deflated_len(f: &[u8]) -> usize {
+        let gl = u32::from_le_bytes(f[140..144].try_into().unwrap()) as usize;
+        f.len() - (144 + gl)
     }
 
     #[test]
