@@ -161,7 +161,7 @@ fn check_declared_lengths(body: &[u8]) -> Result<(), DicomError> {
         // No readable meta group: the parser says what is wrong.
         return Ok(());
     };
-    let (explicit, big) = match syntax.trim_end_matches(['\0', ' ']) {
+    let (explicit, big) = match syntax.trim_end_matches(|c: char| c.is_whitespace() || c == '\0') {
         "1.2.840.10008.1.2" => (false, false),
         "1.2.840.10008.1.2.2" => (true, true),
         "1.2.840.10008.1.2.1.99" => {
