@@ -13,7 +13,7 @@ pub struct Split {
 }
 
 /// FNV-1a: a stable string hash (std's hasher is randomised per process).
-fn fnv1a(s: &str) -> u64 {
+pub fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })

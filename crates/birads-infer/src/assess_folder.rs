@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use birads_data::atomic::write_atomic;
 use birads_data::image_ops::decode_path;
 use birads_data::pipeline::preprocess;
+use birads_data::ClassList;
 use birads_model::CpuTrain;
 
 use crate::assessment::{assess, Assessment};
 use crate::csvout::{write_cla_pre, write_cla_prob};
-use crate::explain::{explain, overlay, Target};
+use crate::explain::{captioned_overlays, explain, Target};
 use crate::folder::{FolderSummary, ImageOutputs};
 use crate::fusion::FusionModel;
 use crate::lesion_report::{index_page, lesion_page, IndexRow, LesionReport};
@@ -115,13 +116,7 @@ fn one_report(
                 &Default::default(),
             )
             .map_err(|e| e.to_string())?;
-            for cam in &ex.cams {
-                let o = overlay(&ex.prepared.image, cam, 0.6);
-                let side = o.width().max(256);
-                let big =
-                    image::imageops::resize(&o, side, side, image::imageops::FilterType::Triangle);
-                heatmaps.push((format!("Grad-CAM: BI-RADS {}", g.label), big));
-            }
+            heatmaps = captioned_overlays(&ex, &ClassList(classes.to_vec()));
         }
     }
     let page = lesion_page(&LesionReport {

@@ -20,11 +20,7 @@ pub struct Grade {
 
 impl Grade {
     pub fn new(classes: &[String], probabilities: &[f64]) -> Self {
-        let best =
-            probabilities
-                .iter()
-                .enumerate()
-                .fold(0, |b, (i, p)| if *p > probabilities[b] { i } else { b });
+        let best = crate::predict::argmax(probabilities);
         let label = classes.get(best).cloned().unwrap_or_default();
         Self {
             meaning: category_meaning(&label),

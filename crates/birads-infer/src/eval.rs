@@ -9,6 +9,7 @@ use birads_data::{ClassList, Problem, BIRADS6, FEATURE_NAMES};
 use serde::Serialize;
 
 use crate::metrics::{self, ClassScores, ReliabilityBin};
+use crate::predict::argmax;
 
 /// Bins of the reliability diagrams and of the expected calibration error.
 pub const CALIBRATION_BINS: usize = 10;
@@ -262,16 +263,6 @@ fn parse_probs(r: &csv::StringRecord, k: usize) -> Option<Vec<f64>> {
         .map(|i| r.get(i)?.trim().parse::<f64>().ok())
         .collect::<Option<_>>()?;
     v.iter().all(|p| (0.0..=1.0).contains(p)).then_some(v)
-}
-
-fn argmax(p: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, v) in p.iter().enumerate() {
-        if *v > p[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 impl Truth {

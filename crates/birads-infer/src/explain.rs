@@ -253,6 +253,21 @@ pub fn overlay(image: &RgbImage, cam: &Cam, alpha: f32) -> RgbImage {
     })
 }
 
+/// Each map over the model input, enlarged to at least 256 px for print, captioned
+/// `Grad-CAM: <target>` (what the one-page reports show).
+pub fn captioned_overlays(ex: &Explanation, classes: &ClassList) -> Vec<(String, RgbImage)> {
+    ex.cams
+        .iter()
+        .map(|cam| {
+            let o = overlay(&ex.prepared.image, cam, 0.6);
+            let side = o.width().max(256);
+            let big =
+                image::imageops::resize(&o, side, side, image::imageops::FilterType::Triangle);
+            (format!("Grad-CAM: {}", cam.target.describe(classes)), big)
+        })
+        .collect()
+}
+
 /// Share of the map's mass inside a box (pixel coordinates `[x0, y0, x1, y1]` in the model
 /// input): how well the explanation points at the lesion.
 pub fn mass_inside(cam: &Cam, b: [f32; 4]) -> f32 {

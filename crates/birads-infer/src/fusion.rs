@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::{
     accuracy, confusion, expected_calibration_error, macro_f1, quadratic_kappa, reliability,
 };
+use crate::predict::argmax;
 
 /// File format marker of a saved fusion model.
 pub const FORMAT: &str = "birads-fusion";
@@ -249,7 +250,7 @@ pub struct Scores {
 
 /// Scores of probability rows against labels.
 pub fn scores(probabilities: &[Vec<f64>], labels: &[usize], k: usize) -> Scores {
-    let pred: Vec<usize> = probabilities.iter().map(|p| argmax64(p)).collect();
+    let pred: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
     let cm = confusion(labels, &pred, k);
     let conf: Vec<f64> = probabilities
         .iter()
@@ -275,16 +276,6 @@ pub fn scores(probabilities: &[Vec<f64>], labels: &[usize], k: usize) -> Scores 
         log_loss,
         ece: expected_calibration_error(&reliability(&conf, &hit, 10)),
     }
-}
-
-fn argmax64(v: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// How a fusion model was chosen and how it did on images it was not fitted on.
@@ -388,11 +379,7 @@ impl FusionModel {
 
 /// Mean held-out log-loss of `c` over five folds of whole groups.
 fn cv_log_loss(x: &[Vec<f64>], rows: &[Row], k: usize, c: f64) -> f64 {
-    let fold = |r: &Row| {
-        r.group.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-        }) % 5
-    };
+    let fold = |r: &Row| birads_data::split::fnv1a(&r.group) % 5;
     let (mut total, mut n) = (0.0, 0usize);
     for f in 0..5 {
         let (train, test): (Vec<usize>, Vec<usize>) =

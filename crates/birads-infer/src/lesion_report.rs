@@ -9,7 +9,7 @@ use birads_data::image_ops::CropBox;
 use image::{Rgb, RgbImage};
 
 use crate::assessment::{Assessment, Grade};
-use crate::report::esc;
+use crate::report::{esc, png};
 
 /// The notice every report carries.
 pub const RESEARCH_NOTICE: &str = "Research software. These are model estimates, not a \
@@ -30,14 +30,6 @@ pub struct LesionReport<'a> {
     pub assessment: &'a Assessment,
     /// (role, where the model came from), e.g. ("BI-RADS", "builtin: birads-busbra …").
     pub models: Vec<(String, String)>,
-}
-
-/// PNG bytes of an image.
-pub fn png(img: &RgbImage) -> Vec<u8> {
-    let mut out = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
-        .expect("encoding a PNG into memory cannot fail");
-    out
 }
 
 fn data_url(img: &RgbImage) -> String {

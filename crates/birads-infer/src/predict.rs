@@ -34,7 +34,7 @@ pub struct FeaPrediction {
 }
 
 /// Index of the first maximum, as `torch.argmax` picks on ties.
-pub fn argmax(v: &[f32]) -> usize {
+pub fn argmax<T: PartialOrd>(v: &[T]) -> usize {
     let mut best = 0;
     for (i, x) in v.iter().enumerate() {
         if *x > v[best] {
@@ -42,6 +42,11 @@ pub fn argmax(v: &[f32]) -> usize {
         }
     }
     best
+}
+
+/// P(suspicious finding) per feature from MyDenseNet's `[4, 2]` softmax, flattened.
+pub fn suspicious(p: &[f32]) -> [f32; 4] {
+    std::array::from_fn(|t| p[2 * t + 1])
 }
 
 /// A model with the preprocessing it expects.
@@ -190,12 +195,8 @@ impl<B: Backend> Predictor<B> {
                 .into_iter()
                 .map(|(i, p)| {
                     let img_name = names[i].clone();
-                    let mut labels = [0u8; 4];
-                    let mut probabilities = [0f32; 4];
-                    for t in 0..4 {
-                        labels[t] = argmax(&p[2 * t..2 * t + 2]) as u8;
-                        probabilities[t] = p[2 * t + 1];
-                    }
+                    let labels = std::array::from_fn(|t| argmax(&p[2 * t..2 * t + 2]) as u8);
+                    let probabilities = suspicious(&p);
                     FeaPrediction {
                         img_name,
                         index: i,

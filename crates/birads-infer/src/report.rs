@@ -49,10 +49,15 @@ pub(crate) fn render(
         root.present().map_err(|e| e.to_string())?;
     }
     let img = image::RgbImage::from_raw(w, h, rgb).ok_or("plot buffer size")?;
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| e.to_string())?;
-    Ok(png)
+    Ok(png(&img))
+}
+
+/// PNG bytes of an image.
+pub fn png(img: &image::RgbImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("encoding a PNG into memory cannot fail");
+    out
 }
 
 /// Row-normalised confusion matrix (recall on the diagonal) with counts in each cell; true

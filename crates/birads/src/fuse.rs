@@ -8,6 +8,7 @@ use birads_data::split::group_split;
 use birads_data::{Sample, Severity};
 use birads_infer::folder::{load_predictor, Engine};
 use birads_infer::fusion::{fit_fusion, Row, Scores};
+use birads_infer::predict::suspicious;
 use birads_model::checkpoint::Purpose;
 use clap::Args;
 
@@ -58,7 +59,7 @@ fn rows(
     let mut out: Vec<Option<Row>> = vec![None; samples.len()];
     let mut q: Vec<Option<[f32; 4]>> = vec![None; samples.len()];
     for (i, p) in f.predictions {
-        q[i] = Some(std::array::from_fn(|t| p[2 * t + 1]));
+        q[i] = Some(suspicious(&p));
     }
     for (i, p) in c.predictions {
         if let (Some(d), Some(label)) = (q[i], samples[i].class) {

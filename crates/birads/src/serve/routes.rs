@@ -12,10 +12,11 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use birads_data::{ClassList, FEATURE_NAMES};
 use birads_infer::assessment::{assess, Assessment};
-use birads_infer::explain::{explain, figure, overlay, Explanation, Target};
-use birads_infer::lesion_report::{lesion_page, png, LesionReport};
+use birads_infer::explain::{captioned_overlays, explain, figure, Explanation, Target};
+use birads_infer::lesion_report::{lesion_page, LesionReport};
 use birads_infer::lexicon::DESCRIPTORS;
-use birads_infer::predict::argmax;
+use birads_infer::predict::{argmax, suspicious};
+use birads_infer::report::png;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -118,11 +119,6 @@ async fn infer(st: &Arc<AppState>, bytes: Bytes) -> Result<(Prepared, Inferred),
         .map_err(|_| internal("no answer from inference"))?
         .map_err(internal)?;
     Ok((prepared, out))
-}
-
-/// P(suspicious) per feature from the `[4, 2]` softmax.
-fn suspicious(p: &[f32]) -> [f32; 4] {
-    std::array::from_fn(|t| p[2 * t + 1])
 }
 
 fn assessment(st: &AppState, out: &Inferred) -> Assessment {
@@ -338,28 +334,6 @@ pub(super) async fn explain_handler(
     Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
 }
 
-/// The report's heatmap: Grad-CAM of `q` (default: the image model's predicted class), scaled
-/// up for print.
-fn report_heatmaps(
-    st: &AppState,
-    img: &image::RgbImage,
-    target: Option<Target>,
-    use_fea: bool,
-) -> Result<Vec<(String, image::RgbImage)>, ApiError> {
-    let (ex, classes) = grad_cam(st, img, target, use_fea)?;
-    Ok(ex
-        .cams
-        .iter()
-        .map(|cam| {
-            let o = overlay(&ex.prepared.image, cam, 0.6);
-            let side = o.width().max(256);
-            let big =
-                image::imageops::resize(&o, side, side, image::imageops::FilterType::Triangle);
-            (format!("Grad-CAM: {}", cam.target.describe(&classes)), big)
-        })
-        .collect())
-}
-
 /// The one-page report of an upload (`?target=` as for `/v1/explain` picks the heatmap).
 pub(super) async fn report(
     State(st): State<Arc<AppState>>,
@@ -388,20 +362,18 @@ pub(super) async fn report(
     let html = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
         let _permit = permit;
         let heatmaps = match cam {
-            Some((target, use_fea)) => report_heatmaps(&st2, &prepared.image, target, use_fea)?,
+            Some((target, use_fea)) => {
+                let (ex, classes) = grad_cam(&st2, &prepared.image, target, use_fea)?;
+                captioned_overlays(&ex, &classes)
+            }
             None => Vec::new(),
         };
-        let m = models_json(&st2);
-        let mut models = Vec::new();
-        for (role, key) in [
-            ("BI-RADS model", "birads"),
-            ("feature model", "features"),
-            ("fusion", "fusion"),
-        ] {
-            if let Some(s) = m[key].as_str() {
-                models.push((role.to_string(), s.to_string()));
-            }
-        }
+        let fusion = st2.fusion.as_ref().map(|f| f.1.clone());
+        let models = ["BI-RADS model", "feature model", "fusion"]
+            .iter()
+            .zip(st2.sources.iter().cloned().chain([fusion]))
+            .filter_map(|(role, src)| Some((role.to_string(), src?)))
+            .collect();
         Ok(lesion_page(&LesionReport {
             name: name.as_deref().unwrap_or("upload"),
             image: &prepared.image,
