@@ -34,7 +34,9 @@ pub struct FoldMetrics {
     pub images: usize,
     pub accuracy: f64,
     pub macro_f1: f64,
-    pub quadratic_kappa: f64,
+    /// Undefined (none) when truth and prediction are both one class: it is written as `null`
+    /// in `result.json` and left out of the mean.
+    pub quadratic_kappa: Option<f64>,
     /// Mean one-vs-rest AUC over the classes present.
     pub auc_macro: Option<f64>,
     /// AUC of the malignancy score against pathology.
@@ -70,7 +72,7 @@ pub fn fold_metrics(classes: &[String], preds: &[TestPrediction]) -> FoldMetrics
         images: preds.len(),
         accuracy: ev.accuracy,
         macro_f1: ev.macro_f1,
-        quadratic_kappa: ev.quadratic_kappa,
+        quadratic_kappa: Some(ev.quadratic_kappa).filter(|k| k.is_finite()),
         auc_macro: ev.auc_macro,
         malignancy_auc: metrics::roc_auc(&positive, &model),
         radiologist_auc: metrics::roc_auc(&positive, &reader),
@@ -153,7 +155,7 @@ pub struct CvReport {
 pub const METRICS: [(&str, fn(&FoldMetrics) -> Option<f64>); 7] = [
     ("accuracy", |m| Some(m.accuracy)),
     ("macro_f1", |m| Some(m.macro_f1)),
-    ("quadratic_kappa", |m| Some(m.quadratic_kappa)),
+    ("quadratic_kappa", |m| m.quadratic_kappa),
     ("auc_macro", |m| m.auc_macro),
     ("malignancy_auc", |m| m.malignancy_auc),
     ("radiologist_auc", |m| m.radiologist_auc),
@@ -244,12 +246,12 @@ fn plots(r: &CvReport) -> Result<Vec<Plot>, String> {
 fn metrics_row(h: &mut String, label: &str, m: &FoldMetrics) {
     let _ = write!(
         h,
-        "<tr><th>{}</th><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr><th>{}</th><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
         esc(label),
         m.images,
         m.accuracy,
         m.macro_f1,
-        m.quadratic_kappa,
+        fmt_opt(m.quadratic_kappa),
         fmt_opt(m.auc_macro),
         fmt_opt(m.malignancy_auc),
         fmt_opt(m.radiologist_auc)

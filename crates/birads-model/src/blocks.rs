@@ -7,9 +7,10 @@
 //! stochastic depth and batch statistics are active; on a plain backend (`model.valid()`,
 //! inference) they are not.
 
+use burn::module::Initializer;
 use burn::module::{Module, Param, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::PaddingConfig2d;
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::Distribution;
@@ -83,9 +84,45 @@ pub fn channel_affine<B: Backend>(
     }
 }
 
+/// How a layer's weights are first drawn. The original models are torchvision's DenseNet and
+/// ConvNeXt, whose constructors re-initialise the layers they build; what the original adds
+/// afterwards (CBAM, the new heads) keeps PyTorch's default, which is burn's default
+/// (`KaimingUniform`, gain 1/√3: U(±1/√fan_in) for weights and biases).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// PyTorch's (and burn's) default.
+    Default,
+    /// torchvision DenseNet: `kaiming_normal_` (fan in, ReLU gain √2) on every convolution.
+    DenseNet,
+    /// torchvision ConvNeXt: `trunc_normal_(std = 0.02)` on convolutions and linears, zero
+    /// biases. The cut at ±2 lies 100 σ out, so a plain normal draws the same distribution.
+    ConvNeXt,
+}
+
+impl Init {
+    fn initializer(self) -> Option<Initializer> {
+        match self {
+            Init::Default => None,
+            Init::DenseNet => Some(Initializer::KaimingNormal {
+                gain: std::f64::consts::SQRT_2,
+                fan_out_only: false,
+            }),
+            Init::ConvNeXt => Some(Initializer::Normal {
+                mean: 0.0,
+                std: 0.02,
+            }),
+        }
+    }
+
+    fn zero_bias(self) -> bool {
+        self == Init::ConvNeXt
+    }
+}
+
 /// A convolution as torchvision builds them (square kernel, symmetric zero padding).
 #[allow(clippy::too_many_arguments)] // mirrors nn.Conv2d's positional arguments
 pub fn conv2d<B: Backend>(
+    init: Init,
     cin: usize,
     cout: usize,
     kernel: usize,
@@ -95,14 +132,34 @@ pub fn conv2d<B: Backend>(
     bias: bool,
     device: &B::Device,
 ) -> Conv2d<B> {
-    Conv2dConfig::new([cin, cout], [kernel, kernel])
+    let mut config = Conv2dConfig::new([cin, cout], [kernel, kernel])
         .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(
             padding, padding, padding, padding,
         ))
         .with_groups(groups)
-        .with_bias(bias)
-        .init(device)
+        .with_bias(bias);
+    if let Some(i) = init.initializer() {
+        config = config.with_initializer(i);
+    }
+    let mut conv = config.init(device);
+    if bias && init.zero_bias() {
+        conv.bias = Some(Initializer::Zeros.init([cout], device));
+    }
+    conv
+}
+
+/// A linear layer drawn as `init` says.
+pub fn linear<B: Backend>(init: Init, cin: usize, cout: usize, device: &B::Device) -> Linear<B> {
+    let mut config = LinearConfig::new(cin, cout);
+    if let Some(i) = init.initializer() {
+        config = config.with_initializer(i);
+    }
+    let mut layer = config.init(device);
+    if init.zero_bias() {
+        layer.bias = Some(Initializer::Zeros.init([cout], device));
+    }
+    layer
 }
 
 /// LayerNorm over the channels of an NCHW tensor (torchvision's `LayerNorm2d`).
@@ -210,8 +267,8 @@ impl<B: Backend> ChannelAttention<B> {
     pub fn new(channels: usize, ratio: usize, device: &B::Device) -> Self {
         let hidden = (channels / ratio).max(1);
         Self {
-            fc1: conv2d(channels, hidden, 1, 1, 0, 1, false, device),
-            fc2: conv2d(hidden, channels, 1, 1, 0, 1, false, device),
+            fc1: conv2d(Init::Default, channels, hidden, 1, 1, 0, 1, false, device),
+            fc2: conv2d(Init::Default, hidden, channels, 1, 1, 0, 1, false, device),
         }
     }
 
@@ -236,7 +293,7 @@ pub struct SpatialAttention<B: Backend> {
 impl<B: Backend> SpatialAttention<B> {
     pub fn new(device: &B::Device) -> Self {
         Self {
-            conv: conv2d(2, 1, 7, 1, 3, 1, false, device),
+            conv: conv2d(Init::Default, 2, 1, 7, 1, 3, 1, false, device),
         }
     }
 

@@ -10,7 +10,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
-use crate::blocks::{conv2d, drop_path, dropout, LayerNorm2d};
+use crate::blocks::{conv2d, drop_path, dropout, linear, Init, LayerNorm2d};
 
 #[derive(Config, Debug)]
 pub struct MyConvNeXtConfig {
@@ -49,10 +49,10 @@ pub struct CnBlock<B: Backend> {
 impl<B: Backend> CnBlock<B> {
     fn new(dim: usize, drop_path: f64, dropout: f64, layer_scale: f64, device: &B::Device) -> Self {
         Self {
-            dwconv: conv2d(dim, dim, 7, 1, 3, dim, true, device),
+            dwconv: conv2d(Init::ConvNeXt, dim, dim, 7, 1, 3, dim, true, device),
             norm: LayerNormConfig::new(dim).with_epsilon(1e-6).init(device),
-            pwconv1: LinearConfig::new(dim, 4 * dim).init(device),
-            pwconv2: LinearConfig::new(4 * dim, dim).init(device),
+            pwconv1: linear(Init::ConvNeXt, dim, 4 * dim, device),
+            pwconv2: linear(Init::ConvNeXt, 4 * dim, dim, device),
             layer_scale: Param::from_tensor(Tensor::full([dim, 1, 1], layer_scale, device)),
             drop_path,
             dropout,
@@ -150,12 +150,12 @@ impl MyConvNeXtConfig {
             .windows(2)
             .map(|w| Downsample {
                 norm: LayerNorm2d::new(w[0], 1e-6, device),
-                conv: conv2d(w[0], w[1], 2, 2, 0, 1, true, device),
+                conv: conv2d(Init::ConvNeXt, w[0], w[1], 2, 2, 0, 1, true, device),
             })
             .collect();
         let last = *self.dims.last().expect("at least one stage");
         MyConvNeXt {
-            stem_conv: conv2d(3, self.dims[0], 4, 4, 0, 1, true, device),
+            stem_conv: conv2d(Init::ConvNeXt, 3, self.dims[0], 4, 4, 0, 1, true, device),
             stem_norm: LayerNorm2d::new(self.dims[0], 1e-6, device),
             stages,
             downsamples,

@@ -17,7 +17,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, relu};
 
-use crate::blocks::{conv2d, dropout, BatchNorm2d, Cbam};
+use crate::blocks::{conv2d, dropout, BatchNorm2d, Cbam, Init};
 
 #[derive(Config, Debug)]
 pub struct MyDenseNetConfig {
@@ -156,9 +156,9 @@ impl MyDenseNetConfig {
                     let mid = self.bn_size * self.growth;
                     DenseLayer {
                         norm1: BatchNorm2d::new(cin, device),
-                        conv1: conv2d(cin, mid, 1, 1, 0, 1, false, device),
+                        conv1: conv2d(Init::DenseNet, cin, mid, 1, 1, 0, 1, false, device),
                         norm2: BatchNorm2d::new(mid, device),
-                        conv2: conv2d(mid, self.growth, 3, 1, 1, 1, false, device),
+                        conv2: conv2d(Init::DenseNet, mid, self.growth, 3, 1, 1, 1, false, device),
                         dropout: self.dp2,
                     }
                 })
@@ -171,7 +171,7 @@ impl MyDenseNetConfig {
             if i + 1 < self.blocks.len() {
                 transitions.push(Transition {
                     norm: BatchNorm2d::new(c, device),
-                    conv: conv2d(c, c / 2, 1, 1, 0, 1, false, device),
+                    conv: conv2d(Init::DenseNet, c, c / 2, 1, 1, 0, 1, false, device),
                     pool: AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
                 });
                 c /= 2;
@@ -180,7 +180,17 @@ impl MyDenseNetConfig {
         let nf = c;
         let (heads, width) = self.heads();
         MyDenseNet {
-            conv0: conv2d(3, self.init_features, 7, 2, 3, 1, false, device),
+            conv0: conv2d(
+                Init::DenseNet,
+                3,
+                self.init_features,
+                7,
+                2,
+                3,
+                1,
+                false,
+                device,
+            ),
             norm0: BatchNorm2d::new(self.init_features, device),
             pool0: MaxPool2dConfig::new([3, 3])
                 .with_strides([2, 2])

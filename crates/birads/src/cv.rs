@@ -123,10 +123,10 @@ pub fn run(a: CvArgs) -> anyhow::Result<u8> {
         failed_images += failed;
         let m = &result.metrics;
         println!(
-            "fold {k}: test accuracy {:.3}, macro-F1 {:.3}, κ {:.3}, macro AUC {}, malignancy AUC {} (radiologist {}), {:.0} s",
+            "fold {k}: test accuracy {:.3}, macro-F1 {:.3}, κ {}, macro AUC {}, malignancy AUC {} (radiologist {}), {:.0} s",
             m.accuracy,
             m.macro_f1,
-            m.quadratic_kappa,
+            show(m.quadratic_kappa),
             show(m.auc_macro),
             show(m.malignancy_auc),
             show(m.radiologist_auc),

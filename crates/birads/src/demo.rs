@@ -28,7 +28,7 @@ pub struct DemoArgs {
     /// Labelled test images per task (testA).
     #[arg(long, default_value_t = 200)]
     pub test_images: usize,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 14)]
     pub cls_epochs: u64,
     #[arg(long, default_value_t = 8)]
     pub fea_epochs: u64,
@@ -50,9 +50,11 @@ pub fn quick_config(task: Task, epochs: u64, size: u32, seed: u64) -> TrainConfi
     crate::train::small_models(&mut cfg);
     cfg.epochs = epochs;
     cfg.batch_size = 32;
-    // From scratch, LayerNorm-ed ConvNeXt needs the larger step to leave the majority class
-    // within ten epochs; DenseNet's BatchNorm trains well at the usual 1e-3.
-    cfg.learning_rate = if task == Task::Cls { 2e-3 } else { 1e-3 };
+    // From scratch both need a step larger than the usual 1e-3 to learn within ten epochs:
+    // ConvNeXt to leave the majority class (1e-3 and 4e-3 did no better on the demo's
+    // validation images, 8e-3 stayed there), DenseNet from its kaiming-normal start (validation
+    // AUC 0.90 at 2e-3 against 0.84 at 1e-3 and 4e-3).
+    cfg.learning_rate = 2e-3;
     cfg.schedule.t0 = epochs.max(1);
     cfg.preprocess.crop = None;
     cfg.preprocess.cut_black = false;
