@@ -241,7 +241,8 @@ pub struct Scores {
     pub images: usize,
     pub accuracy: f64,
     pub macro_f1: f64,
-    pub quadratic_kappa: f64,
+    /// None when undefined (labels and predictions all one class): `fusion.json` must read back.
+    pub quadratic_kappa: Option<f64>,
     /// Mean negative log-probability of the true class.
     pub log_loss: f64,
     /// Expected calibration error of the top class (10 bins).
@@ -272,7 +273,7 @@ pub fn scores(probabilities: &[Vec<f64>], labels: &[usize], k: usize) -> Scores 
         images: labels.len(),
         accuracy: accuracy(labels, &pred),
         macro_f1: macro_f1(&cm),
-        quadratic_kappa: quadratic_kappa(&cm),
+        quadratic_kappa: Some(quadratic_kappa(&cm)).filter(|k| k.is_finite()),
         log_loss,
         ece: expected_calibration_error(&reliability(&conf, &hit, 10)),
     }

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use birads_infer::fusion::{
-    fit_fusion, fit_logistic, raw_inputs, standardiser, FusionError, FusionModel, Row,
+    fit_fusion, fit_logistic, raw_inputs, scores, standardiser, FusionError, FusionModel, Row,
+    Scores,
 };
 use serde_json::Value;
 
@@ -226,4 +227,19 @@ fn the_file_round_trips_and_refuses_what_it_is_not() {
     let e = FusionModel::load(&path).unwrap_err().to_string();
     assert!(e.contains("inconsistent sizes"), "{e}");
     assert!(fit_fusion(classes.clone(), classes, &rows[..5], &[], vec![]).is_err());
+}
+
+/// Held-out images of one class, all predicted as it, have no κ (scikit-learn: NaN). The
+/// scores keep it absent, so a fusion file that carries them reads back (a NaN would be
+/// written as `null` and fail to parse as a number).
+#[test]
+fn undefined_kappa_is_absent_and_the_scores_read_back() {
+    let probs = vec![vec![0.8, 0.1, 0.1]; 4];
+    let s = scores(&probs, &[0, 0, 0, 0], 3);
+    assert_eq!(s.accuracy, 1.0);
+    assert_eq!(s.quadratic_kappa, None);
+    let back: Scores = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+    let mixed = scores(&probs, &[0, 1, 2, 0], 3);
+    assert!(mixed.quadratic_kappa.is_some_and(f64::is_finite));
 }

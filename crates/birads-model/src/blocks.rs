@@ -7,8 +7,7 @@
 //! stochastic depth and batch statistics are active; on a plain backend (`model.valid()`,
 //! inference) they are not.
 
-use burn::module::Initializer;
-use burn::module::{Module, Param, RunningState};
+use burn::module::{Initializer, Module, Param, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;

@@ -39,8 +39,13 @@ pub struct FuseArgs {
 
 fn show(name: &str, s: &Scores) {
     println!(
-        "  {name:<11} accuracy {:.4}  macro-F1 {:.4}  QWK {:.4}  log-loss {:.4}  ECE {:.4}  ({} images)",
-        s.accuracy, s.macro_f1, s.quadratic_kappa, s.log_loss, s.ece, s.images
+        "  {name:<11} accuracy {:.4}  macro-F1 {:.4}  QWK {}  log-loss {:.4}  ECE {:.4}  ({} images)",
+        s.accuracy,
+        s.macro_f1,
+        s.quadratic_kappa.map_or("–".into(), |k| format!("{k:.4}")),
+        s.log_loss,
+        s.ece,
+        s.images
     );
 }
 
