@@ -6,12 +6,14 @@ times each pipeline in its own process and prints one table beside birads' figur
     python3 scripts/bench_pipeline.py runpy --input testB --weights DIR --output OUT
     python3 scripts/bench_pipeline.py ort --input testB --weights DIR --output OUT --batch-size 8
     python3 scripts/bench_pipeline.py train --model convnext --batch 8 --size 224 --runs 5 [--device cuda --amp]
+    python3 scripts/bench_pipeline.py infer --model convnext --batch 32 --size 224 --runs 5 [--device cuda --amp]
 
 `runpy` is the original competition entry point as written: PIL RGB → CenterCrop(672) →
 Resize((224, 224)) → ToTensor → Normalize, batch 1, argmax, `cla_pre.csv` / `fea_pre.csv`.
 `ort` runs the same two models exported to ONNX with the same preprocessing, batched as
 birads batches. `train` times optimiser steps (forward, loss, backward, AdamW) of the
-original models in train mode on a fixed random batch and prints one JSON line.
+original models in train mode on a fixed random batch and prints one JSON line; `infer` does
+the same for forward passes in eval mode (softmax read back to the host, as a prediction does).
 Needs torch, torchvision, pillow; onnx and onnxruntime for `setup`'s export and `ort`.
 """
 import argparse
@@ -142,17 +144,47 @@ def train(a):
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(a.warmup):
+    rates = timed(step, sync, a.batch, a.runs, a.warmup, a.min_seconds)
+    print(json.dumps({"model": a.model, "batch": a.batch, "size": a.size, "device": a.device, "amp": a.amp,
+                      "threads": torch.get_num_threads(), "img_s": statistics.median(rates), "runs": rates}))
+
+
+def timed(step, sync, batch, runs, warmup, min_seconds):
+    """Images/s of `step` over `runs` runs of at least `min_seconds`, after `warmup` steps."""
+    for _ in range(warmup):
         step()
     sync()
     rates = []
-    for _ in range(a.runs):
+    for _ in range(runs):
         n, t = 0, time.perf_counter()
-        while n == 0 or time.perf_counter() - t < a.min_seconds:
+        while n == 0 or time.perf_counter() - t < min_seconds:
             step()
             n += 1
             sync()
-        rates.append(n * a.batch / (time.perf_counter() - t))
+        rates.append(n * batch / (time.perf_counter() - t))
+    return rates
+
+
+def infer(a):
+    """Images/s of eval-mode forward passes, probabilities copied back to the host."""
+    import torch
+    my_convnext, my_densenet = models()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    torch.manual_seed(0)
+    model = (my_convnext() if a.model == "convnext" else my_densenet()).to(dev).eval()
+    x = torch.randn(a.batch, 3, a.size, a.size, device=dev)
+
+    def step():
+        with torch.inference_mode(), torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.amp):
+            torch.softmax(model(x).float(), -1).cpu()
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    rates = timed(step, sync, a.batch, a.runs, a.warmup, a.min_seconds)
     print(json.dumps({"model": a.model, "batch": a.batch, "size": a.size, "device": a.device, "amp": a.amp,
                       "threads": torch.get_num_threads(), "img_s": statistics.median(rates), "runs": rates}))
 
@@ -168,18 +200,19 @@ def main():
         p.add_argument("--weights", required=True)
         p.add_argument("--output", required=True)
         p.add_argument("--batch-size", type=int, default=8)
-    t = sub.add_parser("train")
-    t.add_argument("--model", choices=["convnext", "densenet"], required=True)
-    t.add_argument("--batch", type=int, default=8)
-    t.add_argument("--size", type=int, default=224)
-    t.add_argument("--runs", type=int, default=5)
-    t.add_argument("--warmup", type=int, default=1)
-    t.add_argument("--min-seconds", type=float, default=1.0)
-    t.add_argument("--threads", type=int, default=0)
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--amp", action="store_true", help="bf16 autocast")
+    for name in ["train", "infer"]:
+        t = sub.add_parser(name)
+        t.add_argument("--model", choices=["convnext", "densenet"], required=True)
+        t.add_argument("--batch", type=int, default=8)
+        t.add_argument("--size", type=int, default=224)
+        t.add_argument("--runs", type=int, default=5)
+        t.add_argument("--warmup", type=int, default=1)
+        t.add_argument("--min-seconds", type=float, default=1.0)
+        t.add_argument("--threads", type=int, default=0)
+        t.add_argument("--device", default="cpu")
+        t.add_argument("--amp", action="store_true", help="bf16 autocast")
     a = ap.parse_args()
-    {"setup": setup, "runpy": runpy, "ort": ort, "train": train}[a.cmd](a)
+    {"setup": setup, "runpy": runpy, "ort": ort, "train": train, "infer": infer}[a.cmd](a)
 
 
 if __name__ == "__main__":

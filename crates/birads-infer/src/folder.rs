@@ -13,6 +13,9 @@ use birads_model::Cpu;
 
 use crate::csvout::{write_cla_pre, write_cla_prob, write_fea_pre, write_fea_prob};
 use crate::loaded::{load_model, LoadError};
+#[cfg(feature = "cuda")]
+use crate::predict::BurnRunner;
+use crate::predict::Runner;
 use crate::Predictor;
 
 /// Which code runs the models at inference.
@@ -23,6 +26,8 @@ pub enum Engine {
     Fast,
     /// burn's CPU backend, the same modules training uses.
     Burn,
+    /// burn's CUDA backend on the first NVIDIA GPU (a build with the `cuda` feature).
+    Cuda,
 }
 
 /// A model ready to predict, with its class list and where it came from.
@@ -41,18 +46,39 @@ pub fn load_predictor(
 ) -> Result<Loaded, LoadError> {
     let device = Default::default();
     let loaded = load_model::<Cpu>(path, purpose, &device)?;
-    let fast = (engine == Engine::Fast).then(|| FastModel::from_model(&loaded.model));
+    let runner: Option<Box<dyn Runner>> = match engine {
+        Engine::Fast => Some(Box::new(FastModel::from_model(&loaded.model))),
+        Engine::Burn => None,
+        Engine::Cuda => Some(cuda_runner(path, purpose)?),
+    };
     Ok(Loaded {
         predictor: Predictor {
             model: loaded.model,
             preprocess: loaded.preprocess,
             device,
             tta,
-            fast,
+            runner,
         },
         classes: loaded.classes,
         source: loaded.source,
     })
+}
+
+/// The same weights on the GPU, for `Engine::Cuda`.
+#[cfg(feature = "cuda")]
+fn cuda_runner(path: &Path, purpose: Purpose) -> Result<Box<dyn Runner>, LoadError> {
+    use birads_model::Cuda;
+    let device = Default::default();
+    let loaded = load_model::<Cuda>(path, purpose, &device)?;
+    Ok(Box::new(BurnRunner::<Cuda>::new(loaded.model, device)))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_runner(_path: &Path, _purpose: Purpose) -> Result<Box<dyn Runner>, LoadError> {
+    Err(LoadError::Unavailable(
+        "this birads was built without CUDA; rebuild with `cargo build --release --features cuda`"
+            .into(),
+    ))
 }
 
 /// What `predict_folder` does.

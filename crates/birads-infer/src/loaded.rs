@@ -17,6 +17,8 @@ pub enum LoadError {
     Meta(String, &'static str, serde_json::Error),
     #[error("birads has a built-in BI-RADS model, but not {0}: give its weights file")]
     NoBuiltin(&'static str),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A model ready for inference.

@@ -56,9 +56,87 @@ pub struct Predictor<B: Backend> {
     pub device: B::Device,
     /// Average with the horizontally flipped image (test-time augmentation).
     pub tta: bool,
-    /// The dedicated CPU inference path (same outputs, several times faster than burn's
-    /// generic ops); `None` runs `model` through burn on `device`.
-    pub fast: Option<FastModel>,
+    /// Another way to run the same weights: the dedicated CPU path (`FastModel`: same outputs,
+    /// several times faster than burn's generic ops) or burn on a GPU (`BurnRunner`). `None`
+    /// runs `model` through burn on `device`.
+    pub runner: Option<Box<dyn Runner>>,
+}
+
+/// Runs a model on a batch of preprocessed images: softmax probabilities of every image,
+/// concatenated (`[n, classes]`, or `[n, 4, 2]` for the feature model), flipped copies
+/// averaged in when `tta`.
+pub trait Runner: Send + Sync {
+    fn probabilities(&self, images: &[f32], n: usize, size: usize, tta: bool) -> Vec<f32>;
+}
+
+impl Runner for FastModel {
+    fn probabilities(&self, images: &[f32], n: usize, size: usize, tta: bool) -> Vec<f32> {
+        let run = |x: &[f32]| {
+            let mut p = self.forward(x, n, size, size);
+            let group = self.softmax_group(p.len() / n);
+            softmax_groups(&mut p, group);
+            p
+        };
+        let mut p = run(images);
+        if tta {
+            let q = run(&flip_horizontally(images, size));
+            p.iter_mut().zip(q).for_each(|(a, b)| *a = (*a + b) / 2.0);
+        }
+        p
+    }
+}
+
+/// A model on any burn backend and device (a GPU's, for `--device cuda`).
+pub struct BurnRunner<B: Backend> {
+    // burn's GPU tensors are not `Sync`; the lock makes the runner shareable between the
+    // threads of a server (one batch at a time runs on a device anyway).
+    model: std::sync::Mutex<AnyModel<B>>,
+    device: B::Device,
+}
+
+impl<B: Backend> BurnRunner<B> {
+    pub fn new(model: AnyModel<B>, device: B::Device) -> Self {
+        Self {
+            model: std::sync::Mutex::new(model),
+            device,
+        }
+    }
+}
+
+impl<B: Backend> Runner for BurnRunner<B>
+where
+    AnyModel<B>: Send,
+{
+    fn probabilities(&self, images: &[f32], n: usize, size: usize, tta: bool) -> Vec<f32> {
+        let model = self.model.lock().unwrap_or_else(|e| e.into_inner());
+        burn_probabilities(&model, &self.device, images.to_vec(), n, size, tta)
+    }
+}
+
+/// Softmax probabilities through burn's modules on `device`, flattened per image.
+fn burn_probabilities<B: Backend>(
+    model: &AnyModel<B>,
+    device: &B::Device,
+    images: Vec<f32>,
+    n: usize,
+    size: usize,
+    tta: bool,
+) -> Vec<f32> {
+    let x = Tensor::<B, 4>::from_data(TensorData::new(images, [n, 3, size, size]), device);
+    let run = |x: Tensor<B, 4>| -> Tensor<B, 2> {
+        match model {
+            AnyModel::ConvNeXt(m) => softmax(m.forward(x), 1),
+            AnyModel::DenseNet(m) => softmax(m.forward(x), 2).flatten(1, 2),
+        }
+    };
+    let mut p = run(x.clone());
+    if tta {
+        p = (p + run(x.flip([3]))) / 2.0;
+    }
+    p.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 output")
 }
 
 /// Softmax over consecutive groups of `width` values, in place.
@@ -94,36 +172,12 @@ impl<B: Backend> Predictor<B> {
     /// `size`, concatenated): `[n, classes]` (ConvNeXt) or `[n, 4, 2]` (DenseNet) flattened per
     /// image.
     pub fn probabilities(&self, images: Vec<f32>, n: usize, size: usize) -> Vec<Vec<f32>> {
-        if let Some(fast) = &self.fast {
-            let run = |x: &[f32]| {
-                let mut p = fast.forward(x, n, size, size);
-                let group = fast.softmax_group(p.len() / n);
-                softmax_groups(&mut p, group);
-                p
-            };
-            let mut p = run(&images);
-            if self.tta {
-                let q = run(&flip_horizontally(&images, size));
-                p.iter_mut().zip(q).for_each(|(a, b)| *a = (*a + b) / 2.0);
-            }
-            let width = p.len() / n;
-            return p.chunks(width).map(|c| c.to_vec()).collect();
-        }
-        let x =
-            Tensor::<B, 4>::from_data(TensorData::new(images, [n, 3, size, size]), &self.device);
-        let run = |x: Tensor<B, 4>| -> Tensor<B, 2> {
-            match &self.model {
-                AnyModel::ConvNeXt(m) => softmax(m.forward(x), 1),
-                AnyModel::DenseNet(m) => softmax(m.forward(x), 2).flatten(1, 2),
-            }
+        let p = match &self.runner {
+            Some(r) => r.probabilities(&images, n, size, self.tta),
+            None => burn_probabilities(&self.model, &self.device, images, n, size, self.tta),
         };
-        let mut p = run(x.clone());
-        if self.tta {
-            p = (p + run(x.flip([3]))) / 2.0;
-        }
-        let width = p.dims()[1];
-        let flat = p.into_data().to_vec::<f32>().expect("f32 output");
-        flat.chunks(width).map(|c| c.to_vec()).collect()
+        let width = p.len() / n.max(1);
+        p.chunks(width.max(1)).map(|c| c.to_vec()).collect()
     }
 
     /// Probabilities of every sample that could be read, with its index in `samples`, in

@@ -7,6 +7,7 @@
 //! stochastic depth and batch statistics are active; on a plain backend (`model.valid()`,
 //! inference) they are not.
 
+use crate::amp;
 use burn::module::{Initializer, Module, Param, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
@@ -272,7 +273,7 @@ impl<B: Backend> ChannelAttention<B> {
     }
 
     fn mlp(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.fc2.forward(relu(self.fc1.forward(x)))
+        amp::conv2d(&self.fc2, relu(amp::conv2d(&self.fc1, x)))
     }
 
     /// The attention map `[N, C, 1, 1]`.
@@ -300,7 +301,7 @@ impl<B: Backend> SpatialAttention<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let avg = x.clone().mean_dim(1);
         let max = x.max_dim(1);
-        sigmoid(self.conv.forward(Tensor::cat(vec![avg, max], 1)))
+        sigmoid(amp::conv2d(&self.conv, Tensor::cat(vec![avg, max], 1)))
     }
 }
 

@@ -10,6 +10,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
+use crate::amp;
 use crate::blocks::{conv2d, drop_path, dropout, linear, Init, LayerNorm2d};
 
 #[derive(Config, Debug)]
@@ -64,14 +65,11 @@ impl<B: Backend> CnBlock<B> {
         // Channels-last rows, contiguous after the reshape: LayerNorm and both Linears run on
         // a plain [N·H·W, C] matrix and the layer scale is a broadcast along rows (the CPU
         // backend's fast paths); permuted 4-D views fell back to strided loops.
-        let rows = self
-            .dwconv
-            .forward(x.clone())
+        let rows = amp::conv2d(&self.dwconv, x.clone())
             .permute([0, 2, 3, 1])
             .reshape([n * h * w, c]);
-        let rows = self
-            .pwconv2
-            .forward(gelu(self.pwconv1.forward(self.norm.forward(rows))));
+        let hidden = gelu(amp::linear(&self.pwconv1, self.norm.forward(rows)));
+        let rows = amp::linear(&self.pwconv2, hidden);
         let rows = rows * self.layer_scale.val().reshape([1, c]);
         let y = rows
             .reshape([n, h, w, c])
@@ -173,13 +171,13 @@ impl<B: Backend> MyConvNeXt<B> {
         let p = self.dropout;
         let mut x = dropout(
             self.stem_norm
-                .forward(dropout(self.stem_conv.forward(x), p)),
+                .forward(dropout(amp::conv2d(&self.stem_conv, x), p)),
             p,
         );
         for (i, stage) in self.stages.iter().enumerate() {
             if i > 0 {
                 let d = &self.downsamples[i - 1];
-                x = dropout(d.conv.forward(dropout(d.norm.forward(x), p)), p);
+                x = dropout(amp::conv2d(&d.conv, dropout(d.norm.forward(x), p)), p);
             }
             for block in &stage.blocks {
                 x = block.forward(x);
@@ -191,8 +189,8 @@ impl<B: Backend> MyConvNeXt<B> {
     /// Logits `[N, classes]` from pooled features.
     pub fn head(&self, features: Tensor<B, 4>) -> Tensor<B, 2> {
         let pooled: Tensor<B, 2> = features.mean_dims(&[2, 3]).flatten(1, 3);
-        let h = gelu(self.head_fc1.forward(self.head_norm.forward(pooled)));
-        self.head_fc2.forward(dropout(h, self.dropout))
+        let h = gelu(amp::linear(&self.head_fc1, self.head_norm.forward(pooled)));
+        amp::linear(&self.head_fc2, dropout(h, self.dropout))
     }
 
     /// `[N, 3, H, W]` normalised images → `[N, classes]` logits.

@@ -17,6 +17,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, relu};
 
+use crate::amp;
 use crate::blocks::{conv2d, dropout, BatchNorm2d, Cbam, Init};
 
 #[derive(Config, Debug)]
@@ -54,8 +55,8 @@ pub struct DenseLayer<B: Backend> {
 
 impl<B: Backend> DenseLayer<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = self.conv1.forward(relu(self.norm1.forward(x)));
-        let y = self.conv2.forward(relu(self.norm2.forward(y)));
+        let y = amp::conv2d(&self.conv1, relu(self.norm1.forward(x)));
+        let y = amp::conv2d(&self.conv2, relu(self.norm2.forward(y)));
         dropout(y, self.dropout)
     }
 }
@@ -243,11 +244,13 @@ impl<B: Backend> MyDenseNet<B> {
     pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut x = self
             .pool0
-            .forward(relu(self.norm0.forward(self.conv0.forward(x))));
+            .forward(relu(self.norm0.forward(amp::conv2d(&self.conv0, x))));
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x);
             if let Some(t) = self.transitions.get(i) {
-                x = t.pool.forward(t.conv.forward(relu(t.norm.forward(x))));
+                x = t
+                    .pool
+                    .forward(amp::conv2d(&t.conv, relu(t.norm.forward(x))));
             }
         }
         self.norm5.forward(x)
@@ -256,16 +259,16 @@ impl<B: Backend> MyDenseNet<B> {
     /// Per-head logits `[N, tasks, 2]` (features) or `[N, 1, classes]` from feature maps.
     pub fn head(&self, features: Tensor<B, 4>) -> Tensor<B, 3> {
         let pooled: Tensor<B, 2> = features.mean_dims(&[2, 3]).flatten(1, 3);
-        let h = relu(self.head_fc1.forward(self.head_norm.forward(pooled)));
-        let h = gelu(self.head_fc2.forward(dropout(h, self.dp1)));
-        let shared = self.shared_proj.forward(h.clone());
+        let h = relu(amp::linear(&self.head_fc1, self.head_norm.forward(pooled)));
+        let h = gelu(amp::linear(&self.head_fc2, dropout(h, self.dp1)));
+        let shared = amp::linear(&self.shared_proj, h.clone());
         let outputs: Vec<Tensor<B, 2>> = self
             .task_proj
             .iter()
             .zip(&self.task_heads)
             .map(|(proj, head)| {
-                let f = Tensor::cat(vec![shared.clone(), proj.forward(h.clone())], 1);
-                head.fc2.forward(relu(head.fc1.forward(f)))
+                let f = Tensor::cat(vec![shared.clone(), amp::linear(proj, h.clone())], 1);
+                amp::linear(&head.fc2, relu(amp::linear(&head.fc1, f)))
             })
             .collect();
         Tensor::stack(outputs, 1)

@@ -2,12 +2,14 @@
 //! as burn modules, generic over the backend, with weight import from the original PyTorch
 //! checkpoints and torchvision's ImageNet weights.
 
+pub mod amp;
 pub mod blocks;
 pub mod builtin;
 pub mod checkpoint;
 pub mod convnext;
 pub mod densenet;
 pub mod fast;
+pub mod gradcheck;
 pub mod weights;
 
 pub use convnext::{MyConvNeXt, MyConvNeXtConfig};
@@ -17,10 +19,18 @@ pub use densenet::{MyDenseNet, MyDenseNetConfig};
 pub type Cpu = burn::backend::Flex;
 /// CPU with autodiff, for training.
 pub type CpuTrain = burn::backend::Autodiff<Cpu>;
-/// burn's CUDA backend (feature `cuda`).
+/// burn's CUDA backend (feature `cuda`), with kernel fusion and autotuning.
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda;
+/// The same CUDA backend without fusion: every tensor operation its own kernel launch
+/// (benchmarks measure what fusion buys).
+#[cfg(feature = "cuda")]
+pub type CudaUnfused = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
 /// burn's CUDA backend computing in bfloat16 (mixed-precision training: bf16 needs no loss
 /// scaling; inputs and checkpoints stay f32).
 #[cfg(feature = "cuda")]
 pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16>;
+/// `CudaBf16` without fusion.
+#[cfg(feature = "cuda")]
+pub type CudaUnfusedBf16 =
+    burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, burn::tensor::bf16, i32, u8>;

@@ -34,6 +34,13 @@ pub enum BenchCommand {
     /// Training images/s (AdamW steps, train mode) of both models beside PyTorch; with
     /// `--device cuda --precision bf16` beside PyTorch AMP (bf16 autocast).
     Train(crate::bench_compare::TrainBenchArgs),
+    /// Forward images/s through burn's modules on a device (`--device cuda`: the GPU path of
+    /// predict and serve), batch 1 and 32, beside PyTorch eager on the same device.
+    Infer(crate::bench_device::InferBenchArgs),
+    /// Is the device right? One training-mode forward and backward of both models on the
+    /// device against the CPU in f32: outputs and every parameter gradient compared; exits
+    /// non-zero when a limit is broken.
+    DeviceCheck(crate::bench_device::DeviceCheckArgs),
 }
 
 #[derive(Args)]
@@ -112,6 +119,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
         BenchCommand::Models(a) => bench_models(a),
         BenchCommand::Compare(a) => crate::bench_compare::compare(a),
         BenchCommand::Train(a) => crate::bench_compare::train(a),
+        BenchCommand::Infer(a) => crate::bench_device::infer(a),
+        BenchCommand::DeviceCheck(a) => crate::bench_device::device_check(a),
     }
 }
 

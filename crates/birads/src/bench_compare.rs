@@ -19,8 +19,8 @@ use clap::Args;
 use crate::bench::median;
 use crate::train::{DeviceArg, PrecisionArg, TrainEngineArg};
 
-const PY_PIPELINE: &str = include_str!("../../../scripts/bench_pipeline.py");
-const PY_MODEL_DEFS: &str = include_str!("../../../scripts/make_model_fixtures.py");
+pub(crate) const PY_PIPELINE: &str = include_str!("../../../scripts/bench_pipeline.py");
+pub(crate) const PY_MODEL_DEFS: &str = include_str!("../../../scripts/make_model_fixtures.py");
 
 #[derive(Args)]
 pub struct CompareArgs {
@@ -76,9 +76,22 @@ pub struct TrainBenchArgs {
     #[arg(long)]
     pub no_python: bool,
     /// birads' training path: `fast` (the dedicated CPU backbone, CPU only) or `burn`
-    /// (burn's autodiff on the chosen device).
-    #[arg(long, value_enum, default_value = "fast")]
-    pub engine: TrainEngineArg,
+    /// (burn's autodiff on the chosen device) [default: fast on the CPU, burn on CUDA].
+    #[arg(long, value_enum)]
+    pub engine: Option<TrainEngineArg>,
+    /// CUDA without burn's kernel fusion (each tensor operation its own launch), to see what
+    /// fusion buys.
+    #[arg(long)]
+    pub no_fusion: bool,
+}
+
+impl TrainBenchArgs {
+    fn engine(&self) -> TrainEngineArg {
+        self.engine.unwrap_or(match self.device {
+            DeviceArg::Cpu => TrainEngineArg::Fast,
+            DeviceArg::Cuda => TrainEngineArg::Burn,
+        })
+    }
 }
 
 /// Wall seconds and peak resident set (MiB) of one child process.
@@ -324,7 +337,8 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<u8> {
             precision: PrecisionArg::F32,
             python: a.python.clone(),
             no_python: false,
-            engine: TrainEngineArg::Fast,
+            engine: Some(TrainEngineArg::Fast),
+            no_fusion: false,
         };
         Some(train_rows(&args, &work)?)
     } else {
@@ -416,7 +430,7 @@ where
             smoothed_cross_entropy(logits, y, 0.1)
         }
     };
-    let mut fast = (a.engine == TrainEngineArg::Fast)
+    let mut fast = (a.engine() == TrainEngineArg::Fast)
         .then(|| FastBackbone::new(&model, OptimConfig::new(UpdateRule::AdamW, 0.05)));
     let images: Vec<f32> = x.to_data().convert::<f32>().to_vec().expect("f32 images");
     let mut seed = 0u64;
@@ -473,6 +487,42 @@ fn birads_train_rate<B: AutodiffBackend>(name: &str, a: &TrainBenchArgs) -> f64 
     }
 }
 
+/// birads' images/s for `name` on the device, precision and engine of `a`.
+fn birads_rate(name: &str, a: &TrainBenchArgs) -> anyhow::Result<f64> {
+    use birads_model::amp::autocast;
+    #[cfg(feature = "cuda")]
+    use burn::backend::Autodiff;
+    let amp = a.precision == PrecisionArg::Amp;
+    if amp && a.engine() == TrainEngineArg::Fast {
+        bail!("--precision amp runs on burn's autodiff: add --engine burn");
+    }
+    if a.device == DeviceArg::Cuda && a.engine() == TrainEngineArg::Fast {
+        bail!("the fast training path runs on the CPU; use --engine burn with --device cuda");
+    }
+    // Autocast holds on this thread, where the steps run.
+    let _amp = amp.then(|| autocast(burn::tensor::FloatDType::BF16));
+    Ok(match (a.device, a.precision) {
+        (DeviceArg::Cpu, PrecisionArg::Bf16) => bail!("bf16 needs --device cuda"),
+        (DeviceArg::Cpu, _) => birads_train_rate::<birads_model::CpuTrain>(name, a),
+        #[cfg(feature = "cuda")]
+        (DeviceArg::Cuda, PrecisionArg::Bf16) if a.no_fusion => {
+            birads_train_rate::<Autodiff<birads_model::CudaUnfusedBf16>>(name, a)
+        }
+        #[cfg(feature = "cuda")]
+        (DeviceArg::Cuda, PrecisionArg::Bf16) => {
+            birads_train_rate::<Autodiff<birads_model::CudaBf16>>(name, a)
+        }
+        #[cfg(feature = "cuda")]
+        (DeviceArg::Cuda, _) if a.no_fusion => {
+            birads_train_rate::<Autodiff<birads_model::CudaUnfused>>(name, a)
+        }
+        #[cfg(feature = "cuda")]
+        (DeviceArg::Cuda, _) => birads_train_rate::<Autodiff<birads_model::Cuda>>(name, a),
+        #[cfg(not(feature = "cuda"))]
+        (DeviceArg::Cuda, _) => bail!("this birads was built without the `cuda` feature"),
+    })
+}
+
 /// (model, birads img/s, PyTorch img/s) for each model.
 fn train_rows(a: &TrainBenchArgs, work: &Path) -> anyhow::Result<Vec<(String, f64, Option<f64>)>> {
     let script = work.join("bench_pipeline.py");
@@ -482,28 +532,7 @@ fn train_rows(a: &TrainBenchArgs, work: &Path) -> anyhow::Result<Vec<(String, f6
     }
     let mut rows = Vec::new();
     for name in &a.models {
-        let ours = match (a.device, a.precision) {
-            (DeviceArg::Cpu, PrecisionArg::F32) => {
-                birads_train_rate::<birads_model::CpuTrain>(name, a)
-            }
-            (DeviceArg::Cpu, PrecisionArg::Bf16) => bail!("bf16 needs --device cuda"),
-            #[cfg(feature = "cuda")]
-            (DeviceArg::Cuda, _) if a.engine == TrainEngineArg::Fast => {
-                bail!(
-                    "the fast training path runs on the CPU; use --engine burn with --device cuda"
-                )
-            }
-            #[cfg(feature = "cuda")]
-            (DeviceArg::Cuda, PrecisionArg::F32) => {
-                birads_train_rate::<burn::backend::Autodiff<birads_model::Cuda>>(name, a)
-            }
-            #[cfg(feature = "cuda")]
-            (DeviceArg::Cuda, PrecisionArg::Bf16) => {
-                birads_train_rate::<burn::backend::Autodiff<birads_model::CudaBf16>>(name, a)
-            }
-            #[cfg(not(feature = "cuda"))]
-            (DeviceArg::Cuda, _) => bail!("this birads was built without the `cuda` feature"),
-        };
+        let ours = birads_rate(name, a)?;
         let theirs = if a.no_python {
             None
         } else {
@@ -529,7 +558,7 @@ fn train_rows(a: &TrainBenchArgs, work: &Path) -> anyhow::Result<Vec<(String, f6
                     c.args(["--device", "cuda"]);
                 }
             }
-            if a.precision == PrecisionArg::Bf16 {
+            if a.precision != PrecisionArg::F32 {
                 c.arg("--amp");
             }
             let o = c.output();
@@ -560,6 +589,7 @@ pub fn train(a: TrainBenchArgs) -> anyhow::Result<u8> {
         match a.precision {
             PrecisionArg::F32 => "f32",
             PrecisionArg::Bf16 => "bf16 (PyTorch: AMP autocast bf16)",
+            PrecisionArg::Amp => "amp: f32 weights, bf16 products (PyTorch: AMP autocast bf16)",
         },
         a.runs
     );

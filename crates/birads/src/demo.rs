@@ -162,6 +162,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         batch_size: 16,
         tta: false,
         engine: crate::predict::EngineArg::Fast,
+        device: crate::train::DeviceArg::Cpu,
         fusion: None,
         report: None,
     })?;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_compare;
+mod bench_device;
 mod cv;
 mod data;
 mod demo;

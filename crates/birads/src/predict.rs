@@ -43,6 +43,10 @@ pub struct PredictArgs {
     /// both give the same outputs to about 1e-6.
     #[arg(long, value_enum, default_value_t = EngineArg::Fast)]
     pub engine: EngineArg,
+    /// Where the models run: the CPU (with --engine), or `cuda`, the first NVIDIA GPU through
+    /// burn's CUDA backend (a build with `--features cuda`; the same outputs to about 1e-5).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: crate::train::DeviceArg,
     /// A fusion model from `birads fuse`: the fused category of every image both models saw,
     /// written to OUTPUT/fused/ (cla_pre.csv, cla_prob.csv; `birads eval --pred OUTPUT/fused`).
     #[arg(long)]
@@ -61,6 +65,15 @@ pub enum EngineArg {
     Fast,
     /// burn's CPU backend, the same modules training uses.
     Burn,
+}
+
+/// The inference engine for `--engine` on `--device`.
+pub fn engine(engine: EngineArg, device: crate::train::DeviceArg) -> Engine {
+    match (device, engine) {
+        (crate::train::DeviceArg::Cuda, _) => Engine::Cuda,
+        (_, EngineArg::Fast) => Engine::Fast,
+        (_, EngineArg::Burn) => Engine::Burn,
+    }
 }
 
 /// Run `work` with a progress bar on a terminal (nothing otherwise); `work` gets a callback
@@ -154,10 +167,7 @@ pub fn run(a: PredictArgs) -> anyhow::Result<u8> {
         probabilities: a.probabilities,
         batch_size: a.batch_size,
         tta: a.tta,
-        engine: match a.engine {
-            EngineArg::Fast => Engine::Fast,
-            EngineArg::Burn => Engine::Burn,
-        },
+        engine: engine(a.engine, a.device),
         every_image: a.fusion.is_some() || a.report.is_some(),
     };
     let fusion = a.fusion.as_deref().map(FusionModel::load).transpose()?;

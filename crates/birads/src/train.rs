@@ -57,8 +57,12 @@ impl TrainEngineArg {
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PrecisionArg {
     F32,
-    /// bfloat16 compute (CUDA only).
+    /// Everything in bfloat16: weights, activations, gradients and optimiser state (CUDA only).
     Bf16,
+    /// Mixed precision as PyTorch AMP does it: f32 weights and optimiser state, convolutions
+    /// and linear layers computed in bfloat16, normalisation and losses in f32 (burn engine;
+    /// on the CPU it runs, slowly, for checking).
+    Amp,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -136,7 +140,8 @@ pub struct RecipeArgs {
 pub struct EngineArgs {
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
-    /// Compute precision; bf16 (mixed precision, no loss scaling needed) needs --device cuda.
+    /// Compute precision: f32; amp (f32 weights, bf16 products, as PyTorch AMP; no loss
+    /// scaling needed with bf16); bf16 (all bf16, --device cuda only).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
     /// Training engine [default: fast on the CPU, burn with --device cuda]. A resumed run
@@ -521,14 +526,21 @@ pub fn train_with(
             &Default::default(),
         )?)
     }
+    if precision == PrecisionArg::Amp && opts.engine != birads_train::trainer::Engine::Burn {
+        anyhow::bail!("--precision amp runs on burn's autodiff: add --engine burn");
+    }
+    // Autocast holds on this thread, where the training loop runs forward and loss.
+    let _amp = (precision == PrecisionArg::Amp)
+        .then(|| birads_model::amp::autocast(burn::tensor::FloatDType::BF16));
     let c = &mut console;
     let outcome = match (device, precision) {
         (DeviceArg::Cpu, PrecisionArg::Bf16) => anyhow::bail!(
-            "--precision bf16 needs --device cuda (burn's CPU backend trains in f32)"
+            "--precision bf16 needs --device cuda (burn's CPU backend trains in f32); \
+             --precision amp runs on the CPU"
         ),
-        (DeviceArg::Cpu, PrecisionArg::F32) => on::<birads_model::CpuTrain>(cfg, train, val, opts, c)?,
+        (DeviceArg::Cpu, _) => on::<birads_model::CpuTrain>(cfg, train, val, opts, c)?,
         #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, PrecisionArg::F32) => {
+        (DeviceArg::Cuda, PrecisionArg::F32 | PrecisionArg::Amp) => {
             on::<burn::backend::Autodiff<birads_model::Cuda>>(cfg, train, val, opts, c)?
         }
         #[cfg(feature = "cuda")]

@@ -576,6 +576,32 @@ fn metrics_rows(run: &Path) -> Vec<csv::StringRecord> {
         .collect()
 }
 
+/// Mixed precision (`--precision amp`) trains through burn's autodiff with bf16 products;
+/// the CPU runs it too (slowly), so the path is exercised without a GPU: it must train to
+/// a loss near the f32 run's from the same seed, and refuse the fast engine (all f32).
+#[test]
+fn train_with_amp_follows_the_f32_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = synth_small(dir.path());
+    let cfg = dir.path().join("quick.toml");
+    std::fs::write(&cfg, QUICK_CLS).unwrap();
+    let (f32_run, amp_run) = (dir.path().join("f32"), dir.path().join("amp"));
+    let o = train_small(&synth, &f32_run, &cfg, &["--engine", "burn"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = train_small(&synth, &amp_run, &cfg, &["--engine", "burn", "--precision", "amp"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (metrics_rows(&f32_run), metrics_rows(&amp_run));
+    assert_eq!((a.len(), b.len()), (2, 2));
+    for (x, y) in a.iter().zip(&b) {
+        let (x, y): (f64, f64) = (x[2].parse().unwrap(), y[2].parse().unwrap());
+        assert!(y.is_finite() && x != y, "amp loss {y}, f32 loss {x}: bf16 did not run");
+        assert!((x - y).abs() < 0.05 * x, "amp loss {y} far from f32 loss {x}");
+    }
+    let o = train_small(&synth, &dir.path().join("c"), &cfg, &["--precision", "amp"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--engine burn"));
+}
+
 #[test]
 fn train_writes_reports_and_resume_continues_exactly() {
     let dir = tempfile::tempdir().unwrap();

@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Images that may wait for inference; beyond that requests get 503 + Retry-After.
     #[arg(long, default_value_t = 32)]
     pub queue: usize,
+    /// Where the models run: the CPU (the dedicated fast path) or `cuda`, the first NVIDIA
+    /// GPU (a build with `--features cuda`). Grad-CAM heatmaps are computed on the CPU.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: crate::train::DeviceArg,
     /// Most requests sharing one forward pass.
     #[arg(long, default_value_t = 8)]
     pub max_batch: usize,
@@ -160,10 +164,11 @@ impl From<PrepareError> for ApiError {
 fn predictor(
     path: &std::path::Path,
     kind: Purpose,
+    device: crate::train::DeviceArg,
 ) -> anyhow::Result<(Predictor<Cpu>, LoadedModel<CpuTrain>, Vec<String>)> {
-    let (predictor, classes) =
-        birads_infer::folder::load_predictor(path, kind, false, birads_infer::folder::Engine::Fast)
-            .map(|l| (l.predictor, l.classes))?;
+    let engine = crate::predict::engine(crate::predict::EngineArg::Fast, device);
+    let (predictor, classes) = birads_infer::folder::load_predictor(path, kind, false, engine)
+        .map(|l| (l.predictor, l.classes))?;
     let for_explain = load_model::<CpuTrain>(path, kind, &Default::default())?;
     Ok((predictor, for_explain, classes))
 }
@@ -193,12 +198,12 @@ pub fn run(mut a: ServeArgs) -> anyhow::Result<u8> {
     let cls = a
         .cla_weights
         .as_deref()
-        .map(|p| predictor(p, Purpose::Grading))
+        .map(|p| predictor(p, Purpose::Grading, a.device))
         .transpose()?;
     let fea = a
         .fea_weights
         .as_deref()
-        .map(|p| predictor(p, Purpose::Features))
+        .map(|p| predictor(p, Purpose::Features, a.device))
         .transpose()?;
     let fusion = load_fusion(&a, cls.as_ref().map(|c| c.2.as_slice()), fea.is_some())?;
     let classes = cls

@@ -1,0 +1,437 @@
+//! `birads bench device-check` and `birads bench infer`: is the GPU path right, and how fast
+//! does it predict beside PyTorch on the same device.
+//!
+//! `device-check` runs one training-mode forward and backward of both models (dropout and
+//! stochastic depth off, BatchNorm on batch statistics) on the CPU in f32 and on the chosen
+//! device and precision, from the same weights and input, and compares the outputs and every
+//! parameter gradient. `infer` times eval-mode forward passes with the probabilities read
+//! back, as `predict` and `serve` run them.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use birads_model::checkpoint::{self, AnyModel, ModelKind};
+use birads_model::gradcheck::{
+    compare, gradient_cosine, output_of, snapshot, Difference, Snapshot,
+};
+use birads_model::{CpuTrain, MyConvNeXtConfig, MyDenseNetConfig};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Distribution, FloatDType};
+use clap::Args;
+
+use crate::bench::median;
+use crate::train::{DeviceArg, PrecisionArg};
+
+#[derive(Args)]
+pub struct DeviceCheckArgs {
+    #[arg(long, value_enum, default_value = "cuda")]
+    pub device: DeviceArg,
+    /// f32 must match the CPU within --tolerance; amp and bf16 are held to agreement limits
+    /// (see the output).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
+    /// Models: convnext, densenet.
+    #[arg(long, value_delimiter = ',', default_value = "convnext,densenet")]
+    pub models: Vec<String>,
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Reduced widths and depths (seconds on a CPU) instead of the original architectures.
+    #[arg(long)]
+    pub small: bool,
+    /// Largest relative difference allowed in f32 (max |got − want| / max |want| per tensor).
+    #[arg(long, default_value_t = 1e-4)]
+    pub tolerance: f64,
+}
+
+/// What the device must reach against the CPU's f32 pass.
+struct Limits {
+    /// Per tensor: max |got − want| / max |want|.
+    each: Option<f64>,
+    /// The output's relative difference.
+    output: f64,
+    /// Cosine similarity of all gradients laid end to end.
+    all_gradients: f64,
+}
+
+/// f32: the tolerance on every tensor. Low precision: bf16 keeps 8 bits of mantissa, and where
+/// rounding makes two values equal a max-pool or CBAM's max picks another element, so a
+/// DenseNet's single gradients can move by tens of percent (crates/birads-model/tests/amp.rs).
+/// The yardstick is then the CPU's own mixed-precision pass: the device may differ from f32 at
+/// most twice as much as that pass does (plus a little), in the output and in the gradients'
+/// cosine taken as a whole.
+fn limits(a: &DeviceCheckArgs, cpu_low: Option<(f64, f64)>) -> Limits {
+    match cpu_low {
+        None => Limits {
+            each: Some(a.tolerance),
+            output: a.tolerance,
+            all_gradients: 1.0 - a.tolerance,
+        },
+        Some((output, cosine)) => Limits {
+            each: None,
+            output: (2.0 * output).max(1e-3),
+            all_gradients: 1.0 - (2.0 * (1.0 - cosine) + 1e-3),
+        },
+    }
+}
+
+fn model(name: &str, small: bool) -> anyhow::Result<AnyModel<CpuTrain>> {
+    let device = Default::default();
+    Ok(match (name, small) {
+        ("convnext", false) => AnyModel::ConvNeXt(
+            MyConvNeXtConfig::new()
+                .with_dropout(0.0)
+                .with_sd_rate(0.0)
+                .with_layer_scale_init(0.5)
+                .init(&device),
+        ),
+        ("convnext", true) => AnyModel::ConvNeXt(
+            MyConvNeXtConfig::new()
+                .with_dims(vec![16, 32, 64, 128])
+                .with_depths(vec![1, 1, 2, 1])
+                .with_dropout(0.0)
+                .with_sd_rate(0.0)
+                .with_layer_scale_init(0.5)
+                .init(&device),
+        ),
+        ("densenet", small) => {
+            let c = MyDenseNetConfig::new().with_dp1(0.0).with_dp2(0.0);
+            let c = if small {
+                c.with_growth(8)
+                    .with_blocks(vec![2, 2, 2, 2])
+                    .with_init_features(16)
+                    .with_bn_size(2)
+            } else {
+                c
+            };
+            AnyModel::DenseNet(c.init(&device))
+        }
+        (other, _) => bail!("unknown model {other} (convnext, densenet)"),
+    })
+}
+
+/// The CPU model's weights on backend `B` (through the checkpoint format, as a user's
+/// weights travel).
+fn moved<B: Backend>(m: &AnyModel<CpuTrain>, dir: &std::path::Path) -> anyhow::Result<AnyModel<B>> {
+    let path = dir.join("weights.safetensors");
+    checkpoint::save(m, serde_json::Value::Null, &path)?;
+    let (kind, c, d) = match m {
+        AnyModel::ConvNeXt(x) => (
+            ModelKind::ConvNeXt,
+            checkpoint::convnext_config_of(x),
+            MyDenseNetConfig::new(),
+        ),
+        AnyModel::DenseNet(x) => (
+            ModelKind::DenseNet,
+            MyConvNeXtConfig::new(),
+            checkpoint::densenet_config_of(x),
+        ),
+    };
+    let (model, _, _) = checkpoint::load_any::<B>(&path, kind, &c, &d, &Default::default())?;
+    Ok(model)
+}
+
+fn snapshot_on<B: AutodiffBackend>(
+    m: &AnyModel<CpuTrain>,
+    x: &TensorData,
+    r: &TensorData,
+    dir: &std::path::Path,
+) -> anyhow::Result<Snapshot> {
+    let model = moved::<B>(m, dir)?;
+    let device = Default::default();
+    let x = Tensor::<B, 4>::from_data(x.clone(), &device);
+    let r = Tensor::<B, 2>::from_data(r.clone(), &device);
+    Ok(snapshot(&model, x, r))
+}
+
+/// The device's snapshot for `a.device` and `a.precision` (autocast already in force for amp).
+fn device_snapshot(
+    a: &DeviceCheckArgs,
+    m: &AnyModel<CpuTrain>,
+    x: &TensorData,
+    r: &TensorData,
+    dir: &std::path::Path,
+) -> anyhow::Result<Snapshot> {
+    #[cfg(feature = "cuda")]
+    use burn::backend::Autodiff;
+    match (a.device, a.precision) {
+        (DeviceArg::Cpu, PrecisionArg::Bf16) => bail!("bf16 needs --device cuda"),
+        (DeviceArg::Cpu, _) => snapshot_on::<CpuTrain>(m, x, r, dir),
+        #[cfg(feature = "cuda")]
+        (DeviceArg::Cuda, PrecisionArg::Bf16) => {
+            snapshot_on::<Autodiff<birads_model::CudaBf16>>(m, x, r, dir)
+        }
+        #[cfg(feature = "cuda")]
+        (DeviceArg::Cuda, _) => snapshot_on::<Autodiff<birads_model::Cuda>>(m, x, r, dir),
+        #[cfg(not(feature = "cuda"))]
+        (DeviceArg::Cuda, _) => bail!("this birads was built without the `cuda` feature"),
+    }
+}
+
+/// One model: prints the comparison, returns whether it holds.
+fn check_model(a: &DeviceCheckArgs, name: &str, dir: &std::path::Path) -> anyhow::Result<bool> {
+    let device = Default::default();
+    <CpuTrain as Backend>::seed(&device, 11);
+    let m = model(name, a.small)?;
+    let x = Tensor::<CpuTrain, 4>::random(
+        [a.batch, 3, a.size, a.size],
+        Distribution::Uniform(-2.0, 2.0),
+        &device,
+    );
+    let width = output_of(&m, x.clone()).dims()[1];
+    let r =
+        Tensor::<CpuTrain, 2>::random([a.batch, width], Distribution::Uniform(-1.0, 1.0), &device);
+    let (xd, rd) = (x.to_data(), r.to_data());
+    let t = Instant::now();
+    let want = snapshot(&m, x.clone(), r.clone());
+    let cpu_s = t.elapsed().as_secs_f64();
+    // Low precision: the CPU's own amp pass, the yardstick of `limits`.
+    let cpu_low = match a.precision {
+        PrecisionArg::F32 => None,
+        PrecisionArg::Amp | PrecisionArg::Bf16 => {
+            let low = {
+                let _amp = birads_model::amp::autocast(FloatDType::BF16);
+                snapshot(&m, x, r)
+            };
+            let d = compare(&low, &want).map_err(anyhow::Error::msg)?;
+            Some((d[0].relative, gradient_cosine(&low, &want)))
+        }
+    };
+    let t = Instant::now();
+    let got = {
+        let _amp = (a.precision == PrecisionArg::Amp)
+            .then(|| birads_model::amp::autocast(FloatDType::BF16));
+        device_snapshot(a, &m, &xd, &rd, dir)?
+    };
+    let device_s = t.elapsed().as_secs_f64();
+    let diffs = compare(&got, &want).map_err(anyhow::Error::msg)?;
+    let cosine = gradient_cosine(&got, &want);
+    let lim = limits(a, cpu_low);
+    let worst = diffs
+        .iter()
+        .max_by(|p, q| p.relative.total_cmp(&q.relative))
+        .expect("the output at least");
+    let least = diffs
+        .iter()
+        .min_by(|p, q| p.cosine.total_cmp(&q.cosine))
+        .expect("the output at least");
+    let wrong_dtype: Vec<&str> = got
+        .grads
+        .iter()
+        .filter(|g| a.precision == PrecisionArg::Amp && g.1 != burn::tensor::DType::F32)
+        .map(|g| g.0.as_str())
+        .collect();
+    let over: Vec<&Difference> = match lim.each {
+        Some(e) => diffs.iter().filter(|d| d.relative > e).collect(),
+        None => Vec::new(),
+    };
+    let ok = diffs[0].relative <= lim.output
+        && cosine >= lim.all_gradients
+        && over.is_empty()
+        && wrong_dtype.is_empty();
+    let yardstick = cpu_low
+        .map(|(o, c)| format!("{o:.2e} / {c:.6}"))
+        .unwrap_or("–".into());
+    println!(
+        "| {name} | {} | {:.2e} | {:.2e} ({}) | {:.6} ({}) | {cosine:.6} | {yardstick} | {cpu_s:.1} s / {device_s:.1} s | {} |",
+        got.grads.len(),
+        diffs[0].relative,
+        worst.relative,
+        worst.name,
+        least.cosine,
+        least.name,
+        if ok { "ok" } else { "FAILED" }
+    );
+    for d in over.iter().take(10) {
+        println!(
+            "    over {:.1e}: {} ({:.2e})",
+            lim.each.unwrap_or(0.0),
+            d.name,
+            d.relative
+        );
+    }
+    for n in wrong_dtype.iter().take(5) {
+        println!("    gradient of {n} is not f32 under amp");
+    }
+    Ok(ok)
+}
+
+pub fn device_check(a: DeviceCheckArgs) -> anyhow::Result<u8> {
+    println!(
+        "device check: {} {} against the CPU in f32; batch {}, {}×{}, {} models, training mode (batch statistics), dropout off",
+        device_name(a.device),
+        precision_name(a.precision),
+        a.batch,
+        a.size,
+        a.size,
+        if a.small { "small" } else { "original" }
+    );
+    match a.precision {
+        PrecisionArg::F32 => println!(
+            "limits: every tensor (output and each gradient) within {:.0e} relative (max |Δ| / max |CPU|)",
+            a.tolerance
+        ),
+        _ => println!(
+            "limits: output and all gradients' cosine no further from f32 than twice the CPU's own amp pass (+1e-3)"
+        ),
+    }
+    println!();
+    println!("| model | gradients | output rel. | worst rel. (tensor) | least cosine (tensor) | all gradients' cosine | CPU amp: output rel. / cosine | CPU / device time | |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let dir = tempfile::tempdir().context("temporary folder")?;
+    let mut ok = true;
+    for name in &a.models {
+        ok &= check_model(&a, name, dir.path())?;
+    }
+    Ok(if ok { 0 } else { 1 })
+}
+
+fn device_name(d: DeviceArg) -> &'static str {
+    match d {
+        DeviceArg::Cpu => "cpu",
+        DeviceArg::Cuda => "cuda",
+    }
+}
+
+fn precision_name(p: PrecisionArg) -> &'static str {
+    match p {
+        PrecisionArg::F32 => "f32",
+        PrecisionArg::Bf16 => "bf16",
+        PrecisionArg::Amp => "amp (f32 weights, bf16 products)",
+    }
+}
+
+#[derive(Args)]
+pub struct InferBenchArgs {
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
+    /// Models: convnext, densenet.
+    #[arg(long, value_delimiter = ',', default_value = "convnext,densenet")]
+    pub models: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    pub batches: Vec<usize>,
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Timed runs (each at least one second); medians are reported.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Python with torch for the side-by-side figure (PyTorch eager, eval mode,
+    /// inference_mode; amp and bf16: autocast bf16).
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    #[arg(long)]
+    pub no_python: bool,
+}
+
+/// Images/s of burn forward passes (probabilities read back) of `name` on `B`.
+fn burn_infer_rate<B: Backend>(
+    name: &str,
+    batch: usize,
+    a: &InferBenchArgs,
+) -> anyhow::Result<f64> {
+    let device = B::Device::default();
+    B::seed(&device, 0);
+    let m: AnyModel<B> = match name {
+        "convnext" => AnyModel::ConvNeXt(MyConvNeXtConfig::new().init(&device)),
+        "densenet" => AnyModel::DenseNet(MyDenseNetConfig::new().init(&device)),
+        other => bail!("unknown model {other} (convnext, densenet)"),
+    };
+    let images: Vec<f32> = (0..batch * 3 * a.size * a.size)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let runner = birads_infer::predict::BurnRunner::new(m, device);
+    use birads_infer::predict::Runner;
+    let step = || {
+        std::hint::black_box(runner.probabilities(&images, batch, a.size, false));
+    };
+    step();
+    step();
+    let mut rates = Vec::new();
+    for _ in 0..a.runs {
+        let (mut n, t) = (0usize, Instant::now());
+        while n == 0 || t.elapsed().as_secs_f64() < 1.0 {
+            step();
+            n += 1;
+        }
+        rates.push((n * batch) as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(median(rates))
+}
+
+fn birads_infer_rate(name: &str, batch: usize, a: &InferBenchArgs) -> anyhow::Result<f64> {
+    let _amp =
+        (a.precision == PrecisionArg::Amp).then(|| birads_model::amp::autocast(FloatDType::BF16));
+    match (a.device, a.precision) {
+        (DeviceArg::Cpu, PrecisionArg::Bf16) => bail!("bf16 needs --device cuda"),
+        (DeviceArg::Cpu, _) => burn_infer_rate::<birads_model::Cpu>(name, batch, a),
+        #[cfg(feature = "cuda")]
+        (DeviceArg::Cuda, PrecisionArg::Bf16) => {
+            burn_infer_rate::<birads_model::CudaBf16>(name, batch, a)
+        }
+        #[cfg(feature = "cuda")]
+        (DeviceArg::Cuda, _) => burn_infer_rate::<birads_model::Cuda>(name, batch, a),
+        #[cfg(not(feature = "cuda"))]
+        (DeviceArg::Cuda, _) => bail!("this birads was built without the `cuda` feature"),
+    }
+}
+
+pub fn infer(a: InferBenchArgs) -> anyhow::Result<u8> {
+    let work = tempfile::tempdir()?;
+    let script = work.path().join("bench_pipeline.py");
+    std::fs::write(&script, crate::bench_compare::PY_PIPELINE)?;
+    std::fs::write(
+        work.path().join("make_model_fixtures.py"),
+        crate::bench_compare::PY_MODEL_DEFS,
+    )?;
+    println!(
+        "inference benchmark (burn's modules; probabilities read back): {} {}, {}×{}, {} runs ≥ 1 s, medians",
+        device_name(a.device),
+        precision_name(a.precision),
+        a.size,
+        a.size,
+        a.runs
+    );
+    println!();
+    println!("| model | batch | PyTorch (img/s) | birads (img/s) | birads ÷ PyTorch |");
+    println!("|---|---|---|---|---|");
+    for name in &a.models {
+        for &batch in &a.batches {
+            let ours = birads_infer_rate(name, batch, &a)?;
+            let theirs = (!a.no_python)
+                .then(|| {
+                    let mut c = std::process::Command::new(&a.python);
+                    c.arg(&script).args([
+                        "infer",
+                        "--model",
+                        name,
+                        "--batch",
+                        &batch.to_string(),
+                        "--size",
+                        &a.size.to_string(),
+                        "--runs",
+                        &a.runs.to_string(),
+                        "--device",
+                        device_name(a.device),
+                    ]);
+                    if a.precision != PrecisionArg::F32 {
+                        c.arg("--amp");
+                    }
+                    crate::bench::python_json(&a.python, c.output())
+                        .and_then(|v| v["img_s"].as_f64())
+                })
+                .flatten();
+            println!(
+                "| {name} | {batch} | {} | {ours:.1} | {} |",
+                theirs.map(|t| format!("{t:.1}")).unwrap_or("–".into()),
+                theirs
+                    .map(|t| format!("{:.2}×", ours / t))
+                    .unwrap_or("–".into())
+            );
+        }
+    }
+    Ok(0)
+}
