@@ -31,11 +31,15 @@ pub struct EpochRecord {
     pub val_malignancy_auc: Option<f64>,
     pub seconds: f64,
     pub images_per_second: f64,
+    /// Seconds of the training pass spent waiting for the loader's next batch (the rest is
+    /// the steps themselves): how far decoding and augmentation keep up with the device.
+    #[serde(default)]
+    pub data_wait_seconds: f64,
     /// Batches skipped for a non-finite loss (policy `skip`).
     pub skipped_batches: u64,
 }
 
-const HEADER: [&str; 21] = [
+const HEADER: [&str; 22] = [
     "epoch",
     "lr",
     "train_loss",
@@ -57,6 +61,7 @@ const HEADER: [&str; 21] = [
     "skipped_batches",
     "val_auc",
     "val_malignancy_auc",
+    "data_wait_seconds",
 ];
 
 fn opt(v: Option<f64>) -> String {
@@ -90,6 +95,7 @@ pub fn write_csv(path: &Path, history: &[EpochRecord]) -> std::io::Result<()> {
         row.push(r.skipped_batches.to_string());
         row.push(opt(r.val_auc));
         row.push(opt(r.val_malignancy_auc));
+        row.push(format!("{:.3}", r.data_wait_seconds));
         w.write_record(&row)?;
     }
     let bytes = w

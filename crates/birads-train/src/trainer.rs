@@ -673,11 +673,19 @@ where
         let (mut loss_sum, mut seen, mut correct, mut decisions) = (0.0, 0usize, 0usize, 0usize);
         let mut skipped_batches = 0u64;
         let mut lr = rate_for_batch(&cfg.schedule, cfg.learning_rate, epoch, 0, batches);
-        for (bi, b) in loader
+        let mut data_wait = 0.0;
+        let mut batches_in = loader
             .prefetch(epoch, order, cfg.batch_size, cfg.prefetch)
             .into_iter()
-            .enumerate()
-        {
+            .enumerate();
+        loop {
+            // The previous step ended with its loss read back (a device sync), so this is
+            // time the device sits idle for want of data.
+            let waited = Instant::now();
+            let Some((bi, b)) = batches_in.next() else {
+                break;
+            };
+            data_wait += waited.elapsed().as_secs_f64();
             for f in &b.failures {
                 if skipped.insert(f.item.clone()) {
                     observer.skipped(f);
@@ -782,6 +790,7 @@ where
             val_malignancy_auc: v.as_ref().and_then(|v| v.malignancy_auc),
             seconds: t0.elapsed().as_secs_f64(),
             images_per_second: seen as f64 / train_seconds.max(1e-9),
+            data_wait_seconds: data_wait,
             skipped_batches,
         };
 

@@ -206,6 +206,17 @@ fn held_out(
             .unwrap();
     let last = out.history.last().unwrap().clone();
     eprintln!("{task:?} held out: {last:?}");
+    for r in &out.history {
+        // Time waiting for the loader is part of the epoch, never more.
+        assert!(
+            r.data_wait_seconds >= 0.0 && r.data_wait_seconds < r.seconds,
+            "data wait {} of {} s",
+            r.data_wait_seconds,
+            r.seconds
+        );
+    }
+    let csv = std::fs::read_to_string(opts.out.join("metrics.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with(",data_wait_seconds"));
     last
 }
 

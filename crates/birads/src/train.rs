@@ -476,7 +476,7 @@ impl Observer for Console {
             .map(|v| format!(" malignancy AUC {v:.4}"))
             .unwrap_or_default();
         println!(
-            "epoch {:>3}  lr {:.2e}  train loss {:.4} acc {:.4}  val loss {} {acc} {} {f1} {} score {} AUC {}{mal}  {:.1} s, {:.1} img/s{}",
+            "epoch {:>3}  lr {:.2e}  train loss {:.4} acc {:.4}  val loss {} {acc} {} {f1} {} score {} AUC {}{mal}  {:.1} s, {:.1} img/s, {:.1} s waiting for data{}",
             r.epoch,
             r.lr,
             r.train_loss,
@@ -488,6 +488,7 @@ impl Observer for Console {
             f(r.val_auc),
             r.seconds,
             r.images_per_second,
+            r.data_wait_seconds,
             if best { "  *best" } else { "" }
         );
     }

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark of issue #15 in one run (under 8 minutes on an H200), from a
+# birads built elsewhere with `--features cuda` and carried over:
+#
+#   # here (Rust, no GPU):
+#   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda --target-dir target/cuda
+#   mkdir -p target/gpu && strip -o target/gpu/birads target/cuda/release/birads
+#   # there (GPU, no Rust), from the repository root:
+#   OUT=/some/folder bash scripts/gpu_check.sh [target/gpu/birads]
+#
+# Each step has its own time limit and writes OUT/NN-name.txt; a failed step is reported and
+# the rest still run; the exit status is the number of failed steps. PyTorch (for the
+# side-by-side figures) is used when `python3 -c 'import torch'` works; ONLY=step1,step2
+# runs a subset (names as in the step list below).
+set -uo pipefail
+BIRADS=${1:-target/gpu/birads}
+OUT=${OUT:-$(mktemp -d)}
+W=$(mktemp -d)
+here=$(cd "$(dirname "$0")/.." && pwd)
+source "$here/scripts/precision_common.sh"
+export -f synth_data data_digest
+mkdir -p "$OUT"
+failed=0
+start=$(date +%s)
+PY=python3
+if ! $PY -c 'import torch, torchvision; assert torch.cuda.is_available()' 2>/dev/null; then
+  echo "no PyTorch with CUDA: birads' figures only"
+  PY=""
+fi
+pyflag() { if [ -n "$PY" ]; then echo "--python $PY"; else echo "--no-python"; fi; }
+
+# step NAME SECONDS COMMAND...: run with a time limit, output to OUT/NAME.txt and the log.
+# Steps come in order of importance; once DEADLINE seconds (default 470) have passed, the
+# rest are skipped and named.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  case ",${ONLY:-$name}," in *",$name,"*) ;; *) return 0 ;; esac
+  local t0=$(date +%s)
+  if [ $(( t0 - start )) -ge "${DEADLINE:-470}" ]; then
+    echo "== $name skipped: the time is up"
+    failed=$((failed + 1))
+    return 0
+  fi
+  echo "== $name (≤ ${limit} s; $(( t0 - start )) s in)"
+  timeout "$limit" bash -c "$*" > "$OUT/$name.txt" 2>&1
+  local rc=$?
+  tail -n 40 "$OUT/$name.txt"
+  echo "-- $name: exit $rc, $(( $(date +%s) - t0 )) s"
+  [ $rc -eq 0 ] || failed=$((failed + 1))
+}
+
+# Point 2: the demo's short training runs in amp and bf16 against CPU f32 over 3 seeds.
+precision_runs() {
+  synth_data "$BIRADS" "$W/synth"
+  local digest=$(data_digest "$W/synth")
+  for p in amp bf16; do
+    for task in cls fea; do
+      $BIRADS train $task --data $W/synth --val $W/synth/testA --config $here/configs/precision-$task.toml \
+        --seed 1 --device cuda --precision $p --out $W/$task-$p-1 > $W/$task-$p-1.log 2>&1 || { tail -5 $W/$task-$p-1.log; return 1; }
+    done
+  done
+  python3 $here/scripts/precision_compare.py compare --reference $here/docs/gpu/precision-cpu.csv \
+    --data-digest $digest --runs $W/cls-amp-1 $W/cls-bf16-1 $W/fea-amp-1 $W/fea-bf16-1
+}
+export -f precision_runs
+# Point 4: predict --device cuda against the CPU: same labels, probabilities within 1e-5.
+predict_both() {
+  set -e
+  [ -d $W/synth ] || synth_data "$BIRADS" "$W/synth"
+  # The built-in BI-RADS model, and the feature model of the precision step when it ran.
+  local fea=""
+  [ -f $W/fea-amp-1/last.safetensors ] && fea="--fea-weights $W/fea-amp-1/last.safetensors"
+  $BIRADS predict --input $W/synth/testA --output $W/pred-cpu $fea --probabilities > /dev/null
+  $BIRADS predict --input $W/synth/testA --output $W/pred-cuda $fea --probabilities --device cuda --batch-size 32
+  python3 - $W/pred-cpu $W/pred-cuda <<'PY'
+import csv, sys
+a, b = sys.argv[1:]
+worst, labels = 0.0, 0
+import os
+for name in ["cla_prob.csv", "fea_prob.csv", "cla_pre.csv", "fea_pre.csv"]:
+    if not os.path.exists(f"{a}/{name}"):
+        continue
+    ra = list(csv.reader(open(f"{a}/{name}"))); rb = list(csv.reader(open(f"{b}/{name}")))
+    assert len(ra) == len(rb) and len(ra) > 1, name
+    for x, y in zip(ra[1:], rb[1:]):
+        assert x[0] == y[0], (x[0], y[0])
+        if name.endswith("_pre.csv"):
+            labels += x[1:] != y[1:]
+        else:
+            worst = max(worst, max(abs(float(p) - float(q)) for p, q in zip(x[1:], y[1:])))
+print(f"predict cuda vs cpu: max |Δp| {worst:.2e}, {labels} rows with another label")
+sys.exit(0 if worst <= 1e-5 and labels == 0 else 1)
+PY
+}
+export -f predict_both
+# Point 4: serve --device cuda answers as the CPU server does.
+serve_both() {
+  set -e
+  [ -d $W/synth ] || synth_data "$BIRADS" "$W/synth"
+  local img=$(ls $W/synth/testA/cla/* | head -1)
+  $BIRADS serve --addr 127.0.0.1:18081 > $W/serve-cpu.log 2>&1 & local p1=$!
+  $BIRADS serve --addr 127.0.0.1:18082 --device cuda > $W/serve-cuda.log 2>&1 & local p2=$!
+  for i in $(seq 60); do curl -sf 127.0.0.1:18081/health > /dev/null && curl -sf 127.0.0.1:18082/health > /dev/null && break; sleep 1; done
+  curl -sf --data-binary @$img 127.0.0.1:18081/v1/predict > $W/serve-cpu.json
+  curl -sf --data-binary @$img 127.0.0.1:18082/v1/predict > $W/serve-cuda.json
+  kill $p1 $p2
+  python3 - $W/serve-cpu.json $W/serve-cuda.json <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+worst = 0.0
+def walk(x, y, path):
+    global worst
+    if isinstance(x, dict):
+        for k in x:
+            if k not in ("timing_ms", "ms", "total"):
+                walk(x[k], y[k], path + "." + k)
+    elif isinstance(x, list):
+        assert len(x) == len(y), path
+        for i, (p, q) in enumerate(zip(x, y)):
+            walk(p, q, f"{path}[{i}]")
+    elif isinstance(x, float):
+        worst = max(worst, abs(x - y))
+    else:
+        assert x == y, (path, x, y)
+walk(a["birads"], b["birads"], "birads")
+print(f"serve cuda vs cpu: same labels, max |Δ| {worst:.2e}")
+sys.exit(0 if worst <= 1e-5 else 1)
+PY
+}
+export -f serve_both
+# Point 5 and `birads train` itself: one epoch of the original ConvNeXt at 224 px, batch 64,
+# amp, full augmentation, from JPEG-sized images: images/s and the time spent waiting for data.
+loader_share() {
+  set -e
+  $BIRADS synth --out $W/big --seed 5 --train-cls 1600 --train-fea 0 --test-cls 0 --test-fea 0 > /dev/null
+  $BIRADS train cls --data $W/big --val-split 0.1 --epochs 2 --batch-size 64 --device cuda --precision amp --out $W/big-run
+  python3 - $W/big-run <<'PY'
+import csv, json, sys
+run = sys.argv[1]
+n = len(json.load(open(f"{run}/split.json"))["train_images"])
+for r in csv.DictReader(open(f"{run}/metrics.csv")):
+    ips, wait = float(r["images_per_second"]), float(r["data_wait_seconds"])
+    train_s = n / ips
+    print(f"epoch {r['epoch']}: {n} images, {ips:.0f} img/s, waiting for data {wait:.2f} s of {train_s:.2f} s ({100 * wait / train_s:.1f} %)")
+PY
+}
+export -f loader_share
+export BIRADS W here
+
+step 00-machine 30 "nvidia-smi; nproc; free -g; ${PY:-true} -c 'import torch; print(torch.__version__, torch.version.cuda)'"
+
+# Point 3: outputs and every gradient against the CPU (f32 within 1e-4; amp and bf16 against
+# the CPU's own amp pass).
+step 01-device-check-f32 120 "$BIRADS bench device-check --device cuda --precision f32"
+
+# Point 1: training images/s beside PyTorch AMP, batch 32 and 64, both models, train mode.
+step 04-train-amp-b32 150 "$BIRADS bench train --device cuda --precision amp --batch 32 --runs 3 --warmup 3 $(pyflag)"
+step 04-train-amp-b64 150 "$BIRADS bench train --device cuda --precision amp --batch 64 --runs 3 --warmup 3 $(pyflag)"
+
+# Point 4: inference throughput beside PyTorch (batch 1 and 32), f32 as predict runs it.
+step 07-infer-f32 120 "$BIRADS bench infer --device cuda --batches 1,32 --runs 3 $(pyflag)"
+step 02-device-check-amp 90 "$BIRADS bench device-check --device cuda --precision amp"
+step 08-precision 150 precision_runs
+step 09-predict 120 predict_both
+step 11-loader 150 loader_share
+step 10-serve 90 serve_both
+
+# What bf16 everywhere and what fusion buy, for the note.
+step 05-train-bf16-b32 100 "$BIRADS bench train --device cuda --precision bf16 --batch 32 --runs 3 --warmup 3 --no-python"
+step 06-train-amp-nofusion-b32 100 "$BIRADS bench train --device cuda --precision amp --batch 32 --runs 3 --warmup 3 --no-fusion --no-python"
+step 03-device-check-bf16 90 "$BIRADS bench device-check --device cuda --precision bf16"
+
+echo "== done in $(( $(date +%s) - start )) s, $failed step(s) failed; outputs in $OUT"
+exit $failed
