@@ -11,11 +11,14 @@
 # Each step has its own time limit and writes OUT/NN-name.txt; a failed step is reported and
 # the rest still run; the exit status is the number of failed steps. PyTorch (for the
 # side-by-side figures) is used when `python3 -c 'import torch'` works; ONLY=step1,step2
-# runs a subset (names as in the step list below).
+# runs a subset (names as in the step list below). DEVICE=cpu runs the same commands on the
+# CPU, to try the script itself on a machine without a GPU (with ONLY= the cheap steps).
 set -uo pipefail
+export DEVICE=${DEVICE:-cuda}
 BIRADS=${1:-target/gpu/birads}
 OUT=${OUT:-$(mktemp -d)}
 W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/precision_common.sh"
 export -f synth_data data_digest
@@ -23,7 +26,7 @@ mkdir -p "$OUT"
 failed=0
 start=$(date +%s)
 PY=python3
-if ! $PY -c 'import torch, torchvision; assert torch.cuda.is_available()' 2>/dev/null; then
+if ! $PY -c "import torch, torchvision; assert '$DEVICE' == 'cpu' or torch.cuda.is_available()" 2>/dev/null; then
   echo "no PyTorch with CUDA: birads' figures only"
   PY=""
 fi
@@ -57,7 +60,7 @@ precision_runs() {
   for p in amp bf16; do
     for task in cls fea; do
       $BIRADS train $task --data $W/synth --val $W/synth/testA --config $here/configs/precision-$task.toml \
-        --seed 1 --device cuda --precision $p --out $W/$task-$p-1 > $W/$task-$p-1.log 2>&1 || { tail -5 $W/$task-$p-1.log; return 1; }
+        --seed 1 --device $DEVICE --precision $p --engine burn --out $W/$task-$p-1 > $W/$task-$p-1.log 2>&1 || { tail -5 $W/$task-$p-1.log; return 1; }
     done
   done
   python3 $here/scripts/precision_compare.py compare --reference $here/docs/gpu/precision-cpu.csv \
@@ -72,7 +75,7 @@ predict_both() {
   local fea=""
   [ -f $W/fea-amp-1/last.safetensors ] && fea="--fea-weights $W/fea-amp-1/last.safetensors"
   $BIRADS predict --input $W/synth/testA --output $W/pred-cpu $fea --probabilities > /dev/null
-  $BIRADS predict --input $W/synth/testA --output $W/pred-cuda $fea --probabilities --device cuda --batch-size 32
+  $BIRADS predict --input $W/synth/testA --output $W/pred-cuda $fea --probabilities --device $DEVICE --batch-size 32
   python3 - $W/pred-cpu $W/pred-cuda <<'PY'
 import csv, sys
 a, b = sys.argv[1:]
@@ -100,11 +103,11 @@ serve_both() {
   [ -d $W/synth ] || synth_data "$BIRADS" "$W/synth"
   local img=$(ls $W/synth/testA/cla/* | head -1)
   $BIRADS serve --addr 127.0.0.1:18081 > $W/serve-cpu.log 2>&1 & local p1=$!
-  $BIRADS serve --addr 127.0.0.1:18082 --device cuda > $W/serve-cuda.log 2>&1 & local p2=$!
+  $BIRADS serve --addr 127.0.0.1:18082 --device $DEVICE > $W/serve-cuda.log 2>&1 & local p2=$!
+  trap "kill $p1 $p2 2> /dev/null" EXIT
   for i in $(seq 60); do curl -sf 127.0.0.1:18081/health > /dev/null && curl -sf 127.0.0.1:18082/health > /dev/null && break; sleep 1; done
   curl -sf --data-binary @$img 127.0.0.1:18081/v1/predict > $W/serve-cpu.json
   curl -sf --data-binary @$img 127.0.0.1:18082/v1/predict > $W/serve-cuda.json
-  kill $p1 $p2
   python3 - $W/serve-cpu.json $W/serve-cuda.json <<'PY'
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:])
@@ -134,7 +137,7 @@ export -f serve_both
 loader_share() {
   set -e
   $BIRADS synth --out $W/big --seed 5 --train-cls 1600 --train-fea 0 --test-cls 0 --test-fea 0 > /dev/null
-  $BIRADS train cls --data $W/big --val-split 0.1 --epochs 2 --batch-size 64 --device cuda --precision amp --out $W/big-run
+  $BIRADS train cls --data $W/big --val-split 0.1 --epochs 2 --batch-size 64 --device $DEVICE --precision amp --engine burn --out $W/big-run
   python3 - $W/big-run <<'PY'
 import csv, json, sys
 run = sys.argv[1]
@@ -152,24 +155,28 @@ step 00-machine 30 "nvidia-smi; nproc; free -g; ${PY:-true} -c 'import torch; pr
 
 # Point 3: outputs and every gradient against the CPU (f32 within 1e-4; amp and bf16 against
 # the CPU's own amp pass).
-step 01-device-check-f32 120 "$BIRADS bench device-check --device cuda --precision f32"
+step 01-device-check-f32 120 "$BIRADS bench device-check --device $DEVICE --precision f32"
 
 # Point 1: training images/s beside PyTorch AMP, batch 32 and 64, both models, train mode.
-step 04-train-amp-b32 150 "$BIRADS bench train --device cuda --precision amp --batch 32 --runs 3 --warmup 3 $(pyflag)"
-step 04-train-amp-b64 150 "$BIRADS bench train --device cuda --precision amp --batch 64 --runs 3 --warmup 3 $(pyflag)"
+step 04-train-amp-b32 150 "$BIRADS bench train --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --phases $(pyflag)"
+step 04-train-amp-b64 150 "$BIRADS bench train --device $DEVICE --precision amp --engine burn --batch 64 --runs 3 --warmup 3 $(pyflag)"
 
 # Point 4: inference throughput beside PyTorch (batch 1 and 32), f32 as predict runs it.
-step 07-infer-f32 120 "$BIRADS bench infer --device cuda --batches 1,32 --runs 3 $(pyflag)"
-step 02-device-check-amp 90 "$BIRADS bench device-check --device cuda --precision amp"
+step 07-infer-f32 120 "$BIRADS bench infer --device $DEVICE --batches 1,32 --runs 3 $(pyflag)"
+step 02-device-check-amp 90 "$BIRADS bench device-check --device $DEVICE --precision amp"
 step 08-precision 150 precision_runs
 step 09-predict 120 predict_both
 step 11-loader 150 loader_share
 step 10-serve 90 serve_both
 
-# What bf16 everywhere and what fusion buy, for the note.
-step 05-train-bf16-b32 100 "$BIRADS bench train --device cuda --precision bf16 --batch 32 --runs 3 --warmup 3 --no-python"
-step 06-train-amp-nofusion-b32 100 "$BIRADS bench train --device cuda --precision amp --batch 32 --runs 3 --warmup 3 --no-fusion --no-python"
-step 03-device-check-bf16 90 "$BIRADS bench device-check --device cuda --precision bf16"
+# What bf16 everywhere, fusion and the own depthwise backward buy, for the note.
+step 05-train-bf16-b32 100 "$BIRADS bench train --device $DEVICE --precision bf16 --batch 32 --runs 3 --warmup 3 --no-python"
+step 06-train-amp-nofusion-b32 100 "$BIRADS bench train --device $DEVICE --precision amp --batch 32 --runs 3 --warmup 3 --no-fusion --no-python"
+step 06-train-amp-burn-depthwise-b32 100 "BIRADS_DEPTHWISE=burn $BIRADS bench train --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
+step 03-device-check-bf16 90 "$BIRADS bench device-check --device $DEVICE --precision bf16"
+
+# Where a ConvNeXt step's time goes, kernel by kernel (cubecl's profiler; compressed log).
+step 12-profile 90 "CUBECL_DEBUG_LOG=$W/cubecl.log CUBECL_DEBUG_OPTION=profile $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 1 --warmup 2 --no-python; gzip -c $W/cubecl.log > $OUT/12-cubecl-profile.log.gz; ls -l $OUT/12-cubecl-profile.log.gz"
 
 echo "== done in $(( $(date +%s) - start )) s, $failed step(s) failed; outputs in $OUT"
 exit $failed

@@ -12,6 +12,7 @@ use burn::tensor::activation::gelu;
 
 use crate::amp;
 use crate::blocks::{conv2d, drop_path, dropout, linear, Init, LayerNorm2d};
+use crate::depthwise;
 
 #[derive(Config, Debug)]
 pub struct MyConvNeXtConfig {
@@ -65,7 +66,7 @@ impl<B: Backend> CnBlock<B> {
         // Channels-last rows, contiguous after the reshape: LayerNorm and both Linears run on
         // a plain [N·H·W, C] matrix and the layer scale is a broadcast along rows (the CPU
         // backend's fast paths); permuted 4-D views fell back to strided loops.
-        let rows = amp::conv2d(&self.dwconv, x.clone())
+        let rows = depthwise::conv2d(&self.dwconv, x.clone())
             .permute([0, 2, 3, 1])
             .reshape([n * h * w, c]);
         let hidden = gelu(amp::linear(&self.pwconv1, self.norm.forward(rows)));

@@ -8,6 +8,7 @@ pub mod builtin;
 pub mod checkpoint;
 pub mod convnext;
 pub mod densenet;
+pub mod depthwise;
 pub mod fast;
 pub mod gradcheck;
 pub mod weights;
@@ -34,3 +35,13 @@ pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16>;
 #[cfg(feature = "cuda")]
 pub type CudaUnfusedBf16 =
     burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, burn::tensor::bf16, i32, u8>;
+
+/// Install birads' own backward passes on the CUDA training backends (`depthwise`).
+#[cfg(feature = "cuda")]
+pub fn install_gpu_ops() {
+    use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+    depthwise::install::<Cuda, NoCheckpointing>();
+    depthwise::install::<CudaBf16, NoCheckpointing>();
+    depthwise::install::<CudaUnfused, NoCheckpointing>();
+    depthwise::install::<CudaUnfusedBf16, NoCheckpointing>();
+}

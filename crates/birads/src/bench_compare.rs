@@ -83,6 +83,9 @@ pub struct TrainBenchArgs {
     /// fusion buys.
     #[arg(long)]
     pub no_fusion: bool,
+    /// Also time the phases of a step (forward, backward, optimiser; burn engine).
+    #[arg(long)]
+    pub phases: bool,
 }
 
 impl TrainBenchArgs {
@@ -339,6 +342,7 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<u8> {
             no_python: false,
             engine: Some(TrainEngineArg::Fast),
             no_fusion: false,
+            phases: false,
         };
         Some(train_rows(&args, &work)?)
     } else {
@@ -395,6 +399,43 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<u8> {
     );
     println!("ratios: speed = their time ÷ ours (higher is better); memory and cold start = ours ÷ theirs (lower is better); medians of {} runs", a.runs);
     Ok(0)
+}
+
+/// Milliseconds of a burn training step's phases (forward with the loss, backward, optimiser
+/// update), each ended by a device sync, medians over `steps` steps; printed. The syncs stop
+/// the device from overlapping phases, so the sum exceeds an unsynced step a little.
+fn phases<B, M, O>(
+    mut model: M,
+    optim: &mut O,
+    input: impl Fn() -> Tensor<B, 4>,
+    loss_of: &dyn Fn(Tensor<B, 2>) -> Tensor<B, 1>,
+    steps: usize,
+    device: &B::Device,
+) -> M
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + birads_train::trainer::Net<B> + Clone + 'static,
+    O: Optimizer<M, B>,
+{
+    let mut times: [Vec<f64>; 3] = Default::default();
+    let lap = |t: &mut Instant, v: &mut Vec<f64>| {
+        B::sync(device).ok();
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+        *t = Instant::now();
+    };
+    for _ in 0..steps {
+        B::sync(device).ok();
+        let mut t = Instant::now();
+        let loss = loss_of(model.logits(input()));
+        lap(&mut t, &mut times[0]);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        lap(&mut t, &mut times[1]);
+        model = optim.step(1e-4, model, grads);
+        lap(&mut t, &mut times[2]);
+    }
+    let [f, b, o] = times.map(median);
+    println!("    phases (ms, medians of {steps}): forward + loss {f:.2}, backward {b:.2}, optimiser {o:.2}");
+    model
 }
 
 /// Images/s of `steps` training steps of `model`, median over runs of ≥ 1 s.
@@ -468,6 +509,17 @@ where
         }
         rates.push((n * batch) as f64 / t.elapsed().as_secs_f64());
     }
+    if a.phases && fast.is_none() {
+        model = phases(
+            model,
+            &mut optim,
+            || x.clone(),
+            &loss_of,
+            a.runs.max(3),
+            device,
+        );
+    }
+    drop(model);
     let shown: Vec<String> = rates.iter().map(|r| format!("{r:.2}")).collect();
     println!("    birads runs (img/s): {}", shown.join(", "));
     median(rates)

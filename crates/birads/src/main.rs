@@ -89,6 +89,9 @@ fn main() -> ExitCode {
         .without_time()
         .init();
     let cli = Cli::parse();
+    // birads' own backward passes on the CUDA training backends (see birads_model::depthwise).
+    #[cfg(feature = "cuda")]
+    birads_model::install_gpu_ops();
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Synth(a) => synth::run(a),

@@ -588,14 +588,25 @@ fn train_with_amp_follows_the_f32_run() {
     let (f32_run, amp_run) = (dir.path().join("f32"), dir.path().join("amp"));
     let o = train_small(&synth, &f32_run, &cfg, &["--engine", "burn"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = train_small(&synth, &amp_run, &cfg, &["--engine", "burn", "--precision", "amp"]);
+    let o = train_small(
+        &synth,
+        &amp_run,
+        &cfg,
+        &["--engine", "burn", "--precision", "amp"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (a, b) = (metrics_rows(&f32_run), metrics_rows(&amp_run));
     assert_eq!((a.len(), b.len()), (2, 2));
     for (x, y) in a.iter().zip(&b) {
         let (x, y): (f64, f64) = (x[2].parse().unwrap(), y[2].parse().unwrap());
-        assert!(y.is_finite() && x != y, "amp loss {y}, f32 loss {x}: bf16 did not run");
-        assert!((x - y).abs() < 0.05 * x, "amp loss {y} far from f32 loss {x}");
+        assert!(
+            y.is_finite() && x != y,
+            "amp loss {y}, f32 loss {x}: bf16 did not run"
+        );
+        assert!(
+            (x - y).abs() < 0.05 * x,
+            "amp loss {y} far from f32 loss {x}"
+        );
     }
     let o = train_small(&synth, &dir.path().join("c"), &cfg, &["--precision", "amp"]);
     assert_eq!(o.status.code(), Some(1));

@@ -27,7 +27,11 @@ fn device_check_compares_amp_with_f32_on_the_cpu() {
         "64",
     ]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let rows: Vec<Vec<&str>> = out
         .lines()
         .filter(|l| l.starts_with("| convnext") || l.starts_with("| densenet"))
@@ -38,7 +42,10 @@ fn device_check_compares_amp_with_f32_on_the_cpu() {
         let gradients: usize = r[2].parse().unwrap();
         let output: f64 = r[3].parse().unwrap();
         assert!(gradients > 50, "{r:?}");
-        assert!(output > 1e-5 && output < 0.05, "bf16 output difference {output}: {r:?}");
+        assert!(
+            output > 1e-5 && output < 0.05,
+            "bf16 output difference {output}: {r:?}"
+        );
         assert_eq!(r[9], "ok", "{r:?}");
     }
 }
@@ -62,7 +69,10 @@ fn device_check_in_f32_on_the_cpu_is_exact() {
     ]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}");
-    assert!(out.contains("| densenet |") && out.contains("| ok |"), "{out}");
+    assert!(
+        out.contains("| densenet |") && out.contains("| ok |"),
+        "{out}"
+    );
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -78,6 +88,9 @@ fn cuda_is_refused_clearly_without_the_feature() {
         let o = birads(&args);
         assert_ne!(o.status.code(), Some(0), "{args:?}");
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("without") && err.contains("cuda"), "{args:?}: {err}");
+        assert!(
+            err.contains("without") && err.contains("cuda"),
+            "{args:?}: {err}"
+        );
     }
 }

@@ -1,0 +1,127 @@
+//! The own backward of the depthwise convolution (`birads_model::depthwise`) against burn's
+//! convolution backward: the two gradient formulas alone, then whole ConvNeXt gradients with
+//! it installed on the CPU's autodiff backend (on CUDA it replaces burn-cubecl's
+//! channel-by-channel weight gradient).
+
+mod common;
+
+use birads_model::amp::autocast;
+use birads_model::checkpoint::AnyModel;
+use birads_model::depthwise::{input_gradient, install, uninstall, weight_gradient_in_chunks};
+use birads_model::gradcheck::{compare, gradient_cosine, snapshot};
+use birads_model::{Cpu, CpuTrain, MyConvNeXtConfig};
+use burn::prelude::*;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Distribution, FloatDType};
+use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+
+use common::max_abs_diff;
+
+type B = CpuTrain;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+fn assert_close(what: &str, got: Vec<f32>, want: Vec<f32>) {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = max_abs_diff(&got, &want);
+    assert!(
+        diff <= 1e-5 * scale.max(1.0),
+        "{what}: {diff} (scale {scale})"
+    );
+}
+
+#[test]
+fn both_gradients_equal_burns_convolution_backward() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    <B as Backend>::seed(&device, 3);
+    // (batch, channels, height, width, kernel, padding, chunk values)
+    for (n, c, h, w, k, p, chunk) in [
+        (3, 5, 9, 11, 7, 3, usize::MAX),
+        (3, 5, 9, 11, 7, 3, 1), // one image per chunk
+        (2, 4, 8, 8, 3, 1, 700),
+        (2, 3, 10, 9, 5, 0, usize::MAX), // no padding: a smaller output
+    ] {
+        let x = Tensor::<B, 4>::random([n, c, h, w], Distribution::Uniform(-1.0, 1.0), &device)
+            .require_grad();
+        let weight =
+            Tensor::<B, 4>::random([c, 1, k, k], Distribution::Uniform(-1.0, 1.0), &device)
+                .require_grad();
+        let y = conv2d(
+            x.clone(),
+            weight.clone(),
+            None,
+            ConvOptions::new([1, 1], [p, p], [1, 1], c),
+        );
+        let r = Tensor::<B, 4>::random(y.dims(), Distribution::Uniform(-1.0, 1.0), &device);
+        let grads = (y * r.clone()).sum().backward();
+        let want_x = values(x.grad(&grads).unwrap());
+        let want_w = values(weight.grad(&grads).unwrap());
+        let (x, weight, r) = (x.inner(), weight.inner(), r.inner());
+        let got_x = values(input_gradient::<Cpu>(r.clone(), weight, p));
+        let got_w = values(weight_gradient_in_chunks::<Cpu>(x, r, k, p, chunk));
+        let case = format!("{n}×{c}×{h}×{w}, k {k}, p {p}, chunk {chunk}");
+        assert_close(&format!("∂x {case}"), got_x, want_x);
+        assert_close(&format!("∂w {case}"), got_w, want_w);
+    }
+}
+
+fn convnext() -> AnyModel<B> {
+    AnyModel::ConvNeXt(
+        MyConvNeXtConfig::new()
+            .with_dims(vec![16, 32, 64, 128])
+            .with_depths(vec![1, 1, 2, 1])
+            .with_dropout(0.0)
+            .with_sd_rate(0.0)
+            .with_layer_scale_init(0.5)
+            .init(&Default::default()),
+    )
+}
+
+#[test]
+fn convnext_gradients_are_the_same_with_the_own_backward() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    <B as Backend>::seed(&device, 5);
+    let model = convnext();
+    let x = Tensor::<B, 4>::random([2, 3, 64, 64], Distribution::Uniform(-2.0, 2.0), &device);
+    let r = Tensor::<B, 2>::random([2, 6], Distribution::Uniform(-1.0, 1.0), &device);
+    let burn_pass = snapshot(&model, x.clone(), r.clone());
+    install::<Cpu, NoCheckpointing>();
+    let own = snapshot(&model, x.clone(), r.clone());
+    let own_amp = {
+        let _amp = autocast(FloatDType::BF16);
+        snapshot(&model, x, r)
+    };
+    uninstall::<Cpu, NoCheckpointing>();
+    let diffs = compare(&own, &burn_pass).unwrap();
+    let dw: Vec<_> = diffs
+        .iter()
+        .filter(|d| d.name.ends_with("dwconv.weight"))
+        .collect();
+    assert_eq!(dw.len(), 5, "one depthwise weight per block");
+    // Other summation orders: equal to rounding, not to the bit (else it never ran).
+    assert!(
+        dw.iter().any(|d| d.relative > 0.0),
+        "the own backward did not run"
+    );
+    for d in &diffs {
+        assert!(d.relative < 1e-5, "{}: {:.2e}", d.name, d.relative);
+    }
+    // Under autocast the own backward runs on bf16 inputs: close to f32 as a whole.
+    let cosine = gradient_cosine(&own_amp, &burn_pass);
+    assert!(
+        cosine > 0.9999,
+        "amp with the own backward: cosine {cosine}"
+    );
+    let dtypes_f32 = own_amp
+        .grads
+        .iter()
+        .all(|g| g.1 == burn::tensor::DType::F32);
+    assert!(dtypes_f32, "every gradient of an f32 parameter is f32");
+}
