@@ -5,8 +5,9 @@
 #   # here (Rust, no GPU):
 #   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda --target-dir target/cuda
 #   mkdir -p target/gpu && strip -o target/gpu/birads target/cuda/release/birads
-#   # there (GPU, no Rust), from the repository root:
-#   OUT=/some/folder bash scripts/gpu_check.sh [target/gpu/birads]
+#   gzip -f target/gpu/birads        # 113 MB stripped, 30 MB compressed (carry limit: 64 MiB)
+#   # there (GPU, no Rust), from the repository root, carrying target/gpu:
+#   OUT=/some/folder bash scripts/gpu_check.sh [target/gpu/birads.gz]
 #
 # Each step has its own time limit and writes OUT/NN-name.txt; a failed step is reported and
 # the rest still run; the exit status is the number of failed steps. PyTorch (for the
@@ -15,10 +16,13 @@
 # CPU, to try the script itself on a machine without a GPU (with ONLY= the cheap steps).
 set -uo pipefail
 export DEVICE=${DEVICE:-cuda}
-BIRADS=${1:-target/gpu/birads}
+BIRADS=${1:-target/gpu/birads.gz}
 OUT=${OUT:-$(mktemp -d)}
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
+if [[ $BIRADS == *.gz ]]; then
+  gunzip -c "$BIRADS" > "$W/birads" && chmod +x "$W/birads" && BIRADS=$W/birads
+fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/precision_common.sh"
 export -f synth_data data_digest
@@ -45,6 +49,9 @@ step() {
     failed=$((failed + 1))
     return 0
   fi
+  # Nothing runs past HARD seconds (default 570: one device call may last 600).
+  local left=$(( ${HARD:-570} - (t0 - start) ))
+  [ "$limit" -le "$left" ] || limit=$left
   echo "== $name (≤ ${limit} s; $(( t0 - start )) s in)"
   timeout "$limit" bash -c "$*" > "$OUT/$name.txt" 2>&1
   local rc=$?

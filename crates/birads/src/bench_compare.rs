@@ -628,6 +628,7 @@ fn train_rows(a: &TrainBenchArgs, work: &Path) -> anyhow::Result<Vec<(String, f6
 }
 
 pub fn train(a: TrainBenchArgs) -> anyhow::Result<u8> {
+    a.device.ready()?;
     let tmp = tempfile::tempdir()?;
     println!(
         "training benchmark: batch {}, {}×{}, {:?} {:?}, {} runs ≥ 1 s, medians",

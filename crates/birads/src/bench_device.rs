@@ -259,6 +259,7 @@ fn check_model(a: &DeviceCheckArgs, name: &str, dir: &std::path::Path) -> anyhow
 }
 
 pub fn device_check(a: DeviceCheckArgs) -> anyhow::Result<u8> {
+    a.device.ready()?;
     println!(
         "device check: {} {} against the CPU in f32; batch {}, {}×{}, {} models, training mode (batch statistics), dropout off",
         device_name(a.device),
@@ -380,6 +381,7 @@ fn birads_infer_rate(name: &str, batch: usize, a: &InferBenchArgs) -> anyhow::Re
 }
 
 pub fn infer(a: InferBenchArgs) -> anyhow::Result<u8> {
+    a.device.ready()?;
     let work = tempfile::tempdir()?;
     let script = work.path().join("bench_pipeline.py");
     std::fs::write(&script, crate::bench_compare::PY_PIPELINE)?;

@@ -159,6 +159,7 @@ fn reports(
 }
 
 pub fn run(a: PredictArgs) -> anyhow::Result<u8> {
+    a.device.ready()?;
     let opts = FolderOptions {
         input: a.input,
         output: a.output,

@@ -26,6 +26,51 @@ pub enum DeviceArg {
     Cuda,
 }
 
+impl DeviceArg {
+    /// A clear error instead of a panic deep in the CUDA runtime when the GPU cannot be used:
+    /// a build without CUDA, no NVIDIA driver, or no device.
+    pub fn ready(self) -> anyhow::Result<()> {
+        match self {
+            DeviceArg::Cpu => Ok(()),
+            DeviceArg::Cuda => cuda_ready(),
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_ready() -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this birads was built without CUDA; rebuild with `cargo build --release --features cuda`"
+    )
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_ready() -> anyhow::Result<()> {
+    // cudarc loads the driver library on first use and panics when it is missing.
+    // SAFETY: dlopen with a valid C string; the handle is closed again at once.
+    let driver = unsafe { libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_LAZY) };
+    if driver.is_null() {
+        anyhow::bail!(
+            "--device cuda: no NVIDIA driver here (libcuda.so.1 not found; is this a GPU machine?)"
+        );
+    }
+    // SAFETY: the handle came from dlopen above.
+    unsafe { libc::dlclose(driver) };
+    // A device must answer a first small operation; its failures arrive as panics.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(|| {
+        use burn::prelude::*;
+        let t = Tensor::<birads_model::Cuda, 1>::ones([1], &Default::default());
+        t.into_data().to_vec::<f32>().ok()
+    });
+    std::panic::set_hook(hook);
+    match probe {
+        Ok(Some(v)) if v == [1.0] => Ok(()),
+        _ => anyhow::bail!("--device cuda: the NVIDIA driver is here but no CUDA device answered"),
+    }
+}
+
 /// Which code trains the backbone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum TrainEngineArg {
@@ -557,6 +602,7 @@ pub fn train_with(
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<u8> {
+    a.engine.device.ready()?;
     let mut cfg = config(&a)?;
     let out = a
         .resume

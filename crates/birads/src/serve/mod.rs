@@ -191,6 +191,7 @@ fn load_fusion(
 }
 
 pub fn run(mut a: ServeArgs) -> anyhow::Result<u8> {
+    a.device.ready()?;
     if a.cla_weights.is_none() && a.fea_weights.is_none() {
         println!("{}", birads_infer::folder::builtin_note());
         a.cla_weights = Some(std::path::PathBuf::from(birads_model::builtin::KEYWORD));
