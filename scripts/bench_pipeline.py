@@ -115,15 +115,19 @@ def ort(a):
     write_csvs(a.output, cla_rows, fea_rows)
 
 
-def train(a):
-    """Images/s of optimiser steps in train mode (dropout, stochastic depth, batch statistics)."""
+def torch_device(a):
+    """torch, the device of `a.device` and the original model classes, threads and seed set."""
     import torch
-    from torch import nn
-    my_convnext, my_densenet = models()
     if a.threads:
         torch.set_num_threads(a.threads)
-    dev = torch.device(a.device)
     torch.manual_seed(0)
+    return (torch, torch.device(a.device)) + models()
+
+
+def train(a):
+    """Images/s of optimiser steps in train mode (dropout, stochastic depth, batch statistics)."""
+    torch, dev, my_convnext, my_densenet = torch_device(a)
+    from torch import nn
     model = (my_convnext(dropout=0.05) if a.model == "convnext" else my_densenet()).to(dev)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
@@ -167,12 +171,7 @@ def timed(step, sync, batch, runs, warmup, min_seconds):
 
 def infer(a):
     """Images/s of eval-mode forward passes, probabilities copied back to the host."""
-    import torch
-    my_convnext, my_densenet = models()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    dev = torch.device(a.device)
-    torch.manual_seed(0)
+    torch, dev, my_convnext, my_densenet = torch_device(a)
     model = (my_convnext() if a.model == "convnext" else my_densenet()).to(dev).eval()
     x = torch.randn(a.batch, 3, a.size, a.size, device=dev)
 

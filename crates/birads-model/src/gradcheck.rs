@@ -11,6 +11,35 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, Tensor};
 
 use crate::checkpoint::AnyModel;
+use crate::{MyConvNeXtConfig, MyDenseNetConfig};
+
+/// MyConvNeXt for a check: dropout and stochastic depth off, layer scale 0.5 (at its 1e-6
+/// default the blocks would pass almost no gradient); `small`: 16–128 channels, 5 blocks.
+pub fn convnext_config(small: bool) -> MyConvNeXtConfig {
+    let c = MyConvNeXtConfig::new()
+        .with_dropout(0.0)
+        .with_sd_rate(0.0)
+        .with_layer_scale_init(0.5);
+    if small {
+        c.with_dims(vec![16, 32, 64, 128])
+            .with_depths(vec![1, 1, 2, 1])
+    } else {
+        c
+    }
+}
+
+/// MyDenseNet for a check: dropout off; `small`: growth 8, two layers per block.
+pub fn densenet_config(small: bool) -> MyDenseNetConfig {
+    let c = MyDenseNetConfig::new().with_dp1(0.0).with_dp2(0.0);
+    if small {
+        c.with_growth(8)
+            .with_blocks(vec![2, 2, 2, 2])
+            .with_init_features(16)
+            .with_bn_size(2)
+    } else {
+        c
+    }
+}
 
 /// Outputs and gradients of one pass, as f32 values.
 #[derive(Debug, Clone)]

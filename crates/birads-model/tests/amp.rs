@@ -5,8 +5,10 @@
 
 use birads_model::amp::{autocast, compute_dtype};
 use birads_model::checkpoint::AnyModel;
-use birads_model::gradcheck::{compare, gradient_cosine, snapshot};
-use birads_model::{CpuTrain, MyConvNeXtConfig, MyDenseNetConfig};
+use birads_model::gradcheck::{
+    compare, convnext_config, densenet_config, gradient_cosine, snapshot,
+};
+use birads_model::CpuTrain;
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution, FloatDType};
 
@@ -66,12 +68,7 @@ struct Limits {
 
 #[test]
 fn convnext_under_autocast_is_close_to_f32() {
-    let config = MyConvNeXtConfig::new()
-        .with_dims(vec![16, 32, 64, 128])
-        .with_depths(vec![1, 1, 2, 1])
-        .with_dropout(0.0)
-        .with_sd_rate(0.0)
-        .with_layer_scale_init(0.5);
+    let config = convnext_config(true);
     let limits = Limits {
         all_gradients: 0.9999,
         each_gradient: Some((0.05, 0.999)),
@@ -85,13 +82,7 @@ fn convnext_under_autocast_is_close_to_f32() {
 
 #[test]
 fn densenet_under_autocast_is_close_to_f32() {
-    let config = MyDenseNetConfig::new()
-        .with_growth(8)
-        .with_blocks(vec![2, 2, 2, 2])
-        .with_init_features(16)
-        .with_bn_size(2)
-        .with_dp1(0.0)
-        .with_dp2(0.0);
+    let config = densenet_config(true);
     let limits = Limits {
         all_gradients: 0.95,
         each_gradient: None,

@@ -8,8 +8,8 @@ mod common;
 use birads_model::amp::autocast;
 use birads_model::checkpoint::AnyModel;
 use birads_model::depthwise::{input_gradient, install, uninstall, weight_gradient_in_chunks};
-use birads_model::gradcheck::{compare, gradient_cosine, snapshot};
-use birads_model::{Cpu, CpuTrain, MyConvNeXtConfig};
+use birads_model::gradcheck::{compare, convnext_config, gradient_cosine, snapshot};
+use birads_model::{Cpu, CpuTrain};
 use burn::prelude::*;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -72,15 +72,7 @@ fn both_gradients_equal_burns_convolution_backward() {
 }
 
 fn convnext() -> AnyModel<B> {
-    AnyModel::ConvNeXt(
-        MyConvNeXtConfig::new()
-            .with_dims(vec![16, 32, 64, 128])
-            .with_depths(vec![1, 1, 2, 1])
-            .with_dropout(0.0)
-            .with_sd_rate(0.0)
-            .with_layer_scale_init(0.5)
-            .init(&Default::default()),
-    )
+    AnyModel::ConvNeXt(convnext_config(true).init(&Default::default()))
 }
 
 #[test]

@@ -12,7 +12,8 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use birads_model::checkpoint::{self, AnyModel, ModelKind};
 use birads_model::gradcheck::{
-    compare, gradient_cosine, output_of, snapshot, Difference, Snapshot,
+    compare, convnext_config, densenet_config, gradient_cosine, output_of, snapshot, Difference,
+    Snapshot,
 };
 use birads_model::{CpuTrain, MyConvNeXtConfig, MyDenseNetConfig};
 use burn::prelude::*;
@@ -79,36 +80,10 @@ fn limits(a: &DeviceCheckArgs, cpu_low: Option<(f64, f64)>) -> Limits {
 
 fn model(name: &str, small: bool) -> anyhow::Result<AnyModel<CpuTrain>> {
     let device = Default::default();
-    Ok(match (name, small) {
-        ("convnext", false) => AnyModel::ConvNeXt(
-            MyConvNeXtConfig::new()
-                .with_dropout(0.0)
-                .with_sd_rate(0.0)
-                .with_layer_scale_init(0.5)
-                .init(&device),
-        ),
-        ("convnext", true) => AnyModel::ConvNeXt(
-            MyConvNeXtConfig::new()
-                .with_dims(vec![16, 32, 64, 128])
-                .with_depths(vec![1, 1, 2, 1])
-                .with_dropout(0.0)
-                .with_sd_rate(0.0)
-                .with_layer_scale_init(0.5)
-                .init(&device),
-        ),
-        ("densenet", small) => {
-            let c = MyDenseNetConfig::new().with_dp1(0.0).with_dp2(0.0);
-            let c = if small {
-                c.with_growth(8)
-                    .with_blocks(vec![2, 2, 2, 2])
-                    .with_init_features(16)
-                    .with_bn_size(2)
-            } else {
-                c
-            };
-            AnyModel::DenseNet(c.init(&device))
-        }
-        (other, _) => bail!("unknown model {other} (convnext, densenet)"),
+    Ok(match name {
+        "convnext" => AnyModel::ConvNeXt(convnext_config(small).init(&device)),
+        "densenet" => AnyModel::DenseNet(densenet_config(small).init(&device)),
+        other => bail!("unknown model {other} (convnext, densenet)"),
     })
 }
 
@@ -421,6 +396,9 @@ pub fn infer(a: InferBenchArgs) -> anyhow::Result<u8> {
                     ]);
                     if a.precision != PrecisionArg::F32 {
                         c.arg("--amp");
+                    }
+                    if a.device == DeviceArg::Cpu {
+                        c.args(["--threads", &rayon::current_num_threads().to_string()]);
                     }
                     crate::bench::python_json(&a.python, c.output())
                         .and_then(|v| v["img_s"].as_f64())
