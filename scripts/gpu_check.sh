@@ -162,7 +162,15 @@ step 00-machine 30 "nvidia-smi; nproc; free -g; ${PY:-true} -c 'import torch; pr
 
 # Point 3: outputs and every gradient against the CPU (f32 within 1e-4; amp and bf16 against
 # the CPU's own amp pass).
-step 01-device-check-f32 120 "$BIRADS bench device-check --device $DEVICE --precision f32"
+# On a failure, ConvNeXt again with burn's depthwise backward: is the own one at fault?
+device_check_f32() {
+  $BIRADS bench device-check --device $DEVICE --precision f32 && return 0
+  echo "-- again with BIRADS_DEPTHWISE=burn:"
+  BIRADS_DEPTHWISE=burn $BIRADS bench device-check --device $DEVICE --precision f32 --models convnext
+  return 1
+}
+export -f device_check_f32
+step 01-device-check-f32 150 device_check_f32
 
 # Point 1: training images/s beside PyTorch AMP, batch 32 and 64, both models, train mode.
 step 04-train-amp-b32 150 "$BIRADS bench train --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --phases $(pyflag)"
