@@ -17,7 +17,9 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
 use crate::bench::median;
-use crate::train::{DeviceArg, PrecisionArg, TrainEngineArg};
+use crate::train::{
+    amp_needs_burn, on_backend, DeviceArg, OnBackend, PrecisionArg, TrainEngineArg,
+};
 
 pub(crate) const PY_PIPELINE: &str = include_str!("../../../scripts/bench_pipeline.py");
 pub(crate) const PY_MODEL_DEFS: &str = include_str!("../../../scripts/make_model_fixtures.py");
@@ -541,38 +543,18 @@ fn birads_train_rate<B: AutodiffBackend>(name: &str, a: &TrainBenchArgs) -> f64 
 
 /// birads' images/s for `name` on the device, precision and engine of `a`.
 fn birads_rate(name: &str, a: &TrainBenchArgs) -> anyhow::Result<f64> {
-    use birads_model::amp::autocast;
-    #[cfg(feature = "cuda")]
-    use burn::backend::Autodiff;
-    let amp = a.precision == PrecisionArg::Amp;
-    if amp && a.engine() == TrainEngineArg::Fast {
-        bail!("--precision amp runs on burn's autodiff: add --engine burn");
+    struct Rate<'a>(&'a str, &'a TrainBenchArgs);
+    impl OnBackend for Rate<'_> {
+        type Output = f64;
+        fn run<B: AutodiffBackend>(self) -> anyhow::Result<f64> {
+            Ok(birads_train_rate::<B>(self.0, self.1))
+        }
     }
+    amp_needs_burn(a.precision, a.engine() == TrainEngineArg::Burn)?;
     if a.device == DeviceArg::Cuda && a.engine() == TrainEngineArg::Fast {
         bail!("the fast training path runs on the CPU; use --engine burn with --device cuda");
     }
-    // Autocast holds on this thread, where the steps run.
-    let _amp = amp.then(|| autocast(burn::tensor::FloatDType::BF16));
-    Ok(match (a.device, a.precision) {
-        (DeviceArg::Cpu, PrecisionArg::Bf16) => bail!("bf16 needs --device cuda"),
-        (DeviceArg::Cpu, _) => birads_train_rate::<birads_model::CpuTrain>(name, a),
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, PrecisionArg::Bf16) if a.no_fusion => {
-            birads_train_rate::<Autodiff<birads_model::CudaUnfusedBf16>>(name, a)
-        }
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, PrecisionArg::Bf16) => {
-            birads_train_rate::<Autodiff<birads_model::CudaBf16>>(name, a)
-        }
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, _) if a.no_fusion => {
-            birads_train_rate::<Autodiff<birads_model::CudaUnfused>>(name, a)
-        }
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, _) => birads_train_rate::<Autodiff<birads_model::Cuda>>(name, a),
-        #[cfg(not(feature = "cuda"))]
-        (DeviceArg::Cuda, _) => bail!("this birads was built without the `cuda` feature"),
-    })
+    on_backend(a.device, a.precision, a.no_fusion, Rate(name, a))
 }
 
 /// (model, birads img/s, PyTorch img/s) for each model.

@@ -22,7 +22,7 @@ use burn::tensor::{Distribution, FloatDType};
 use clap::Args;
 
 use crate::bench::median;
-use crate::train::{DeviceArg, PrecisionArg};
+use crate::train::{on_backend, DeviceArg, OnBackend, PrecisionArg};
 
 #[derive(Args)]
 pub struct DeviceCheckArgs {
@@ -121,27 +121,18 @@ fn snapshot_on<B: AutodiffBackend>(
     Ok(snapshot(&model, x, r))
 }
 
-/// The device's snapshot for `a.device` and `a.precision` (autocast already in force for amp).
-fn device_snapshot(
-    a: &DeviceCheckArgs,
-    m: &AnyModel<CpuTrain>,
-    x: &TensorData,
-    r: &TensorData,
-    dir: &std::path::Path,
-) -> anyhow::Result<Snapshot> {
-    #[cfg(feature = "cuda")]
-    use burn::backend::Autodiff;
-    match (a.device, a.precision) {
-        (DeviceArg::Cpu, PrecisionArg::Bf16) => bail!("bf16 needs --device cuda"),
-        (DeviceArg::Cpu, _) => snapshot_on::<CpuTrain>(m, x, r, dir),
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, PrecisionArg::Bf16) => {
-            snapshot_on::<Autodiff<birads_model::CudaBf16>>(m, x, r, dir)
-        }
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, _) => snapshot_on::<Autodiff<birads_model::Cuda>>(m, x, r, dir),
-        #[cfg(not(feature = "cuda"))]
-        (DeviceArg::Cuda, _) => bail!("this birads was built without the `cuda` feature"),
+/// The snapshot of `m` on the backend `OnBackend` is run on.
+struct DeviceSnapshot<'a> {
+    m: &'a AnyModel<CpuTrain>,
+    x: &'a TensorData,
+    r: &'a TensorData,
+    dir: &'a std::path::Path,
+}
+
+impl OnBackend for DeviceSnapshot<'_> {
+    type Output = Snapshot;
+    fn run<B: AutodiffBackend>(self) -> anyhow::Result<Snapshot> {
+        snapshot_on::<B>(self.m, self.x, self.r, self.dir)
     }
 }
 
@@ -175,11 +166,13 @@ fn check_model(a: &DeviceCheckArgs, name: &str, dir: &std::path::Path) -> anyhow
         }
     };
     let t = Instant::now();
-    let got = {
-        let _amp = (a.precision == PrecisionArg::Amp)
-            .then(|| birads_model::amp::autocast(FloatDType::BF16));
-        device_snapshot(a, &m, &xd, &rd, dir)?
+    let work = DeviceSnapshot {
+        m: &m,
+        x: &xd,
+        r: &rd,
+        dir,
     };
+    let got = on_backend(a.device, a.precision, false, work)?;
     let device_s = t.elapsed().as_secs_f64();
     let diffs = compare(&got, &want).map_err(anyhow::Error::msg)?;
     let cosine = gradient_cosine(&got, &want);
@@ -338,21 +331,16 @@ fn burn_infer_rate<B: Backend>(
     Ok(median(rates))
 }
 
+/// birads' images/s on the device and precision of `a` (the autodiff backend's inner one).
 fn birads_infer_rate(name: &str, batch: usize, a: &InferBenchArgs) -> anyhow::Result<f64> {
-    let _amp =
-        (a.precision == PrecisionArg::Amp).then(|| birads_model::amp::autocast(FloatDType::BF16));
-    match (a.device, a.precision) {
-        (DeviceArg::Cpu, PrecisionArg::Bf16) => bail!("bf16 needs --device cuda"),
-        (DeviceArg::Cpu, _) => burn_infer_rate::<birads_model::Cpu>(name, batch, a),
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, PrecisionArg::Bf16) => {
-            burn_infer_rate::<birads_model::CudaBf16>(name, batch, a)
+    struct Rate<'a>(&'a str, usize, &'a InferBenchArgs);
+    impl OnBackend for Rate<'_> {
+        type Output = f64;
+        fn run<B: AutodiffBackend>(self) -> anyhow::Result<f64> {
+            burn_infer_rate::<B::InnerBackend>(self.0, self.1, self.2)
         }
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, _) => burn_infer_rate::<birads_model::Cuda>(name, batch, a),
-        #[cfg(not(feature = "cuda"))]
-        (DeviceArg::Cuda, _) => bail!("this birads was built without the `cuda` feature"),
     }
+    on_backend(a.device, a.precision, false, Rate(name, batch, a))
 }
 
 pub fn infer(a: InferBenchArgs) -> anyhow::Result<u8> {

@@ -9,6 +9,7 @@ use birads_data::{Problem, Sample};
 use birads_train::history::EpochRecord;
 use birads_train::trainer::{Observer, RunOptions, RunOutcome};
 use birads_train::{Task, TrainConfig};
+use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, ValueEnum};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -38,10 +39,12 @@ impl DeviceArg {
 }
 
 #[cfg(not(feature = "cuda"))]
+const NO_CUDA: &str =
+    "this birads was built without CUDA; rebuild with `cargo build --release --features cuda`";
+
+#[cfg(not(feature = "cuda"))]
 fn cuda_ready() -> anyhow::Result<()> {
-    anyhow::bail!(
-        "this birads was built without CUDA; rebuild with `cargo build --release --features cuda`"
-    )
+    anyhow::bail!(NO_CUDA)
 }
 
 #[cfg(feature = "cuda")]
@@ -69,6 +72,55 @@ fn cuda_ready() -> anyhow::Result<()> {
         Ok(Some(v)) if v == [1.0] => Ok(()),
         _ => anyhow::bail!("--device cuda: the NVIDIA driver is here but no CUDA device answered"),
     }
+}
+
+/// Work generic over the autodiff backend (training, its benchmark, the device check):
+/// `on_backend` runs it on the backend that `--device` and `--precision` select.
+pub trait OnBackend {
+    type Output;
+    fn run<B: AutodiffBackend>(self) -> anyhow::Result<Self::Output>;
+}
+
+/// Run `work` on the backend for `device` and `precision` (`unfused`: CUDA without kernel
+/// fusion), with autocast open on this thread for amp.
+#[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+pub fn on_backend<W: OnBackend>(
+    device: DeviceArg,
+    precision: PrecisionArg,
+    unfused: bool,
+    work: W,
+) -> anyhow::Result<W::Output> {
+    #[cfg(feature = "cuda")]
+    use burn::backend::Autodiff;
+    let _amp = (precision == PrecisionArg::Amp)
+        .then(|| birads_model::amp::autocast(burn::tensor::FloatDType::BF16));
+    match (device, precision) {
+        (DeviceArg::Cpu, PrecisionArg::Bf16) => anyhow::bail!(
+            "--precision bf16 needs --device cuda (burn's CPU backend trains in f32); \
+             --precision amp runs on the CPU"
+        ),
+        (DeviceArg::Cpu, _) => work.run::<birads_model::CpuTrain>(),
+        #[cfg(feature = "cuda")]
+        (DeviceArg::Cuda, PrecisionArg::Bf16) if unfused => {
+            work.run::<Autodiff<birads_model::CudaUnfusedBf16>>()
+        }
+        #[cfg(feature = "cuda")]
+        (DeviceArg::Cuda, PrecisionArg::Bf16) => work.run::<Autodiff<birads_model::CudaBf16>>(),
+        #[cfg(feature = "cuda")]
+        (DeviceArg::Cuda, _) if unfused => work.run::<Autodiff<birads_model::CudaUnfused>>(),
+        #[cfg(feature = "cuda")]
+        (DeviceArg::Cuda, _) => work.run::<Autodiff<birads_model::Cuda>>(),
+        #[cfg(not(feature = "cuda"))]
+        (DeviceArg::Cuda, _) => anyhow::bail!(NO_CUDA),
+    }
+}
+
+/// amp casts inside burn's modules: the fast engine's backbone would stay f32.
+pub fn amp_needs_burn(precision: PrecisionArg, burn_engine: bool) -> anyhow::Result<()> {
+    if precision == PrecisionArg::Amp && !burn_engine {
+        anyhow::bail!("--precision amp runs on burn's autodiff: add --engine burn");
+    }
+    Ok(())
 }
 
 /// Which code trains the backbone.
@@ -556,48 +608,38 @@ pub fn train_with(
         bar: None,
         task: cfg.task,
     };
-    fn on<B: burn::tensor::backend::AutodiffBackend>(
-        cfg: &TrainConfig,
+    struct Training<'a> {
+        cfg: &'a TrainConfig,
         train: Vec<Sample>,
         val: Vec<Sample>,
-        opts: &RunOptions,
-        console: &mut Console,
-    ) -> anyhow::Result<RunOutcome> {
-        Ok(birads_train::train::<B>(
-            cfg,
-            train,
-            val,
-            opts,
-            console,
-            &Default::default(),
-        )?)
+        opts: &'a RunOptions,
+        console: &'a mut Console,
     }
-    if precision == PrecisionArg::Amp && opts.engine != birads_train::trainer::Engine::Burn {
-        anyhow::bail!("--precision amp runs on burn's autodiff: add --engine burn");
+    impl OnBackend for Training<'_> {
+        type Output = RunOutcome;
+        fn run<B: AutodiffBackend>(self) -> anyhow::Result<RunOutcome> {
+            Ok(birads_train::train::<B>(
+                self.cfg,
+                self.train,
+                self.val,
+                self.opts,
+                self.console,
+                &Default::default(),
+            )?)
+        }
     }
-    // Autocast holds on this thread, where the training loop runs forward and loss.
-    let _amp = (precision == PrecisionArg::Amp)
-        .then(|| birads_model::amp::autocast(burn::tensor::FloatDType::BF16));
-    let c = &mut console;
-    let outcome = match (device, precision) {
-        (DeviceArg::Cpu, PrecisionArg::Bf16) => anyhow::bail!(
-            "--precision bf16 needs --device cuda (burn's CPU backend trains in f32); \
-             --precision amp runs on the CPU"
-        ),
-        (DeviceArg::Cpu, _) => on::<birads_model::CpuTrain>(cfg, train, val, opts, c)?,
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, PrecisionArg::F32 | PrecisionArg::Amp) => {
-            on::<burn::backend::Autodiff<birads_model::Cuda>>(cfg, train, val, opts, c)?
-        }
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, PrecisionArg::Bf16) => {
-            on::<burn::backend::Autodiff<birads_model::CudaBf16>>(cfg, train, val, opts, c)?
-        }
-        #[cfg(not(feature = "cuda"))]
-        (DeviceArg::Cuda, _) => anyhow::bail!(
-            "this birads was built without CUDA; rebuild with `cargo build --release --features cuda`"
-        ),
+    amp_needs_burn(
+        precision,
+        opts.engine == birads_train::trainer::Engine::Burn,
+    )?;
+    let work = Training {
+        cfg,
+        train,
+        val,
+        opts,
+        console: &mut console,
     };
+    let outcome = on_backend(device, precision, false, work)?;
     Ok(outcome)
 }
 
