@@ -151,8 +151,11 @@ pub struct CvReport {
     pub malignancy_score: &'static str,
 }
 
+/// How to read one metric from a fold.
+pub type MetricOf = fn(&FoldMetrics) -> Option<f64>;
+
 /// The summarised metrics: name and how to read it from a fold.
-pub const METRICS: [(&str, fn(&FoldMetrics) -> Option<f64>); 7] = [
+pub const METRICS: [(&str, MetricOf); 7] = [
     ("accuracy", |m| Some(m.accuracy)),
     ("macro_f1", |m| Some(m.macro_f1)),
     ("quadratic_kappa", |m| m.quadratic_kappa),
@@ -204,7 +207,9 @@ fn plots(r: &CvReport) -> Result<Vec<Plot>, String> {
             metrics::roc_auc(&pos, &score),
         )
     };
-    let mut curves: Vec<(String, Vec<(f64, f64)>, Option<f64>)> = r
+    // (label, ROC points, AUC) per fold, then pooled.
+    type Curve = (String, Vec<(f64, f64)>, Option<f64>);
+    let mut curves: Vec<Curve> = r
         .folds
         .iter()
         .map(|f| {

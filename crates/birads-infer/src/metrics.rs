@@ -226,6 +226,25 @@ pub fn expected_calibration_error(bins: &[ReliabilityBin]) -> f64 {
         .sum()
 }
 
+/// Whether a BI-RADS category name is one that recommends biopsy or is highly suggestive of
+/// malignancy: 4, 4A, 4B, 4C and 5 (also 6, a known malignancy).
+pub fn is_suspicious_category(name: &str) -> bool {
+    let n = birads_data::sample::normalise_class_name(name);
+    n.starts_with('4') || n.starts_with('5') || n.starts_with('6')
+}
+
+/// The malignancy score of one image from its BI-RADS probabilities: the probability of a
+/// suspicious category, P(4) + P(5) (P(4A) + P(4B) + P(4C) + P(5) for the six competition
+/// classes). This is what "malignancy AUC" ranks images by, against biopsy pathology.
+pub fn malignancy_score(classes: &[String], probabilities: &[f32]) -> f64 {
+    classes
+        .iter()
+        .zip(probabilities)
+        .filter(|(c, _)| is_suspicious_category(c))
+        .map(|(_, &p)| p as f64)
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,23 +279,4 @@ mod tests {
         assert_eq!(bin_of(0.0, 10), 0);
         assert_eq!(bin_of(1.0, 10), 9);
     }
-}
-
-/// Whether a BI-RADS category name is one that recommends biopsy or is highly suggestive of
-/// malignancy: 4, 4A, 4B, 4C and 5 (also 6, a known malignancy).
-pub fn is_suspicious_category(name: &str) -> bool {
-    let n = birads_data::sample::normalise_class_name(name);
-    n.starts_with('4') || n.starts_with('5') || n.starts_with('6')
-}
-
-/// The malignancy score of one image from its BI-RADS probabilities: the probability of a
-/// suspicious category, P(4) + P(5) (P(4A) + P(4B) + P(4C) + P(5) for the six competition
-/// classes). This is what "malignancy AUC" ranks images by, against biopsy pathology.
-pub fn malignancy_score(classes: &[String], probabilities: &[f32]) -> f64 {
-    classes
-        .iter()
-        .zip(probabilities)
-        .filter(|(c, _)| is_suspicious_category(c))
-        .map(|(_, &p)| p as f64)
-        .sum()
 }

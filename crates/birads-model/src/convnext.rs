@@ -8,11 +8,11 @@ use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 
 use crate::amp;
 use crate::blocks::{conv2d, drop_path, dropout, linear, Init, LayerNorm2d};
 use crate::depthwise;
+use crate::gelu::gelu;
 
 #[derive(Config, Debug)]
 pub struct MyConvNeXtConfig {

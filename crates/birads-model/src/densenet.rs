@@ -15,10 +15,11 @@ use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, relu};
+use burn::tensor::activation::relu;
 
 use crate::amp;
 use crate::blocks::{conv2d, dropout, BatchNorm2d, Cbam, Init};
+use crate::gelu::gelu;
 
 #[derive(Config, Debug)]
 pub struct MyDenseNetConfig {

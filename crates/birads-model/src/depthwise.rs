@@ -17,10 +17,6 @@
 //! `amp::conv2d`. `BIRADS_DEPTHWISE=burn` keeps burn's own backward everywhere (to measure
 //! what this buys).
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
-use std::sync::{OnceLock, RwLock};
-
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::backend::Backend;
@@ -32,44 +28,23 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_autodiff::{Autodiff, NodeId};
 
-use crate::amp;
+use crate::{amp, own_ops};
 
 /// `(x, weight [C, 1, k, k], bias, padding) → y` on one backend.
 pub type DepthwiseFn<B> =
     fn(Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>, usize) -> Tensor<B, 4>;
-
-type Registry = RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>;
-
-fn registry() -> &'static Registry {
-    static R: OnceLock<Registry> = OnceLock::new();
-    R.get_or_init(|| RwLock::new(HashMap::new()))
-}
 
 /// Use the own backward on `Autodiff<B, C>` from now on (unless `BIRADS_DEPTHWISE=burn`).
 pub fn install<B: Backend, C: CheckpointStrategy>() {
     if std::env::var("BIRADS_DEPTHWISE").is_ok_and(|v| v == "burn") {
         return;
     }
-    let f: DepthwiseFn<Autodiff<B, C>> = depthwise::<B, C>;
-    registry()
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(TypeId::of::<Autodiff<B, C>>(), Box::new(f));
+    own_ops::install::<DepthwiseFn<Autodiff<B, C>>>(depthwise::<B, C>);
 }
 
 /// Back to burn's convolution on `Autodiff<B, C>`.
 pub fn uninstall<B: Backend, C: CheckpointStrategy>() {
-    registry()
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&TypeId::of::<Autodiff<B, C>>());
-}
-
-fn installed<B: Backend>() -> Option<DepthwiseFn<B>> {
-    let map = registry().read().unwrap_or_else(|e| e.into_inner());
-    map.get(&TypeId::of::<B>())?
-        .downcast_ref::<DepthwiseFn<B>>()
-        .copied()
+    own_ops::uninstall::<DepthwiseFn<Autodiff<B, C>>>();
 }
 
 /// Symmetric padding of a depthwise, stride-1, undilated convolution: what the own backward
@@ -87,7 +62,7 @@ fn eligible<B: Backend>(conv: &Conv2d<B>) -> Option<usize> {
 /// `conv.forward(x)` for ConvNeXt's depthwise convolution: the own backward where installed,
 /// in the autocast precision when a scope is open.
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let (Some(f), Some(padding)) = (installed::<B>(), eligible(conv)) else {
+    let (Some(f), Some(padding)) = (own_ops::installed::<DepthwiseFn<B>>(), eligible(conv)) else {
         return amp::conv2d(conv, x);
     };
     let low = amp::compute_dtype();

@@ -10,7 +10,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, Tensor};
 
-use crate::checkpoint::AnyModel;
+use crate::checkpoint::{self, AnyModel, ModelKind};
+use crate::weights::WeightsError;
 use crate::{MyConvNeXtConfig, MyDenseNetConfig};
 
 /// MyConvNeXt for a check: dropout and stochastic depth off, layer scale 0.5 (at its 1e-6
@@ -39,6 +40,30 @@ pub fn densenet_config(small: bool) -> MyDenseNetConfig {
     } else {
         c
     }
+}
+
+/// `m`'s weights on backend `B` and its default device, through the checkpoint format as a
+/// user's weights travel (written to `dir/weights.safetensors`).
+pub fn moved<A: burn::tensor::backend::Backend, B: burn::tensor::backend::Backend>(
+    m: &AnyModel<A>,
+    dir: &std::path::Path,
+) -> Result<AnyModel<B>, WeightsError> {
+    let path = dir.join("weights.safetensors");
+    checkpoint::save(m, serde_json::Value::Null, &path)?;
+    let (kind, c, d) = match m {
+        AnyModel::ConvNeXt(x) => (
+            ModelKind::ConvNeXt,
+            checkpoint::convnext_config_of(x),
+            MyDenseNetConfig::new(),
+        ),
+        AnyModel::DenseNet(x) => (
+            ModelKind::DenseNet,
+            MyConvNeXtConfig::new(),
+            checkpoint::densenet_config_of(x),
+        ),
+    };
+    let (model, _, _) = checkpoint::load_any::<B>(&path, kind, &c, &d, &Default::default())?;
+    Ok(model)
 }
 
 /// Outputs and gradients of one pass, as f32 values.

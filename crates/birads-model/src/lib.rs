@@ -10,7 +10,9 @@ pub mod convnext;
 pub mod densenet;
 pub mod depthwise;
 pub mod fast;
+pub mod gelu;
 pub mod gradcheck;
+mod own_ops;
 pub mod weights;
 
 pub use convnext::{MyConvNeXt, MyConvNeXtConfig};
@@ -36,7 +38,7 @@ pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16>;
 pub type CudaUnfusedBf16 =
     burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, burn::tensor::bf16, i32, u8>;
 
-/// Install birads' own backward passes on the CUDA training backends (`depthwise`).
+/// Install birads' own backward passes on the CUDA training backends (`depthwise`, `gelu`).
 #[cfg(feature = "cuda")]
 pub fn install_gpu_ops() {
     use burn_autodiff::checkpoint::strategy::NoCheckpointing;
@@ -44,4 +46,8 @@ pub fn install_gpu_ops() {
     depthwise::install::<CudaBf16, NoCheckpointing>();
     depthwise::install::<CudaUnfused, NoCheckpointing>();
     depthwise::install::<CudaUnfusedBf16, NoCheckpointing>();
+    gelu::install::<Cuda, NoCheckpointing>();
+    gelu::install::<CudaBf16, NoCheckpointing>();
+    gelu::install::<CudaUnfused, NoCheckpointing>();
+    gelu::install::<CudaUnfusedBf16, NoCheckpointing>();
 }

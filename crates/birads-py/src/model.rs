@@ -234,7 +234,7 @@ impl Model {
                 None => self.run(batch, bs),
             })
             .map_err(err)?;
-        let n = if width == 0 { 0 } else { flat.len() / width };
+        let n = flat.len().checked_div(width).unwrap_or(0);
         PyArray1::from_vec(py, flat)
             .reshape([n, width])
             .map_err(err)

@@ -317,17 +317,17 @@ impl TrainConfig {
             return Err("schedule.t0 and schedule.t_mult must be at least 1".into());
         }
         // The six-class default weights are reset by `set_classes` for other class lists.
-        if self.task == Task::Cls && !self.classes.is_empty() {
-            if !self.class_weights.is_empty()
-                && self.class_weights.len() != self.classes.len()
-                && self.class_weights != BIRADS6_OVERSAMPLING
-            {
-                return Err(format!(
-                    "class_weights has {} entries for {} classes",
-                    self.class_weights.len(),
-                    self.classes.len()
-                ));
-            }
+        if self.task == Task::Cls
+            && !self.classes.is_empty()
+            && !self.class_weights.is_empty()
+            && self.class_weights.len() != self.classes.len()
+            && self.class_weights != BIRADS6_OVERSAMPLING
+        {
+            return Err(format!(
+                "class_weights has {} entries for {} classes",
+                self.class_weights.len(),
+                self.classes.len()
+            ));
         }
         if self.task == Task::Fea && self.model.densenet.classes > 0 {
             return Err("model.densenet.classes must be 0 for the feature model".into());

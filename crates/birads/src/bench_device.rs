@@ -10,10 +10,10 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use birads_model::checkpoint::{self, AnyModel, ModelKind};
+use birads_model::checkpoint::AnyModel;
 use birads_model::gradcheck::{
-    compare, convnext_config, densenet_config, gradient_cosine, output_of, snapshot, Difference,
-    Snapshot,
+    compare, convnext_config, densenet_config, gradient_cosine, moved, output_of, snapshot,
+    Difference, Snapshot,
 };
 use birads_model::{CpuTrain, MyConvNeXtConfig, MyDenseNetConfig};
 use burn::prelude::*;
@@ -87,34 +87,13 @@ fn model(name: &str, small: bool) -> anyhow::Result<AnyModel<CpuTrain>> {
     })
 }
 
-/// The CPU model's weights on backend `B` (through the checkpoint format, as a user's
-/// weights travel).
-fn moved<B: Backend>(m: &AnyModel<CpuTrain>, dir: &std::path::Path) -> anyhow::Result<AnyModel<B>> {
-    let path = dir.join("weights.safetensors");
-    checkpoint::save(m, serde_json::Value::Null, &path)?;
-    let (kind, c, d) = match m {
-        AnyModel::ConvNeXt(x) => (
-            ModelKind::ConvNeXt,
-            checkpoint::convnext_config_of(x),
-            MyDenseNetConfig::new(),
-        ),
-        AnyModel::DenseNet(x) => (
-            ModelKind::DenseNet,
-            MyConvNeXtConfig::new(),
-            checkpoint::densenet_config_of(x),
-        ),
-    };
-    let (model, _, _) = checkpoint::load_any::<B>(&path, kind, &c, &d, &Default::default())?;
-    Ok(model)
-}
-
 fn snapshot_on<B: AutodiffBackend>(
     m: &AnyModel<CpuTrain>,
     x: &TensorData,
     r: &TensorData,
     dir: &std::path::Path,
 ) -> anyhow::Result<Snapshot> {
-    let model = moved::<B>(m, dir)?;
+    let model = moved::<_, B>(m, dir)?;
     let device = Default::default();
     let x = Tensor::<B, 4>::from_data(x.clone(), &device);
     let r = Tensor::<B, 2>::from_data(r.clone(), &device);

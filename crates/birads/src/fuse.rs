@@ -49,11 +49,17 @@ fn show(name: &str, s: &Scores) {
     );
 }
 
+/// Both models' outputs, by sample: `rows[i]` is `None` where either model failed.
+struct Outputs {
+    rows: Vec<Option<Row>>,
+    /// The grading model's class names.
+    classes: Vec<String>,
+    /// Where the two models came from (grading, features).
+    sources: Vec<String>,
+}
+
 /// Both models' outputs for every labelled sample that could be read.
-fn rows(
-    a: &FuseArgs,
-    samples: &[Sample],
-) -> anyhow::Result<(Vec<Option<Row>>, Vec<String>, Vec<String>)> {
+fn rows(a: &FuseArgs, samples: &[Sample]) -> anyhow::Result<Outputs> {
     let cls = load_predictor(&a.cla_weights, Purpose::Grading, false, Engine::Fast)?;
     let fea = load_predictor(&a.fea_weights, Purpose::Features, false, Engine::Fast)?;
     let c = cls.predictor.run(samples.to_vec(), a.batch_size, |_| {});
@@ -76,7 +82,11 @@ fn rows(
             });
         }
     }
-    Ok((out, cls.classes, vec![cls.source, fea.source]))
+    Ok(Outputs {
+        rows: out,
+        classes: cls.classes,
+        sources: vec![cls.source, fea.source],
+    })
 }
 
 pub fn run(a: FuseArgs) -> anyhow::Result<u8> {
@@ -99,7 +109,11 @@ pub fn run(a: FuseArgs) -> anyhow::Result<u8> {
         "--held-out must be in [0, 0.9)"
     );
     let split = group_split(&samples, a.held_out, a.seed);
-    let (rows, image_classes, sources) = rows(&a, &samples)?;
+    let Outputs {
+        rows,
+        classes: image_classes,
+        sources,
+    } = rows(&a, &samples)?;
     let pick =
         |idx: &[usize]| -> Vec<Row> { idx.iter().filter_map(|&i| rows[i].clone()).collect() };
     let (fit, held) = (pick(&split.train), pick(&split.val));

@@ -453,7 +453,9 @@ pub(crate) fn for_rows_acc(
                 .collect();
             accumulate(&chunks, false, init, |r, acc, par| f(r.clone(), acc, par))
         }
-        None => accumulate(&[0..m], true, init, |r, acc, par| f(r.clone(), acc, par)),
+        None => accumulate(std::slice::from_ref(&(0..m)), true, init, |r, acc, par| {
+            f(r.clone(), acc, par)
+        }),
     }
 }
 
