@@ -38,16 +38,23 @@ pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16>;
 pub type CudaUnfusedBf16 =
     burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, burn::tensor::bf16, i32, u8>;
 
-/// Install birads' own backward passes on the CUDA training backends (`depthwise`, `gelu`).
-#[cfg(feature = "cuda")]
+/// Install birads' own backward passes (`depthwise`, `gelu`) on the GPU training backends
+/// this build has: CUDA's (feature `cuda`) and wgpu's (feature `wgpu`, the software-Vulkan
+/// check of the same kernels).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub fn install_gpu_ops() {
-    use burn_autodiff::checkpoint::strategy::NoCheckpointing;
-    depthwise::install::<Cuda, NoCheckpointing>();
-    depthwise::install::<CudaBf16, NoCheckpointing>();
-    depthwise::install::<CudaUnfused, NoCheckpointing>();
-    depthwise::install::<CudaUnfusedBf16, NoCheckpointing>();
-    gelu::install::<Cuda, NoCheckpointing>();
-    gelu::install::<CudaBf16, NoCheckpointing>();
-    gelu::install::<CudaUnfused, NoCheckpointing>();
-    gelu::install::<CudaUnfusedBf16, NoCheckpointing>();
+    fn both<B: burn::tensor::backend::Backend>() {
+        use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+        depthwise::install::<B, NoCheckpointing>();
+        gelu::install::<B, NoCheckpointing>();
+    }
+    #[cfg(feature = "cuda")]
+    {
+        both::<Cuda>();
+        both::<CudaBf16>();
+        both::<CudaUnfused>();
+        both::<CudaUnfusedBf16>();
+    }
+    #[cfg(feature = "wgpu")]
+    both::<burn::backend::Wgpu>();
 }

@@ -2,81 +2,14 @@
 //! beat the majority class on held-out synthetic images after a short training (the
 //! shortened CI version of `birads demo`, whose full-length figures are in the README).
 
-use birads_data::synth::{synthesize, SynthConfig};
+mod common;
+
 use birads_data::Sample;
-use birads_model::{CpuTrain, MyConvNeXtConfig, MyDenseNetConfig};
+use birads_model::CpuTrain;
 use birads_train::trainer::{Engine, Quiet, RunOptions};
 use birads_train::{Task, TrainConfig};
 
-fn data(task: Task, dir: &std::path::Path) -> Vec<Sample> {
-    synth(task, dir, 32, 2, 1.0).0
-}
-
-/// Training and testA samples of one task from a fresh synthetic set.
-fn synth(
-    task: Task,
-    dir: &std::path::Path,
-    train: usize,
-    test: usize,
-    lesion_scale: f32,
-) -> (Vec<Sample>, Vec<Sample>) {
-    let root = dir.join("synth");
-    synthesize(
-        &root,
-        &SynthConfig {
-            seed: 11,
-            train_cls: if task == Task::Cls { train } else { 0 },
-            train_fea: if task == Task::Fea { train } else { 0 },
-            test_cls: test,
-            test_fea: test,
-            min_side: if lesion_scale > 1.0 { 128 } else { 160 },
-            max_side: if lesion_scale > 1.0 { 176 } else { 220 },
-            lesion_scale,
-        },
-    )
-    .unwrap();
-    let part = match task {
-        Task::Cls => "乳腺分类训练数据集",
-        Task::Fea => "乳腺特征训练数据集",
-    };
-    let train = birads_data::read_dataset(&root.join(part)).unwrap().samples;
-    let test = birads_data::read_dataset(&root.join("testA"))
-        .unwrap()
-        .samples
-        .into_iter()
-        .filter(|s| match task {
-            Task::Cls => s.class.is_some(),
-            Task::Fea => s.features.iter().all(Option::is_some),
-        })
-        .collect();
-    (train, test)
-}
-
-fn quick(task: Task) -> TrainConfig {
-    let mut c = TrainConfig::for_task(task).with_birads6();
-    c.epochs = if task == Task::Cls { 24 } else { 32 };
-    c.batch_size = 8;
-    c.learning_rate = if task == Task::Cls { 2e-3 } else { 5e-3 };
-    c.schedule.t0 = c.epochs;
-    c.preprocess.crop = None;
-    c.preprocess.cut_black = false;
-    c.preprocess.size = 64;
-    c.augment = birads_data::pipeline::Augment::none();
-    c.class_weights = Vec::new();
-    c.model.convnext = MyConvNeXtConfig::new()
-        .with_dims(vec![16, 32, 64, 128])
-        .with_depths(vec![1, 1, 1, 1])
-        .with_dropout(0.0)
-        .with_sd_rate(0.0)
-        .with_layer_scale_init(0.1);
-    c.model.densenet = MyDenseNetConfig::new()
-        .with_growth(12)
-        .with_blocks(vec![2, 2, 2, 2])
-        .with_init_features(16)
-        .with_dp1(0.0)
-        .with_dp2(0.0);
-    c
-}
+use common::{data, quick, synth};
 
 /// burn's CPU backend has one global RNG (seeded by the trainer): tests that train must not
 /// interleave, or their initial weights depend on scheduling.

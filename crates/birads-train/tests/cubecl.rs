@@ -1,0 +1,117 @@
+//! The training loop on a cubecl backend without a GPU: burn's wgpu backend (the same
+//! burn-cubecl kernels, fusion and autotune as CUDA, on Mesa's software Vulkan driver) trains
+//! both models for a few epochs from the same initial weights as burn's autodiff on the CPU,
+//! with birads' own operations installed as `birads train --device cuda` installs them.
+//! Without dropout, stochastic depth and augmentation the two take the same optimiser steps up
+//! to float rounding, so the losses of every epoch agree: the batches reach the device, the
+//! optimiser, schedule, loss and validation run there as on the CPU.
+//!
+//! Run: `bash scripts/cubecl_check.sh` (both crates' cubecl tests).
+#![cfg(feature = "wgpu")]
+
+mod common;
+
+use birads_model::checkpoint::{self, AnyModel};
+use birads_model::CpuTrain;
+use birads_train::history::EpochRecord;
+use birads_train::trainer::{Engine, Quiet, RunOptions};
+use birads_train::{Task, TrainConfig};
+use burn::backend::{Autodiff, Wgpu};
+use burn::tensor::backend::AutodiffBackend;
+
+use common::{data, quick};
+
+fn run<B: AutodiffBackend>(
+    cfg: &TrainConfig,
+    task: Task,
+    dir: &std::path::Path,
+    name: &str,
+) -> Vec<EpochRecord> {
+    let samples = data(task, dir);
+    let opts = RunOptions {
+        out: dir.join(name),
+        resume: false,
+        init: Some(dir.join("init.safetensors")),
+        engine: Engine::Burn,
+    };
+    birads_train::train::<B>(
+        cfg,
+        samples.clone(),
+        samples,
+        &opts,
+        &mut Quiet,
+        &Default::default(),
+    )
+    .unwrap()
+    .history
+}
+
+/// Initial weights written once, so both backends start from the same numbers.
+fn write_init(cfg: &TrainConfig, task: Task, dir: &std::path::Path) {
+    let device = Default::default();
+    let model: AnyModel<CpuTrain> = match task {
+        Task::Cls => AnyModel::ConvNeXt(
+            cfg.model
+                .convnext
+                .clone()
+                .with_num_classes(cfg.classes.len())
+                .init(&device),
+        ),
+        Task::Fea => AnyModel::DenseNet(cfg.model.densenet.clone().init(&device)),
+    };
+    checkpoint::save(
+        &model,
+        serde_json::Value::Null,
+        &dir.join("init.safetensors"),
+    )
+    .unwrap();
+}
+
+/// Losses agree within `first` (relative) in the first epoch and the training loss within
+/// `later` after it.
+fn agree(task: Task, epochs: u64, first: f64, later: f64) {
+    birads_model::install_gpu_ops();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = quick(task);
+    cfg.epochs = epochs;
+    write_init(&cfg, task, dir.path());
+    let cpu = run::<CpuTrain>(&cfg, task, dir.path(), "cpu");
+    let gpu = run::<Autodiff<Wgpu>>(&cfg, task, dir.path(), "wgpu");
+    assert_eq!(gpu.len(), epochs as usize);
+    for (g, c) in gpu.iter().zip(&cpu) {
+        eprintln!(
+            "{task:?} epoch {}: train loss {} (CPU {}), val loss {:?} (CPU {:?})",
+            g.epoch, g.train_loss, c.train_loss, g.val_loss, c.val_loss
+        );
+        let tolerance = if g.epoch == 1 { first } else { later };
+        let close = |x: f64, y: f64| (x - y).abs() <= tolerance * y.abs().max(1.0);
+        assert!(
+            close(g.train_loss, c.train_loss),
+            "{task:?} epoch {} train loss",
+            g.epoch
+        );
+        // The validation loss too, where the tolerance does not widen.
+        let check_val = g.epoch == 1 || later == first;
+        assert!(
+            !check_val || close(g.val_loss.unwrap(), c.val_loss.unwrap()),
+            "{task:?} epoch {} val loss",
+            g.epoch
+        );
+    }
+    assert!(
+        gpu.last().unwrap().train_loss < gpu[0].train_loss,
+        "{task:?} learns"
+    );
+}
+
+#[test]
+fn convnext_trains_on_cubecl_as_on_the_cpu() {
+    agree(Task::Cls, 3, 1e-5, 1e-5);
+}
+
+#[test]
+fn densenet_trains_on_cubecl_as_on_the_cpu() {
+    // BatchNorm's batch statistics and Adam's sign-like steps on near-zero gradients
+    // amplify last-bit differences (as between the CPU's two engines, `learns.rs`).
+    agree(Task::Fea, 2, 2e-3, 1e-2);
+}
