@@ -26,15 +26,13 @@ use birads_model::depthwise::{input_gradient, install, uninstall, weight_gradien
 use birads_model::gradcheck::{
     compare, convnext_config, densenet_config, moved, snapshot, Difference, Snapshot,
 };
-use birads_model::{gelu, CpuTrain};
+use birads_model::{gelu, Cpu, CpuTrain};
 use burn::backend::{Autodiff, Wgpu};
 use burn::prelude::*;
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::Distribution;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 
-use common::max_abs_diff;
+use common::{depthwise_reference, max_abs_diff, DEPTHWISE_CASES};
 
 /// burn's wgpu backend with fusion and autotune, as `birads_model::Cuda` is for CUDA.
 type G = Wgpu;
@@ -49,7 +47,7 @@ fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().unwrap()
 }
 
-fn on_gpu<const D: usize>(t: &Tensor<CpuTrain, D>) -> Tensor<G, D> {
+fn on_gpu<const D: usize>(t: Tensor<Cpu, D>) -> Tensor<G, D> {
     Tensor::from_data(t.to_data(), &Default::default())
 }
 
@@ -63,35 +61,17 @@ fn depthwise_gradients_on_cubecl_equal_burns_cpu_backward() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     <CpuTrain as Backend>::seed(&device, 3);
-    // (batch, channels, height, width, kernel, padding, chunk values): ConvNeXt's 7×7 with
-    // padding 3, in one piece and one image per chunk, and two other shapes.
-    for (n, c, h, w, k, p, chunk) in [
-        (3, 8, 14, 13, 7, 3, usize::MAX),
-        (3, 8, 14, 13, 7, 3, 1),
-        (2, 4, 8, 8, 3, 1, 700),
-        (2, 3, 10, 9, 5, 0, usize::MAX),
-    ] {
-        let x =
-            Tensor::<CpuTrain, 4>::random([n, c, h, w], Distribution::Uniform(-1.0, 1.0), &device)
-                .require_grad();
-        let weight =
-            Tensor::<CpuTrain, 4>::random([c, 1, k, k], Distribution::Uniform(-1.0, 1.0), &device)
-                .require_grad();
-        let y = conv2d(
-            x.clone(),
-            weight.clone(),
-            None,
-            ConvOptions::new([1, 1], [p, p], [1, 1], c),
-        );
-        let r = Tensor::<CpuTrain, 4>::random(y.dims(), Distribution::Uniform(-1.0, 1.0), &device);
-        let grads = (y * r.clone()).sum().backward();
-        let want_x = values(x.grad(&grads).unwrap());
-        let want_w = values(weight.grad(&grads).unwrap());
-        let (x, weight, r) = (on_gpu(&x), on_gpu(&weight), on_gpu(&r));
+    for case in DEPTHWISE_CASES {
+        let (n, c, h, w, k, p, chunk) = case;
+        let want = depthwise_reference(case);
+        let (x, weight, r) = (on_gpu(want.x), on_gpu(want.weight), on_gpu(want.r));
         let got_x = values(input_gradient::<G>(r.clone(), weight, p));
         let got_w = values(weight_gradient_in_chunks::<G>(x, r, k, p, chunk));
         let case = format!("{n}×{c}×{h}×{w}, k {k}, p {p}, chunk {chunk}");
-        let (dx, dw) = (relative(&got_x, &want_x), relative(&got_w, &want_w));
+        let (dx, dw) = (
+            relative(&got_x, &want.grad_x),
+            relative(&got_w, &want.grad_w),
+        );
         assert!(dx < 1e-5, "∂x {case}: {dx:.2e}");
         assert!(dw < 1e-5, "∂w {case}: {dw:.2e}");
     }

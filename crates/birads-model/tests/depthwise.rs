@@ -11,12 +11,10 @@ use birads_model::depthwise::{input_gradient, install, uninstall, weight_gradien
 use birads_model::gradcheck::{compare, convnext_config, gradient_cosine, snapshot};
 use birads_model::{Cpu, CpuTrain};
 use burn::prelude::*;
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, FloatDType};
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 
-use common::max_abs_diff;
+use common::{depthwise_reference, max_abs_diff, DEPTHWISE_CASES};
 
 type B = CpuTrain;
 
@@ -40,34 +38,16 @@ fn both_gradients_equal_burns_convolution_backward() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     <B as Backend>::seed(&device, 3);
-    // (batch, channels, height, width, kernel, padding, chunk values)
-    for (n, c, h, w, k, p, chunk) in [
-        (3, 5, 9, 11, 7, 3, usize::MAX),
-        (3, 5, 9, 11, 7, 3, 1), // one image per chunk
-        (2, 4, 8, 8, 3, 1, 700),
-        (2, 3, 10, 9, 5, 0, usize::MAX), // no padding: a smaller output
-    ] {
-        let x = Tensor::<B, 4>::random([n, c, h, w], Distribution::Uniform(-1.0, 1.0), &device)
-            .require_grad();
-        let weight =
-            Tensor::<B, 4>::random([c, 1, k, k], Distribution::Uniform(-1.0, 1.0), &device)
-                .require_grad();
-        let y = conv2d(
-            x.clone(),
-            weight.clone(),
-            None,
-            ConvOptions::new([1, 1], [p, p], [1, 1], c),
-        );
-        let r = Tensor::<B, 4>::random(y.dims(), Distribution::Uniform(-1.0, 1.0), &device);
-        let grads = (y * r.clone()).sum().backward();
-        let want_x = values(x.grad(&grads).unwrap());
-        let want_w = values(weight.grad(&grads).unwrap());
-        let (x, weight, r) = (x.inner(), weight.inner(), r.inner());
-        let got_x = values(input_gradient::<Cpu>(r.clone(), weight, p));
-        let got_w = values(weight_gradient_in_chunks::<Cpu>(x, r, k, p, chunk));
+    for case in DEPTHWISE_CASES {
+        let (n, c, h, w, k, p, chunk) = case;
+        let want = depthwise_reference(case);
+        let got_x = values(input_gradient::<Cpu>(want.r.clone(), want.weight, p));
+        let got_w = values(weight_gradient_in_chunks::<Cpu>(
+            want.x, want.r, k, p, chunk,
+        ));
         let case = format!("{n}×{c}×{h}×{w}, k {k}, p {p}, chunk {chunk}");
-        assert_close(&format!("∂x {case}"), got_x, want_x);
-        assert_close(&format!("∂w {case}"), got_w, want_w);
+        assert_close(&format!("∂x {case}"), got_x, want.grad_x);
+        assert_close(&format!("∂w {case}"), got_w, want.grad_w);
     }
 }
 

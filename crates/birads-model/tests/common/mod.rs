@@ -42,3 +42,49 @@ pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max)
 }
+
+/// One depthwise convolution case: `(batch, channels, height, width, kernel, padding, chunk
+/// values)` for `depthwise::weight_gradient_in_chunks`.
+pub type DepthwiseCase = (usize, usize, usize, usize, usize, usize, usize);
+
+/// ConvNeXt's 7×7 with padding 3 in one piece and one image per chunk, a 3×3 in chunks, and a
+/// 5×5 without padding (a smaller output).
+pub const DEPTHWISE_CASES: [DepthwiseCase; 4] = [
+    (3, 5, 9, 11, 7, 3, usize::MAX),
+    (3, 5, 9, 11, 7, 3, 1),
+    (2, 4, 8, 8, 3, 1, 700),
+    (2, 3, 10, 9, 5, 0, usize::MAX),
+];
+
+/// Random `x`, `weight` and output weights `r` of one case on the CPU, with burn's gradients
+/// of `Σ r ⊙ depthwise(x, weight)`: the reference the own backward is held to.
+pub struct DepthwiseReference {
+    pub x: burn::tensor::Tensor<birads_model::Cpu, 4>,
+    pub weight: burn::tensor::Tensor<birads_model::Cpu, 4>,
+    pub r: burn::tensor::Tensor<birads_model::Cpu, 4>,
+    pub grad_x: Vec<f32>,
+    pub grad_w: Vec<f32>,
+}
+
+pub fn depthwise_reference((n, c, h, w, k, p, _): DepthwiseCase) -> DepthwiseReference {
+    use birads_model::CpuTrain;
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{Distribution, Tensor};
+    let device = Default::default();
+    let uniform = Distribution::Uniform(-1.0, 1.0);
+    let x = Tensor::<CpuTrain, 4>::random([n, c, h, w], uniform, &device).require_grad();
+    let weight = Tensor::<CpuTrain, 4>::random([c, 1, k, k], uniform, &device).require_grad();
+    let options = ConvOptions::new([1, 1], [p, p], [1, 1], c);
+    let y = conv2d(x.clone(), weight.clone(), None, options);
+    let r = Tensor::<CpuTrain, 4>::random(y.dims(), uniform, &device);
+    let grads = (y * r.clone()).sum().backward();
+    let f32s = |t: Tensor<birads_model::Cpu, 4>| t.into_data().to_vec::<f32>().unwrap();
+    DepthwiseReference {
+        grad_x: f32s(x.grad(&grads).unwrap()),
+        grad_w: f32s(weight.grad(&grads).unwrap()),
+        x: x.inner(),
+        weight: weight.inner(),
+        r: r.inner(),
+    }
+}
