@@ -88,3 +88,22 @@ pub fn depthwise_reference((n, c, h, w, k, p, _): DepthwiseCase) -> DepthwiseRef
         r: r.inner(),
     }
 }
+
+/// Asserts that the own depthwise backward ran in `own` (against a pass `without` it): the
+/// five depthwise weight gradients of the small ConvNeXt are summed in another order, so
+/// they are equal to rounding but not to the bit.
+pub fn assert_own_depthwise_ran(
+    own: &birads_model::gradcheck::Snapshot,
+    without: &birads_model::gradcheck::Snapshot,
+) {
+    let diffs = birads_model::gradcheck::compare(own, without).unwrap();
+    let dw: Vec<_> = diffs
+        .iter()
+        .filter(|d| d.name.ends_with("dwconv.weight"))
+        .collect();
+    assert_eq!(dw.len(), 5, "one depthwise weight per block");
+    assert!(
+        dw.iter().any(|d| d.relative > 0.0),
+        "the own depthwise backward did not run"
+    );
+}
