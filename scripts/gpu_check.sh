@@ -189,6 +189,9 @@ step 05-train-bf16-b32 100 "$BIRADS bench train --device $DEVICE --precision bf1
 step 06-train-amp-nofusion-b32 100 "$BIRADS bench train --device $DEVICE --precision amp --batch 32 --runs 3 --warmup 3 --no-fusion --no-python"
 step 06-train-amp-burn-depthwise-b32 100 "BIRADS_DEPTHWISE=burn $BIRADS bench train --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 03-device-check-bf16 90 "$BIRADS bench device-check --device $DEVICE --precision bf16"
+# burn's own GELU backward (the tanh approximation's derivative) on CUDA: expected to break the
+# f32 limit on ConvNeXt, as it does on wgpu (2–6e-4); passing would make the own one moot.
+step 13-device-check-burn-gelu 60 "! BIRADS_GELU=burn $BIRADS bench device-check --device $DEVICE --precision f32 --models convnext"
 
 # Where a ConvNeXt step's time goes, kernel by kernel (cubecl's profiler; compressed log).
 step 12-profile 90 "CUBECL_DEBUG_LOG=$W/cubecl.log CUBECL_DEBUG_OPTION=profile $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 1 --warmup 2 --no-python; gzip -c $W/cubecl.log > $OUT/12-cubecl-profile.log.gz; ls -l $OUT/12-cubecl-profile.log.gz"

@@ -10,6 +10,7 @@
 //!
 //! Here the backward is `g · (Φ(x) + x φ(x))`, written with burn's erf and exp: one fused
 //! elementwise kernel on CUDA. Where nothing is installed, `gelu` is burn's.
+//! `BIRADS_GELU=burn` keeps burn's backward everywhere (to show the difference on a device).
 
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
@@ -27,8 +28,11 @@ use crate::own_ops;
 /// GELU on one backend's float primitive.
 pub type GeluFn<B> = fn(FloatTensor<B>) -> FloatTensor<B>;
 
-/// Use the exact backward on `Autodiff<B, C>` from now on.
+/// Use the exact backward on `Autodiff<B, C>` from now on (unless `BIRADS_GELU=burn`).
 pub fn install<B: Backend, C: CheckpointStrategy>() {
+    if std::env::var("BIRADS_GELU").is_ok_and(|v| v == "burn") {
+        return;
+    }
     own_ops::install::<GeluFn<Autodiff<B, C>>>(gelu_tracked::<B, C>);
 }
 
