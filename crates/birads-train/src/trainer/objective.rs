@@ -1,0 +1,72 @@
+//! The objective of a batch: its targets, its loss on any backend, and how many of its
+//! decisions are right.
+
+use birads_data::loader::Batch;
+use burn::prelude::*;
+
+use crate::config::{Smoothing, Task, TrainConfig};
+use crate::losses::{
+    feature_loss, ordinal_targets, smoothed_cross_entropy, soft_target_cross_entropy,
+};
+
+/// Targets of a batch: class indices, or 0/1 per feature flattened `[N·4]`.
+pub(super) fn targets(task: Task, b: &Batch) -> Vec<i64> {
+    match task {
+        Task::Cls => b.classes.iter().map(|c| c.unwrap_or(0) as i64).collect(),
+        Task::Fea => b
+            .features
+            .iter()
+            .flat_map(|f| f.map(|v| i64::from(v.unwrap_or(false))))
+            .collect(),
+    }
+}
+
+/// Loss of a batch of logits, on any backend.
+pub(super) fn batch_loss<B: Backend>(
+    cfg: &TrainConfig,
+    logits: Tensor<B, 2>,
+    t: Vec<i64>,
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let n = logits.dims()[0];
+    match cfg.task {
+        Task::Cls => {
+            let y = Tensor::<B, 1, Int>::from_data(TensorData::new(t, [n]), device);
+            match cfg.smoothing {
+                Smoothing::Uniform => smoothed_cross_entropy(logits, y, cfg.label_smoothing),
+                Smoothing::Ordinal => {
+                    let k = logits.dims()[1];
+                    let table = ordinal_targets(k, cfg.label_smoothing);
+                    soft_target_cross_entropy(logits, y, &table)
+                }
+            }
+        }
+        Task::Fea => {
+            let y = Tensor::<B, 2, Int>::from_data(TensorData::new(t, [n, 4]), device);
+            feature_loss(
+                logits,
+                y,
+                cfg.task_weights,
+                cfg.label_smoothing,
+                cfg.f1_loss_weight,
+            )
+            .total
+        }
+    }
+}
+
+/// Correct predictions in a batch (features: per task, summed over tasks).
+pub(super) fn hits(task: Task, logits: &[f32], width: usize, t: &[i64]) -> usize {
+    match task {
+        Task::Cls => logits
+            .chunks(width)
+            .zip(t)
+            .filter(|(z, &y)| birads_infer::predict::argmax(z) as i64 == y)
+            .count(),
+        Task::Fea => logits
+            .chunks(2)
+            .zip(t)
+            .filter(|(z, &y)| i64::from(z[1] > z[0]) == y)
+            .count(),
+    }
+}
