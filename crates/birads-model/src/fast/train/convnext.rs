@@ -5,6 +5,8 @@
 //! gradients, then the depthwise convolution's two gradients in a second pass (they need the
 //! neighbouring rows).
 
+use std::ops::Range;
+
 use burn::prelude::*;
 
 use super::{
@@ -13,7 +15,9 @@ use super::{
     take_zeroed, ColConv, RowNorm, Weight,
 };
 use crate::convnext::{CnBlock, MyConvNeXt};
-use crate::fast::{for_rows, global_mean, matmul, scratch, simd, to_nhwc, values, SharedMut};
+use crate::fast::{
+    for_rows, global_mean, matmul, scratch, simd, to_nhwc, values, Scratch, SharedMut,
+};
 
 /// Epsilon of the blocks' LayerNorm (see `fast::convnext`).
 const BLOCK_EPS: f32 = 1e-6;
@@ -337,91 +341,126 @@ fn block_forward(
                     std::slice::from_raw_parts_mut(ptrs.4.at(rows.start * c), r * c),
                 )
             };
-            let mut t = scratch(r * c);
-            let mut a = scratch(r * c);
-            simd(
-                #[inline(always)]
-                || {
-                    depthwise(
-                        &b.dw.value,
-                        &b.dw_b.value,
-                        x,
-                        (h, w, c),
-                        rows.clone(),
-                        &mut t,
-                    );
-                    for (((t, xh), a), inv) in t
-                        .chunks_exact(c)
-                        .zip(xhat.chunks_exact_mut(c))
-                        .zip(a.chunks_exact_mut(c))
-                        .zip(inv.iter_mut())
-                    {
-                        *inv = layer_norm_row(t, &b.gamma.value, &b.beta.value, BLOCK_EPS, xh, a);
-                    }
-                },
-            );
-            matmul(
-                (r, hid, c),
-                &a,
-                c,
-                &b.w1.value,
-                hid,
-                hidden.as_mut_ptr(),
-                hid,
-                false,
-                par,
-            );
-            let mut g = scratch(r * hid);
-            simd(
-                #[inline(always)]
-                || {
-                    for (hr, gr) in hidden.chunks_exact_mut(hid).zip(g.chunks_exact_mut(hid)) {
-                        crate::fast::add(hr, &b.b1.value);
-                        gr.copy_from_slice(hr);
-                    }
-                },
-            );
-            crate::fast::gelu(&mut g);
-            matmul(
-                (r, c, hid),
-                &g,
-                hid,
-                &b.w2.value,
-                c,
-                branch.as_mut_ptr(),
-                c,
-                false,
-                par,
-            );
-            simd(
-                #[inline(always)]
-                || {
-                    for (i, ((o, br), xr)) in out
-                        .chunks_exact_mut(c)
-                        .zip(branch.chunks_exact_mut(c))
-                        .zip(x[rows.start * c..rows.end * c].chunks_exact(c))
-                        .enumerate()
-                    {
-                        let f = b.factors[(rows.start + i) / (h * w)];
-                        for ((((o, br), x), s), bias) in o
-                            .iter_mut()
-                            .zip(br.iter_mut())
-                            .zip(xr)
-                            .zip(&b.scale.value)
-                            .zip(&b.b2.value)
-                        {
-                            *br += bias;
-                            *o = x + f * s * *br;
-                        }
-                    }
-                },
-            );
+            let a = depthwise_norm_forward(b, x, (h, w, c), rows.clone(), xhat, inv);
+            mlp_forward(b, &a, (r, c, hid), hidden, branch, par);
+            residual_forward(b, x, (h, w, c), rows, branch, out);
         });
     }
     dropout_forward(&mut out, &mut b.mask, b.dropout, seed_drop);
     give(std::mem::replace(&mut b.input, x));
     b.geometry = (n, h, w);
     out
+}
+
+/// Depthwise convolution then LayerNorm of the pixel rows `rows`: saves the normalised rows
+/// (`xhat`) and their inverse deviations (`inv`) and returns the LayerNorm's output, the
+/// first Linear's input.
+fn depthwise_norm_forward(
+    b: &Block,
+    x: &[f32],
+    (h, w, c): (usize, usize, usize),
+    rows: Range<usize>,
+    xhat: &mut [f32],
+    inv: &mut [f32],
+) -> Scratch {
+    let r = rows.len();
+    let mut t = scratch(r * c);
+    let mut a = scratch(r * c);
+    simd(
+        #[inline(always)]
+        || {
+            depthwise(&b.dw.value, &b.dw_b.value, x, (h, w, c), rows, &mut t);
+            for (((t, xh), a), inv) in t
+                .chunks_exact(c)
+                .zip(xhat.chunks_exact_mut(c))
+                .zip(a.chunks_exact_mut(c))
+                .zip(inv.iter_mut())
+            {
+                *inv = layer_norm_row(t, &b.gamma.value, &b.beta.value, BLOCK_EPS, xh, a);
+            }
+        },
+    );
+    a
+}
+
+/// The pointwise MLP of `r` rows `a`: `hidden = a·W1 + b1` (kept, before GELU) and
+/// `branch = GELU(hidden)·W2`, still without its bias (`residual_forward` adds it).
+fn mlp_forward(
+    b: &Block,
+    a: &[f32],
+    (r, c, hid): (usize, usize, usize),
+    hidden: &mut [f32],
+    branch: &mut [f32],
+    par: bool,
+) {
+    matmul(
+        (r, hid, c),
+        a,
+        c,
+        &b.w1.value,
+        hid,
+        hidden.as_mut_ptr(),
+        hid,
+        false,
+        par,
+    );
+    let mut g = scratch(r * hid);
+    simd(
+        #[inline(always)]
+        || {
+            for (hr, gr) in hidden.chunks_exact_mut(hid).zip(g.chunks_exact_mut(hid)) {
+                crate::fast::add(hr, &b.b1.value);
+                gr.copy_from_slice(hr);
+            }
+        },
+    );
+    crate::fast::gelu(&mut g);
+    matmul(
+        (r, c, hid),
+        &g,
+        hid,
+        &b.w2.value,
+        c,
+        branch.as_mut_ptr(),
+        c,
+        false,
+        par,
+    );
+}
+
+/// The branch's end and the residual for the pixel rows `rows`: adds `b2` to `branch` (kept
+/// so) and writes `out = x + f · scale ⊙ branch`, `f` the image's drop-path factor.
+fn residual_forward(
+    b: &Block,
+    x: &[f32],
+    (h, w, c): (usize, usize, usize),
+    rows: Range<usize>,
+    branch: &mut [f32],
+    out: &mut [f32],
+) {
+    simd(
+        #[inline(always)]
+        || {
+            for (i, ((o, br), xr)) in out
+                .chunks_exact_mut(c)
+                .zip(branch.chunks_exact_mut(c))
+                .zip(x[rows.start * c..rows.end * c].chunks_exact(c))
+                .enumerate()
+            {
+                let f = b.factors[(rows.start + i) / (h * w)];
+                for ((((o, br), x), s), bias) in o
+                    .iter_mut()
+                    .zip(br.iter_mut())
+                    .zip(xr)
+                    .zip(&b.scale.value)
+                    .zip(&b.b2.value)
+                {
+                    *br += bias;
+                    *o = x + f * s * *br;
+                }
+            }
+        },
+    );
 }
 
 /// Depthwise 7×7 (zero padding 3) + bias of the pixel rows `rows` into `out`.
@@ -431,7 +470,7 @@ fn depthwise(
     bias: &[f32],
     x: &[f32],
     (h, w, c): (usize, usize, usize),
-    rows: std::ops::Range<usize>,
+    rows: Range<usize>,
     out: &mut [f32],
 ) {
     for (r, p) in rows.enumerate() {
@@ -443,161 +482,248 @@ fn depthwise(
 
 /// Backward of `block_forward`: the gradient of its input from that of its output.
 fn block_backward(b: &mut Block, mut d: Vec<f32>) -> Vec<f32> {
-    let (n, h, w) = b.geometry;
-    let c = b.dw_b.value.len();
-    let hid = b.w1.value.len() / c;
-    let m = n * h * w;
     dropout_backward(&mut d, &b.mask, b.dropout);
     // The residual passes `d` on unchanged; the branch's gradient is added below.
     let mut dx = take(d.len());
     dx.copy_from_slice(&d);
-    // Pass 1, per row chunk: layer scale, both Linears, GELU, LayerNorm → gradient of the
-    // depthwise output (`d`, overwritten row by row).
-    let (o_w2, o_b2, o_w1, o_b1, o_s, o_g) = (
-        0,
-        hid * c,
-        hid * c + c,
-        2 * hid * c + c,
-        2 * hid * c + c + hid,
-        2 * hid * c + 2 * c + hid,
-    );
-    let width = o_g + 2 * c;
+    branch_backward(b, &mut d);
+    depthwise_backward_pass(b, &d, &mut dx);
+    give(d);
+    dx
+}
+
+/// One worker's gradients of the branch's weights, in one buffer
+/// `[W2 | b2 | W1 | b1 | layer scale | γ | β]`.
+struct BranchGrads<'a> {
+    w2: &'a mut [f32],
+    b2: &'a mut [f32],
+    w1: &'a mut [f32],
+    b1: &'a mut [f32],
+    scale: &'a mut [f32],
+    gamma: &'a mut [f32],
+    beta: &'a mut [f32],
+}
+
+impl<'a> BranchGrads<'a> {
+    /// The buffer's length for `c` channels and `hid` hidden units.
+    fn len(c: usize, hid: usize) -> usize {
+        2 * hid * c + hid + 4 * c
+    }
+
+    /// `acc` cut into the seven gradients.
+    fn split(acc: &'a mut [f32], c: usize, hid: usize) -> Self {
+        let (w2, rest) = acc.split_at_mut(hid * c);
+        let (b2, rest) = rest.split_at_mut(c);
+        let (w1, rest) = rest.split_at_mut(hid * c);
+        let (b1, rest) = rest.split_at_mut(hid);
+        let (scale, rest) = rest.split_at_mut(c);
+        let (gamma, beta) = rest.split_at_mut(c);
+        Self {
+            w2,
+            b2,
+            w1,
+            b1,
+            scale,
+            gamma,
+            beta,
+        }
+    }
+}
+
+/// Pass 1, per row chunk: layer scale, both Linears, GELU, LayerNorm → gradient of the
+/// depthwise output (`d`, overwritten row by row); the weights' gradients are summed over
+/// the workers and added to theirs.
+fn branch_backward(b: &mut Block, d: &mut [f32]) {
+    let (n, h, w) = b.geometry;
+    let c = b.dw_b.value.len();
+    let hid = b.w1.value.len() / c;
     let dp = SharedMut(d.as_mut_ptr());
-    let acc = {
+    let mut acc = {
         let b = &*b;
         for_rows_acc(
-            m,
-            || take_zeroed(width),
+            n * h * w,
+            || take_zeroed(BranchGrads::len(c, hid)),
             |rows, acc, par| {
                 let r = rows.len();
                 // SAFETY: each chunk owns its rows of `d`.
                 let dr = unsafe { std::slice::from_raw_parts_mut(dp.at(rows.start * c), r * c) };
-                let xhat = &b.xhat[rows.start * c..rows.end * c];
-                let hidden = &b.hidden[rows.start * hid..rows.end * hid];
-                let branch = &b.branch[rows.start * c..rows.end * c];
+                let mut grads = BranchGrads::split(acc, c, hid);
                 let mut d_o = scratch(r * c);
-                let mut a = scratch(r * c);
-                let mut g = scratch(r * hid);
-                let mut gp = scratch(r * hid);
-                let (acc_w2, rest) = acc.split_at_mut(o_b2);
-                let (acc_b2, rest) = rest.split_at_mut(c);
-                let (acc_w1, rest) = rest.split_at_mut(hid * c);
-                let (acc_b1, rest) = rest.split_at_mut(hid);
-                let (acc_s, rest) = rest.split_at_mut(c);
-                let (acc_g, acc_beta) = rest.split_at_mut(c);
-                simd(
-                    #[inline(always)]
-                    || {
-                        for (i, ((dor, dr), br)) in d_o
-                            .chunks_exact_mut(c)
-                            .zip(dr.chunks_exact(c))
-                            .zip(branch.chunks_exact(c))
-                            .enumerate()
-                        {
-                            let f = b.factors[(rows.start + i) / (h * w)];
-                            for ((((o, d), br), s), ds) in dor
-                                .iter_mut()
-                                .zip(dr)
-                                .zip(br)
-                                .zip(&b.scale.value)
-                                .zip(acc_s.iter_mut())
-                            {
-                                *ds += d * f * br;
-                                *o = d * f * s;
-                            }
-                            crate::fast::add(acc_b2, dor);
-                        }
-                        for (ar, xr) in a.chunks_exact_mut(c).zip(xhat.chunks_exact(c)) {
-                            for (((a, x), g), be) in
-                                ar.iter_mut().zip(xr).zip(&b.gamma.value).zip(&b.beta.value)
-                            {
-                                *a = x * g + be;
-                            }
-                        }
-                        gelu_with_grad(hidden, &mut g, &mut gp);
-                    },
-                );
-                // dW2 += gᵀ·d_o; d_g = d_o·W2ᵀ (into g, no longer needed).
-                gemm_strided(
-                    (hid, c, r),
-                    (&g, 1, hid),
-                    (&d_o, c, 1),
-                    (acc_w2.as_mut_ptr(), c, 1),
-                    true,
-                    par,
-                );
-                gemm_strided(
-                    (r, hid, c),
-                    (&d_o, c, 1),
-                    (&b.w2.value, 1, c),
-                    (g.as_mut_ptr(), hid, 1),
-                    false,
-                    par,
-                );
-                simd(
-                    #[inline(always)]
-                    || {
-                        for (gr, pr) in g.chunks_exact_mut(hid).zip(gp.chunks_exact(hid)) {
-                            for (g, p) in gr.iter_mut().zip(pr) {
-                                *g *= p;
-                            }
-                            crate::fast::add(acc_b1, gr);
-                        }
-                    },
-                );
-                // dW1 += aᵀ·d_h; d_a = d_h·W1ᵀ (into a).
-                gemm_strided(
-                    (c, hid, r),
-                    (&a, 1, c),
-                    (&g, hid, 1),
-                    (acc_w1.as_mut_ptr(), hid, 1),
-                    true,
-                    par,
-                );
-                gemm_strided(
-                    (r, c, hid),
-                    (&g, hid, 1),
-                    (&b.w1.value, 1, hid),
-                    (a.as_mut_ptr(), c, 1),
-                    false,
-                    par,
-                );
-                simd(
-                    #[inline(always)]
-                    || {
-                        for (i, (ar, dr)) in
-                            a.chunks_exact(c).zip(dr.chunks_exact_mut(c)).enumerate()
-                        {
-                            let xh = &xhat[i * c..(i + 1) * c];
-                            layer_norm_row_backward(
-                                ar,
-                                xh,
-                                b.inv[rows.start + i],
-                                &b.gamma.value,
-                                acc_g,
-                                acc_beta,
-                                dr,
-                            );
-                        }
-                    },
-                );
+                residual_backward(b, (h, w, c), rows.clone(), dr, &mut d_o, &mut grads);
+                let d_a = mlp_backward(b, (c, hid), rows.clone(), &d_o, &mut grads, par);
+                norm_backward(b, c, rows, &d_a, dr, &mut grads);
             },
         )
     };
-    b.w2.accumulate(&acc[o_w2..o_b2]);
-    b.b2.accumulate(&acc[o_b2..o_w1]);
-    b.w1.accumulate(&acc[o_w1..o_b1]);
-    b.b1.accumulate(&acc[o_b1..o_s]);
-    b.scale.accumulate(&acc[o_s..o_g]);
-    b.gamma.accumulate(&acc[o_g..o_g + c]);
-    b.beta.accumulate(&acc[o_g + c..]);
+    let grads = BranchGrads::split(&mut acc, c, hid);
+    b.w2.accumulate(grads.w2);
+    b.b2.accumulate(grads.b2);
+    b.w1.accumulate(grads.w1);
+    b.b1.accumulate(grads.b1);
+    b.scale.accumulate(grads.scale);
+    b.gamma.accumulate(grads.gamma);
+    b.beta.accumulate(grads.beta);
     give(acc);
-    // Pass 2: the depthwise convolution's weight, bias and input gradients.
+}
+
+/// Backward of `residual_forward` for the pixel rows `rows`: the gradient `d_o` of the
+/// branch (the second Linear's output) from the block's output gradient `dr`; adds the
+/// layer scale's and `b2`'s gradients to `grads`.
+fn residual_backward(
+    b: &Block,
+    (h, w, c): (usize, usize, usize),
+    rows: Range<usize>,
+    dr: &[f32],
+    d_o: &mut [f32],
+    grads: &mut BranchGrads,
+) {
+    let branch = &b.branch[rows.start * c..rows.end * c];
+    simd(
+        #[inline(always)]
+        || {
+            for (i, ((dor, dr), br)) in d_o
+                .chunks_exact_mut(c)
+                .zip(dr.chunks_exact(c))
+                .zip(branch.chunks_exact(c))
+                .enumerate()
+            {
+                let f = b.factors[(rows.start + i) / (h * w)];
+                for ((((o, d), br), s), ds) in dor
+                    .iter_mut()
+                    .zip(dr)
+                    .zip(br)
+                    .zip(&b.scale.value)
+                    .zip(grads.scale.iter_mut())
+                {
+                    *ds += d * f * br;
+                    *o = d * f * s;
+                }
+                crate::fast::add(grads.b2, dor);
+            }
+        },
+    );
+}
+
+/// Backward of `mlp_forward` for the pixel rows `rows`, from the gradient `d_o` of its
+/// output: recomputes its input `a` from the saved normalised rows and GELU with its
+/// derivative from the saved hidden layer, adds W2's, W1's and b1's gradients to `grads`
+/// and returns the gradient of `a`.
+fn mlp_backward(
+    b: &Block,
+    (c, hid): (usize, usize),
+    rows: Range<usize>,
+    d_o: &[f32],
+    grads: &mut BranchGrads,
+    par: bool,
+) -> Scratch {
+    let r = rows.len();
+    let xhat = &b.xhat[rows.start * c..rows.end * c];
+    let hidden = &b.hidden[rows.start * hid..rows.end * hid];
+    let mut a = scratch(r * c);
+    let mut g = scratch(r * hid);
+    let mut gp = scratch(r * hid);
+    simd(
+        #[inline(always)]
+        || {
+            for (ar, xr) in a.chunks_exact_mut(c).zip(xhat.chunks_exact(c)) {
+                for (((a, x), g), be) in
+                    ar.iter_mut().zip(xr).zip(&b.gamma.value).zip(&b.beta.value)
+                {
+                    *a = x * g + be;
+                }
+            }
+            gelu_with_grad(hidden, &mut g, &mut gp);
+        },
+    );
+    // dW2 += gᵀ·d_o; d_g = d_o·W2ᵀ (into g, no longer needed).
+    gemm_strided(
+        (hid, c, r),
+        (&g, 1, hid),
+        (d_o, c, 1),
+        (grads.w2.as_mut_ptr(), c, 1),
+        true,
+        par,
+    );
+    gemm_strided(
+        (r, hid, c),
+        (d_o, c, 1),
+        (&b.w2.value, 1, c),
+        (g.as_mut_ptr(), hid, 1),
+        false,
+        par,
+    );
+    simd(
+        #[inline(always)]
+        || {
+            for (gr, pr) in g.chunks_exact_mut(hid).zip(gp.chunks_exact(hid)) {
+                for (g, p) in gr.iter_mut().zip(pr) {
+                    *g *= p;
+                }
+                crate::fast::add(grads.b1, gr);
+            }
+        },
+    );
+    // dW1 += aᵀ·d_h; d_a = d_h·W1ᵀ (into a).
+    gemm_strided(
+        (c, hid, r),
+        (&a, 1, c),
+        (&g, hid, 1),
+        (grads.w1.as_mut_ptr(), hid, 1),
+        true,
+        par,
+    );
+    gemm_strided(
+        (r, c, hid),
+        (&g, hid, 1),
+        (&b.w1.value, 1, hid),
+        (a.as_mut_ptr(), c, 1),
+        false,
+        par,
+    );
+    a
+}
+
+/// LayerNorm's backward for the pixel rows `rows`: overwrites `dr` with the gradient of the
+/// depthwise output from `d_a`, that of the LayerNorm's output; adds γ's and β's gradients
+/// to `grads`.
+fn norm_backward(
+    b: &Block,
+    c: usize,
+    rows: Range<usize>,
+    d_a: &[f32],
+    dr: &mut [f32],
+    grads: &mut BranchGrads,
+) {
+    let xhat = &b.xhat[rows.start * c..rows.end * c];
+    simd(
+        #[inline(always)]
+        || {
+            for (i, (ar, dr)) in d_a.chunks_exact(c).zip(dr.chunks_exact_mut(c)).enumerate() {
+                let xh = &xhat[i * c..(i + 1) * c];
+                layer_norm_row_backward(
+                    ar,
+                    xh,
+                    b.inv[rows.start + i],
+                    &b.gamma.value,
+                    grads.gamma,
+                    grads.beta,
+                    dr,
+                );
+            }
+        },
+    );
+}
+
+/// Pass 2: the depthwise convolution's weight and bias gradients (added to theirs) and its
+/// input gradient (added to `dx`), from the gradient `d` of its output.
+fn depthwise_backward_pass(b: &mut Block, d: &[f32], dx: &mut [f32]) {
+    let (n, h, w) = b.geometry;
+    let c = b.dw_b.value.len();
     let dxp = SharedMut(dx.as_mut_ptr());
     let acc = {
-        let (d, x, taps) = (&d, &b.input, &b.dw.value);
+        let (x, taps) = (&b.input, &b.dw.value);
         for_rows_acc(
-            m,
+            n * h * w,
             || take_zeroed(50 * c),
             |rows, acc, _| {
                 // SAFETY: each chunk owns its rows of `dx`.
@@ -614,8 +740,6 @@ fn block_backward(b: &mut Block, mut d: Vec<f32>) -> Vec<f32> {
     b.dw.accumulate(&acc[..49 * c]);
     b.dw_b.accumulate(&acc[49 * c..]);
     give(acc);
-    give(d);
-    dx
 }
 
 /// For the pixel rows `rows`: accumulate the tap gradients (`acc[..49·C]`) and bias
@@ -627,7 +751,7 @@ fn depthwise_backward(
     d: &[f32],
     x: &[f32],
     (h, w, c): (usize, usize, usize),
-    rows: std::ops::Range<usize>,
+    rows: Range<usize>,
     acc: &mut [f32],
     dx: &mut [f32],
 ) {
