@@ -125,24 +125,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
 }
 
 fn bench_preprocess(a: PreprocessArgs) -> anyhow::Result<u8> {
-    let mut tmp = None;
-    let dir = match &a.images {
-        Some(d) => d.clone(),
-        None => {
-            let t = tempfile_dir()?;
-            tmp = Some(RemoveOnDrop(t.clone()));
-            let cfg = SynthConfig {
-                seed: 7,
-                train_cls: 0,
-                train_fea: 0,
-                test_cls: a.limit,
-                test_fea: 0,
-                ..SynthConfig::default()
-            };
-            synthesize(&t, &cfg)?;
-            t.join("testA/cla")
-        }
-    };
+    let (dir, tmp) = bench_images(&a)?;
     let mut problems = Vec::new();
     let mut files = list_images(&dir, &mut problems).map_err(|e| anyhow::anyhow!("{e}"))?;
     files.truncate(a.limit);
@@ -153,53 +136,115 @@ fn bench_preprocess(a: PreprocessArgs) -> anyhow::Result<u8> {
             .map(|p| Sample::unlabelled(ImageSource::Path(p.clone()), "bench"))
             .collect(),
     );
-    let n = samples.len();
     let threads = rayon::current_num_threads();
     println!(
-        "preprocessing benchmark: {n} images from {}, {} repeats, medians",
+        "preprocessing benchmark: {} images from {}, {} repeats, medians",
+        samples.len(),
         dir.display(),
         a.repeats
     );
-
-    let infer = Preprocess {
-        cut_black: true,
-        ..Preprocess::original_inference()
+    let chains = Chains {
+        infer: Preprocess {
+            cut_black: true,
+            ..Preprocess::original_inference()
+        },
+        aug: Augment::original(CutMix::Off),
+        repeats: a.repeats,
     };
-    let aug = Augment::original(CutMix::Off);
     // Warm-up (file cache, allocator).
     for s in samples.iter().take(10) {
-        let _ = decode(&s.image).map(|im| preprocess(&im, None, &infer));
+        let _ = decode(&s.image).map(|im| preprocess(&im, None, &chains.infer));
     }
-    let single = |train: bool| -> f64 {
-        let times: Vec<f64> = (0..a.repeats)
+    breakdown(&samples, &chains.infer, &chains.aug);
+    let py = if a.no_python {
+        None
+    } else {
+        run_python(&a.python, &dir, samples.len(), a.repeats)
+    };
+    let mut rows = Vec::new();
+    for (name, train) in [("inference chain", false), ("training chain", true)] {
+        let rust_1 = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()?
+            .install(|| chains.single_core(&samples, train));
+        let (rust_all, cpu_util) = chains.loader(&samples, train);
+        let python = py
+            .as_ref()
+            .and_then(|v| v.get(if train { "train" } else { "inference" })?.as_f64());
+        rows.push(Row {
+            name,
+            rust_1,
+            rust_all,
+            cpu_util,
+            python,
+        });
+    }
+    print_rows(&rows, threads);
+    drop(tmp);
+    if py.is_none() && !a.no_python {
+        println!("\n(Python side skipped: `{} scripts/bench_preprocess.py` needs Pillow, numpy and torchvision; pass --python)", a.python);
+    }
+    Ok(0)
+}
+
+/// The images to time: `--images`, else a synthetic set (removed when the guard drops).
+fn bench_images(a: &PreprocessArgs) -> anyhow::Result<(PathBuf, Option<RemoveOnDrop>)> {
+    if let Some(d) = &a.images {
+        return Ok((d.clone(), None));
+    }
+    let t = tempfile_dir()?;
+    let guard = RemoveOnDrop(t.clone());
+    let cfg = SynthConfig {
+        seed: 7,
+        train_cls: 0,
+        train_fea: 0,
+        test_cls: a.limit,
+        test_fea: 0,
+        ..SynthConfig::default()
+    };
+    synthesize(&t, &cfg)?;
+    Ok((t.join("testA/cla"), Some(guard)))
+}
+
+/// The two chains under test: inference preprocessing, and it with the training augmentation.
+struct Chains {
+    infer: Preprocess,
+    aug: Augment,
+    repeats: usize,
+}
+
+impl Chains {
+    /// Images/s on the calling thread (median over the repeats).
+    fn single_core(&self, samples: &[Sample], train: bool) -> f64 {
+        let times: Vec<f64> = (0..self.repeats)
             .map(|r| {
                 let t = Instant::now();
                 for (k, s) in samples.iter().enumerate() {
                     let Ok(im) = decode(&s.image) else { continue };
                     let out = if train {
                         let mut rng = stream(r as u64, &[STREAM_AUGMENT, k as u64]);
-                        augment(&im, None, None, &infer, &aug, &mut rng)
+                        augment(&im, None, None, &self.infer, &self.aug, &mut rng)
                     } else {
-                        preprocess(&im, None, &infer)
+                        preprocess(&im, None, &self.infer)
                     };
                     std::hint::black_box(out);
                 }
-                n as f64 / t.elapsed().as_secs_f64()
+                samples.len() as f64 / t.elapsed().as_secs_f64()
             })
             .collect();
         median(times)
-    };
-    let parallel = |train: bool| -> (f64, f64) {
-        let loader = Loader::new(
-            samples.clone(),
-            infer.clone(),
-            train.then(|| aug.clone()),
-            0,
-        );
-        let order: Vec<usize> = (0..n).collect();
+    }
+
+    /// Images/s through the parallel loader (batches of 32, two ahead) and the share of the
+    /// machine's cores it kept busy (medians over the repeats).
+    fn loader(&self, samples: &Arc<Vec<Sample>>, train: bool) -> (f64, f64) {
+        let threads = rayon::current_num_threads();
+        let augment = train.then(|| self.aug.clone());
+        let loader = Loader::new(samples.clone(), self.infer.clone(), augment, 0);
+        let order: Vec<usize> = (0..samples.len()).collect();
         let mut rates = Vec::new();
         let mut utils = Vec::new();
-        for r in 0..a.repeats {
+        for r in 0..self.repeats {
             let (c0, t) = (cpu_seconds(), Instant::now());
             let got: usize = loader
                 .prefetch(r as u64, order.clone(), 32, 2)
@@ -212,43 +257,20 @@ fn bench_preprocess(a: PreprocessArgs) -> anyhow::Result<u8> {
                 utils.push((c1 - c0) / wall / threads as f64);
             }
         }
-        (
-            median(rates),
-            if utils.is_empty() {
-                f64::NAN
-            } else {
-                median(utils)
-            },
-        )
-    };
-    breakdown(&samples, &infer, &aug);
-    let py = if a.no_python {
-        None
-    } else {
-        run_python(&a.python, &dir, n, a.repeats)
-    };
-    let mut rows = Vec::new();
-    for (name, train) in [("inference chain", false), ("training chain", true)] {
-        let rust_1 = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()?
-            .install(|| single(train));
-        let (rust_all, cpu_util) = parallel(train);
-        let python = py
-            .as_ref()
-            .and_then(|v| v.get(if train { "train" } else { "inference" })?.as_f64());
-        rows.push(Row {
-            name,
-            rust_1,
-            rust_all,
-            cpu_util,
-            python,
-        });
+        let busy = if utils.is_empty() {
+            f64::NAN
+        } else {
+            median(utils)
+        };
+        (median(rates), busy)
     }
+}
+
+fn print_rows(rows: &[Row], threads: usize) {
     println!();
     println!("| chain | Python 1 core (img/s) | birads 1 core (img/s) | ratio | birads loader, {threads} threads (img/s) | CPU busy |");
     println!("|---|---|---|---|---|---|");
-    for r in &rows {
+    for r in rows {
         let (py, ratio) = match r.python {
             Some(p) => (format!("{p:.1}"), format!("{:.1}×", r.rust_1 / p)),
             None => ("–".into(), "–".into()),
@@ -261,11 +283,6 @@ fn bench_preprocess(a: PreprocessArgs) -> anyhow::Result<u8> {
             r.cpu_util * 100.0
         );
     }
-    drop(tmp);
-    if py.is_none() && !a.no_python {
-        println!("\n(Python side skipped: `{} scripts/bench_preprocess.py` needs Pillow, numpy and torchvision; pass --python)", a.python);
-    }
-    Ok(0)
 }
 
 /// Deletes the synthetic benchmark images however the benchmark ends.

@@ -255,50 +255,17 @@ fn agreement(a: &Path, b: &Path) -> anyhow::Result<f64> {
     Ok(x.iter().zip(&y).filter(|(p, q)| p == q).count() as f64 / x.len() as f64)
 }
 
+/// A training row: the model, birads' images/s and PyTorch's (when it ran).
+type TrainRow = (String, f64, Option<f64>);
+
+/// The issue-8 table: predict end to end and cold, against run.py and ONNX Runtime, and
+/// training against PyTorch eager; printed as markdown.
 pub fn compare(a: CompareArgs) -> anyhow::Result<u8> {
     let tmp = tempfile::tempdir()?;
     let work = a.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&work)?;
-    let script = work.join("bench_pipeline.py");
-    std::fs::write(&script, PY_PIPELINE)?;
-    std::fs::write(work.join("make_model_fixtures.py"), PY_MODEL_DEFS)?;
-    let weights = work.join("weights");
-    println!("setting up: original-architecture weights (.pth) and their ONNX exports …");
-    let o = Command::new(&a.python)
-        .arg(&script)
-        .args(["setup", "--out"])
-        .arg(&weights)
-        .output()
-        .with_context(|| format!("cannot run {}", a.python))?;
-    if !o.status.success() {
-        bail!(
-            "{} bench_pipeline.py setup failed: {}",
-            a.python,
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    // The test folders.
-    let src = match &a.images {
-        Some(p) => p.clone(),
-        None => {
-            let busbra = Path::new("../shared/data/bus-bra/images");
-            if busbra.is_dir() {
-                busbra.to_path_buf()
-            } else {
-                let dir = work.join("synth");
-                let cfg = birads_data::synth::SynthConfig {
-                    seed: 7,
-                    train_cls: 0,
-                    train_fea: 0,
-                    test_cls: 2 * a.count,
-                    test_fea: 0,
-                    ..Default::default()
-                };
-                birads_data::synth::synthesize(&dir, &cfg)?;
-                dir.join("testA/cla")
-            }
-        }
-    };
+    let (script, weights) = python_setup(&a.python, &work)?;
+    let src = source_images(&a, &work)?;
     let folder = work.join("testB");
     let single = work.join("single");
     let _ = std::fs::remove_dir_all(&folder);
@@ -321,36 +288,103 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<u8> {
         a.runs
     );
     let out = work.join("out");
-    let [b, r, o] = p.time_all(&folder, &out, a.runs)?;
+    let predict = p.time_all(&folder, &out, a.runs)?;
     let agree_runpy = agreement(&out.join("birads"), &out.join("runpy"))?;
     let agree_ort = agreement(&out.join("birads"), &out.join("ort"))?;
     println!("cold start: one image in cla/ and one in fea/ …");
-    let [cb, cr, co] = p.time_all(&single, &work.join("out1"), a.runs)?;
-
-    let train = if a.train_batch > 0 {
-        println!(
-            "training: batch {}, {}×{}, AdamW steps in train mode …",
-            a.train_batch, a.train_size, a.train_size
-        );
-        let args = TrainBenchArgs {
-            models: vec!["convnext".into(), "densenet".into()],
-            batch: a.train_batch,
-            size: a.train_size,
-            runs: a.runs,
-            warmup: 1,
-            device: DeviceArg::Cpu,
-            precision: PrecisionArg::F32,
-            python: a.python.clone(),
-            no_python: false,
-            engine: Some(TrainEngineArg::Fast),
-            no_fusion: false,
-            phases: false,
-        };
-        Some(train_rows(&args, &work)?)
-    } else {
-        None
+    let cold = p.time_all(&single, &work.join("out1"), a.runs)?;
+    let train = match a.train_batch {
+        0 => None,
+        _ => Some(training_rows(&a, &work)?),
     };
+    print_table(&a, predict, cold, train);
+    println!(
+        "labels equal to run.py's: {:.1} %, to ONNX Runtime's: {:.1} % (same weights; ties within float rounding may differ)",
+        100.0 * agree_runpy,
+        100.0 * agree_ort
+    );
+    println!("ratios: speed = their time ÷ ours (higher is better); memory and cold start = ours ÷ theirs (lower is better); medians of {} runs", a.runs);
+    Ok(0)
+}
 
+/// The Python side in `work`: the pipeline script, and the original-architecture weights
+/// (.pth) with their ONNX exports made by it. Returns (script, weights folder).
+fn python_setup(python: &str, work: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let script = work.join("bench_pipeline.py");
+    std::fs::write(&script, PY_PIPELINE)?;
+    std::fs::write(work.join("make_model_fixtures.py"), PY_MODEL_DEFS)?;
+    let weights = work.join("weights");
+    println!("setting up: original-architecture weights (.pth) and their ONNX exports …");
+    let o = Command::new(python)
+        .arg(&script)
+        .args(["setup", "--out"])
+        .arg(&weights)
+        .output()
+        .with_context(|| format!("cannot run {python}"))?;
+    if !o.status.success() {
+        bail!(
+            "{python} bench_pipeline.py setup failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    Ok((script, weights))
+}
+
+/// Where the test images come from: `--images`, else BUS-BRA beside the checkout, else a
+/// synthetic set made in `work`.
+fn source_images(a: &CompareArgs, work: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &a.images {
+        return Ok(p.clone());
+    }
+    let busbra = Path::new("../shared/data/bus-bra/images");
+    if busbra.is_dir() {
+        return Ok(busbra.to_path_buf());
+    }
+    let dir = work.join("synth");
+    let cfg = birads_data::synth::SynthConfig {
+        seed: 7,
+        train_cls: 0,
+        train_fea: 0,
+        test_cls: 2 * a.count,
+        test_fea: 0,
+        ..Default::default()
+    };
+    birads_data::synth::synthesize(&dir, &cfg)?;
+    Ok(dir.join("testA/cla"))
+}
+
+/// Training images/s of both models on the CPU's fast engine beside PyTorch eager.
+fn training_rows(a: &CompareArgs, work: &Path) -> anyhow::Result<Vec<TrainRow>> {
+    println!(
+        "training: batch {}, {}×{}, AdamW steps in train mode …",
+        a.train_batch, a.train_size, a.train_size
+    );
+    let args = TrainBenchArgs {
+        models: vec!["convnext".into(), "densenet".into()],
+        batch: a.train_batch,
+        size: a.train_size,
+        runs: a.runs,
+        warmup: 1,
+        device: DeviceArg::Cpu,
+        precision: PrecisionArg::F32,
+        python: a.python.clone(),
+        no_python: false,
+        engine: Some(TrainEngineArg::Fast),
+        no_fusion: false,
+        phases: false,
+    };
+    train_rows(&args, work)
+}
+
+/// The markdown table: `predict` and `cold` are (seconds, peak MiB) of birads, run.py and
+/// ONNX Runtime.
+fn print_table(
+    a: &CompareArgs,
+    predict: [(f64, f64); 3],
+    cold: [(f64, f64); 3],
+    train: Option<Vec<TrainRow>>,
+) {
+    let ([b, r, o], [cb, cr, co]) = (predict, cold);
     let n = (2 * a.count) as f64;
     println!();
     println!("| measure | birads | PyTorch (run.py / eager) | ONNX Runtime | birads ÷ PyTorch | birads ÷ ORT | target |");
@@ -380,27 +414,18 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<u8> {
         cb.0 / cr.0,
         cb.0 / co.0
     );
-    if let Some(rows) = train {
-        for (name, ours, theirs) in rows {
-            println!(
-                "| training {name} (img/s, batch {}, {}²) | {ours:.2} | {} | – | {} | – | ≥ 1.0× PyTorch |",
-                a.train_batch,
-                a.train_size,
-                theirs.map(|t| format!("{t:.2}")).unwrap_or("–".into()),
-                theirs
-                    .map(|t| format!("{:.2}×", ours / t))
-                    .unwrap_or("–".into()),
-            );
-        }
+    for (name, ours, theirs) in train.unwrap_or_default() {
+        println!(
+            "| training {name} (img/s, batch {}, {}²) | {ours:.2} | {} | – | {} | – | ≥ 1.0× PyTorch |",
+            a.train_batch,
+            a.train_size,
+            theirs.map(|t| format!("{t:.2}")).unwrap_or("–".into()),
+            theirs
+                .map(|t| format!("{:.2}×", ours / t))
+                .unwrap_or("–".into()),
+        );
     }
     println!();
-    println!(
-        "labels equal to run.py's: {:.1} %, to ONNX Runtime's: {:.1} % (same weights; ties within float rounding may differ)",
-        100.0 * agree_runpy,
-        100.0 * agree_ort
-    );
-    println!("ratios: speed = their time ÷ ours (higher is better); memory and cold start = ours ÷ theirs (lower is better); medians of {} runs", a.runs);
-    Ok(0)
 }
 
 /// Milliseconds of a burn training step's phases (forward with the loss, backward, optimiser
@@ -558,7 +583,7 @@ fn birads_rate(name: &str, a: &TrainBenchArgs) -> anyhow::Result<f64> {
 }
 
 /// (model, birads img/s, PyTorch img/s) for each model.
-fn train_rows(a: &TrainBenchArgs, work: &Path) -> anyhow::Result<Vec<(String, f64, Option<f64>)>> {
+fn train_rows(a: &TrainBenchArgs, work: &Path) -> anyhow::Result<Vec<TrainRow>> {
     let script = work.join("bench_pipeline.py");
     if !script.exists() {
         std::fs::write(&script, PY_PIPELINE)?;
