@@ -71,236 +71,283 @@ pub fn parse_manifest(reader: impl std::io::Read, path: &Path) -> Result<Dataset
         .iter()
         .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
         .collect();
-    let col_image =
-        find(&headers, &["image", "path", "file", "filename", "img_name"]).ok_or_else(|| {
-            err(format!(
-                "no image column (image, path, file, filename or img_name) in {headers:?}"
-            ))
-        })?;
-    let col_class = find(&headers, &["birads", "bi-rads", "category", "class"]);
-    let col_index = if col_class.is_none() {
-        find(&headers, &["label"])
-    } else {
-        None
-    };
-    let col_feat: Vec<Option<usize>> = FEATURE_NAMES.iter().map(|f| find(&headers, &[f])).collect();
-    let col_norm: Option<[usize; 4]> = match (
-        find(&headers, &["cx"]),
-        find(&headers, &["cy"]),
-        find(&headers, &["w"]),
-        find(&headers, &["h"]),
-    ) {
-        (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d]),
-        _ => None,
-    };
-    let col_px: Option<[usize; 4]> = match (
-        find(&headers, &["bbox_x"]),
-        find(&headers, &["bbox_y"]),
-        find(&headers, &["bbox_w", "bbox_width"]),
-        find(&headers, &["bbox_h", "bbox_height"]),
-    ) {
-        (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d]),
-        _ => None,
-    };
-    let col_size = match (find(&headers, &["width"]), find(&headers, &["height"])) {
-        (Some(a), Some(b)) => Some((a, b)),
-        _ => None,
-    };
-    let col_group = find(&headers, &["group", "patient", "patient_id"]);
-    let col_id = find(&headers, &["id", "image_id"]);
-    let col_pathology = find(&headers, &["pathology", "malignant", "malignancy"]);
+    let cols = Columns::find(&headers).ok_or_else(|| {
+        err(format!(
+            "no image column (image, path, file, filename or img_name) in {headers:?}"
+        ))
+    })?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
 
     let records: Vec<(usize, csv::Result<csv::StringRecord>)> =
         rdr.records().enumerate().map(|(i, r)| (i + 2, r)).collect();
     // First pass: the class names present, so the class list is known before indexing.
-    let mut class_names = BTreeSet::new();
-    if let Some(c) = col_class {
-        for r in records.iter().filter_map(|(_, r)| r.as_ref().ok()) {
-            let v = r.get(c).unwrap_or("").trim();
-            if !v.is_empty() {
-                class_names.insert(normalise_class_name(v));
-            }
-        }
-    }
-    let classes = if col_class.is_some() {
-        infer_class_list(&class_names)
-    } else {
-        ClassList::birads6()
+    let classes = match cols.class {
+        Some(c) => infer_class_list(&class_names(&records, c)),
+        None => ClassList::birads6(),
     };
     let mut ds = Dataset::new(format!("CSV manifest {}", path.display()), classes.clone());
-    let mut problems = Vec::new();
-    let mut seen: HashSet<PathBuf> = HashSet::new();
-    let mut dims_cache: HashMap<PathBuf, (u32, u32)> = HashMap::new();
+    let mut rows = Rows {
+        cols,
+        base,
+        classes,
+        seen: HashSet::new(),
+        dims_cache: HashMap::new(),
+    };
     for (line, rec) in records {
         let item = format!("{}:{line}", path.display());
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
-                problems.push(Problem::error(item, format!("unreadable CSV row: {e}")));
+                let reason = format!("unreadable CSV row: {e}");
+                ds.problems.push(Problem::error(item, reason));
                 continue;
             }
         };
-        let get = |c: usize| rec.get(c).unwrap_or("").trim();
-        let raw = get(col_image);
-        if raw.is_empty() {
-            problems.push(Problem::error(item, "empty image path"));
-            continue;
-        }
-        let img = {
-            let p = PathBuf::from(raw);
-            if p.is_absolute() {
-                p
-            } else {
-                base.join(p)
+        match rows.sample(&rec, &item) {
+            Ok((s, warning)) => {
+                ds.problems
+                    .extend(warning.map(|w| Problem::warning(item, w)));
+                ds.samples.push(s);
             }
+            Err(reasons) => {
+                let problems = reasons.into_iter().map(|r| Problem::error(item.clone(), r));
+                ds.problems.extend(problems);
+            }
+        }
+    }
+    Ok(ds)
+}
+
+/// The category names present in column `c` (normalised).
+fn class_names(records: &[(usize, csv::Result<csv::StringRecord>)], c: usize) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for r in records.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+        let v = r.get(c).unwrap_or("").trim();
+        if !v.is_empty() {
+            names.insert(normalise_class_name(v));
+        }
+    }
+    names
+}
+
+/// Where each kind of value is in a manifest's rows (see the module documentation).
+struct Columns {
+    image: usize,
+    /// Category names.
+    class: Option<usize>,
+    /// Indices into the six categories (only without a name column).
+    index: Option<usize>,
+    features: Vec<Option<usize>>,
+    /// Normalised `cx, cy, w, h`.
+    norm: Option<[usize; 4]>,
+    /// Pixel `x, y, w, h`.
+    px: Option<[usize; 4]>,
+    /// The image's `width, height`.
+    size: Option<(usize, usize)>,
+    group: Option<usize>,
+    id: Option<usize>,
+    pathology: Option<usize>,
+}
+
+impl Columns {
+    /// The columns named in `headers` (lower case); none without an image column.
+    fn find(headers: &[String]) -> Option<Self> {
+        let f = |names: &[&str]| find(headers, names);
+        let four = |names: [&[&str]; 4]| -> Option<[usize; 4]> {
+            Some([f(names[0])?, f(names[1])?, f(names[2])?, f(names[3])?])
+        };
+        let class = f(&["birads", "bi-rads", "category", "class"]);
+        Some(Self {
+            image: f(&["image", "path", "file", "filename", "img_name"])?,
+            class,
+            index: if class.is_none() { f(&["label"]) } else { None },
+            features: FEATURE_NAMES.iter().map(|n| f(&[n])).collect(),
+            norm: four([&["cx"], &["cy"], &["w"], &["h"]]),
+            px: four([
+                &["bbox_x"],
+                &["bbox_y"],
+                &["bbox_w", "bbox_width"],
+                &["bbox_h", "bbox_height"],
+            ]),
+            size: f(&["width"]).zip(f(&["height"])),
+            group: f(&["group", "patient", "patient_id"]),
+            id: f(&["id", "image_id"]),
+            pathology: f(&["pathology", "malignant", "malignancy"]),
+        })
+    }
+}
+
+/// A row's fields, trimmed; a missing field reads as empty.
+struct Fields<'a>(&'a csv::StringRecord);
+
+impl<'a> Fields<'a> {
+    fn get(&self, c: usize) -> &'a str {
+        self.0.get(c).unwrap_or("").trim()
+    }
+}
+
+/// Turns a manifest's rows into samples, remembering the images already listed and the
+/// image sizes already read.
+struct Rows {
+    cols: Columns,
+    base: PathBuf,
+    classes: ClassList,
+    seen: HashSet<PathBuf>,
+    dims_cache: HashMap<PathBuf, (u32, u32)>,
+}
+
+impl Rows {
+    /// The sample of one row (`item` names it), with a warning about its pathology value if
+    /// any; or why the row is left out.
+    fn sample(
+        &mut self,
+        rec: &csv::StringRecord,
+        item: &str,
+    ) -> Result<(Sample, Option<String>), Vec<String>> {
+        let row = Fields(rec);
+        let img = self.image(row.get(self.cols.image)).map_err(|e| vec![e])?;
+        let mut s = Sample::unlabelled(ImageSource::Path(img.clone()), "manifest");
+        s.origin = item.to_string();
+        s.class = self.class(&row).map_err(|e| vec![e])?;
+        s.features = features(&self.cols, &row)?;
+        s.lesion = self.lesion(&row, &img).map_err(|e| vec![e])?;
+        let text = |c: Option<usize>| {
+            let v = row.get(c?);
+            (!v.is_empty()).then(|| v.to_string())
+        };
+        s.group = text(self.cols.group);
+        s.id = text(self.cols.id);
+        let mut warning = None;
+        if let Some(c) = self.cols.pathology {
+            match parse_pathology(row.get(c)) {
+                Ok(m) => s.malignant = m,
+                Err(e) => warning = Some(e),
+            }
+        }
+        self.seen.insert(img);
+        Ok((s, warning))
+    }
+
+    /// The image a row names: resolved against the manifest's folder, present, and not
+    /// listed before.
+    fn image(&self, raw: &str) -> Result<PathBuf, String> {
+        if raw.is_empty() {
+            return Err("empty image path".into());
+        }
+        let p = PathBuf::from(raw);
+        let img = if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
         };
         if !img.is_file() {
-            problems.push(Problem::error(
-                item,
-                format!("image {} not found", img.display()),
-            ));
-            continue;
+            return Err(format!("image {} not found", img.display()));
         }
-        if seen.contains(&img) {
-            problems.push(Problem::error(
-                item,
-                format!("image {} listed twice: later row left out", img.display()),
-            ));
-            continue;
+        if self.seen.contains(&img) {
+            let shown = img.display();
+            return Err(format!("image {shown} listed twice: later row left out"));
         }
-        let mut s = Sample::unlabelled(ImageSource::Path(img.clone()), "manifest");
-        s.origin = item.clone();
-        if let Some(c) = col_class {
-            let v = get(c);
-            if !v.is_empty() {
-                match classes.index_of(v) {
-                    Some(k) => s.class = Some(k),
-                    None => {
-                        problems.push(Problem::error(
-                            item,
-                            format!("unknown category '{v}' (classes {classes})"),
-                        ));
-                        continue;
-                    }
-                }
-            }
-        } else if let Some(c) = col_index {
-            let v = get(c);
-            if !v.is_empty() {
-                match v.parse::<usize>() {
-                    Ok(k) if k < BIRADS6.len() => s.class = Some(k),
-                    _ => {
-                        problems.push(Problem::error(
-                            item,
-                            format!("label '{v}' is not an index 0..5"),
-                        ));
-                        continue;
-                    }
-                }
-            }
-        }
-        let mut bad = false;
-        for (f, col) in col_feat.iter().enumerate() {
-            let Some(c) = col else { continue };
-            match get(*c) {
-                "" => {}
-                "0" => s.features[f] = Some(false),
-                "1" => s.features[f] = Some(true),
-                v => {
-                    problems.push(Problem::error(
-                        item.clone(),
-                        format!("{} must be 0 or 1, got '{v}'", FEATURE_NAMES[f]),
-                    ));
-                    bad = true;
-                }
-            }
-        }
-        if bad {
-            continue;
-        }
-        let parse4 = |cols: [usize; 4]| -> Option<Result<[f32; 4], String>> {
-            let raw: Vec<&str> = cols.iter().map(|&c| get(c)).collect();
-            if raw.iter().all(|v| v.is_empty()) {
-                return None;
-            }
-            let mut v = [0f32; 4];
-            for (k, r) in raw.iter().enumerate() {
-                match r.parse::<f32>() {
-                    Ok(x) if x.is_finite() => v[k] = x,
-                    _ => return Some(Err(format!("box value '{r}' is not a finite number"))),
-                }
-            }
-            Some(Ok(v))
-        };
-        let bbox = if let Some(cols) = col_norm {
-            parse4(cols).map(|r| {
-                r.map(|v| LesionBox {
-                    cx: v[0],
-                    cy: v[1],
-                    w: v[2],
-                    h: v[3],
-                })
-            })
-        } else if let Some(cols) = col_px {
-            parse4(cols).map(|r| {
-                r.and_then(|v| {
-                    let size = match col_size {
-                        Some((cw, ch)) => match (get(cw).parse::<u32>(), get(ch).parse::<u32>()) {
-                            (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok((w, h)),
-                            _ => Err("width/height are not positive integers".to_string()),
-                        },
-                        None => match dims_cache.get(&img) {
-                            Some(d) => Ok(*d),
-                            None => crate::image_ops::dimensions(&img).map_err(|e| e.to_string()),
-                        },
-                    }?;
-                    dims_cache.insert(img.clone(), size);
-                    Ok(LesionBox::from_pixels(
-                        v[0], v[1], v[2], v[3], size.0, size.1,
-                    ))
-                })
-            })
-        } else {
-            None
-        };
-        match bbox {
-            None => {}
-            Some(Ok(b)) => match b.validate() {
-                Ok(()) => s.lesion = Some(b),
-                Err(e) => {
-                    problems.push(Problem::error(item, e));
-                    continue;
-                }
-            },
-            Some(Err(e)) => {
-                problems.push(Problem::error(item, e));
-                continue;
-            }
-        }
-        if let Some(c) = col_group {
-            let g = get(c);
-            if !g.is_empty() {
-                s.group = Some(g.to_string());
-            }
-        }
-        if let Some(c) = col_id {
-            let v = get(c);
-            if !v.is_empty() {
-                s.id = Some(v.to_string());
-            }
-        }
-        if let Some(c) = col_pathology {
-            match parse_pathology(get(c)) {
-                Ok(m) => s.malignant = m,
-                Err(e) => problems.push(Problem::warning(item.clone(), e)),
-            }
-        }
-        seen.insert(img);
-        ds.samples.push(s);
+        Ok(img)
     }
-    ds.problems.extend(problems);
-    Ok(ds)
+
+    /// The row's category: by name, or by index into the six categories.
+    fn class(&self, row: &Fields) -> Result<Option<usize>, String> {
+        let classes = &self.classes;
+        if let Some(c) = self.cols.class {
+            let v = row.get(c);
+            if v.is_empty() {
+                return Ok(None);
+            }
+            return match classes.index_of(v) {
+                Some(k) => Ok(Some(k)),
+                None => Err(format!("unknown category '{v}' (classes {classes})")),
+            };
+        }
+        let Some(c) = self.cols.index else {
+            return Ok(None);
+        };
+        match row.get(c) {
+            "" => Ok(None),
+            v => match v.parse::<usize>() {
+                Ok(k) if k < BIRADS6.len() => Ok(Some(k)),
+                _ => Err(format!("label '{v}' is not an index 0..5")),
+            },
+        }
+    }
+
+    /// The lesion box, normalised or in pixels (then with the image's size from its columns
+    /// or its header), validated.
+    fn lesion(&mut self, row: &Fields, img: &Path) -> Result<Option<LesionBox>, String> {
+        let cols = &self.cols;
+        let b = if let Some(four) = cols.norm {
+            let Some(v) = box_values(four, row)? else {
+                return Ok(None);
+            };
+            LesionBox {
+                cx: v[0],
+                cy: v[1],
+                w: v[2],
+                h: v[3],
+            }
+        } else if let Some(four) = cols.px {
+            let Some(v) = box_values(four, row)? else {
+                return Ok(None);
+            };
+            let size = match cols.size {
+                Some((cw, ch)) => match (row.get(cw).parse::<u32>(), row.get(ch).parse::<u32>()) {
+                    (Ok(w), Ok(h)) if w > 0 && h > 0 => (w, h),
+                    _ => return Err("width/height are not positive integers".to_string()),
+                },
+                None => match self.dims_cache.get(img) {
+                    Some(d) => *d,
+                    None => crate::image_ops::dimensions(img).map_err(|e| e.to_string())?,
+                },
+            };
+            self.dims_cache.insert(img.to_path_buf(), size);
+            LesionBox::from_pixels(v[0], v[1], v[2], v[3], size.0, size.1)
+        } else {
+            return Ok(None);
+        };
+        b.validate()?;
+        Ok(Some(b))
+    }
+}
+
+/// The four features as 0/1 (empty: unknown); every malformed value is reported.
+fn features(cols: &Columns, row: &Fields) -> Result<[Option<bool>; 4], Vec<String>> {
+    let mut out = [None; 4];
+    let mut bad = Vec::new();
+    for (f, col) in cols.features.iter().enumerate() {
+        let Some(c) = col else { continue };
+        match row.get(*c) {
+            "" => {}
+            "0" => out[f] = Some(false),
+            "1" => out[f] = Some(true),
+            v => bad.push(format!("{} must be 0 or 1, got '{v}'", FEATURE_NAMES[f])),
+        }
+    }
+    if bad.is_empty() {
+        Ok(out)
+    } else {
+        Err(bad)
+    }
+}
+
+/// Four box values from `cols`: none when all four are empty, an error when one is not a
+/// finite number.
+fn box_values(cols: [usize; 4], row: &Fields) -> Result<Option<[f32; 4]>, String> {
+    let raw: Vec<&str> = cols.iter().map(|&c| row.get(c)).collect();
+    if raw.iter().all(|v| v.is_empty()) {
+        return Ok(None);
+    }
+    let mut v = [0f32; 4];
+    for (k, r) in raw.iter().enumerate() {
+        match r.parse::<f32>() {
+            Ok(x) if x.is_finite() => v[k] = x,
+            _ => return Err(format!("box value '{r}' is not a finite number")),
+        }
+    }
+    Ok(Some(v))
 }
 
 /// `malignant`/`benign` (any case, or `m`/`b`, `1`/`0`) → the outcome; empty → unknown.
