@@ -432,91 +432,31 @@ pub struct Evaluation {
 
 /// Match predictions with truth and compute every metric.
 pub fn evaluate(pred: &Predictions, truth: &Truth) -> Evaluation {
-    let mut problems: Vec<Problem> = pred.problems.clone();
-    problems.extend(truth.problems.iter().cloned());
-    let mut missing = Vec::new();
-    let mut unlabelled = 0;
-
+    let mut m = Matching {
+        problems: pred.problems.clone(),
+        missing: Vec::new(),
+        unlabelled: 0,
+    };
+    m.problems.extend(truth.problems.iter().cloned());
     let classification = pred
         .cls
         .as_ref()
         .filter(|_| !truth.cls.is_empty())
-        .map(|p| {
-            let classes = ClassList(p.classes.clone());
-            let (mut t, mut y, mut probs) = (Vec::new(), Vec::new(), Vec::new());
-            for (name, class_name) in &truth.cls {
-                let Some(ti) = classes.index_of(class_name) else {
-                    problems.push(Problem::error(
-                        name,
-                        format!(
-                            "true class {class_name} is not one of the predicted classes {}",
-                            classes
-                        ),
-                    ));
-                    continue;
-                };
-                let Some(&yi) = p.labels.get(name) else {
-                    missing.push(format!("cla/{name}"));
-                    continue;
-                };
-                t.push(ti);
-                y.push(yi);
-                probs.push(p.probabilities.get(name).cloned());
-            }
-            unlabelled += p
-                .labels
-                .keys()
-                .filter(|n| !truth.cls.contains_key(*n))
-                .count();
-            cls_eval(p.classes.clone(), &t, &y, &probs)
-        });
-
+        .map(|p| m.classification(p, &truth.cls));
     let features = pred
         .fea
         .as_ref()
         .filter(|_| !truth.fea.is_empty())
-        .map(|p| {
-            for name in truth.fea.keys() {
-                if !p.labels.contains_key(name) {
-                    missing.push(format!("fea/{name}"));
-                }
-            }
-            unlabelled += p
-                .labels
-                .keys()
-                .filter(|n| !truth.fea.contains_key(*n))
-                .count();
-            let features: Vec<FeatureEval> = (0..4)
-                .map(|f| {
-                    let (mut t, mut y, mut probs) = (Vec::new(), Vec::new(), Vec::new());
-                    for (name, tf) in &truth.fea {
-                        if let (Some(v), Some(l)) = (tf[f], p.labels.get(name)) {
-                            t.push(usize::from(v));
-                            y.push(l[f] as usize);
-                            probs.push(p.probabilities.get(name).map(|q| q[f]));
-                        }
-                    }
-                    feature_eval(FEATURE_NAMES[f], &t, &y, &probs)
-                })
-                .collect();
-            let mean = |g: fn(&FeatureEval) -> f64| {
-                features.iter().map(g).sum::<f64>() / features.len() as f64
-            };
-            FeaEval {
-                mean_accuracy: mean(|f| f.accuracy),
-                mean_f1: mean(|f| f.f1),
-                features,
-            }
-        });
+        .map(|p| m.features(p, &truth.fea));
 
     if pred.cls.is_some() && truth.cls.is_empty() && !truth.fea.is_empty() {
-        problems.push(Problem::warning(
+        m.problems.push(Problem::warning(
             "classification",
             "predictions given but the ground truth has no BI-RADS labels",
         ));
     }
     if pred.fea.is_some() && truth.fea.is_empty() && !truth.cls.is_empty() {
-        problems.push(Problem::warning(
+        m.problems.push(Problem::warning(
             "features",
             "predictions given but the ground truth has no feature labels",
         ));
@@ -539,9 +479,80 @@ pub fn evaluate(pred: &Predictions, truth: &Truth) -> Evaluation {
             features: f,
             overall,
         },
-        missing_predictions: missing,
-        unlabelled_predictions: unlabelled,
-        problems,
+        missing_predictions: m.missing,
+        unlabelled_predictions: m.unlabelled,
+        problems: m.problems,
+    }
+}
+
+/// What matching predictions with truth finds besides the pairs: problems, images with
+/// truth but no prediction, and the number of predictions without truth.
+struct Matching {
+    problems: Vec<Problem>,
+    missing: Vec<String>,
+    unlabelled: usize,
+}
+
+impl Matching {
+    /// BI-RADS metrics over the images with both a true class and a prediction.
+    fn classification(&mut self, p: &ClsPredictions, truth: &BTreeMap<String, String>) -> ClsEval {
+        let classes = ClassList(p.classes.clone());
+        let (mut t, mut y, mut probs) = (Vec::new(), Vec::new(), Vec::new());
+        for (name, class_name) in truth {
+            let Some(ti) = classes.index_of(class_name) else {
+                self.problems.push(Problem::error(
+                    name,
+                    format!(
+                        "true class {class_name} is not one of the predicted classes {classes}"
+                    ),
+                ));
+                continue;
+            };
+            let Some(&yi) = p.labels.get(name) else {
+                self.missing.push(format!("cla/{name}"));
+                continue;
+            };
+            t.push(ti);
+            y.push(yi);
+            probs.push(p.probabilities.get(name).cloned());
+        }
+        self.unlabelled += p.labels.keys().filter(|n| !truth.contains_key(*n)).count();
+        cls_eval(p.classes.clone(), &t, &y, &probs)
+    }
+
+    /// Per-feature metrics over the images with that feature's truth and a prediction.
+    fn features(
+        &mut self,
+        p: &FeaPredictions,
+        truth: &BTreeMap<String, [Option<bool>; 4]>,
+    ) -> FeaEval {
+        for name in truth.keys() {
+            if !p.labels.contains_key(name) {
+                self.missing.push(format!("fea/{name}"));
+            }
+        }
+        self.unlabelled += p.labels.keys().filter(|n| !truth.contains_key(*n)).count();
+        let features: Vec<FeatureEval> = (0..4)
+            .map(|f| {
+                let (mut t, mut y, mut probs) = (Vec::new(), Vec::new(), Vec::new());
+                for (name, tf) in truth {
+                    if let (Some(v), Some(l)) = (tf[f], p.labels.get(name)) {
+                        t.push(usize::from(v));
+                        y.push(l[f] as usize);
+                        probs.push(p.probabilities.get(name).map(|q| q[f]));
+                    }
+                }
+                feature_eval(FEATURE_NAMES[f], &t, &y, &probs)
+            })
+            .collect();
+        let mean = |g: fn(&FeatureEval) -> f64| {
+            features.iter().map(g).sum::<f64>() / features.len() as f64
+        };
+        FeaEval {
+            mean_accuracy: mean(|f| f.accuracy),
+            mean_f1: mean(|f| f.f1),
+            features,
+        }
     }
 }
 
