@@ -2,6 +2,7 @@
 //! or a flat folder of images → `cla_pre.csv` / `fea_pre.csv` (and the probability CSVs).
 //! `birads predict` and the Python package's `predict_folder` both call [`predict_folder`].
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use birads_data::readers::list_images;
@@ -16,6 +17,7 @@ use crate::loaded::{load_model, LoadError};
 #[cfg(feature = "cuda")]
 use crate::predict::BurnRunner;
 use crate::predict::Runner;
+use crate::predict::{ClsPrediction, FeaPrediction};
 use crate::Predictor;
 
 /// Which code runs the models at inference.
@@ -266,32 +268,8 @@ pub fn predict_folder(
         cla_weights = Some(PathBuf::from(builtin::KEYWORD));
     }
     std::fs::create_dir_all(&o.output).map_err(|e| FolderError::Write(o.output.clone(), e))?;
-    let write = |r: std::io::Result<()>, p: PathBuf, s: &mut FolderSummary| match r {
-        Ok(()) => {
-            s.written.push(p);
-            Ok(())
-        }
-        Err(e) => Err(FolderError::Write(p, e)),
-    };
+    let plan = Plan::new(cla_files, fea_files, o.every_image && split);
     let (mut cls_preds, mut fea_preds) = (Vec::new(), Vec::new());
-    // What each model runs on, and which of its predictions go into its CSV.
-    let union = o.every_image && split;
-    let (cla_set, fea_set): (
-        std::collections::BTreeSet<PathBuf>,
-        std::collections::BTreeSet<PathBuf>,
-    ) = (
-        cla_files.iter().cloned().collect(),
-        fea_files.iter().cloned().collect(),
-    );
-    let (cla_files, fea_files) = if union {
-        let all: Vec<PathBuf> = cla_set.union(&fea_set).cloned().collect();
-        (all.clone(), all)
-    } else {
-        (cla_files, fea_files)
-    };
-    let own = |set: &std::collections::BTreeSet<PathBuf>, files: &[PathBuf], index: usize| {
-        !union || set.contains(&files[index])
-    };
     // The feature model loads on another thread while the BI-RADS model loads and runs:
     // reading a checkpoint is single-threaded, and cold start is mostly loading.
     std::thread::scope(|scope| -> Result<(), FolderError> {
@@ -302,24 +280,9 @@ pub fn predict_folder(
         match &cla_weights {
             Some(w) => {
                 let m = load_predictor(w, Purpose::Grading, o.tta, o.engine)?;
-                s.sources.push(m.source.clone());
-                let total = cla_files.len();
-                let run = m.predictor.classify(samples(cla_files.clone()), o.batch_size, |d| {
-                    progress(Stage::Birads, d, total)
-                });
-                s.classes = m.classes.clone();
-                cls_preds = run.predictions;
-                s.skipped.extend(run.failures);
-                let preds: Vec<_> = cls_preds.iter().filter(|p| own(&cla_set, &cla_files, p.index)).cloned().collect();
-                let p = o.output.join("cla_pre.csv");
-                write(write_cla_pre(&p, &preds), p, &mut s)?;
-                if o.probabilities {
-                    let p = o.output.join("cla_prob.csv");
-                    write(write_cla_prob(&p, &m.classes, &preds), p, &mut s)?;
-                }
-                s.birads = Some(preds.len());
+                cls_preds = birads_csvs(o, &m, &plan, progress, &mut s)?;
             }
-            None if !cla_files.is_empty() && split => s.notes.push(format!(
+            None if !plan.cla_files.is_empty() && split => s.notes.push(format!(
                 "{} has images but no BI-RADS weights were given (`builtin` for the built-in model): skipped",
                 o.input.join("cla").display()
             )),
@@ -329,28 +292,8 @@ pub fn predict_folder(
             let m = loader
                 .join()
                 .map_err(|_| FolderError::Listing(format!("loading {} panicked", w.display())))??;
-            s.sources.push(m.source.clone());
-            let total = fea_files.len();
-            let run = m
-                .predictor
-                .features(samples(fea_files.clone()), o.batch_size, |d| {
-                    progress(Stage::Features, d, total)
-                });
-            fea_preds = run.predictions;
-            s.skipped.extend(run.failures);
-            let preds: Vec<_> = fea_preds
-                .iter()
-                .filter(|p| own(&fea_set, &fea_files, p.index))
-                .cloned()
-                .collect();
-            let p = o.output.join("fea_pre.csv");
-            write(write_fea_pre(&p, &preds), p, &mut s)?;
-            if o.probabilities {
-                let p = o.output.join("fea_prob.csv");
-                write(write_fea_prob(&p, &preds), p, &mut s)?;
-            }
-            s.features = Some(preds.len());
-        } else if !fea_files.is_empty() && split {
+            fea_preds = feature_csvs(o, &m, &plan, progress, &mut s)?;
+        } else if !plan.fea_files.is_empty() && split {
             s.notes.push(format!(
                 "{} has images but no feature weights were given (there is no built-in feature model): skipped",
                 o.input.join("fea").display()
@@ -358,15 +301,126 @@ pub fn predict_folder(
         }
         Ok(())
     })?;
-    if union {
+    if plan.union {
         // Both models saw every image: an unreadable one failed twice.
         let mut seen = std::collections::BTreeSet::new();
         s.skipped
             .retain(|p| seen.insert((p.item.clone(), p.reason.clone())));
     }
-    s.outputs = join_outputs(&cla_files, &cls_preds, &fea_files, &fea_preds);
+    s.outputs = join_outputs(&plan.cla_files, &cls_preds, &plan.fea_files, &fea_preds);
     for out in &mut s.outputs {
-        out.in_birads_csv &= !union || cla_set.contains(&out.path);
+        out.in_birads_csv &= !plan.union || plan.cla_set.contains(&out.path);
     }
     Ok(s)
+}
+
+/// What each model runs on, and which of its predictions go into its CSV: with
+/// `every_image` on a split folder (`union`) both models run on every image of `cla/` and
+/// `fea/`, and each CSV keeps its own folder's images.
+struct Plan {
+    union: bool,
+    cla_set: BTreeSet<PathBuf>,
+    fea_set: BTreeSet<PathBuf>,
+    cla_files: Vec<PathBuf>,
+    fea_files: Vec<PathBuf>,
+}
+
+impl Plan {
+    fn new(cla_files: Vec<PathBuf>, fea_files: Vec<PathBuf>, union: bool) -> Self {
+        let cla_set: BTreeSet<PathBuf> = cla_files.iter().cloned().collect();
+        let fea_set: BTreeSet<PathBuf> = fea_files.iter().cloned().collect();
+        let (cla_files, fea_files) = if union {
+            let all: Vec<PathBuf> = cla_set.union(&fea_set).cloned().collect();
+            (all.clone(), all)
+        } else {
+            (cla_files, fea_files)
+        };
+        Self {
+            union,
+            cla_set,
+            fea_set,
+            cla_files,
+            fea_files,
+        }
+    }
+}
+
+/// Record a written file in the summary, or turn its failure into the error.
+fn written(r: std::io::Result<()>, p: PathBuf, s: &mut FolderSummary) -> Result<(), FolderError> {
+    match r {
+        Ok(()) => {
+            s.written.push(p);
+            Ok(())
+        }
+        Err(e) => Err(FolderError::Write(p, e)),
+    }
+}
+
+/// Run the BI-RADS model over its images and write `cla_pre.csv` (and `cla_prob.csv`);
+/// returns every prediction.
+fn birads_csvs(
+    o: &FolderOptions,
+    m: &Loaded,
+    plan: &Plan,
+    progress: &mut dyn FnMut(Stage, usize, usize),
+    s: &mut FolderSummary,
+) -> Result<Vec<ClsPrediction>, FolderError> {
+    s.sources.push(m.source.clone());
+    let files = &plan.cla_files;
+    let total = files.len();
+    let run = m
+        .predictor
+        .classify(samples(files.clone()), o.batch_size, |d| {
+            progress(Stage::Birads, d, total)
+        });
+    s.classes = m.classes.clone();
+    s.skipped.extend(run.failures);
+    let preds: Vec<_> = run
+        .predictions
+        .iter()
+        .filter(|p| !plan.union || plan.cla_set.contains(&files[p.index]))
+        .cloned()
+        .collect();
+    let p = o.output.join("cla_pre.csv");
+    written(write_cla_pre(&p, &preds), p, s)?;
+    if o.probabilities {
+        let p = o.output.join("cla_prob.csv");
+        written(write_cla_prob(&p, &m.classes, &preds), p, s)?;
+    }
+    s.birads = Some(preds.len());
+    Ok(run.predictions)
+}
+
+/// Run the feature model over its images and write `fea_pre.csv` (and `fea_prob.csv`);
+/// returns every prediction.
+fn feature_csvs(
+    o: &FolderOptions,
+    m: &Loaded,
+    plan: &Plan,
+    progress: &mut dyn FnMut(Stage, usize, usize),
+    s: &mut FolderSummary,
+) -> Result<Vec<FeaPrediction>, FolderError> {
+    s.sources.push(m.source.clone());
+    let files = &plan.fea_files;
+    let total = files.len();
+    let run = m
+        .predictor
+        .features(samples(files.clone()), o.batch_size, |d| {
+            progress(Stage::Features, d, total)
+        });
+    s.skipped.extend(run.failures);
+    let preds: Vec<_> = run
+        .predictions
+        .iter()
+        .filter(|p| !plan.union || plan.fea_set.contains(&files[p.index]))
+        .cloned()
+        .collect();
+    let p = o.output.join("fea_pre.csv");
+    written(write_fea_pre(&p, &preds), p, s)?;
+    if o.probabilities {
+        let p = o.output.join("fea_prob.csv");
+        written(write_fea_prob(&p, &preds), p, s)?;
+    }
+    s.features = Some(preds.len());
+    Ok(run.predictions)
 }
