@@ -36,10 +36,7 @@ pub type DepthwiseFn<B> =
 
 /// Use the own backward on `Autodiff<B, C>` from now on (unless `BIRADS_DEPTHWISE=burn`).
 pub fn install<B: Backend, C: CheckpointStrategy>() {
-    if std::env::var("BIRADS_DEPTHWISE").is_ok_and(|v| v == "burn") {
-        return;
-    }
-    own_ops::install::<DepthwiseFn<Autodiff<B, C>>>(depthwise::<B, C>);
+    own_ops::install::<DepthwiseFn<Autodiff<B, C>>>(depthwise::<B, C>, "BIRADS_DEPTHWISE");
 }
 
 /// Back to burn's convolution on `Autodiff<B, C>`.

@@ -2,7 +2,7 @@
 //! keyed by the pointer's type (which names both the operation and the backend), so the models
 //! stay generic over `B: Backend` and look up at run time whether `B` has an own version.
 //!
-//! `install_gpu_ops` (lib.rs) fills it for the CUDA training backends at start; the CPU and
+//! `install_gpu_ops` (lib.rs) fills it for the GPU training backends at start; the CPU and
 //! inference find nothing and run burn's operations.
 
 use std::any::{Any, TypeId};
@@ -17,8 +17,12 @@ fn registry() -> &'static Registry {
 }
 
 /// Use `f` for its operation and backend from now on (`F`: a function pointer type that
-/// names both, e.g. `GeluFn<Autodiff<B, C>>`).
-pub(crate) fn install<F: Any + Send + Sync + Copy>(f: F) {
+/// names both, e.g. `GeluFn<Autodiff<B, C>>`), unless the environment variable `off` is
+/// `burn` (to compare with burn's own operation).
+pub(crate) fn install<F: Any + Send + Sync + Copy>(f: F, off: &str) {
+    if std::env::var(off).is_ok_and(|v| v == "burn") {
+        return;
+    }
     registry()
         .write()
         .unwrap_or_else(|e| e.into_inner())
@@ -49,7 +53,7 @@ mod tests {
     #[test]
     fn operations_are_kept_apart_by_their_type() {
         assert!(installed::<A>().is_none());
-        install::<A>(|x| x + 1);
+        install::<A>(|x| x + 1, "BIRADS_OWN_OPS_TEST_UNSET");
         assert_eq!(installed::<A>().map(|f| f(1)), Some(2));
         assert!(installed::<B>().is_none(), "another type finds nothing");
         uninstall::<A>();
