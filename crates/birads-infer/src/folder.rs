@@ -309,7 +309,7 @@ pub fn predict_folder(
     }
     s.outputs = join_outputs(&plan.cla_files, &cls_preds, &plan.fea_files, &fea_preds);
     for out in &mut s.outputs {
-        out.in_birads_csv &= !plan.union || plan.cla_set.contains(&out.path);
+        out.in_birads_csv &= plan.keeps(&plan.cla_set, &out.path);
     }
     Ok(s)
 }
@@ -342,6 +342,11 @@ impl Plan {
             cla_files,
             fea_files,
         }
+    }
+
+    /// Does the CSV of the folder whose images are `own` keep `path`'s prediction?
+    fn keeps(&self, own: &BTreeSet<PathBuf>, path: &Path) -> bool {
+        !self.union || own.contains(path)
     }
 }
 
@@ -378,7 +383,7 @@ fn birads_csvs(
     let preds: Vec<_> = run
         .predictions
         .iter()
-        .filter(|p| !plan.union || plan.cla_set.contains(&files[p.index]))
+        .filter(|p| plan.keeps(&plan.cla_set, &files[p.index]))
         .cloned()
         .collect();
     let p = o.output.join("cla_pre.csv");
@@ -412,7 +417,7 @@ fn feature_csvs(
     let preds: Vec<_> = run
         .predictions
         .iter()
-        .filter(|p| !plan.union || plan.fea_set.contains(&files[p.index]))
+        .filter(|p| plan.keeps(&plan.fea_set, &files[p.index]))
         .cloned()
         .collect();
     let p = o.output.join("fea_pre.csv");
