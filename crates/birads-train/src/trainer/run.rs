@@ -51,14 +51,14 @@ where
 {
     let out = &opts.out;
     std::fs::create_dir_all(out.join("state")).map_err(io(out))?;
-    let (mut state, mut model, mut optim) = match opts.resume {
-        true => resume::<B, _, _>(out, model, optim, device)?,
-        false => (TrainState::default(), model, optim),
-    };
-    if opts.resume {
-        let (done, of) = (state.epochs_done, cfg.epochs);
+    let (mut state, mut model, mut optim) = if opts.resume {
+        let resumed = resume::<B, _, _>(out, model, optim, device)?;
+        let (done, of) = (resumed.0.epochs_done, cfg.epochs);
         tracing::info!("resuming {} after epoch {done} of {of}", out.display());
-    }
+        resumed
+    } else {
+        (TrainState::default(), model, optim)
+    };
     let mut fast = (opts.engine == Engine::Fast)
         .then(|| FastBackbone::new(&model, OptimConfig::new(rule, cfg.weight_decay as f32)));
     if opts.resume && state.epochs_done > 0 {
