@@ -33,9 +33,11 @@ pub struct Plot {
 /// One ROC curve: name, points, AUC.
 pub type RocSeries<'a> = (String, &'a [(f64, f64)], Option<f64>);
 
-type DrawResult = Result<(), Box<dyn std::error::Error>>;
+/// What a drawing closure returns: plotters' errors, boxed.
+pub type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
-pub(crate) fn render(
+/// A `w`×`h` white canvas with the font registered, drawn on by `draw`, as PNG bytes.
+pub fn render(
     w: u32,
     h: u32,
     draw: impl FnOnce(DrawingArea<BitMapBackend, plotters::coord::Shift>) -> DrawResult,
