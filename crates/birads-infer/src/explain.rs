@@ -79,6 +79,10 @@ pub enum ExplainError {
     Target(String, &'static str),
 }
 
+/// The classifier head as a function of the feature map: `[1, K]` logits, or `[1, 8]`
+/// (z₀, z₁ per feature) for MyDenseNet.
+type Head<B> = Box<dyn Fn(Tensor<B, 4>) -> Tensor<B, 2>>;
+
 /// Grad-CAM for `targets` (empty: the predicted class for MyConvNeXt, all four features for
 /// MyDenseNet) on one decoded image.
 pub fn explain<B: AutodiffBackend>(
@@ -97,8 +101,47 @@ pub fn explain<B: AutodiffBackend>(
         device,
     );
     // Backbone without a graph; the head with one, from a leaf at the feature map.
-    type Head<B> = Box<dyn Fn(Tensor<B, 4>) -> Tensor<B, 2>>;
-    let (features, head_out): (Tensor<B, 4>, Head<B>) = match model {
+    let (features, head) = split(model, x);
+    let features = features.detach();
+    let logits = head(features.clone())
+        .into_data()
+        .to_vec::<f32>()
+        .expect("f32 logits");
+    let purpose = model.purpose();
+    let probabilities = probabilities::<B>(purpose, &logits);
+    let targets: Vec<Target> = if !targets.is_empty() {
+        targets.to_vec()
+    } else {
+        match purpose {
+            Purpose::Grading => vec![Target::Class(crate::predict::argmax(&probabilities))],
+            Purpose::Features => (0..4).map(Target::Feature).collect(),
+        }
+    };
+    let cams = targets
+        .into_iter()
+        .map(|target| {
+            let select = selector(purpose, target, logits.len())?;
+            let select =
+                Tensor::<B, 2>::from_data(TensorData::new(select, [1, logits.len()]), device);
+            Ok(target_cam(
+                &features,
+                &head,
+                select,
+                target,
+                pre.size as usize,
+            ))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Explanation {
+        probabilities,
+        cams,
+        prepared,
+    })
+}
+
+/// The feature map of `x` and the head that turns a feature map into logits.
+fn split<B: AutodiffBackend>(model: &AnyModel<B>, x: Tensor<B, 4>) -> (Tensor<B, 4>, Head<B>) {
+    match model {
         AnyModel::ConvNeXt(m) => {
             let m = m.clone();
             (m.features(x), Box::new(move |a| m.head(a)))
@@ -108,82 +151,65 @@ pub fn explain<B: AutodiffBackend>(
             // [1, 4, 2] → [1, 8]: (z₀, z₁) per feature ([1, 1, K] → [1, K] when grading).
             (m.features(x), Box::new(move |a| m.head(a).flatten(1, 2)))
         }
-    };
-    let purpose = model.purpose();
-    let features = features.detach();
-    let logits = head_out(features.clone())
-        .into_data()
-        .to_vec::<f32>()
-        .expect("f32 logits");
-    let probabilities = match purpose {
+    }
+}
+
+/// Softmax over the classes when grading; P(suspicious) = σ(z₁ − z₀) per feature.
+fn probabilities<B: AutodiffBackend>(purpose: Purpose, logits: &[f32]) -> Vec<f32> {
+    match purpose {
         Purpose::Grading => {
-            let l =
-                Tensor::<B::InnerBackend, 1>::from_floats(logits.as_slice(), &Default::default());
+            let l = Tensor::<B::InnerBackend, 1>::from_floats(logits, &Default::default());
             softmax(l, 0).into_data().to_vec::<f32>().expect("f32")
         }
         Purpose::Features => logits
             .chunks(2)
             .map(|z| 1.0 / (1.0 + (z[0] - z[1]).exp()))
             .collect(),
-    };
-    let targets: Vec<Target> = if !targets.is_empty() {
-        targets.to_vec()
-    } else {
-        match purpose {
-            Purpose::Grading => vec![Target::Class(crate::predict::argmax(&probabilities))],
-            Purpose::Features => (0..4).map(Target::Feature).collect(),
-        }
-    };
-    let n_out = logits.len();
-    let mut cams = Vec::new();
-    for target in targets {
-        let select = match (purpose, target) {
-            (Purpose::Grading, Target::Class(c)) if c < n_out => {
-                let mut w = vec![0f32; n_out];
-                w[c] = 1.0;
-                w
-            }
-            (Purpose::Features, Target::Feature(f)) => {
-                let mut w = vec![0f32; n_out];
-                w[2 * f] = -1.0;
-                w[2 * f + 1] = 1.0;
-                w
-            }
-            (Purpose::Grading, t) => {
-                return Err(ExplainError::Target(
-                    format!("{t:?}"),
-                    "it grades BI-RADS classes",
-                ))
-            }
-            (Purpose::Features, t) => {
-                return Err(ExplainError::Target(
-                    format!("{t:?}"),
-                    "it recognises the four lesion features",
-                ))
-            }
-        };
-        let a = features.clone().require_grad();
-        let out = head_out(a.clone());
-        let sel = Tensor::<B, 2>::from_data(TensorData::new(select, [1, n_out]), device);
-        let score = (out * sel).sum();
-        let score_value = score.clone().into_scalar().elem::<f32>();
-        let grads = score.backward();
-        let g = a
-            .grad(&grads)
-            .expect("the feature map is a leaf with a gradient");
-        cams.push(cam_from(
-            a.inner(),
-            g,
-            target,
-            score_value,
-            pre.size as usize,
-        ));
     }
-    Ok(Explanation {
-        probabilities,
-        cams,
-        prepared,
-    })
+}
+
+/// The weights over the `n_out` logits whose sum is the target's score: the class logit, or
+/// a feature's log-odds z₁ − z₀.
+fn selector(purpose: Purpose, target: Target, n_out: usize) -> Result<Vec<f32>, ExplainError> {
+    let mut w = vec![0f32; n_out];
+    match (purpose, target) {
+        (Purpose::Grading, Target::Class(c)) if c < n_out => w[c] = 1.0,
+        (Purpose::Features, Target::Feature(f)) if 2 * f + 1 < n_out => {
+            w[2 * f] = -1.0;
+            w[2 * f + 1] = 1.0;
+        }
+        (Purpose::Grading, t) => {
+            return Err(ExplainError::Target(
+                format!("{t:?}"),
+                "it grades BI-RADS classes",
+            ))
+        }
+        (Purpose::Features, t) => {
+            return Err(ExplainError::Target(
+                format!("{t:?}"),
+                "it recognises the four lesion features",
+            ))
+        }
+    }
+    Ok(w)
+}
+
+/// The map of one target: its score's gradient at the feature map, through the head only.
+fn target_cam<B: AutodiffBackend>(
+    features: &Tensor<B, 4>,
+    head: &Head<B>,
+    select: Tensor<B, 2>,
+    target: Target,
+    size: usize,
+) -> Cam {
+    let a = features.clone().require_grad();
+    let score = (head(a.clone()) * select).sum();
+    let score_value = score.clone().into_scalar().elem::<f32>();
+    let grads = score.backward();
+    let g = a
+        .grad(&grads)
+        .expect("the feature map is a leaf with a gradient");
+    cam_from(a.inner(), g, target, score_value, size)
 }
 
 /// `ReLU(Σ_k α_k A_k)`, upsampled bilinearly (half-pixel centres) to the input size and

@@ -185,6 +185,27 @@ fn default_targets_and_wrong_targets() {
     .unwrap();
     assert_eq!(ex.cams.len(), 4, "all four features by default");
     assert_eq!(ex.probabilities.len(), 4);
+    // Out of range or of the other kind: an error, not a panic.
+    for wrong in [Target::Feature(4), Target::Class(0)] {
+        let r = explain(
+            &dense.model,
+            &dense.preprocess,
+            &picture(),
+            None,
+            &[wrong],
+            &device,
+        );
+        assert!(r.is_err(), "{wrong:?}");
+    }
+    let r = explain(
+        &conv.model,
+        &conv.preprocess,
+        &picture(),
+        None,
+        &[Target::Class(9)],
+        &device,
+    );
+    assert!(r.is_err());
     let classes = ClassList::birads6();
     assert_eq!(Target::parse("4a", &classes), Some(Target::Class(2)));
     assert_eq!(Target::parse("Shape", &classes), Some(Target::Feature(3)));
