@@ -154,105 +154,150 @@ impl Predictions {
         Ok(out)
     }
 
+    /// One prediction CSV, by the kind its header names.
     fn read_file(&mut self, path: &Path) -> Result<(), EvalError> {
         let (header, rows) = read_csv(path)?;
-        let item = |line: usize| format!("{}:{line}", path.display());
         let problems = &mut self.problems;
-        if header == ["img_name", "label"] {
-            let cls = self.cls.get_or_insert_with(|| ClsPredictions {
-                classes: ClassList::birads6().0,
-                ..Default::default()
-            });
-            for (line, r) in rows {
-                let name = r.get(0).unwrap_or("").to_string();
-                match r.get(1).and_then(|v| v.trim().parse::<usize>().ok()) {
-                    Some(l) if l < cls.classes.len() => {
-                        insert_once(&mut cls.labels, name, l, item(line), problems)
-                    }
-                    _ => problems.push(Problem::error(
-                        item(line),
-                        format!(
-                            "label must be 0..{}, got {:?}",
-                            cls.classes.len() - 1,
-                            r.get(1).unwrap_or("")
-                        ),
-                    )),
-                }
-            }
-        } else if header.len() >= 3
-            && header[0] == "img_name"
-            && header[1..].iter().all(|h| h.starts_with("p_"))
-            && !is_feature_header(&header, "p_")
-        {
-            let classes: Vec<String> = header[1..].iter().map(|h| h[2..].to_string()).collect();
-            let cls = self.cls.get_or_insert_with(Default::default);
-            // cla_pre.csv's labels index the model's class list, which cla_prob.csv names
-            // (a BUS-BRA model's 2,3,4,5); without it they were read as the six competition
-            // classes. They must fit the named list.
-            let top = cls.labels.values().copied().max();
-            if top.is_some_and(|t| t >= classes.len()) {
-                return Err(EvalError::Input(format!(
-                    "{}: {} classes ({}), but cla_pre.csv has label {}",
-                    path.display(),
-                    classes.len(),
-                    classes.join(","),
-                    top.unwrap_or_default()
-                )));
-            }
-            cls.classes = classes;
-            let k = cls.classes.len();
-            for (line, r) in rows {
-                let name = r.get(0).unwrap_or("").to_string();
-                match parse_probs(&r, k) {
-                    Some(p) => insert_once(&mut cls.probabilities, name, p, item(line), problems),
-                    None => problems.push(Problem::error(
-                        item(line),
-                        format!("expected {k} probabilities in [0, 1]"),
-                    )),
-                }
-            }
-        } else if is_feature_header(&header, "") {
-            let fea = self.fea.get_or_insert_with(Default::default);
-            for (line, r) in rows {
-                let name = r.get(0).unwrap_or("").to_string();
-                let vals: Vec<u8> = (1..5)
-                    .filter_map(|i| match r.get(i).map(str::trim) {
-                        Some("0") => Some(0),
-                        Some("1") => Some(1),
-                        _ => None,
-                    })
-                    .collect();
-                match <[u8; 4]>::try_from(vals) {
-                    Ok(v) => insert_once(&mut fea.labels, name, v, item(line), problems),
-                    Err(_) => problems.push(Problem::error(
-                        item(line),
-                        "expected four 0/1 values (boundary, calcification, direction, shape)",
-                    )),
-                }
-            }
-        } else if is_feature_header(&header, "p_") {
-            let fea = self.fea.get_or_insert_with(Default::default);
-            for (line, r) in rows {
-                let name = r.get(0).unwrap_or("").to_string();
-                match parse_probs(&r, 4).map(<[f64; 4]>::try_from) {
-                    Some(Ok(p)) => {
-                        insert_once(&mut fea.probabilities, name, p, item(line), problems)
-                    }
-                    _ => problems.push(Problem::error(
-                        item(line),
-                        "expected four probabilities in [0, 1]",
-                    )),
-                }
-            }
-        } else {
+        let Some(kind) = CsvKind::of(&header) else {
             return Err(EvalError::Input(format!(
                 "{}: not a prediction CSV (header {:?}; expected that of cla_pre.csv, cla_prob.csv, fea_pre.csv or fea_prob.csv)",
                 path.display(),
                 header.join(",")
             )));
+        };
+        match kind {
+            CsvKind::ClaPre => {
+                let cls = self.cls.get_or_insert_with(|| ClsPredictions {
+                    classes: ClassList::birads6().0,
+                    ..Default::default()
+                });
+                let k = cls.classes.len();
+                insert_rows(path, rows, &mut cls.labels, problems, |r| {
+                    let label = r.get(1).and_then(|v| v.trim().parse::<usize>().ok());
+                    label.filter(|l| *l < k).ok_or_else(|| {
+                        format!(
+                            "label must be 0..{}, got {:?}",
+                            k - 1,
+                            r.get(1).unwrap_or("")
+                        )
+                    })
+                });
+            }
+            CsvKind::ClaProb(classes) => {
+                let cls = self.cls.get_or_insert_with(Default::default);
+                cls.name_classes(classes, path)?;
+                let k = cls.classes.len();
+                insert_rows(path, rows, &mut cls.probabilities, problems, |r| {
+                    parse_probs(r, k).ok_or_else(|| format!("expected {k} probabilities in [0, 1]"))
+                });
+            }
+            CsvKind::FeaPre => {
+                let fea = self.fea.get_or_insert_with(Default::default);
+                insert_rows(path, rows, &mut fea.labels, problems, |r| {
+                    parse_flags(r).ok_or_else(|| {
+                        "expected four 0/1 values (boundary, calcification, direction, shape)"
+                            .to_string()
+                    })
+                });
+            }
+            CsvKind::FeaProb => {
+                let fea = self.fea.get_or_insert_with(Default::default);
+                insert_rows(path, rows, &mut fea.probabilities, problems, |r| {
+                    let p = parse_probs(r, 4).and_then(|p| <[f64; 4]>::try_from(p).ok());
+                    p.ok_or_else(|| "expected four probabilities in [0, 1]".to_string())
+                });
+            }
         }
         Ok(())
     }
+}
+
+impl ClsPredictions {
+    /// The class list a `cla_prob.csv` names. `cla_pre.csv`'s labels index the model's class
+    /// list (a BUS-BRA model's 2,3,4,5); read before it, they were taken as the six
+    /// competition classes, so they must fit the named list.
+    fn name_classes(&mut self, classes: Vec<String>, path: &Path) -> Result<(), EvalError> {
+        if let Some(top) = self
+            .labels
+            .values()
+            .copied()
+            .max()
+            .filter(|t| *t >= classes.len())
+        {
+            return Err(EvalError::Input(format!(
+                "{}: {} classes ({}), but cla_pre.csv has label {top}",
+                path.display(),
+                classes.len(),
+                classes.join(","),
+            )));
+        }
+        self.classes = classes;
+        Ok(())
+    }
+}
+
+/// The four files a prediction folder may hold, told apart by their header.
+enum CsvKind {
+    /// `img_name,label`
+    ClaPre,
+    /// `img_name,p_<class>,…` with the class names.
+    ClaProb(Vec<String>),
+    /// `img_name,boundary,calcification,direction,shape`
+    FeaPre,
+    /// `img_name,p_boundary,…`
+    FeaProb,
+}
+
+impl CsvKind {
+    fn of(header: &[String]) -> Option<Self> {
+        if header == ["img_name", "label"] {
+            Some(CsvKind::ClaPre)
+        } else if is_feature_header(header, "") {
+            Some(CsvKind::FeaPre)
+        } else if is_feature_header(header, "p_") {
+            Some(CsvKind::FeaProb)
+        } else if header.len() >= 3
+            && header[0] == "img_name"
+            && header[1..].iter().all(|h| h.starts_with("p_"))
+        {
+            Some(CsvKind::ClaProb(
+                header[1..].iter().map(|h| h[2..].to_string()).collect(),
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Each row's value, parsed, into `map` under the row's image name (once per name); a row
+/// that does not parse is an error at its line, and the others are still read.
+fn insert_rows<T>(
+    path: &Path,
+    rows: Vec<(usize, csv::StringRecord)>,
+    map: &mut BTreeMap<String, T>,
+    problems: &mut Vec<Problem>,
+    parse: impl Fn(&csv::StringRecord) -> Result<T, String>,
+) {
+    for (line, r) in rows {
+        let item = format!("{}:{line}", path.display());
+        let name = r.get(0).unwrap_or("").to_string();
+        match parse(&r) {
+            Ok(v) => insert_once(map, name, v, item, problems),
+            Err(message) => problems.push(Problem::error(item, message)),
+        }
+    }
+}
+
+/// The four 0/1 feature labels of a `fea_pre.csv` row.
+fn parse_flags(r: &csv::StringRecord) -> Option<[u8; 4]> {
+    let vals: Vec<u8> = (1..5)
+        .filter_map(|i| match r.get(i).map(str::trim) {
+            Some("0") => Some(0),
+            Some("1") => Some(1),
+            _ => None,
+        })
+        .collect();
+    <[u8; 4]>::try_from(vals).ok()
 }
 
 fn parse_probs(r: &csv::StringRecord, k: usize) -> Option<Vec<f64>> {
