@@ -56,6 +56,50 @@ pub fn decode_dicom(bytes: &[u8], frame: Option<u32>) -> Result<RgbImage, DicomE
     let obj = dicom_object::OpenFileOptions::new()
         .from_reader(&bytes[128..])
         .map_err(|e| DicomError::Parse(e.to_string()))?;
+    let [rows, cols, frames] = geometry(&obj)?;
+    let frame = frame.unwrap_or(frames / 2);
+    if frame >= frames {
+        return Err(DicomError::NoSuchFrame { frame, frames });
+    }
+    let uid = obj.meta().transfer_syntax().trim_end_matches('\0');
+    let syntax = match syntax_name(uid) {
+        Some(name) => format!("{uid}, {name}"),
+        None => uid.to_string(),
+    };
+    check_pixel_data(&obj, [rows, cols, frames], uid)?;
+    let pixel_err = |e: &dyn std::fmt::Display| DicomError::PixelData {
+        syntax: syntax.clone(),
+        reason: e.to_string(),
+    };
+    let decoded = obj.decode_pixel_data().map_err(|e| pixel_err(&e))?;
+    let data: Vec<u8> = if decoded.samples_per_pixel() == 3 && decoded.bits_allocated() == 8 {
+        // Colour samples carry no LUTs; taken as stored (dicom-pixeldata's converter refuses
+        // planar configuration 1).
+        decoded
+            .frame_data(frame)
+            .map_err(|e| pixel_err(&e))?
+            .to_vec()
+    } else {
+        // Modality and VOI LUTs as the object defines them, 8 bits out.
+        decoded
+            .to_vec_frame_with_options(frame, &ConvertOptions::new().force_8bit())
+            .map_err(|e| pixel_err(&e))?
+    };
+    let (w, h) = (decoded.columns(), decoded.rows());
+    let rgb = to_rgb(
+        &data,
+        decoded.samples_per_pixel(),
+        decoded.photometric_interpretation(),
+        decoded.planar_configuration() == PlanarConfiguration::PixelFirst,
+        [w as usize, h as usize],
+    )?;
+    RgbImage::from_raw(w, h, rgb)
+        .ok_or_else(|| DicomError::Attributes("pixel count mismatch".into()))
+}
+
+/// `[Rows, Columns, Number of Frames]`, refused when empty or, before any pixel is decoded
+/// (the whole object is decoded at once), above the pixel limit.
+fn geometry(obj: &dicom_object::DefaultDicomObject) -> Result<[u32; 3], DicomError> {
     let int = |tag, name: &str| -> Result<u32, DicomError> {
         obj.element(tag)
             .map_err(|_| DicomError::Attributes(format!("{name} is missing")))?
@@ -75,7 +119,6 @@ pub fn decode_dicom(bytes: &[u8], frame: Option<u32>) -> Result<RgbImage, DicomE
             height: rows,
         });
     }
-    // Checked before any pixel is decoded: the whole object is decoded at once.
     if rows as u64 * cols as u64 * frames as u64 > MAX_PIXELS {
         return Err(DicomError::TooLarge {
             width: cols,
@@ -83,42 +126,21 @@ pub fn decode_dicom(bytes: &[u8], frame: Option<u32>) -> Result<RgbImage, DicomE
             frames,
         });
     }
-    let frame = frame.unwrap_or(frames / 2);
-    if frame >= frames {
-        return Err(DicomError::NoSuchFrame { frame, frames });
-    }
-    let uid = obj.meta().transfer_syntax().trim_end_matches('\0');
-    let syntax = match syntax_name(uid) {
-        Some(name) => format!("{uid}, {name}"),
-        None => uid.to_string(),
-    };
-    check_pixel_data(&obj, [rows, cols, frames], uid)?;
-    let pixel_err = |e: &dyn std::fmt::Display| DicomError::PixelData {
-        syntax: syntax.clone(),
-        reason: e.to_string(),
-    };
-    let decoded = obj.decode_pixel_data().map_err(|e| pixel_err(&e))?;
-    let spp = decoded.samples_per_pixel();
-    let pi = decoded.photometric_interpretation().clone();
-    let (w, h) = (decoded.columns(), decoded.rows());
-    let n = (w * h) as usize;
-    let data: Vec<u8> = if spp == 3 && decoded.bits_allocated() == 8 {
-        // Colour samples carry no LUTs; taken as stored (dicom-pixeldata's converter refuses
-        // planar configuration 1).
-        decoded
-            .frame_data(frame)
-            .map_err(|e| pixel_err(&e))?
-            .to_vec()
-    } else {
-        // Modality and VOI LUTs as the object defines them, 8 bits out.
-        decoded
-            .to_vec_frame_with_options(frame, &ConvertOptions::new().force_8bit())
-            .map_err(|e| pixel_err(&e))?
-    };
-    let planar = decoded.planar_configuration() == PlanarConfiguration::PixelFirst;
-    let rgb: Vec<u8> = match (spp, &pi) {
+    Ok([rows, cols, frames])
+}
+
+/// One frame's 8-bit samples (`planar`: RRR…GGG…BBB…) to interleaved RGB.
+fn to_rgb(
+    data: &[u8],
+    spp: u16,
+    pi: &PhotometricInterpretation,
+    planar: bool,
+    [w, h]: [usize; 2],
+) -> Result<Vec<u8>, DicomError> {
+    let n = w * h;
+    Ok(match (spp, pi) {
         (1, PhotometricInterpretation::Monochrome1 | PhotometricInterpretation::Monochrome2) => {
-            let grey = data.get(..n).ok_or_else(|| short(&data, n))?;
+            let grey = data.get(..n).ok_or_else(|| short(data, n))?;
             // MONOCHROME1: the minimum is white.
             let inv = matches!(pi, PhotometricInterpretation::Monochrome1);
             grey.iter()
@@ -126,21 +148,19 @@ pub fn decode_dicom(bytes: &[u8], frame: Option<u32>) -> Result<RgbImage, DicomE
                 .flat_map(|g| [g, g, g])
                 .collect()
         }
-        (3, PhotometricInterpretation::Rgb) => interleaved(&data, n, planar)?,
+        (3, PhotometricInterpretation::Rgb) => interleaved(data, n, planar)?,
         (3, PhotometricInterpretation::YbrFull | PhotometricInterpretation::YbrFull422) => {
             if data.len() >= 3 * n {
-                ybr_to_rgb(&interleaved(&data, n, planar)?)
+                ybr_to_rgb(&interleaved(data, n, planar)?)
             } else if matches!(pi, PhotometricInterpretation::YbrFull422) && data.len() >= 2 * n {
                 // Native 4:2:2: Y₀ Y₁ Cb Cr for each horizontal pair.
-                ybr_to_rgb(&upsample_422(&data, w as usize, h as usize))
+                ybr_to_rgb(&upsample_422(data, w, h))
             } else {
-                return Err(short(&data, 3 * n));
+                return Err(short(data, 3 * n));
             }
         }
         _ => return Err(DicomError::Photometric(pi.to_string(), spp)),
-    };
-    RgbImage::from_raw(w, h, rgb)
-        .ok_or_else(|| DicomError::Attributes("pixel count mismatch".into()))
+    })
 }
 
 /// Every length the object declares (element values, sequences, items, pixel fragments) fits
