@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use birads_data::check::check;
 use birads_data::Sample;
 use birads_train::trainer::RunOptions;
-use birads_train::{Task, TrainConfig};
+use birads_train::{RunOutcome, Task, TrainConfig};
 use clap::Args;
 
 use crate::data::Task as PreviewTask;
@@ -69,12 +69,7 @@ pub fn quick_config(task: Task, epochs: u64, size: u32, seed: u64) -> TrainConfi
     cfg
 }
 
-fn train_one(
-    data: &Path,
-    out: &Path,
-    task: Task,
-    a: &DemoArgs,
-) -> anyhow::Result<birads_train::RunOutcome> {
+fn train_one(data: &Path, out: &Path, task: Task, a: &DemoArgs) -> anyhow::Result<RunOutcome> {
     let ds = crate::read_dataset(data)?;
     let samples: Vec<Sample> = crate::train::without_test_sets(ds.samples)
         .into_iter()
@@ -122,19 +117,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     let t = std::time::Instant::now();
     let data = a.out.join("synth");
     println!("== 1/6 synthesize a dataset in the competition layout");
-    crate::synth::run(crate::synth::SynthArgs {
-        out: data.clone(),
-        seed: a.seed,
-        train_cls: a.cls_images,
-        train_fea: a.fea_images,
-        test_cls: a.test_images,
-        test_fea: a.test_images,
-        // Small images with large lesions: what small models learn from scratch in minutes
-        // at 64–80 px (the default lesions are 1–3 px of margin detail at that size).
-        min_side: 128,
-        max_side: 176,
-        lesion_scale: 1.8,
-    })?;
+    synthesize(&a, &data)?;
     println!("\n== 2/6 check it");
     let mut ds = crate::read_dataset(&data)?;
     let summary = check(&mut ds, false);
@@ -151,11 +134,49 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     let fea = train_one(&data, &a.out.join("run_fea"), Task::Fea, &a)?;
 
     println!("\n== 5/6 predict the labelled synthetic test set (testA)");
-    let test = data.join("testA");
     let pred = a.out.join("predictions");
+    predict(&data.join("testA"), &pred, &cls, &fea)?;
+
+    println!("\n== 6/6 evaluate");
+    let code = crate::eval::run(crate::eval::EvalArgs {
+        pred: vec![pred],
+        truth: vec![data.join("testA")],
+        out: a.out.join("report"),
+    })?;
+    previews(&a, &data)?;
+    println!(
+        "\ndemo finished in {:.0} s; everything is under {}",
+        t.elapsed().as_secs_f32(),
+        a.out.display()
+    );
+    print_outputs(&a.out, &cls, &fea);
+    Ok(code)
+}
+
+/// Step 1: the synthetic dataset in the competition layout.
+fn synthesize(a: &DemoArgs, data: &Path) -> anyhow::Result<()> {
+    let code = crate::synth::run(crate::synth::SynthArgs {
+        out: data.to_path_buf(),
+        seed: a.seed,
+        train_cls: a.cls_images,
+        train_fea: a.fea_images,
+        test_cls: a.test_images,
+        test_fea: a.test_images,
+        // Small images with large lesions: what small models learn from scratch in minutes
+        // at 64–80 px (the default lesions are 1–3 px of margin detail at that size).
+        min_side: 128,
+        max_side: 176,
+        lesion_scale: 1.8,
+    })?;
+    anyhow::ensure!(code == 0, "synthesizing the dataset failed");
+    Ok(())
+}
+
+/// Step 5: both trained models on the test set, with probabilities; skipped images fail it.
+fn predict(test: &Path, pred: &Path, cls: &RunOutcome, fea: &RunOutcome) -> anyhow::Result<()> {
     let code = crate::predict::run(crate::predict::PredictArgs {
-        input: test.clone(),
-        output: pred.clone(),
+        input: test.to_path_buf(),
+        output: pred.to_path_buf(),
         cla_weights: Some(cls.best.clone()),
         fea_weights: Some(fea.best.clone()),
         probabilities: true,
@@ -167,17 +188,14 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
         report: None,
     })?;
     anyhow::ensure!(code == 0, "prediction skipped images");
+    Ok(())
+}
 
-    println!("\n== 6/6 evaluate");
-    let report = a.out.join("report");
-    let code = crate::eval::run(crate::eval::EvalArgs {
-        pred: vec![pred.clone()],
-        truth: vec![test],
-        out: report.clone(),
-    })?;
+/// Augmented previews of a few training images of each task.
+fn previews(a: &DemoArgs, data: &Path) -> anyhow::Result<()> {
     for (task, name) in [(PreviewTask::Cls, "cls"), (PreviewTask::Fea, "fea")] {
         crate::preview::run(crate::preview::PreviewArgs {
-            dataset: data.clone(),
+            dataset: data.to_path_buf(),
             out: a.out.join("preview").join(name),
             count: 8,
             versions: 3,
@@ -189,12 +207,12 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
             cut_black: task == PreviewTask::Fea,
         })?;
     }
-    println!(
-        "\ndemo finished in {:.0} s; everything is under {}",
-        t.elapsed().as_secs_f32(),
-        a.out.display()
-    );
-    println!("  dataset:      {}", data.display());
+    Ok(())
+}
+
+/// Where the demo put everything.
+fn print_outputs(out: &Path, cls: &RunOutcome, fea: &RunOutcome) {
+    println!("  dataset:      {}", out.join("synth").display());
     println!(
         "  checkpoints:  {} and {} (use with `birads predict --cla-weights … --fea-weights …`)",
         cls.best.display(),
@@ -202,13 +220,15 @@ pub fn run(a: DemoArgs) -> anyhow::Result<u8> {
     );
     println!(
         "  training:     {}/metrics.csv, curves.png (and run_fea/)",
-        a.out.join("run_cls").display()
+        out.join("run_cls").display()
     );
     println!(
         "  predictions:  {} (cla_pre.csv, fea_pre.csv, probabilities)",
-        pred.display()
+        out.join("predictions").display()
     );
-    println!("  report:       {}", report.join("report.html").display());
-    println!("  previews:     {}", a.out.join("preview").display());
-    Ok(code)
+    println!(
+        "  report:       {}",
+        out.join("report").join("report.html").display()
+    );
+    println!("  previews:     {}", out.join("preview").display());
 }
