@@ -363,92 +363,119 @@ fn data(
     cfg: &mut TrainConfig,
     out: &Path,
 ) -> anyhow::Result<(Vec<Sample>, Vec<Sample>, usize)> {
-    let split_file = out.join("split.json");
-    let left_out = std::cell::Cell::new(0usize);
-    let load = |p: &Path| -> anyhow::Result<birads_data::Dataset> {
-        let ds = crate::read_dataset(p)?;
-        for pr in ds
-            .problems
-            .iter()
-            .filter(|p| p.severity == birads_data::Severity::Error)
-        {
-            eprintln!("{pr}");
-            left_out.set(left_out.get() + 1);
-        }
-        Ok(ds)
-    };
-    // The task's labelled samples, classes mapped onto the config's class list.
-    let samples = |ds: birads_data::Dataset, cfg: &TrainConfig| -> anyhow::Result<Vec<Sample>> {
-        let mut v = Vec::new();
-        for mut s in without_test_sets(ds.samples) {
-            if cfg.task == Task::Cls {
-                if let Some(c) = s.class {
-                    let name = ds.classes.name(c).unwrap_or("?").to_string();
-                    match birads_data::ClassList(cfg.classes.clone()).index_of(&name) {
-                        Some(i) => s.class = Some(i),
-                        None => anyhow::bail!(
-                            "{}: class {name} is not in the configured classes {} (set `classes` in the config)",
-                            s.origin,
-                            cfg.classes.join(",")
-                        ),
-                    }
-                }
-            }
-            if labelled(cfg.task, &s) {
-                v.push(s);
-            }
-        }
-        Ok(v)
-    };
-    let read = |p: &Path, cfg: &TrainConfig| samples(load(p)?, cfg);
+    let mut reader = Reader::default();
     // A resumed run uses the very split it started with.
     if let Some(run) = &a.resume {
-        let text = std::fs::read_to_string(run.join("split.json"))
-            .with_context(|| format!("{}: the run's split", run.display()))?;
-        let saved: SavedSplit = serde_json::from_str(&text)?;
-        let mut train = Vec::new();
-        for p in &saved.train_sources {
-            train.extend(read(Path::new(p), cfg)?);
-        }
-        let mut val = Vec::new();
-        for p in &saved.val_sources {
-            val.extend(read(Path::new(p), cfg)?);
-        }
-        // In the saved order: the sampler and the shuffles index into it.
-        let keep = |v: Vec<Sample>, images: &[String]| -> anyhow::Result<Vec<Sample>> {
-            let mut by_image: std::collections::HashMap<String, Sample> =
-                v.into_iter().map(|s| (s.image.to_string(), s)).collect();
-            images
-                .iter()
-                .map(|i| {
-                    by_image.remove(i).ok_or_else(|| {
-                        anyhow::anyhow!("{i}: in the run's split but no longer in its data")
-                    })
-                })
-                .collect()
-        };
-        return Ok((
-            keep(train, &saved.train_images)?,
-            keep(val, &saved.val_images)?,
-            left_out.get(),
-        ));
+        let (train, val) = resumed_split(run, &mut reader, cfg)?;
+        return Ok((train, val, reader.left_out));
     }
     let data = a.data.as_ref().expect("clap requires --data");
-    let ds = load(data)?;
+    let ds = reader.load(data)?;
     if cfg.task == Task::Cls {
         resolve_classes(cfg, &ds.classes)?;
     }
-    let all = samples(ds, cfg)?;
+    let all = task_samples(ds, cfg)?;
     let (train, val, val_sources) = match &a.val {
-        Some(v) => (all, read(v, cfg)?, vec![v.display().to_string()]),
+        Some(v) => (all, reader.samples(v, cfg)?, vec![v.display().to_string()]),
         None => {
             let (train, val) = split_samples(all, a.val_split, cfg.seed);
             (train, val, vec![data.display().to_string()])
         }
     };
     let sources = (vec![data.display().to_string()], val_sources);
-    save_split(&split_file, cfg.task, sources, &train, &val)?;
-    Ok((train, val, left_out.get()))
+    save_split(&out.join("split.json"), cfg.task, sources, &train, &val)?;
+    Ok((train, val, reader.left_out))
+}
+
+/// Reads datasets, reporting each item a reader left out on stderr and counting them.
+#[derive(Default)]
+struct Reader {
+    left_out: usize,
+}
+
+impl Reader {
+    fn load(&mut self, p: &Path) -> anyhow::Result<birads_data::Dataset> {
+        let ds = crate::read_dataset(p)?;
+        let errors = ds
+            .problems
+            .iter()
+            .filter(|p| p.severity == birads_data::Severity::Error);
+        for pr in errors {
+            eprintln!("{pr}");
+            self.left_out += 1;
+        }
+        Ok(ds)
+    }
+
+    /// The task's labelled samples of the dataset at `p`.
+    fn samples(&mut self, p: &Path, cfg: &TrainConfig) -> anyhow::Result<Vec<Sample>> {
+        task_samples(self.load(p)?, cfg)
+    }
+}
+
+/// The task's labelled samples, classes mapped onto the config's class list.
+fn task_samples(ds: birads_data::Dataset, cfg: &TrainConfig) -> anyhow::Result<Vec<Sample>> {
+    let classes = birads_data::ClassList(cfg.classes.clone());
+    let mut v = Vec::new();
+    for mut s in without_test_sets(ds.samples) {
+        if let (Task::Cls, Some(c)) = (cfg.task, s.class) {
+            let name = ds.classes.name(c).unwrap_or("?").to_string();
+            let Some(i) = classes.index_of(&name) else {
+                anyhow::bail!(
+                    "{}: class {name} is not in the configured classes {} (set `classes` in the config)",
+                    s.origin,
+                    cfg.classes.join(",")
+                );
+            };
+            s.class = Some(i);
+        }
+        if labelled(cfg.task, &s) {
+            v.push(s);
+        }
+    }
+    Ok(v)
+}
+
+/// The training and validation samples of the run in `run`, read again from the sources its
+/// `split.json` names, in its order (the sampler and the shuffles index into it).
+fn resumed_split(
+    run: &Path,
+    reader: &mut Reader,
+    cfg: &TrainConfig,
+) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
+    let text = std::fs::read_to_string(run.join("split.json"))
+        .with_context(|| format!("{}: the run's split", run.display()))?;
+    let saved: SavedSplit = serde_json::from_str(&text)?;
+    let mut read_all = |sources: &[String]| -> anyhow::Result<Vec<Sample>> {
+        let mut all = Vec::new();
+        for p in sources {
+            all.extend(reader.samples(Path::new(p), cfg)?);
+        }
+        Ok(all)
+    };
+    let train = read_all(&saved.train_sources)?;
+    let val = read_all(&saved.val_sources)?;
+    Ok((
+        in_saved_order(train, &saved.train_images)?,
+        in_saved_order(val, &saved.val_images)?,
+    ))
+}
+
+/// `samples` in the order of `images`; an image of the split that is no longer in the data
+/// is an error.
+fn in_saved_order(samples: Vec<Sample>, images: &[String]) -> anyhow::Result<Vec<Sample>> {
+    let mut by_image: std::collections::HashMap<String, Sample> = samples
+        .into_iter()
+        .map(|s| (s.image.to_string(), s))
+        .collect();
+    images
+        .iter()
+        .map(|i| {
+            by_image
+                .remove(i)
+                .ok_or_else(|| anyhow::anyhow!("{i}: in the run's split but no longer in its data"))
+        })
+        .collect()
 }
 
 /// Write a run's `split.json`: where its data came from and its training and validation
