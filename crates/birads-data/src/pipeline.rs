@@ -8,6 +8,8 @@
 //! (the bracketed two are birads' additions, off in the original recipe).
 //! Inference: decode RGB → CutBlack (if on) → CenterCrop → Resize → ToTensor + Normalize.
 
+use std::borrow::Cow;
+
 use image::RgbImage;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -230,7 +232,9 @@ pub struct Partner<'a> {
     pub lesion: Option<LesionBox>,
 }
 
-/// The training chain. All randomness comes from `rng`, so one seed gives one result.
+/// The training chain. All randomness comes from `rng`, so one seed gives one result: the
+/// stages draw in the original's order (CutMix, zoom, flips and affine, blur, intensity,
+/// erasing).
 pub fn augment(
     img: &RgbImage,
     lesion: Option<&LesionBox>,
@@ -240,25 +244,7 @@ pub fn augment(
     rng: &mut impl Rng,
 ) -> Prepared {
     let mut applied = Vec::new();
-    let mut src = std::borrow::Cow::Borrowed(img);
-    let mut lesion_px = lesion.map(|b| to_pixels(b, img.width(), img.height()));
-    match (a.cutmix, partner) {
-        // Decide first, as the original did, so the draw count does not depend on boxes.
-        (CutMix::Lesion { p: prob }, Some(partner)) if rng.random::<f32>() < prob => {
-            if let (Some(box_a), Some(box_b)) = (lesion, partner.lesion) {
-                let (mixed, pasted) = lesion_cutmix(img, box_a, partner.image, &box_b);
-                src = std::borrow::Cow::Owned(mixed);
-                lesion_px = Some(pasted);
-                applied.push("lesion cutmix".to_string());
-            }
-        }
-        (CutMix::Rectangle { p: prob }, Some(partner)) if rng.random::<f32>() < prob => {
-            let (mixed, _) = rectangle_cutmix(img, partner.image, rng);
-            src = std::borrow::Cow::Owned(mixed);
-            applied.push("rectangle cutmix".to_string());
-        }
-        _ => {}
-    }
+    let (src, lesion_px) = cutmix_stage(img, lesion, partner, a.cutmix, rng, &mut applied);
     let (mut im, mut lesion_px, cut_box) = crop_stage(&src, lesion_px, p);
     if let (Some(zp), Some(b)) = (&a.zoom, lesion_px) {
         let (w, h) = im.dimensions();
@@ -267,48 +253,8 @@ pub fn augment(
             applied.push(format!("zoom {}×{} at ({},{})", win.2, win.3, win.0, win.1));
         }
     }
-    let (w, h) = im.dimensions();
-    // Draw in the original order (hflip, vflip, affine) so one seed means one augmentation.
-    let hflip = rng.random::<f32>() < a.hflip;
-    let vflip = rng.random::<f32>() < a.vflip;
-    if hflip {
-        applied.push("hflip".into());
-    }
-    if vflip {
-        applied.push("vflip".into());
-    }
-    if let Some(ap) = &a.affine {
-        let t = Affine::sample(ap, w, h, rng);
-        let (out, b) = apply_flips_affine(&im, hflip, vflip, &t, lesion_px);
-        im = out;
-        lesion_px = b;
-        applied.push(format!(
-            "affine {:.1}° t=({},{}) s={:.2} shear={:.1}°",
-            t.angle, t.tx, t.ty, t.scale, t.shear_x
-        ));
-    } else {
-        if hflip {
-            im = crate::image_ops::flip_horizontal(&im);
-        }
-        if vflip {
-            im = crate::image_ops::flip_vertical(&im);
-        }
-        lesion_px = lesion_px.map(|b| flip_box(b, w, h, hflip, vflip));
-    }
-    if let Some(bp) = &a.blur {
-        let sigma = if bp.sigma_max > bp.sigma_min {
-            rng.random_range(bp.sigma_min..bp.sigma_max)
-        } else {
-            bp.sigma_min
-        };
-        im = gaussian_blur(&im, bp.kernel, sigma);
-        applied.push(format!("blur σ={sigma:.2}"));
-    }
-    if let Some(ip) = &a.intensity {
-        let (b, c) = sample_intensity(ip, rng);
-        im = apply_intensity(&im, b, c);
-        applied.push(format!("brightness ×{b:.2} contrast ×{c:.2}"));
-    }
+    let (im, lesion_px) = geometry_stage(im, lesion_px, a, rng, &mut applied);
+    let im = photometric_stage(im, a, rng, &mut applied);
     let (im, lesion_px) = resize_stage(&im, lesion_px, p.size);
     let mut tensor = to_tensor_normalized(&im, p.mean, p.std);
     if let Some(ep) = &a.erasing {
@@ -323,6 +269,95 @@ pub fn augment(
         cut_box,
         applied,
     }
+}
+
+/// CutMix with the partner, when drawn: the image to go on with and its lesion in pixels.
+fn cutmix_stage<'a>(
+    img: &'a RgbImage,
+    lesion: Option<&LesionBox>,
+    partner: Option<Partner<'_>>,
+    cutmix: CutMix,
+    rng: &mut impl Rng,
+    applied: &mut Vec<String>,
+) -> (Cow<'a, RgbImage>, Option<PixelBox>) {
+    let lesion_px = lesion.map(|b| to_pixels(b, img.width(), img.height()));
+    match (cutmix, partner) {
+        // Decide first, as the original did, so the draw count does not depend on boxes.
+        (CutMix::Lesion { p: prob }, Some(partner)) if rng.random::<f32>() < prob => {
+            if let (Some(box_a), Some(box_b)) = (lesion, partner.lesion) {
+                let (mixed, pasted) = lesion_cutmix(img, box_a, partner.image, &box_b);
+                applied.push("lesion cutmix".to_string());
+                return (Cow::Owned(mixed), Some(pasted));
+            }
+        }
+        (CutMix::Rectangle { p: prob }, Some(partner)) if rng.random::<f32>() < prob => {
+            let (mixed, _) = rectangle_cutmix(img, partner.image, rng);
+            applied.push("rectangle cutmix".to_string());
+            return (Cow::Owned(mixed), lesion_px);
+        }
+        _ => {}
+    }
+    (Cow::Borrowed(img), lesion_px)
+}
+
+/// Flips and the random affine (one resampling when both apply), the lesion box with them.
+fn geometry_stage(
+    im: RgbImage,
+    lesion_px: Option<PixelBox>,
+    a: &Augment,
+    rng: &mut impl Rng,
+    applied: &mut Vec<String>,
+) -> (RgbImage, Option<PixelBox>) {
+    let (w, h) = im.dimensions();
+    // Draw in the original order (hflip, vflip, affine) so one seed means one augmentation.
+    let hflip = rng.random::<f32>() < a.hflip;
+    let vflip = rng.random::<f32>() < a.vflip;
+    if hflip {
+        applied.push("hflip".into());
+    }
+    if vflip {
+        applied.push("vflip".into());
+    }
+    if let Some(ap) = &a.affine {
+        let t = Affine::sample(ap, w, h, rng);
+        applied.push(format!(
+            "affine {:.1}° t=({},{}) s={:.2} shear={:.1}°",
+            t.angle, t.tx, t.ty, t.scale, t.shear_x
+        ));
+        return apply_flips_affine(&im, hflip, vflip, &t, lesion_px);
+    }
+    let mut im = im;
+    if hflip {
+        im = crate::image_ops::flip_horizontal(&im);
+    }
+    if vflip {
+        im = crate::image_ops::flip_vertical(&im);
+    }
+    (im, lesion_px.map(|b| flip_box(b, w, h, hflip, vflip)))
+}
+
+/// Gaussian blur and brightness/contrast, where configured.
+fn photometric_stage(
+    mut im: RgbImage,
+    a: &Augment,
+    rng: &mut impl Rng,
+    applied: &mut Vec<String>,
+) -> RgbImage {
+    if let Some(bp) = &a.blur {
+        let sigma = if bp.sigma_max > bp.sigma_min {
+            rng.random_range(bp.sigma_min..bp.sigma_max)
+        } else {
+            bp.sigma_min
+        };
+        im = gaussian_blur(&im, bp.kernel, sigma);
+        applied.push(format!("blur σ={sigma:.2}"));
+    }
+    if let Some(ip) = &a.intensity {
+        let (b, c) = sample_intensity(ip, rng);
+        im = apply_intensity(&im, b, c);
+        applied.push(format!("brightness ×{b:.2} contrast ×{c:.2}"));
+    }
+    im
 }
 
 /// Turn a normalised tensor back into an RGB image (erased areas show as the mean colour).
