@@ -529,9 +529,16 @@ fn write_dicoms(root: &Path) {
 pub fn write_corpus(root: &Path) -> PathBuf {
     let good = synthetic(200, 160, 1);
     let good_jpg = jpeg(&good);
+    write_flat(root, &good, &good_jpg);
+    write_dicoms(root);
+    write_cls_package(root, &good, &good_jpg);
+    write_fea_package(root);
+    root.to_path_buf()
+}
 
-    // --- flat/
-    write(root, "flat/good_1.jpg", &good_jpg);
+/// `flat/`: good images beside every kind of broken, odd or unreadable file, and the DICOMs.
+fn write_flat(root: &Path, good: &RgbImage, good_jpg: &[u8]) {
+    write(root, "flat/good_1.jpg", good_jpg);
     write(
         root,
         "flat/good_2.png",
@@ -586,29 +593,31 @@ pub fn write_corpus(root: &Path) -> PathBuf {
         "flat/exif_rotated.jpg",
         &exif_rotated_jpeg(&synthetic(160, 100, 4)),
     );
-    write(root, "flat/name with spaces.jpg", &good_jpg);
+    write(root, "flat/name with spaces.jpg", good_jpg);
     {
         use std::os::unix::ffi::OsStrExt;
         let name = std::ffi::OsStr::from_bytes(NON_UTF8);
-        fs::write(root.join("flat").join(name), &good_jpg).unwrap();
+        fs::write(root.join("flat").join(name), good_jpg).unwrap();
     }
     std::os::unix::fs::symlink("loop.jpg", root.join("flat/loop.jpg")).unwrap();
-    let unreadable = write(root, "flat/unreadable.jpg", &good_jpg);
+    let unreadable = write(root, "flat/unreadable.jpg", good_jpg);
     {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&unreadable, fs::Permissions::from_mode(0o000)).unwrap();
     }
     fs::create_dir_all(root.join("flat/folder.jpg")).unwrap();
-    write(root, "flat/twin.jpg", &good_jpg);
+    write(root, "flat/twin.jpg", good_jpg);
     write(
         root,
         "flat/twin.png",
         &png(&DynamicImage::ImageRgb8(good.clone())),
     );
     write(root, "flat/notes.txt", b"not an image\n");
-    write_dicoms(root);
+}
 
-    // --- classification package: four good images in each of 2类 and 3类 (enough to train)
+/// The classification package: four good images in each of 2类 and 3类 (enough to train),
+/// bad labels, twins, a corrupt image and a class folder out of range.
+fn write_cls_package(root: &Path, good: &RgbImage, good_jpg: &[u8]) {
     let box_line = |c: usize| format!("{c} 0.5 0.5 0.3 0.2\n");
     for (class, id) in [("2类", 1usize), ("3类", 2)] {
         for i in 0..4u64 {
@@ -642,7 +651,7 @@ pub fn write_corpus(root: &Path) -> PathBuf {
             text.as_bytes(),
         );
     }
-    write(root, &format!("{CLS}/3类/images/twin.jpg"), &good_jpg);
+    write(root, &format!("{CLS}/3类/images/twin.jpg"), good_jpg);
     write(
         root,
         &format!("{CLS}/3类/images/twin.png"),
@@ -663,14 +672,16 @@ pub fn write_corpus(root: &Path) -> PathBuf {
         &format!("{CLS}/3类/labels/corrupt.txt"),
         box_line(2).as_bytes(),
     );
-    write(root, &format!("{CLS}/7类/images/stray.jpg"), &good_jpg);
+    write(root, &format!("{CLS}/7类/images/stray.jpg"), good_jpg);
     write(
         root,
         &format!("{CLS}/7类/labels/stray.txt"),
         box_line(7).as_bytes(),
     );
+}
 
-    // --- feature package: six good images with all four labels, two with a broken one
+/// The feature package: six good images with all four labels, two with a broken one.
+fn write_fea_package(root: &Path) {
     let features = ["boundary", "calcification", "direction", "shape"];
     for i in 0..8u64 {
         let stem = match i {
@@ -697,5 +708,4 @@ pub fn write_corpus(root: &Path) -> PathBuf {
             );
         }
     }
-    root.to_path_buf()
 }
