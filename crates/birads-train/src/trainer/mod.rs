@@ -220,6 +220,14 @@ pub fn train<B: AutodiffBackend>(
         }
         _ => None,
     };
+    let job = Job {
+        cfg,
+        train,
+        val,
+        opts,
+        observer,
+        device,
+    };
     match (cfg.task, cfg.model.arch, cfg.optimizer) {
         (Task::Cls, Arch::ConvNeXt, kind) => {
             let model = match init {
@@ -229,7 +237,7 @@ pub fn train<B: AutodiffBackend>(
                     materialize(c.with_num_classes(cfg.classes.len()).init::<B>(device))
                 }
             };
-            dispatch_optimizer(cfg, kind, model, train, val, opts, observer, device)
+            dispatch_optimizer(job, kind, model)
         }
         (_, _, kind) => {
             let model = match init {
@@ -243,27 +251,33 @@ pub fn train<B: AutodiffBackend>(
                     materialize(c.init::<B>(device))
                 }
             };
-            dispatch_optimizer(cfg, kind, model, train, val, opts, observer, device)
+            dispatch_optimizer(job, kind, model)
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn dispatch_optimizer<B, M>(
-    cfg: &TrainConfig,
-    kind: OptimizerKind,
-    model: M,
+/// What a run trains on and where, besides the model and its optimiser.
+pub(super) struct Job<'a, B: AutodiffBackend> {
+    cfg: &'a TrainConfig,
     train: Vec<Sample>,
     val: Vec<Sample>,
-    opts: &RunOptions,
-    observer: &mut dyn Observer,
-    device: &B::Device,
+    opts: &'a RunOptions,
+    observer: &'a mut dyn Observer,
+    device: &'a B::Device,
+}
+
+/// `run` with the optimiser `kind` names.
+fn dispatch_optimizer<B, M>(
+    job: Job<B>,
+    kind: OptimizerKind,
+    model: M,
 ) -> Result<RunOutcome, TrainError>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B> + Net<B> + Clone + 'static,
     M::InnerModule: Net<B::InnerBackend>,
 {
+    let cfg = job.cfg;
     // PyTorch's Adam/AdamW epsilon (burn's default is 1e-5).
     match kind {
         OptimizerKind::AdamW => {
@@ -272,7 +286,7 @@ where
                 .with_epsilon(1e-8)
                 .init::<B, M>();
             let rule = UpdateRule::AdamW;
-            run(cfg, model, optim, rule, train, val, opts, observer, device)
+            run(job, model, optim, rule)
         }
         OptimizerKind::Adam => {
             let optim = AdamConfig::new()
@@ -283,7 +297,7 @@ where
                 .with_epsilon(1e-8)
                 .init::<B, M>();
             let rule = UpdateRule::Adam;
-            run(cfg, model, optim, rule, train, val, opts, observer, device)
+            run(job, model, optim, rule)
         }
     }
 }

@@ -23,7 +23,7 @@ use burn::tensor::backend::AutodiffBackend;
 use super::objective::{batch_loss, hits, targets};
 use super::state::{commit_epoch, meta, resume, resume_fast, TrainState};
 use super::validate::{selection_value, validate, ValResult};
-use super::{io, Engine, Net, Observer, RunOptions, RunOutcome, TrainError};
+use super::{io, Engine, Job, Net, Observer, RunOutcome, TrainError};
 use crate::config::{NanPolicy, Task, TrainConfig};
 use crate::fast::FastBackbone;
 use crate::history::{plot_curves, write_csv, EpochRecord};
@@ -31,17 +31,11 @@ use crate::schedule::rate_for_batch;
 
 /// Train `model` with `optim` (whose update `rule` the fast engine repeats) for the epochs
 /// `cfg` asks for that the run in `opts.out` has not done yet.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn run<B, M, O>(
-    cfg: &TrainConfig,
+    job: Job<B>,
     model: M,
     optim: O,
     rule: UpdateRule,
-    train: Vec<Sample>,
-    val: Vec<Sample>,
-    opts: &RunOptions,
-    observer: &mut dyn Observer,
-    device: &B::Device,
 ) -> Result<RunOutcome, TrainError>
 where
     B: AutodiffBackend,
@@ -49,6 +43,14 @@ where
     M::InnerModule: Net<B::InnerBackend>,
     O: Optimizer<M, B>,
 {
+    let Job {
+        cfg,
+        train,
+        val,
+        opts,
+        observer,
+        device,
+    } = job;
     let out = &opts.out;
     std::fs::create_dir_all(out.join("state")).map_err(io(out))?;
     let (mut state, mut model, mut optim) = if opts.resume {
