@@ -7,6 +7,7 @@
 # before device time is spent on them. About 8 minutes of tests after the build.
 #
 #   bash scripts/cubecl_check.sh          # installs mesa-vulkan-drivers when missing
+#   bash scripts/cubecl_check.sh --count  # kernel launches per training step instead
 #
 # Not part of CI: the wgpu build adds 12 to 19 minutes on two cores.
 set -euo pipefail
@@ -21,5 +22,23 @@ fi
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 export VK_ICD_FILENAMES
 VK_ICD_FILENAMES=$(ls /usr/share/vulkan/icd.d/lvp_icd*.json | head -1)
+if [ "${1:-}" = --count ]; then
+  # Kernel launches per training step, phase by phase: with and without fusion, with burn's
+  # depthwise backward (examples/kernel_count.rs).
+  cargo build -q -p birads-train --features wgpu --example kernel_count
+  ex=${CARGO_TARGET_DIR:-target}/debug/examples/kernel_count
+  count() { # [VAR=value ...] program model [--unfused]: one run with its own log
+    local log
+    log=$(mktemp)
+    env CUBECL_DEBUG_LOG="$log" CUBECL_DEBUG_OPTION=profile "$@"
+    rm -f "$log"
+  }
+  count "$ex" convnext
+  count "$ex" convnext --unfused
+  count BIRADS_DEPTHWISE=burn "$ex" convnext
+  count "$ex" densenet
+  count "$ex" densenet --unfused
+  exit 0
+fi
 cargo test -p birads-model --features wgpu --test cubecl -- --test-threads 1 "$@"
 cargo test -p birads-train --features wgpu --test cubecl -- --test-threads 1 "$@"

@@ -56,5 +56,9 @@ pub fn install_gpu_ops() {
         both::<CudaUnfusedBf16>();
     }
     #[cfg(feature = "wgpu")]
-    both::<burn::backend::Wgpu>();
+    {
+        use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
+        both::<burn::backend::Wgpu>();
+        both::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
+    }
 }
