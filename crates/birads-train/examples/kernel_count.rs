@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use birads_model::{MyConvNeXtConfig, MyDenseNetConfig};
-use birads_train::losses::{feature_loss, smoothed_cross_entropy};
+use birads_train::losses::benchmark_loss;
 use birads_train::trainer::Net;
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
 use burn::backend::{Autodiff, Wgpu};
@@ -44,15 +44,14 @@ fn main() {
             std::process::exit(2)
         });
     birads_model::install_gpu_ops();
-    let counts = match (model, unfused) {
-        ("convnext", false) => count::<Autodiff<Wgpu>>(model, &log),
-        ("convnext", true) => count::<Autodiff<Unfused>>(model, &log),
-        ("densenet", false) => count::<Autodiff<Wgpu>>(model, &log),
-        ("densenet", true) => count::<Autodiff<Unfused>>(model, &log),
-        _ => {
-            eprintln!("model: convnext or densenet");
-            std::process::exit(2)
-        }
+    if !["convnext", "densenet"].contains(&model) {
+        eprintln!("model: convnext or densenet");
+        std::process::exit(2)
+    }
+    let counts = if unfused {
+        count::<Autodiff<Unfused>>(model, &log)
+    } else {
+        count::<Autodiff<Wgpu>>(model, &log)
     };
     let depthwise = match std::env::var("BIRADS_DEPTHWISE").as_deref() {
         Ok("burn") => "burn's depthwise backward",
@@ -117,17 +116,6 @@ where
         burn::tensor::Distribution::Normal(0.0, 1.0),
         device,
     );
-    let loss_of = |logits: Tensor<B, 2>| {
-        if features {
-            let y: Vec<i64> = (0..BATCH * 4).map(|i| (i % 2) as i64).collect();
-            let y = Tensor::<B, 2, Int>::from_data(TensorData::new(y, [BATCH, 4]), device);
-            feature_loss(logits, y, [1.0; 4], 0.1, 1.0).total
-        } else {
-            let y: Vec<i64> = (0..BATCH).map(|i| (i % 6) as i64).collect();
-            let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [BATCH]), device);
-            smoothed_cross_entropy(logits, y, 0.1)
-        }
-    };
     let mut reader = LogReader::new(log);
     let mut counted = Vec::new();
     for step in 0..=WARMUP {
@@ -138,15 +126,13 @@ where
                 counted.push((name, kernels));
             }
         };
-        mark("setup");
-        let loss = loss_of(model.logits(x.clone()));
+        let loss = benchmark_loss(model.logits(x.clone()), features);
         mark("forward");
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         mark("backward");
         model = optim.step(1e-4, model, grads);
         mark("optimiser");
     }
-    counted.retain(|(name, _)| *name != "setup");
     counted
 }
 

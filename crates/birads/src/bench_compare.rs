@@ -471,7 +471,7 @@ where
     B: AutodiffBackend,
     M: AutodiffModule<B> + birads_train::trainer::Net<B> + Clone + 'static,
 {
-    use birads_train::losses::{feature_loss, smoothed_cross_entropy};
+    use birads_train::losses::benchmark_loss;
     let (batch, size) = (a.batch, a.size);
     let mut optim = AdamWConfig::new()
         .with_weight_decay(0.05)
@@ -482,22 +482,7 @@ where
         burn::tensor::Distribution::Normal(0.0, 1.0),
         device,
     );
-    let targets: Vec<i64> = (0..batch * if features { 4 } else { 1 })
-        .map(|i| (i % if features { 2 } else { 6 }) as i64)
-        .collect();
-    let loss_of = |logits: Tensor<B, 2>| {
-        if features {
-            let y = Tensor::<B, 2, Int>::from_data(
-                TensorData::new(targets.clone(), [batch, 4]),
-                device,
-            );
-            feature_loss(logits, y, [1.0; 4], 0.1, 1.0).total
-        } else {
-            let y =
-                Tensor::<B, 1, Int>::from_data(TensorData::new(targets.clone(), [batch]), device);
-            smoothed_cross_entropy(logits, y, 0.1)
-        }
-    };
+    let loss_of = |logits: Tensor<B, 2>| benchmark_loss(logits, features);
     let mut fast = (a.engine() == TrainEngineArg::Fast)
         .then(|| FastBackbone::new(&model, OptimConfig::new(UpdateRule::AdamW, 0.05)));
     let images: Vec<f32> = x.to_data().convert::<f32>().to_vec().expect("f32 images");
