@@ -3,6 +3,7 @@
 //! checkpoints and torchvision's ImageNet weights.
 
 pub mod amp;
+pub mod batch_norm;
 pub mod blocks;
 pub mod builtin;
 pub mod checkpoint;
@@ -38,13 +39,14 @@ pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16>;
 pub type CudaUnfusedBf16 =
     burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, burn::tensor::bf16, i32, u8>;
 
-/// Install birads' own backward passes (`depthwise`, `gelu`) on the GPU training backends
-/// this build has: CUDA's (feature `cuda`) and wgpu's (feature `wgpu`, the software-Vulkan
-/// check of the same kernels).
+/// Install birads' own backward passes (`batch_norm`, `depthwise`, `gelu`) on the GPU training
+/// backends this build has: CUDA's (feature `cuda`) and wgpu's (feature `wgpu`, the
+/// software-Vulkan check of the same kernels).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub fn install_gpu_ops() {
     fn both<B: burn::tensor::backend::Backend>() {
         use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+        batch_norm::install::<B, NoCheckpointing>();
         depthwise::install::<B, NoCheckpointing>();
         gelu::install::<B, NoCheckpointing>();
     }

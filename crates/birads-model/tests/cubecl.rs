@@ -7,8 +7,8 @@
 //! - birads' own depthwise backward (`birads_model::depthwise`), written for CUDA, computes
 //!   the same gradients on a cubecl backend as burn's convolution backward does on the CPU;
 //! - one training-mode forward and backward of both models on the cubecl backend, with
-//!   birads' own operations installed as on CUDA (GELU's exact backward; the depthwise
-//!   backward, and for comparison without it), equals the CPU's f32 pass within the limit
+//!   birads' own operations installed as on CUDA (GELU's exact backward, BatchNorm's backward;
+//!   the depthwise backward, and for comparison without it), equals the CPU's f32 pass within the limit
 //!   `birads bench device-check` holds CUDA to (1e-4 relative per tensor).
 //!
 //! Without the own GELU the ConvNeXt gradients are 2–6·10⁻⁴ away from the CPU on this
@@ -26,7 +26,7 @@ use birads_model::depthwise::{input_gradient, install, uninstall, weight_gradien
 use birads_model::gradcheck::{
     compare, convnext_config, densenet_config, moved, snapshot, Difference, Snapshot,
 };
-use birads_model::{gelu, Cpu, CpuTrain};
+use birads_model::{batch_norm, gelu, Cpu, CpuTrain};
 use burn::backend::{Autodiff, Wgpu};
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -110,16 +110,18 @@ fn assert_within_limit(what: &str, diffs: &[Difference]) {
     );
 }
 
-/// birads' own operations on the cubecl training backend: the exact GELU backward always
-/// (burn-cubecl's is the tanh approximation's, see `birads_model::gelu`), the own depthwise
-/// backward when `depthwise`.
+/// birads' own operations on the cubecl training backend: the exact GELU backward (burn-
+/// cubecl's is the tanh approximation's, see `birads_model::gelu`) and BatchNorm's backward
+/// always, the own depthwise backward when `depthwise`.
 fn with_own_ops<T>(depthwise: bool, f: impl FnOnce() -> T) -> T {
     gelu::install::<G, NoCheckpointing>();
+    batch_norm::install::<G, NoCheckpointing>();
     if depthwise {
         install::<G, NoCheckpointing>();
     }
     let out = f();
     uninstall::<G, NoCheckpointing>();
+    batch_norm::uninstall::<G, NoCheckpointing>();
     gelu::uninstall::<G, NoCheckpointing>();
     out
 }

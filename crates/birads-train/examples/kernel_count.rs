@@ -2,7 +2,7 @@
 //! burn's wgpu backend: the burn-cubecl kernels and burn-fusion that CUDA runs, here over
 //! Mesa's software Vulkan driver, so the count needs no GPU. A launch costs a few
 //! microseconds on a GPU whatever its size, so this count is the floor of a step's time
-//! there; it also shows what fusion and the own depthwise backward save.
+//! there; it also shows what fusion and birads' own backward passes save.
 //!
 //! Run by `bash scripts/cubecl_check.sh --count`, or directly:
 //!
@@ -10,7 +10,8 @@
 //!     cargo run --release -p birads-train --features wgpu --example kernel_count -- convnext
 //!
 //! Arguments: `convnext` or `densenet`, then `--unfused` for burn's backend without fusion.
-//! `BIRADS_DEPTHWISE=burn` keeps burn's own depthwise backward. Counts come from cubecl's
+//! `BIRADS_DEPTHWISE=burn` keeps burn's own depthwise backward, `BIRADS_BATCHNORM=burn` burn's
+//! BatchNorm backward. Counts come from cubecl's
 //! profiling log (one line per launch), read after each phase has been synchronised.
 
 use std::collections::BTreeMap;
@@ -57,9 +58,18 @@ fn main() {
         Ok("burn") => "burn's depthwise backward",
         _ => "own depthwise backward",
     };
+    let batch_norm = match std::env::var("BIRADS_BATCHNORM").as_deref() {
+        Ok("burn") => "burn's BatchNorm backward",
+        _ => "own BatchNorm backward",
+    };
     let fusion = if unfused { "no fusion" } else { "fusion" };
     let total: usize = counts.iter().map(|(_, c)| c.values().sum::<usize>()).sum();
-    println!("{model} ({fusion}, {depthwise}): {total} kernel launches per training step");
+    let own = if model == "convnext" {
+        depthwise
+    } else {
+        batch_norm
+    };
+    println!("{model} ({fusion}, {own}): {total} kernel launches per training step");
     for (phase, kernels) in &counts {
         let n: usize = kernels.values().sum();
         let mut top: Vec<_> = kernels.iter().collect();

@@ -1,0 +1,244 @@
+//! BatchNorm's training pass with a backward pass of its own, for the autodiff backends it is
+//! installed on (the GPU training backends, by `install_gpu_ops`).
+//!
+//! burn differentiates `BatchNorm2d::forward` operation by operation: every reduction of the
+//! statistics, every broadcast (a `repeat_dim`, whose backward is one more reduction) and the
+//! affine map bring backward kernels of their own: on burn-cubecl, 4,336 of the 6,593 kernel
+//! launches of a MyDenseNet training step were its backward (121 BatchNorms), 2,283 with this
+//! one (`examples/kernel_count.rs` of birads-train). The closed form needs two per-channel
+//! sums, over the M = N·H·W values of each channel:
+//!
+//! ```text
+//!   x̂ = (x − μ) / σ        ∂β = Σ g        ∂γ = Σ g·x̂        ∂x = γ/σ · (g − ∂β/M − x̂·∂γ/M)
+//! ```
+//!
+//! with σ = √(var + ε) from the biased batch variance, as in the forward. The forward keeps
+//! two-pass statistics (the sum, then the squared deviations from the mean) and hands the
+//! mean and variance to `BatchNorm2d`, which updates its running estimates as before.
+//!
+//! Where nothing is installed (the CPU, which trains on its own engine, and inference),
+//! `BatchNorm2d` differentiates burn's operations as before. `BIRADS_BATCHNORM=burn` keeps
+//! them on the GPU too (to measure what this buys).
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use burn_autodiff::{Autodiff, NodeId};
+
+use crate::own_ops;
+
+/// `(x, weight, bias, epsilon, statistics) → y` in training, on one backend. `statistics`
+/// receives the batch's mean and biased variance per channel (outside the graph, for the
+/// running estimates) as soon as they are known.
+pub type BatchNormFn<B> = fn(
+    Tensor<B, 4>,
+    Tensor<B, 1>,
+    Tensor<B, 1>,
+    f64,
+    &dyn Fn(Tensor<B, 1>, Tensor<B, 1>),
+) -> Tensor<B, 4>;
+
+/// Use the own backward on `Autodiff<B, C>` from now on (unless `BIRADS_BATCHNORM=burn`).
+pub fn install<B: Backend, C: CheckpointStrategy>() {
+    own_ops::install::<BatchNormFn<Autodiff<B, C>>>(tracked::<B, C>, "BIRADS_BATCHNORM");
+}
+
+/// Back to burn's operations on `Autodiff<B, C>`.
+pub fn uninstall<B: Backend, C: CheckpointStrategy>() {
+    own_ops::uninstall::<BatchNormFn<Autodiff<B, C>>>();
+}
+
+/// The own training pass for `B`, if installed.
+pub fn installed<B: Backend>() -> Option<BatchNormFn<B>> {
+    own_ops::installed::<BatchNormFn<B>>()
+}
+
+/// Per-channel sum of `[N, C, L]` over batch and positions: `[C]`.
+fn channel_sum<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 1> {
+    let c = t.dims()[1];
+    t.sum_dim(2).sum_dim(0).reshape([c])
+}
+
+/// Per-channel values `[C]` as `[N, C, 1]`, to broadcast along the positions of `[N, C, L]`.
+fn per_image<B: Backend>(v: Tensor<B, 1>, n: usize) -> Tensor<B, 3> {
+    let c = v.dims()[0];
+    v.reshape([1, c, 1]).repeat_dim(0, n)
+}
+
+// The order of operations below is chosen for burn-fusion 0.21, which fuses a run of
+// consecutive elementwise operations only while their outputs keep one shape, and does not
+// take `repeat_dim` in: the per-channel arithmetic on `[C]` is written as one run, the
+// broadcasts (`per_image`) next, then the arithmetic on `[N, C, L]` as one run. A BatchNorm's
+// forward is then 7 launches (4 of them reductions) and its backward 7 (counted on wgpu),
+// where the same formulas interleaved ran partly op by op (17 launches for the forward).
+
+/// The forward's per-channel statistics `[C]`, and the affine map they give.
+#[derive(Debug, Clone)]
+pub struct Statistics<B: Backend> {
+    pub mean: Tensor<B, 1>,
+    /// Biased (divided by N·H·W), as the normalisation uses it.
+    pub var: Tensor<B, 1>,
+    pub inv_std: Tensor<B, 1>,
+    /// γ/σ and β − μγ/σ: the output is `scale·x + shift`.
+    pub scale: Tensor<B, 1>,
+    pub shift: Tensor<B, 1>,
+}
+
+/// Batch statistics of `x` `[N, C, L]` in two passes: the sum S, then the squared deviations
+/// from the mean, taken as `(M·x − S)²/M³` so that the subtraction joins the squaring in one
+/// kernel (multiplying by M instead of dividing S by it: the same relative rounding).
+pub fn statistics<B: Backend>(
+    x: Tensor<B, 3>,
+    weight: Tensor<B, 1>,
+    bias: Tensor<B, 1>,
+    epsilon: f64,
+) -> Statistics<B> {
+    let [n, _, l] = x.dims();
+    let count = (n * l) as f64;
+    let sum = channel_sum(x.clone());
+    let sums = per_image(sum.clone(), n);
+    let deviation = x * count - sums;
+    let squares = channel_sum(deviation.clone() * deviation);
+    let mean = sum / count;
+    let var = squares / count.powi(3);
+    let inv_std = (var.clone() + epsilon).sqrt().recip();
+    let scale = weight * inv_std.clone();
+    let shift = bias - mean.clone() * scale.clone();
+    Statistics {
+        mean,
+        var,
+        inv_std,
+        scale,
+        shift,
+    }
+}
+
+/// `γ·x̂ + β` for `x` `[N, C, L]`.
+pub fn normalize<B: Backend>(x: Tensor<B, 3>, stats: &Statistics<B>) -> Tensor<B, 3> {
+    let n = x.dims()[0];
+    let (scale, shift) = (
+        per_image(stats.scale.clone(), n),
+        per_image(stats.shift.clone(), n),
+    );
+    x * scale + shift
+}
+
+/// `(∂x [N, C, L], ∂γ [C], ∂β [C])` from the output gradient `g` (the closed form above),
+/// with the forward's mean and 1/σ `[C]`.
+pub fn backward<B: Backend>(
+    x: Tensor<B, 3>,
+    mean: Tensor<B, 1>,
+    inv_std: Tensor<B, 1>,
+    weight: Tensor<B, 1>,
+    g: Tensor<B, 3>,
+) -> (Tensor<B, 3>, Tensor<B, 1>, Tensor<B, 1>) {
+    let [n, _, l] = x.dims();
+    let count = (n * l) as f64;
+    let (mean_, inv_std_) = (per_image(mean, n), per_image(inv_std.clone(), n));
+    let x_hat = (x - mean_) * inv_std_;
+    let g_x_hat = g.clone() * x_hat.clone();
+    let d_weight = channel_sum(g_x_hat);
+    let d_bias = channel_sum(g.clone());
+    let scale = weight * inv_std;
+    let per_value = scale.clone() / count;
+    let (a, b) = (
+        per_value.clone() * d_weight.clone(),
+        per_value * d_bias.clone(),
+    );
+    let (scale, a, b) = (per_image(scale, n), per_image(a, n), per_image(b, n));
+    let dx = g * scale - x_hat * a - b;
+    (dx, d_weight, d_bias)
+}
+
+fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+#[derive(Debug)]
+struct BatchNormBackward;
+
+/// The input (checkpointed), its statistics (mean, 1/σ) and the weight, `[C]` each.
+type State<B> = (NodeId, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+impl<B: Backend> Backward<B, 3> for BatchNormBackward {
+    type State = State<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight, node_bias] = ops.parents;
+        let g = grads.consume::<B>(&ops.node);
+        let (x_id, mean, inv_std, weight) = ops.state;
+        let x = float::<B, 4>(checkpointer.retrieve_node_output(x_id));
+        let [n, c, h, w] = x.dims();
+        let g = float::<B, 4>(g).reshape([n, c, h * w]);
+        let x = x.reshape([n, c, h * w]);
+        let (dx, d_weight, d_bias) = backward(x, float(mean), float(inv_std), float(weight), g);
+        if let Some(node) = node_x {
+            let dx = dx.reshape([n, c, h, w]);
+            grads.register::<B>(node.id, dx.into_primitive().tensor());
+        }
+        if let Some(node) = node_weight {
+            grads.register::<B>(node.id, d_weight.into_primitive().tensor());
+        }
+        if let Some(node) = node_bias {
+            grads.register::<B>(node.id, d_bias.into_primitive().tensor());
+        }
+    }
+}
+
+/// BatchNorm's training pass on `Autodiff<B, C>` with `BatchNormBackward`.
+fn tracked<B: Backend, C: CheckpointStrategy>(
+    x: Tensor<Autodiff<B, C>, 4>,
+    weight: Tensor<Autodiff<B, C>, 1>,
+    bias: Tensor<Autodiff<B, C>, 1>,
+    epsilon: f64,
+    on_statistics: &dyn Fn(Tensor<Autodiff<B, C>, 1>, Tensor<Autodiff<B, C>, 1>),
+) -> Tensor<Autodiff<B, C>, 4> {
+    let [n, c, h, w] = x.dims();
+    let x = x.into_primitive().tensor();
+    let weight = weight.into_primitive().tensor();
+    let bias = bias.into_primitive().tensor();
+    let flat = float::<B, 4>(x.primitive.clone()).reshape([n, c, h * w]);
+    let stats = statistics(
+        flat.clone(),
+        float(weight.primitive.clone()),
+        float(bias.primitive),
+        epsilon,
+    );
+    // Before the normalisation, as burn's operations have it: the running estimates' update is
+    // independent arithmetic on `[C]` that ends burn-fusion's search segment here. Without it,
+    // after a 1×1 convolution (which fusion does not take in) the whole BatchNorm joined the
+    // convolution's segment and ran op by op: MyDenseNet's forward took 2,667 launches instead
+    // of 1,801.
+    on_statistics(
+        Tensor::from_inner(stats.mean.clone()),
+        Tensor::from_inner(stats.var.clone()),
+    );
+    let y = normalize(flat, &stats)
+        .reshape([n, c, h, w])
+        .into_primitive()
+        .tensor();
+    let parents = [x.node.clone(), weight.node.clone(), bias.node];
+    let y = match BatchNormBackward
+        .prepare::<C>(parents)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let x_id = prep.checkpoint(&x);
+            let mean = stats.mean.clone().into_primitive().tensor();
+            let inv_std = stats.inv_std.into_primitive().tensor();
+            prep.finish((x_id, mean, inv_std, weight.primitive), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    float(y)
+}

@@ -1,0 +1,212 @@
+//! birads' BatchNorm training pass with its own backward (`birads_model::batch_norm`,
+//! installed on the GPU training backends): the closed-form backward against burn's autodiff
+//! of the same forward in f64, then `BatchNorm2d` and a whole MyDenseNet with it installed on
+//! the CPU's autodiff backend against burn's operations.
+
+use birads_model::batch_norm::{backward, install, normalize, statistics, uninstall};
+use birads_model::blocks::BatchNorm2d;
+use birads_model::checkpoint::AnyModel;
+use birads_model::gradcheck::{compare, densenet_config, snapshot};
+use birads_model::{Cpu, CpuTrain, MyDenseNet};
+use burn::module::{AutodiffModule, Module, Param};
+use burn::prelude::*;
+use burn::tensor::{Distribution, FloatDType};
+use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+
+/// Installing is global per backend: tests that install run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data().convert::<f64>().to_vec().unwrap()
+}
+
+/// max |got − want| / max |want|.
+fn relative(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0f64, |m, (g, w)| m.max((g - w).abs()));
+    diff / scale.max(f64::MIN_POSITIVE)
+}
+
+fn random<B: Backend, const D: usize>(shape: [usize; D], low: f64, high: f64) -> Tensor<B, D> {
+    Tensor::random(shape, Distribution::Uniform(low, high), &Default::default())
+}
+
+#[test]
+fn closed_form_backward_equals_burns_autodiff_in_f64() {
+    let device = Default::default();
+    <CpuTrain as Backend>::seed(&device, 4);
+    let f64 = FloatDType::F64;
+    // Off-centre inputs of different scale per channel, as BatchNorm meets them.
+    let x = (random::<CpuTrain, 3>([3, 5, 7], -1.0, 1.0) * random([1, 5, 1], 0.5, 3.0)
+        + random([1, 5, 1], -2.0, 2.0))
+    .cast(f64)
+    .require_grad();
+    let weight = random::<CpuTrain, 1>([5], 0.5, 1.5)
+        .cast(f64)
+        .require_grad();
+    let bias = random::<CpuTrain, 1>([5], -1.0, 1.0)
+        .cast(f64)
+        .require_grad();
+    let r = random::<CpuTrain, 3>([3, 5, 7], -1.0, 1.0).cast(f64);
+    let stats = statistics(x.clone(), weight.clone(), bias.clone(), 1e-5);
+    let y = normalize(x.clone(), &stats);
+    let grads = (y * r.clone()).sum().backward();
+    let (dx, dw, db) = backward(
+        x.clone().inner(),
+        stats.mean.inner(),
+        stats.inv_std.inner(),
+        weight.clone().inner(),
+        r.inner(),
+    );
+    for (what, got, want) in [
+        ("∂x", values(dx), values(x.grad(&grads).unwrap())),
+        ("∂γ", values(dw), values(weight.grad(&grads).unwrap())),
+        ("∂β", values(db), values(bias.grad(&grads).unwrap())),
+    ] {
+        // Both sides round in f64 (they agree to 1e-9 or better); leaving out any term of the
+        // closed form moves the result by 1e-2 or more.
+        let d = relative(&got, &want);
+        assert!(d < 1e-8, "{what}: {d:.2e}");
+    }
+}
+
+/// A fresh `BatchNorm2d` (its own running statistics: a clone would share them) with these
+/// affine parameters.
+fn batch_norm(weight: &Tensor<CpuTrain, 1>, bias: &Tensor<CpuTrain, 1>) -> BatchNorm2d<CpuTrain> {
+    let mut bn = BatchNorm2d::<CpuTrain>::new(weight.dims()[0], &Default::default());
+    bn.weight = Param::from_tensor(weight.clone());
+    bn.bias = Param::from_tensor(bias.clone());
+    bn
+}
+
+/// One training pass: output, ∂x, ∂γ, ∂β, running mean and variance afterwards.
+fn training_pass(bn: &BatchNorm2d<CpuTrain>, x: Tensor<CpuTrain, 4>) -> Vec<Vec<f64>> {
+    let x = x.require_grad();
+    let y = bn.forward(x.clone());
+    let r = Tensor::<CpuTrain, 4>::ones(y.dims(), &Default::default())
+        .cumsum(3)
+        .sin();
+    let grads = (y.clone() * r).sum().backward();
+    vec![
+        values(y),
+        values(x.grad(&grads).unwrap()),
+        values(bn.weight.val().grad(&grads).unwrap()),
+        values(bn.bias.val().grad(&grads).unwrap()),
+        values(bn.running_mean.value_sync()),
+        values(bn.running_var.value_sync()),
+    ]
+}
+
+#[test]
+fn own_training_pass_equals_burns_operations() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    <CpuTrain as Backend>::seed(&Default::default(), 6);
+    let x = random::<CpuTrain, 4>([4, 6, 5, 3], -1.0, 3.0);
+    // Away from the identity initial values.
+    let (weight, bias) = (random([6], 0.5, 1.5), random([6], -1.0, 1.0));
+    let burns = training_pass(&batch_norm(&weight, &bias), x.clone());
+    let bn = batch_norm(&weight, &bias);
+    install::<Cpu, NoCheckpointing>();
+    let own = training_pass(&bn, x.clone());
+    uninstall::<Cpu, NoCheckpointing>();
+    let names = ["output", "∂x", "∂γ", "∂β", "running mean", "running var"];
+    for ((name, got), want) in names.iter().zip(&own).zip(&burns) {
+        let d = relative(got, want);
+        assert!(d < 1e-5, "{name}: {d:.2e}");
+    }
+    // The running statistics moved (else comparing them says nothing), and evaluation uses
+    // them, not the own training pass.
+    assert!(own[4].iter().all(|&m| m != 0.0));
+    let by_hand = with_running_statistics(&bn, &values(x.clone()), 5 * 3);
+    let eval = values(bn.valid().forward(x.inner()));
+    assert!(relative(&eval, &by_hand) < 1e-5);
+}
+
+/// `(x − running mean)/√(running var + ε)·γ + β` by hand, for `x` of `plane` values per
+/// channel and image.
+fn with_running_statistics(bn: &BatchNorm2d<CpuTrain>, x: &[f64], plane: usize) -> Vec<f64> {
+    let [mean, var, weight, bias] = [
+        values(bn.running_mean.value_sync()),
+        values(bn.running_var.value_sync()),
+        values(bn.weight.val()),
+        values(bn.bias.val()),
+    ];
+    x.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let c = (i / plane) % mean.len();
+            (v - mean[c]) / (var[c] + 1e-5).sqrt() * weight[c] + bias[c]
+        })
+        .collect()
+}
+
+/// Running mean and variance of a few of the model's BatchNorms, in order.
+fn running_statistics(m: &MyDenseNet<CpuTrain>) -> Vec<f64> {
+    let layer = &m.blocks[1].layers[1];
+    [
+        &m.norm0,
+        &layer.norm1,
+        &layer.norm2,
+        &m.transitions[2].norm,
+        &m.norm5,
+    ]
+    .iter()
+    .flat_map(|bn| {
+        [
+            values(bn.running_mean.value_sync()),
+            values(bn.running_var.value_sync()),
+        ]
+    })
+    .flatten()
+    .collect()
+}
+
+#[test]
+fn densenet_gradients_are_the_same_with_the_own_batch_norm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    <CpuTrain as Backend>::seed(&device, 11);
+    let config = densenet_config(true);
+    // Loaded from its record, so that its parameters are drawn now: a clone of a freshly built
+    // model draws its lazily initialised parameters anew.
+    let base = config
+        .init::<CpuTrain>(&device)
+        .load_record(config.init::<CpuTrain>(&device).into_record());
+    let x = random::<CpuTrain, 4>([2, 3, 64, 64], -2.0, 2.0);
+    let r = random::<CpuTrain, 2>([2, 8], -1.0, 1.0);
+    let pass = |own: bool| {
+        // The same weights with running statistics of its own (a clone would share them).
+        let model = config
+            .init::<CpuTrain>(&device)
+            .load_record(base.clone().into_record());
+        let model = AnyModel::DenseNet(model);
+        let (x, r) = (x.clone(), r.clone());
+        if own {
+            install::<Cpu, NoCheckpointing>();
+        }
+        let s = snapshot(&model, x, r);
+        uninstall::<Cpu, NoCheckpointing>();
+        let AnyModel::DenseNet(m) = model else {
+            unreachable!()
+        };
+        (s, running_statistics(&m))
+    };
+    let (burns, burns_running) = pass(false);
+    let (own, own_running) = pass(true);
+    let diffs = compare(&own, &burns).unwrap();
+    for d in &diffs {
+        assert!(d.relative < 1e-5, "{}: {:.2e}", d.name, d.relative);
+    }
+    let d = relative(&own_running, &burns_running);
+    assert!(d < 1e-6, "running statistics: {d:.2e}");
+    // Behind the first BatchNorm the two differ by rounding (else the own one never ran).
+    let by_name = |n: &str| diffs.iter().find(|d| d.name == n).unwrap().relative;
+    assert!(
+        by_name("conv0.weight") > 0.0,
+        "the own BatchNorm did not run"
+    );
+}
