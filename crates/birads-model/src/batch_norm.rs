@@ -34,13 +34,11 @@ use crate::own_ops;
 /// `(x, weight, bias, epsilon, statistics) → y` in training, on one backend. `statistics`
 /// receives the batch's mean and biased variance per channel (outside the graph, for the
 /// running estimates) as soon as they are known.
-pub type BatchNormFn<B> = fn(
-    Tensor<B, 4>,
-    Tensor<B, 1>,
-    Tensor<B, 1>,
-    f64,
-    &dyn Fn(Tensor<B, 1>, Tensor<B, 1>),
-) -> Tensor<B, 4>;
+pub type BatchNormFn<B> =
+    fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>, f64, &OnStatistics<'_, B>) -> Tensor<B, 4>;
+
+/// Receives a training batch's mean and biased variance `[C]`.
+pub type OnStatistics<'a, B> = dyn Fn(Tensor<B, 1>, Tensor<B, 1>) + 'a;
 
 /// Use the own backward on `Autodiff<B, C>` from now on (unless `BIRADS_BATCHNORM=burn`).
 pub fn install<B: Backend, C: CheckpointStrategy>() {
@@ -200,7 +198,7 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
     weight: Tensor<Autodiff<B, C>, 1>,
     bias: Tensor<Autodiff<B, C>, 1>,
     epsilon: f64,
-    on_statistics: &dyn Fn(Tensor<Autodiff<B, C>, 1>, Tensor<Autodiff<B, C>, 1>),
+    on_statistics: &OnStatistics<'_, Autodiff<B, C>>,
 ) -> Tensor<Autodiff<B, C>, 4> {
     let [n, c, h, w] = x.dims();
     let x = x.into_primitive().tensor();
