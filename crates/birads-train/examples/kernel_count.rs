@@ -19,13 +19,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use birads_model::{MyConvNeXtConfig, MyDenseNetConfig};
-use birads_train::losses::benchmark_loss;
+use birads_train::benchmark;
 use birads_train::trainer::Net;
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
 use burn::backend::{Autodiff, Wgpu};
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::prelude::*;
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 
 /// Images per step and their side: launches do not depend on them (lavapipe is slow).
@@ -117,15 +116,8 @@ where
     B: AutodiffBackend,
     M: AutodiffModule<B> + Net<B> + Clone + 'static,
 {
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(0.05)
-        .with_epsilon(1e-8)
-        .init::<B, M>();
-    let x = Tensor::<B, 4>::random(
-        [BATCH, 3, SIZE, SIZE],
-        burn::tensor::Distribution::Normal(0.0, 1.0),
-        device,
-    );
+    let mut optim = benchmark::optimizer::<B, M>();
+    let x = benchmark::images::<B>(BATCH, SIZE, device);
     let mut reader = LogReader::new(log);
     let mut counted = Vec::new();
     for step in 0..=WARMUP {
@@ -136,7 +128,7 @@ where
                 counted.push((name, kernels));
             }
         };
-        let loss = benchmark_loss(model.logits(x.clone()), features);
+        let loss = benchmark::loss(model.logits(x.clone()), features);
         mark("forward");
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         mark("backward");

@@ -4,6 +4,7 @@
 //! metrics, checkpoints and plots. Generic over burn's autodiff backends (CPU by default,
 //! CUDA behind the `cuda` feature).
 
+pub mod benchmark;
 pub mod config;
 pub mod fast;
 pub mod history;

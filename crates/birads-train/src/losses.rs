@@ -3,22 +3,6 @@
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 
-/// The recipe's loss against fixed targets, for timing or counting training steps without
-/// data: class `i mod 6` per image (`features`: feature labels alternating 0, 1).
-pub fn benchmark_loss<B: Backend>(logits: Tensor<B, 2>, features: bool) -> Tensor<B, 1> {
-    let device = logits.device();
-    let batch = logits.dims()[0];
-    if features {
-        let y: Vec<i64> = (0..batch * 4).map(|i| (i % 2) as i64).collect();
-        let y = Tensor::<B, 2, Int>::from_data(TensorData::new(y, [batch, 4]), &device);
-        feature_loss(logits, y, [1.0; 4], 0.1, 1.0).total
-    } else {
-        let y: Vec<i64> = (0..batch).map(|i| (i % 6) as i64).collect();
-        let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [batch]), &device);
-        smoothed_cross_entropy(logits, y, 0.1)
-    }
-}
-
 /// `nn.CrossEntropyLoss(label_smoothing=ε)` with mean reduction:
 /// `(1−ε)·NLL(y) + ε·mean_c(−log p_c)` per sample, averaged over the batch.
 pub fn smoothed_cross_entropy<B: Backend>(

@@ -11,7 +11,7 @@ use birads_model::fast::train::{OptimConfig, UpdateRule};
 use birads_model::{MyConvNeXtConfig, MyDenseNetConfig};
 use birads_train::fast::FastBackbone;
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
@@ -471,18 +471,11 @@ where
     B: AutodiffBackend,
     M: AutodiffModule<B> + birads_train::trainer::Net<B> + Clone + 'static,
 {
-    use birads_train::losses::benchmark_loss;
+    use birads_train::benchmark;
     let (batch, size) = (a.batch, a.size);
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(0.05)
-        .with_epsilon(1e-8)
-        .init::<B, M>();
-    let x = Tensor::<B, 4>::random(
-        [batch, 3, size, size],
-        burn::tensor::Distribution::Normal(0.0, 1.0),
-        device,
-    );
-    let loss_of = |logits: Tensor<B, 2>| benchmark_loss(logits, features);
+    let mut optim = benchmark::optimizer::<B, M>();
+    let x = benchmark::images::<B>(batch, size, device);
+    let loss_of = |logits: Tensor<B, 2>| benchmark::loss(logits, features);
     let mut fast = (a.engine() == TrainEngineArg::Fast)
         .then(|| FastBackbone::new(&model, OptimConfig::new(UpdateRule::AdamW, 0.05)));
     let images: Vec<f32> = x.to_data().convert::<f32>().to_vec().expect("f32 images");
