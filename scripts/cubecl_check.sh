@@ -24,7 +24,8 @@ export VK_ICD_FILENAMES
 VK_ICD_FILENAMES=$(ls /usr/share/vulkan/icd.d/lvp_icd*.json | head -1)
 if [ "${1:-}" = --count ]; then
   # Kernel launches per training step, phase by phase: with and without fusion, with burn's
-  # depthwise or BatchNorm backward (examples/kernel_count.rs).
+  # depthwise or BatchNorm backward, or burn's reductions inside the own BatchNorm
+  # (examples/kernel_count.rs).
   cargo build -q -p birads-train --features wgpu --example kernel_count
   ex=${CARGO_TARGET_DIR:-target}/debug/examples/kernel_count
   count() { # [VAR=value ...] program model [--unfused]: one run with its own log
@@ -38,6 +39,7 @@ if [ "${1:-}" = --count ]; then
   count BIRADS_DEPTHWISE=burn "$ex" convnext
   count "$ex" densenet
   count "$ex" densenet --unfused
+  count BIRADS_BATCHNORM_SUMS=burn "$ex" densenet
   count BIRADS_BATCHNORM=burn "$ex" densenet
   exit 0
 fi

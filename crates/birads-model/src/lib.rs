@@ -39,9 +39,9 @@ pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16>;
 pub type CudaUnfusedBf16 =
     burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, burn::tensor::bf16, i32, u8>;
 
-/// Install birads' own backward passes (`batch_norm`, `depthwise`, `gelu`) on the GPU training
-/// backends this build has: CUDA's (feature `cuda`) and wgpu's (feature `wgpu`, the
-/// software-Vulkan check of the same kernels).
+/// Install birads' own backward passes (`batch_norm`, `depthwise`, `gelu`) and kernels
+/// (`batch_norm::cube`) on the GPU training backends this build has: CUDA's (feature `cuda`)
+/// and wgpu's (feature `wgpu`, the software-Vulkan check of the same kernels).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub fn install_gpu_ops() {
     fn both<B: burn::tensor::backend::Backend>() {
@@ -52,6 +52,9 @@ pub fn install_gpu_ops() {
     }
     #[cfg(feature = "cuda")]
     {
+        use cubecl::cuda::CudaRuntime;
+        batch_norm::cube::install::<CudaRuntime, f32, i32, u8>();
+        batch_norm::cube::install::<CudaRuntime, burn::tensor::bf16, i32, u8>();
         both::<Cuda>();
         both::<CudaBf16>();
         both::<CudaUnfused>();
@@ -60,6 +63,7 @@ pub fn install_gpu_ops() {
     #[cfg(feature = "wgpu")]
     {
         use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
+        batch_norm::cube::install::<WgpuRuntime, f32, i32, u32>();
         both::<burn::backend::Wgpu>();
         both::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
     }

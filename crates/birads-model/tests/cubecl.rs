@@ -21,12 +21,15 @@
 
 mod common;
 
+use birads_model::batch_norm::cube::{direct_reductions, fused_reductions};
+use birads_model::batch_norm::Reductions;
 use birads_model::checkpoint::AnyModel;
 use birads_model::depthwise::{input_gradient, install, uninstall, weight_gradient_in_chunks};
 use birads_model::gradcheck::{
     compare, convnext_config, densenet_config, moved, snapshot, Difference, Snapshot,
 };
 use birads_model::{batch_norm, gelu, Cpu, CpuTrain};
+use burn::backend::wgpu::WgpuRuntime;
 use burn::backend::{Autodiff, Wgpu};
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -112,15 +115,17 @@ fn assert_within_limit(what: &str, diffs: &[Difference]) {
 
 /// birads' own operations on the cubecl training backend: the exact GELU backward (burn-
 /// cubecl's is the tanh approximation's, see `birads_model::gelu`) and BatchNorm's backward
-/// always, the own depthwise backward when `depthwise`.
+/// with its own per-channel sums always, the own depthwise backward when `depthwise`.
 fn with_own_ops<T>(depthwise: bool, f: impl FnOnce() -> T) -> T {
     gelu::install::<G, NoCheckpointing>();
     batch_norm::install::<G, NoCheckpointing>();
+    batch_norm::cube::install::<WgpuRuntime, f32, i32, u32>();
     if depthwise {
         install::<G, NoCheckpointing>();
     }
     let out = f();
     uninstall::<G, NoCheckpointing>();
+    batch_norm::cube::uninstall::<WgpuRuntime, f32, i32, u32>();
     batch_norm::uninstall::<G, NoCheckpointing>();
     gelu::uninstall::<G, NoCheckpointing>();
     out
@@ -145,5 +150,106 @@ fn densenet_pass_on_cubecl_equals_the_cpu() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let model = AnyModel::DenseNet(densenet_config(true).init(&Default::default()));
     let (got, want) = with_own_ops(false, || passes(&model, 7));
+    let (burns, _) = with_own_ops(false, || {
+        batch_norm::cube::uninstall::<WgpuRuntime, f32, i32, u32>();
+        passes(&model, 7)
+    });
     assert_within_limit("MyDenseNet", &compare(&got, &want).unwrap());
+    assert_within_limit(
+        "MyDenseNet, burn's sums in BatchNorm",
+        &compare(&burns, &want).unwrap(),
+    );
+    let between = compare(&got, &burns).unwrap();
+    assert!(
+        between
+            .iter()
+            .any(|d| d.name.contains("norm") && d.relative > 0.0),
+        "BatchNorm's own sum kernels did not run"
+    );
+}
+
+/// Per channel of `[N, C, L]` values, in f64: mean, biased variance, Σ g, Σ g·(x − mean),
+/// and for each the sum of its terms' magnitudes (what f32 rounding scales with).
+fn channel_reference(x: &[f32], g: &[f32], [n, c, l]: [usize; 3]) -> Vec<[(f64, f64); 4]> {
+    (0..c)
+        .map(|ch| {
+            let at = |i: usize| (i / l) * c * l + ch * l + i % l;
+            let m = (n * l) as f64;
+            let xs: Vec<f64> = (0..n * l).map(|i| f64::from(x[at(i)])).collect();
+            let gs: Vec<f64> = (0..n * l).map(|i| f64::from(g[at(i)])).collect();
+            let mean = xs.iter().sum::<f64>() / m;
+            let squares = xs.iter().map(|v| (v - mean) * (v - mean));
+            let var = squares.sum::<f64>() / m;
+            let centred: Vec<f64> = gs.iter().zip(&xs).map(|(g, x)| g * (x - mean)).collect();
+            [
+                (mean, xs.iter().map(|v| v.abs()).sum::<f64>() / m),
+                (var, var),
+                (gs.iter().sum(), gs.iter().map(|v| v.abs()).sum()),
+                (centred.iter().sum(), centred.iter().map(|v| v.abs()).sum()),
+            ]
+        })
+        .collect()
+}
+
+/// `reductions` on `x` and `g` `[N, C, L]` (built as `[N, L, C]` and swapped when
+/// `strided`, so the kernels read a non-contiguous view) against `channel_reference`: each
+/// value within 1e-5 of its terms' magnitude (f32 sums of a few thousand terms are within
+/// about 1e-6 of it; a wrong index or a lost partial sum is off by far more).
+fn check_reductions<B: Backend>(reductions: Reductions<B>, shape: [usize; 3], strided: bool) {
+    let [n, c, l] = shape;
+    let device = Default::default();
+    let random = || {
+        Tensor::<Cpu, 3>::random([n, l, c], Distribution::Normal(0.5, 2.0), &device).swap_dims(1, 2)
+    };
+    let (x, g) = (random() + 3.0, random());
+    let (xv, gv) = (values(x.clone()), values(g.clone()));
+    let want = channel_reference(&xv, &gv, shape);
+    let to_b = |t: Tensor<Cpu, 3>| -> Tensor<B, 3> {
+        let t = Tensor::<B, 3>::from_data(t.to_data(), &Default::default());
+        if strided {
+            // Back to [N, L, C] contiguous, then a swapped view of it.
+            let data = t.swap_dims(1, 2).into_data();
+            Tensor::<B, 3>::from_data(data, &Default::default()).swap_dims(1, 2)
+        } else {
+            t
+        }
+    };
+    let mean: Vec<f32> = want.iter().map(|w| w[0].0 as f32).collect();
+    let mean = Tensor::<B, 1>::from_floats(mean.as_slice(), &Default::default());
+    let (got_mean, got_var) = (reductions.moments)(to_b(x.clone()));
+    let (sum_g, sum_gx) = (reductions.gradient_sums)(to_b(g), to_b(x), mean);
+    let got = [got_mean, got_var, sum_g, sum_gx].map(values);
+    for (ch, want) in want.iter().enumerate() {
+        for (k, name) in ["mean", "variance", "Σg", "Σg(x−μ)"].iter().enumerate() {
+            let (value, magnitude) = want[k];
+            let error = (f64::from(got[k][ch]) - value).abs();
+            assert!(
+                error <= 1e-5 * magnitude.max(1e-30),
+                "{shape:?} strided {strided}, channel {ch}, {name}: {} against {value} \
+                 (error {error:.2e}, terms {magnitude:.2e})",
+                got[k][ch]
+            );
+        }
+    }
+}
+
+#[test]
+fn batch_norm_sum_kernels_equal_a_plain_reference() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Fewer values per channel than threads, more and not a multiple, one value, and
+    // MyDenseNet's last block at batch 2 (1,024 channels of 7×7).
+    for shape in [[3, 5, 37], [4, 3, 301], [1, 2, 1], [2, 1024, 49]] {
+        for strided in [false, true] {
+            check_reductions(
+                direct_reductions::<WgpuRuntime, f32, i32, u32>(),
+                shape,
+                strided,
+            );
+            check_reductions(
+                fused_reductions::<WgpuRuntime, f32, i32, u32>(),
+                shape,
+                strided,
+            );
+        }
+    }
 }

@@ -16,6 +16,10 @@
 //! two-pass statistics (the sum, then the squared deviations from the mean) and hands the
 //! mean and variance to `BatchNorm2d`, which updates its running estimates as before.
 //!
+//! On the cubecl backends each pair of per-channel sums is one kernel of birads' own
+//! (`cube.rs`, installed with `install_reductions`); elsewhere, and with
+//! `BIRADS_BATCHNORM_SUMS=burn`, they are burn's reductions, one axis per launch.
+//!
 //! Where nothing is installed (the CPU, which trains on its own engine, and inference),
 //! `BatchNorm2d` differentiates burn's operations as before. `BIRADS_BATCHNORM=burn` keeps
 //! them on the GPU too (to measure what this buys).
@@ -30,6 +34,11 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_autodiff::{Autodiff, NodeId};
 
 use crate::own_ops;
+
+#[cfg(feature = "cubecl-kernels")]
+pub mod cube;
+#[cfg(feature = "cubecl-kernels")]
+mod kernels;
 
 /// `(x, weight, bias, epsilon, statistics) → y` in training, on one backend. `statistics`
 /// receives the batch's mean and biased variance per channel (outside the graph, for the
@@ -55,6 +64,40 @@ pub fn installed<B: Backend>() -> Option<BatchNormFn<B>> {
     own_ops::installed::<BatchNormFn<B>>()
 }
 
+/// BatchNorm's per-channel sums over batch and positions on one backend, as kernels of its
+/// own (`cube.rs` on the cubecl backends).
+pub struct Reductions<B: Backend> {
+    /// `x` `[N, C, L]` → mean and biased variance `[C]` (two-pass).
+    pub moments: fn(Tensor<B, 3>) -> PerChannel<B>,
+    /// `(g, x, mean)` → `Σ g` and `Σ g·(x − mean)` `[C]`.
+    pub gradient_sums: GradientSumsFn<B>,
+}
+
+/// Two values per channel, `[C]` each.
+pub type PerChannel<B> = (Tensor<B, 1>, Tensor<B, 1>);
+
+/// `(g [N, C, L], x [N, C, L], mean [C]) → (Σ g, Σ g·(x − mean))`.
+pub type GradientSumsFn<B> = fn(Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 1>) -> PerChannel<B>;
+
+impl<B: Backend> Clone for Reductions<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for Reductions<B> {}
+
+/// Use `reductions` inside the own BatchNorm on `B` (the inner backend of the autodiff one)
+/// from now on, unless `BIRADS_BATCHNORM_SUMS=burn`.
+pub fn install_reductions<B: Backend>(reductions: Reductions<B>) {
+    own_ops::install::<Reductions<B>>(reductions, "BIRADS_BATCHNORM_SUMS");
+}
+
+/// Back to burn's reductions on `B`.
+pub fn uninstall_reductions<B: Backend>() {
+    own_ops::uninstall::<Reductions<B>>();
+}
+
 /// Per-channel sum of `[N, C, L]` over batch and positions: `[C]`.
 fn channel_sum<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 1> {
     let c = t.dims()[1];
@@ -70,9 +113,10 @@ fn per_image<B: Backend>(v: Tensor<B, 1>, n: usize) -> Tensor<B, 3> {
 // The order of operations below is chosen for burn-fusion 0.21, which fuses a run of
 // consecutive elementwise operations only while their outputs keep one shape, and does not
 // take `repeat_dim` in: the per-channel arithmetic on `[C]` is written as one run, the
-// broadcasts (`per_image`) next, then the arithmetic on `[N, C, L]` as one run. A BatchNorm's
-// forward is then 7 launches (4 of them reductions) and its backward 7 (counted on wgpu),
-// where the same formulas interleaved ran partly op by op (17 launches for the forward).
+// broadcasts (`per_image`) next, then the arithmetic on `[N, C, L]` as one run. With burn's
+// reductions a BatchNorm's forward is then 7 launches (4 of them reductions) and its backward
+// 7 (counted on wgpu), where the same formulas interleaved ran partly op by op (17 launches
+// for the forward); with the own sum kernels, about 3 each way.
 
 /// The forward's per-channel statistics `[C]`, and the affine map they give.
 #[derive(Debug, Clone)]
@@ -86,23 +130,32 @@ pub struct Statistics<B: Backend> {
     pub shift: Tensor<B, 1>,
 }
 
-/// Batch statistics of `x` `[N, C, L]` in two passes: the sum S, then the squared deviations
-/// from the mean, taken as `(M·x − S)²/M³` so that the subtraction joins the squaring in one
-/// kernel (multiplying by M instead of dividing S by it: the same relative rounding).
-pub fn statistics<B: Backend>(
-    x: Tensor<B, 3>,
-    weight: Tensor<B, 1>,
-    bias: Tensor<B, 1>,
-    epsilon: f64,
-) -> Statistics<B> {
+/// Mean and biased variance of `x` `[N, C, L]` per channel with burn's reductions, in two
+/// passes: the sum S, then the squared deviations from the mean, taken as `(M·x − S)²/M³` so
+/// that the subtraction joins the squaring in one kernel (multiplying by M instead of
+/// dividing S by it: the same relative rounding).
+fn moments<B: Backend>(x: Tensor<B, 3>) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let [n, _, l] = x.dims();
     let count = (n * l) as f64;
     let sum = channel_sum(x.clone());
     let sums = per_image(sum.clone(), n);
     let deviation = x * count - sums;
     let squares = channel_sum(deviation.clone() * deviation);
-    let mean = sum / count;
-    let var = squares / count.powi(3);
+    (sum / count, squares / count.powi(3))
+}
+
+/// Batch statistics of `x` `[N, C, L]` (the installed `Reductions`, else `moments`) and the
+/// affine map they give.
+pub fn statistics<B: Backend>(
+    x: Tensor<B, 3>,
+    weight: Tensor<B, 1>,
+    bias: Tensor<B, 1>,
+    epsilon: f64,
+) -> Statistics<B> {
+    let (mean, var) = match own_ops::installed::<Reductions<B>>() {
+        Some(reductions) => (reductions.moments)(x),
+        None => moments(x),
+    };
     let inv_std = (var.clone() + epsilon).sqrt().recip();
     let scale = weight * inv_std.clone();
     let shift = bias - mean.clone() * scale.clone();
@@ -126,8 +179,22 @@ pub fn normalize<B: Backend>(x: Tensor<B, 3>, stats: &Statistics<B>) -> Tensor<B
 }
 
 /// `(∂x [N, C, L], ∂γ [C], ∂β [C])` from the output gradient `g` (the closed form above),
-/// with the forward's mean and 1/σ `[C]`.
+/// with the forward's mean and 1/σ `[C]`: the installed `Reductions`' sums, else burn's.
 pub fn backward<B: Backend>(
+    x: Tensor<B, 3>,
+    mean: Tensor<B, 1>,
+    inv_std: Tensor<B, 1>,
+    weight: Tensor<B, 1>,
+    g: Tensor<B, 3>,
+) -> (Tensor<B, 3>, Tensor<B, 1>, Tensor<B, 1>) {
+    match own_ops::installed::<Reductions<B>>() {
+        Some(reductions) => backward_with(reductions, x, mean, inv_std, weight, g),
+        None => backward_with_burn(x, mean, inv_std, weight, g),
+    }
+}
+
+/// `backward` with burn's reductions.
+fn backward_with_burn<B: Backend>(
     x: Tensor<B, 3>,
     mean: Tensor<B, 1>,
     inv_std: Tensor<B, 1>,
@@ -149,6 +216,30 @@ pub fn backward<B: Backend>(
     );
     let (scale, a, b) = (per_image(scale, n), per_image(a, n), per_image(b, n));
     let dx = g * scale - x_hat * a - b;
+    (dx, d_weight, d_bias)
+}
+
+/// `backward` with the sums of `reductions` (one launch). With x̂ = (x − μ)/σ written out,
+/// `∂x = γ/σ·g − k·x + (k·μ − ∂β·γ/(σM))` where `k = γ∂γ/(σ²M)`: three `[C]` coefficients
+/// for one elementwise run over `[N, C, L]`, as the forward's `scale·x + shift`.
+fn backward_with<B: Backend>(
+    reductions: Reductions<B>,
+    x: Tensor<B, 3>,
+    mean: Tensor<B, 1>,
+    inv_std: Tensor<B, 1>,
+    weight: Tensor<B, 1>,
+    g: Tensor<B, 3>,
+) -> (Tensor<B, 3>, Tensor<B, 1>, Tensor<B, 1>) {
+    let [n, _, l] = x.dims();
+    let count = (n * l) as f64;
+    let (d_bias, centred) = (reductions.gradient_sums)(g.clone(), x.clone(), mean.clone());
+    let d_weight = centred * inv_std.clone();
+    let scale = weight * inv_std.clone();
+    let per_value = scale.clone() / count;
+    let k = per_value.clone() * d_weight.clone() * inv_std;
+    let offset = k.clone() * mean - per_value * d_bias.clone();
+    let (scale, k, offset) = (per_image(scale, n), per_image(k, n), per_image(offset, n));
+    let dx = g * scale - x * k + offset;
     (dx, d_weight, d_bias)
 }
 
