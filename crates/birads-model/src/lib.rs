@@ -8,6 +8,8 @@ pub mod blocks;
 pub mod builtin;
 pub mod checkpoint;
 pub mod convnext;
+#[cfg(feature = "cubecl-kernels")]
+pub mod cube;
 pub mod densenet;
 pub mod depthwise;
 pub mod fast;
@@ -40,8 +42,9 @@ pub type CudaUnfusedBf16 =
     burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, burn::tensor::bf16, i32, u8>;
 
 /// Install birads' own backward passes (`batch_norm`, `depthwise`, `gelu`) and kernels
-/// (`batch_norm::cube`) on the GPU training backends this build has: CUDA's (feature `cuda`)
-/// and wgpu's (feature `wgpu`, the software-Vulkan check of the same kernels).
+/// (`batch_norm::cube`, `depthwise::cube`) on the GPU training backends this build has:
+/// CUDA's (feature `cuda`) and wgpu's (feature `wgpu`, the software-Vulkan check of the same
+/// kernels).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub fn install_gpu_ops() {
     fn both<B: burn::tensor::backend::Backend>() {
@@ -55,6 +58,8 @@ pub fn install_gpu_ops() {
         use cubecl::cuda::CudaRuntime;
         batch_norm::cube::install::<CudaRuntime, f32, i32, u8>();
         batch_norm::cube::install::<CudaRuntime, burn::tensor::bf16, i32, u8>();
+        depthwise::cube::install::<CudaRuntime, f32, i32, u8>();
+        depthwise::cube::install::<CudaRuntime, burn::tensor::bf16, i32, u8>();
         both::<Cuda>();
         both::<CudaBf16>();
         both::<CudaUnfused>();
@@ -64,6 +69,7 @@ pub fn install_gpu_ops() {
     {
         use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
         batch_norm::cube::install::<WgpuRuntime, f32, i32, u32>();
+        depthwise::cube::install::<WgpuRuntime, f32, i32, u32>();
         both::<burn::backend::Wgpu>();
         both::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
     }

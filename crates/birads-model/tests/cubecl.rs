@@ -21,14 +21,15 @@
 
 mod common;
 
-use birads_model::batch_norm::cube::{direct_reductions, fused_reductions};
+use birads_model::batch_norm::cube::reductions;
 use birads_model::batch_norm::Reductions;
 use birads_model::checkpoint::AnyModel;
+use birads_model::cube::{Cube, Launch};
 use birads_model::depthwise::{input_gradient, install, uninstall, weight_gradient_in_chunks};
 use birads_model::gradcheck::{
     compare, convnext_config, densenet_config, moved, snapshot, Difference, Snapshot,
 };
-use birads_model::{batch_norm, gelu, Cpu, CpuTrain};
+use birads_model::{batch_norm, depthwise, gelu, Cpu, CpuTrain};
 use burn::backend::wgpu::WgpuRuntime;
 use burn::backend::{Autodiff, Wgpu};
 use burn::prelude::*;
@@ -40,6 +41,8 @@ use common::{assert_own_depthwise_ran, depthwise_reference, max_abs_diff, DEPTHW
 /// burn's wgpu backend with fusion and autotune, as `birads_model::Cuda` is for CUDA.
 type G = Wgpu;
 type GTrain = Autodiff<G>;
+/// The same backend without fusion.
+type Unfused = Cube<WgpuRuntime, f32, i32, u32>;
 
 /// The per-tensor limit of `birads bench device-check` in f32.
 const LIMIT: f64 = 1e-4;
@@ -115,16 +118,19 @@ fn assert_within_limit(what: &str, diffs: &[Difference]) {
 
 /// birads' own operations on the cubecl training backend: the exact GELU backward (burn-
 /// cubecl's is the tanh approximation's, see `birads_model::gelu`) and BatchNorm's backward
-/// with its own per-channel sums always, the own depthwise backward when `depthwise`.
-fn with_own_ops<T>(depthwise: bool, f: impl FnOnce() -> T) -> T {
+/// with its own per-channel sums always, the own depthwise backward (and its weight-gradient
+/// kernel) when `own_depthwise`.
+fn with_own_ops<T>(own_depthwise: bool, f: impl FnOnce() -> T) -> T {
     gelu::install::<G, NoCheckpointing>();
     batch_norm::install::<G, NoCheckpointing>();
     batch_norm::cube::install::<WgpuRuntime, f32, i32, u32>();
-    if depthwise {
+    if own_depthwise {
         install::<G, NoCheckpointing>();
+        depthwise::cube::install::<WgpuRuntime, f32, i32, u32>();
     }
     let out = f();
     uninstall::<G, NoCheckpointing>();
+    depthwise::cube::uninstall::<WgpuRuntime, f32, i32, u32>();
     batch_norm::cube::uninstall::<WgpuRuntime, f32, i32, u32>();
     batch_norm::uninstall::<G, NoCheckpointing>();
     gelu::uninstall::<G, NoCheckpointing>();
@@ -233,6 +239,39 @@ fn check_reductions<B: Backend>(reductions: Reductions<B>, shape: [usize; 3], st
     }
 }
 
+/// The depthwise weight-gradient kernel on one backend against burn's backward on the CPU:
+/// the shared cases, one with 13 shares per channel, and a transposed (strided) input.
+fn check_depthwise_kernel<B: Launch>() {
+    let mut cases = DEPTHWISE_CASES.to_vec();
+    cases.push((2, 3, 40, 40, 7, 3, 0));
+    for case in cases {
+        let (n, c, h, w, k, p, _) = case;
+        let want = depthwise_reference(case);
+        for strided in [false, true] {
+            let x = Tensor::<B, 4>::from_data(want.x.to_data(), &Default::default());
+            let x = if strided {
+                let flipped = x.swap_dims(2, 3).into_data();
+                Tensor::<B, 4>::from_data(flipped, &Default::default()).swap_dims(2, 3)
+            } else {
+                x
+            };
+            let r = Tensor::<B, 4>::from_data(want.r.to_data(), &Default::default());
+            let got = values(depthwise::cube::weight_gradient(x, r, k, p));
+            let error = relative(&got, &want.grad_w);
+            let case = format!("{n}×{c}×{h}×{w}, k {k}, p {p}, strided {strided}");
+            assert!(error < 1e-5, "∂w {case}: {error:.2e}");
+        }
+    }
+}
+
+#[test]
+fn depthwise_weight_kernel_equals_burns_cpu_backward() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    <CpuTrain as Backend>::seed(&Default::default(), 4);
+    check_depthwise_kernel::<Unfused>();
+    check_depthwise_kernel::<G>();
+}
+
 #[test]
 fn batch_norm_sum_kernels_equal_a_plain_reference() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -240,16 +279,8 @@ fn batch_norm_sum_kernels_equal_a_plain_reference() {
     // MyDenseNet's last block at batch 2 (1,024 channels of 7×7).
     for shape in [[3, 5, 37], [4, 3, 301], [1, 2, 1], [2, 1024, 49]] {
         for strided in [false, true] {
-            check_reductions(
-                direct_reductions::<WgpuRuntime, f32, i32, u32>(),
-                shape,
-                strided,
-            );
-            check_reductions(
-                fused_reductions::<WgpuRuntime, f32, i32, u32>(),
-                shape,
-                strided,
-            );
+            check_reductions(reductions::<Unfused>(), shape, strided);
+            check_reductions(reductions::<G>(), shape, strided);
         }
     }
 }

@@ -3,35 +3,14 @@
 //! the tensor's precision, and add their partial sums up in shared memory (a tree, log₂ of
 //! the threads in steps).
 
-use burn::tensor::Shape;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeRuntime;
 use cubecl::prelude::*;
 
+use crate::cube::reduce::{cube_sum, empty, threads};
+
 /// Threads per channel (fewer where the device allows fewer).
 const THREADS: u32 = 256;
-
-/// The sum of every thread's `value` in the cube (all threads get it); `shared` holds one
-/// value per thread.
-#[cube]
-fn cube_sum(shared: &mut SharedMemory<f32>, value: f32) -> f32 {
-    let unit = UNIT_POS_X as usize;
-    shared[unit] = value;
-    sync_cube();
-    let mut half = CUBE_DIM_X as usize / 2;
-    while half > 0 {
-        if unit < half {
-            let pair = shared[unit] + shared[unit + half];
-            shared[unit] = pair;
-        }
-        sync_cube();
-        half /= 2;
-    }
-    let total = shared[0];
-    sync_cube();
-    total
-}
 
 /// Where value `i` (of the N·L values) of channel `c` lies in `t` `[N, C, L]`.
 #[cube]
@@ -115,34 +94,11 @@ fn gradient_sums_kernel<F: Float>(
     }
 }
 
-/// Threads per cube on this device: `THREADS`, or the largest power of two it allows.
-fn threads<R: CubeRuntime>(client: &ComputeClient<R>) -> u32 {
-    let most = client.properties().hardware.max_cube_dim.0.max(1);
-    let mut threads = THREADS;
-    while threads > most {
-        threads /= 2;
-    }
-    threads
-}
-
-/// Two `[C]` outputs of the dtype of `like`, on its device.
-fn two_outputs<R: CubeRuntime>(like: &CubeTensor<R>, channels: usize) -> [CubeTensor<R>; 2] {
-    let new = || {
-        empty_device_dtype(
-            like.client.clone(),
-            like.device.clone(),
-            Shape::new([channels]),
-            like.dtype,
-        )
-    };
-    [new(), new()]
-}
-
 /// `[x]` `[N, C, L]` → `[mean, var]` `[C]` on a cubecl runtime.
-pub(super) fn moments<R: CubeRuntime>([x]: [CubeTensor<R>; 1]) -> [CubeTensor<R>; 2] {
+pub fn moments<R: CubeRuntime>([x]: [CubeTensor<R>; 1]) -> [CubeTensor<R>; 2] {
     let channels = x.meta.shape()[1];
-    let [mean, var] = two_outputs(&x, channels);
-    let (client, dtype, threads) = (x.client.clone(), x.dtype, threads(&x.client));
+    let [mean, var] = [(); 2].map(|_| empty(&x, [channels].into(), x.dtype));
+    let (client, dtype, threads) = (x.client.clone(), x.dtype, threads(&x.client, THREADS));
     moments_kernel::launch::<R>(
         &client,
         CubeCount::Static(channels as u32, 1, 1),
@@ -157,12 +113,10 @@ pub(super) fn moments<R: CubeRuntime>([x]: [CubeTensor<R>; 1]) -> [CubeTensor<R>
 }
 
 /// `[g, x, mean]` (`mean` as `[1, C, 1]`) → `[Σ g, Σ g·(x − mean)]` `[C]` on a cubecl runtime.
-pub(super) fn gradient_sums<R: CubeRuntime>(
-    [g, x, mean]: [CubeTensor<R>; 3],
-) -> [CubeTensor<R>; 2] {
+pub fn gradient_sums<R: CubeRuntime>([g, x, mean]: [CubeTensor<R>; 3]) -> [CubeTensor<R>; 2] {
     let channels = x.meta.shape()[1];
-    let [sum_g, sum_gx] = two_outputs(&x, channels);
-    let (client, dtype, threads) = (x.client.clone(), x.dtype, threads(&x.client));
+    let [sum_g, sum_gx] = [(); 2].map(|_| empty(&x, [channels].into(), x.dtype));
+    let (client, dtype, threads) = (x.client.clone(), x.dtype, threads(&x.client, THREADS));
     gradient_sums_kernel::launch::<R>(
         &client,
         CubeCount::Static(channels as u32, 1, 1),

@@ -13,6 +13,10 @@
 //!   and positions, in f32 whatever the compute precision (as cuDNN accumulates), in batch
 //!   chunks that bound the temporary product to 2^28 values.
 //!
+//! On the cubecl backends the weight gradient is instead one kernel of birads' own
+//! (`kernel.rs`), which never forms the product; `BIRADS_DEPTHWISE_KERNEL=burn` keeps the
+//! generic one.
+//!
 //! Where nothing is installed for a backend (the CPU, inference), `conv2d` is
 //! `amp::conv2d`. `BIRADS_DEPTHWISE=burn` keeps burn's own backward everywhere (to measure
 //! what this buys).
@@ -30,6 +34,11 @@ use burn_autodiff::{Autodiff, NodeId};
 
 use crate::{amp, own_ops};
 
+#[cfg(feature = "cubecl-kernels")]
+pub mod cube;
+#[cfg(feature = "cubecl-kernels")]
+mod kernel;
+
 /// `(x, weight [C, 1, k, k], bias, padding) → y` on one backend.
 pub type DepthwiseFn<B> =
     fn(Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>, usize) -> Tensor<B, 4>;
@@ -37,6 +46,20 @@ pub type DepthwiseFn<B> =
 /// Use the own backward on `Autodiff<B, C>` from now on (unless `BIRADS_DEPTHWISE=burn`).
 pub fn install<B: Backend, C: CheckpointStrategy>() {
     own_ops::install::<DepthwiseFn<Autodiff<B, C>>>(depthwise::<B, C>, "BIRADS_DEPTHWISE");
+}
+
+/// `(x, g, k, padding) → ∂w` `[C, 1, k, k]` in f32 on one backend.
+pub type WeightGradientFn<B> = fn(Tensor<B, 4>, Tensor<B, 4>, usize, usize) -> Tensor<B, 4>;
+
+/// Use `f` for the weight gradient on `B` (the inner backend of the autodiff one) from now
+/// on, unless `BIRADS_DEPTHWISE_KERNEL=burn`.
+pub fn install_weight_gradient<B: Backend>(f: WeightGradientFn<B>) {
+    own_ops::install::<WeightGradientFn<B>>(f, "BIRADS_DEPTHWISE_KERNEL");
+}
+
+/// Back to the generic weight gradient on `B`.
+pub fn uninstall_weight_gradient<B: Backend>() {
+    own_ops::uninstall::<WeightGradientFn<B>>();
 }
 
 /// Back to burn's convolution on `Autodiff<B, C>`.
@@ -162,15 +185,18 @@ pub fn input_gradient<B: Backend>(
 /// Largest temporary product of `weight_gradient`, in values.
 const CHUNK_VALUES: usize = 1 << 28;
 
-/// ∂L/∂w `[C, 1, k, k]` in f32: windows of the padded input times the output gradient,
-/// summed over the batch (in chunks) and the positions.
+/// ∂L/∂w `[C, 1, k, k]` in f32: the installed kernel, else windows of the padded input times
+/// the output gradient, summed over the batch (in chunks) and the positions.
 pub fn weight_gradient<B: Backend>(
     x: Tensor<B, 4>,
     g: Tensor<B, 4>,
     k: usize,
     padding: usize,
 ) -> Tensor<B, 4> {
-    weight_gradient_in_chunks(x, g, k, padding, CHUNK_VALUES)
+    match own_ops::installed::<WeightGradientFn<B>>() {
+        Some(f) => f(x, g, k, padding),
+        None => weight_gradient_in_chunks(x, g, k, padding, CHUNK_VALUES),
+    }
 }
 
 /// `weight_gradient` with temporaries of at most `max_values` values (at least one image).

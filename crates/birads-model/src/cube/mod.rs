@@ -1,0 +1,150 @@
+//! How birads' own cubecl kernels reach burn's cubecl backends: `Launch::launch` runs a
+//! kernel on the primitives of a backend, directly on burn's `CubeBackend`, and as one custom
+//! operation in the stream of burn's fusion backend over it (burn's `Cuda`, `Wgpu`), which
+//! hands the kernel the underlying `CubeTensor`s when the stream reaches it.
+//!
+//! The kernels (`batch_norm/kernels.rs`, `depthwise/kernel.rs`) are written once against a
+//! cubecl runtime `R`, with the pieces they share in `reduce.rs`; the operations that use
+//! them are written once against `B: Launch`.
+
+pub mod reduce;
+
+use std::marker::PhantomData;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
+use burn_cubecl::fusion::FusionCubeRuntime;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+use burn_fusion::stream::{Operation, OperationStreams};
+use burn_fusion::{Fusion, FusionHandle, FusionTensor};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+
+/// burn's cubecl backend without fusion.
+pub type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+/// burn's fusion backend over it.
+pub type Fused<R, F, I, BT> = Fusion<Cube<R, F, I, BT>>;
+
+/// A computation on the tensors of cubecl runtime `R`: `IN` inputs, `OUT` outputs.
+pub type Kernel<R, const IN: usize, const OUT: usize> =
+    Box<dyn Fn([CubeTensor<R>; IN]) -> [CubeTensor<R>; OUT] + Send + Sync>;
+
+/// Shape and element type of a kernel's output.
+pub type Spec = (Shape, DType);
+
+/// A backend that runs birads' cubecl kernels.
+pub trait Launch: Backend {
+    /// The cubecl runtime underneath.
+    type Runtime: CubeRuntime;
+
+    /// `kernel` on `inputs`; `outputs` says what it returns (fusion needs to know before it
+    /// runs). `id` names the operation in burn-fusion's logs.
+    fn launch<const IN: usize, const OUT: usize>(
+        id: &'static str,
+        inputs: [FloatTensor<Self>; IN],
+        outputs: [Spec; OUT],
+        kernel: Kernel<Self::Runtime, IN, OUT>,
+    ) -> [FloatTensor<Self>; OUT];
+}
+
+impl<R, F, I, BT> Launch for Cube<R, F, I, BT>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    type Runtime = R;
+
+    fn launch<const IN: usize, const OUT: usize>(
+        _id: &'static str,
+        inputs: [CubeTensor<R>; IN],
+        _outputs: [Spec; OUT],
+        kernel: Kernel<R, IN, OUT>,
+    ) -> [CubeTensor<R>; OUT] {
+        kernel(inputs)
+    }
+}
+
+impl<R, F, I, BT> Launch for Fused<R, F, I, BT>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    type Runtime = R;
+
+    fn launch<const IN: usize, const OUT: usize>(
+        id: &'static str,
+        inputs: [FusionTensor<FusionCubeRuntime<R>>; IN],
+        outputs: [Spec; OUT],
+        kernel: Kernel<R, IN, OUT>,
+    ) -> [FusionTensor<FusionCubeRuntime<R>>; OUT] {
+        let client = inputs
+            .first()
+            .expect("a kernel with at least one input")
+            .client
+            .clone();
+        let streams = OperationStreams::with_inputs(inputs.iter());
+        let outputs = outputs
+            .map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype));
+        let inputs = inputs.map(FusionTensor::into_ir);
+        let desc = CustomOpIr::new(id, &inputs, &outputs);
+        let operation = Custom::<R, Cube<R, F, I, BT>, IN, OUT> {
+            desc: desc.clone(),
+            kernel,
+            _backend: PhantomData,
+        };
+        let results = client.register(streams, OperationIr::Custom(desc), operation);
+        results
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("burn-fusion returns the outputs registered"))
+    }
+}
+
+/// A kernel as one custom operation in burn-fusion's stream.
+struct Custom<R: CubeRuntime, B, const IN: usize, const OUT: usize> {
+    desc: CustomOpIr,
+    kernel: Kernel<R, IN, OUT>,
+    _backend: PhantomData<fn() -> B>,
+}
+
+impl<R: CubeRuntime, B, const IN: usize, const OUT: usize> std::fmt::Debug
+    for Custom<R, B, IN, OUT>
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Custom").field("desc", &self.desc).finish()
+    }
+}
+
+impl<R, F, I, BT, const IN: usize, const OUT: usize> Operation<FusionCubeRuntime<R>>
+    for Custom<R, Cube<R, F, I, BT>, IN, OUT>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    fn execute(&self, handles: &mut HandleContainer<FusionHandle<FusionCubeRuntime<R>>>) {
+        let (inputs, outputs) = self.desc.as_fixed::<IN, OUT>();
+        let inputs = inputs
+            .each_ref()
+            .map(|t| handles.get_float_tensor::<Cube<R, F, I, BT>>(t));
+        let results = (self.kernel)(inputs);
+        for (ir, result) in outputs.iter().zip(results) {
+            handles.register_float_tensor::<Cube<R, F, I, BT>>(&ir.id, result);
+        }
+    }
+}
+
+/// The primitive of a float tensor.
+pub fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+/// A float tensor from its primitive.
+pub fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}

@@ -1,0 +1,61 @@
+//! The depthwise weight gradient's kernel (`kernel.rs`) on burn's cubecl backends.
+
+use burn::tensor::{DType, FloatDType, Tensor};
+use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
+
+use super::kernel;
+use crate::cube::{float, primitive, Cube, Fused, Launch};
+
+/// `∂w` `[C, 1, k, k]` in f32 of the depthwise convolution of `x` (stride 1, `padding`)
+/// whose output gradient is `g`: one launch, and one reduction over the shares.
+pub fn weight_gradient<B: Launch>(
+    x: Tensor<B, 4>,
+    g: Tensor<B, 4>,
+    k: usize,
+    padding: usize,
+) -> Tensor<B, 4> {
+    let [n, c, h, w] = g.dims();
+    let g = match x.dtype() {
+        d if d == g.dtype() => g,
+        d => g.cast(FloatDType::from(d)),
+    };
+    let shares = kernel::shares(c, n * h * w);
+    let [partial] = B::launch(
+        "birads_depthwise_weight_gradient",
+        [primitive(x), primitive(g)],
+        [([shares, c, k * k].into(), DType::F32)],
+        Box::new(move |inputs| [kernel::weight_gradient(inputs, k, padding, shares)]),
+    );
+    let partial = float::<B, 3>(partial);
+    let sum = if shares > 1 {
+        partial.sum_dim(0)
+    } else {
+        partial
+    };
+    sum.reshape([c, 1, k, k])
+}
+
+/// Use the kernel for `Cube<R, F, I, BT>` and the fusion backend over it (unless
+/// `BIRADS_DEPTHWISE_KERNEL=burn`).
+pub fn install<R, F, I, BT>()
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    super::install_weight_gradient(weight_gradient::<Cube<R, F, I, BT>>);
+    super::install_weight_gradient(weight_gradient::<Fused<R, F, I, BT>>);
+}
+
+/// Remove what `install` put in.
+pub fn uninstall<R, F, I, BT>()
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    super::uninstall_weight_gradient::<Cube<R, F, I, BT>>();
+    super::uninstall_weight_gradient::<Fused<R, F, I, BT>>();
+}
