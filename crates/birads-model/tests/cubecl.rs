@@ -197,25 +197,27 @@ fn channel_reference(x: &[f32], g: &[f32], [n, c, l]: [usize; 3]) -> Vec<[(f64, 
         .collect()
 }
 
-/// `reductions` on `x` and `g` `[N, C, L]` (built as `[N, L, C]` and swapped when
-/// `strided`, so the kernels read a non-contiguous view) against `channel_reference`: each
+/// `reductions` on `x` and `g` `[N, C, H, W]` (channels-last underneath when `strided`, so
+/// the kernels read a non-contiguous view) against `channel_reference`: each
 /// value within 1e-5 of its terms' magnitude (f32 sums of a few thousand terms are within
 /// about 1e-6 of it; a wrong index or a lost partial sum is off by far more).
-fn check_reductions<B: Backend>(reductions: Reductions<B>, shape: [usize; 3], strided: bool) {
-    let [n, c, l] = shape;
+fn check_reductions<B: Backend>(reductions: Reductions<B>, shape: [usize; 4], strided: bool) {
+    let [n, c, h, w] = shape;
     let device = Default::default();
     let random = || {
-        Tensor::<Cpu, 3>::random([n, l, c], Distribution::Normal(0.5, 2.0), &device).swap_dims(1, 2)
+        Tensor::<Cpu, 4>::random([n, h, w, c], Distribution::Normal(0.5, 2.0), &device)
+            .permute([0, 3, 1, 2])
     };
     let (x, g) = (random() + 3.0, random());
     let (xv, gv) = (values(x.clone()), values(g.clone()));
-    let want = channel_reference(&xv, &gv, shape);
-    let to_b = |t: Tensor<Cpu, 3>| -> Tensor<B, 3> {
-        let t = Tensor::<B, 3>::from_data(t.to_data(), &Default::default());
+    let want = channel_reference(&xv, &gv, [n, c, h * w]);
+    let to_b = |t: Tensor<Cpu, 4>| -> Tensor<B, 4> {
+        let t = Tensor::<B, 4>::from_data(t.to_data(), &Default::default());
         if strided {
-            // Back to [N, L, C] contiguous, then a swapped view of it.
-            let data = t.swap_dims(1, 2).into_data();
-            Tensor::<B, 3>::from_data(data, &Default::default()).swap_dims(1, 2)
+            // Channels-last underneath, as a convolution's output is: [N, H, W, C]
+            // contiguous, then a permuted view of it.
+            let data = t.permute([0, 2, 3, 1]).into_data();
+            Tensor::<B, 4>::from_data(data, &Default::default()).permute([0, 3, 1, 2])
         } else {
             t
         }
@@ -277,7 +279,7 @@ fn batch_norm_sum_kernels_equal_a_plain_reference() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Fewer values per channel than threads, more and not a multiple, one value, and
     // MyDenseNet's last block at batch 2 (1,024 channels of 7×7).
-    for shape in [[3, 5, 37], [4, 3, 301], [1, 2, 1], [2, 1024, 49]] {
+    for shape in [[3, 5, 37, 1], [4, 3, 7, 43], [1, 2, 1, 1], [2, 1024, 7, 7]] {
         for strided in [false, true] {
             check_reductions(reductions::<Unfused>(), shape, strided);
             check_reductions(reductions::<G>(), shape, strided);

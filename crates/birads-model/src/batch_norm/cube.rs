@@ -4,7 +4,7 @@
 //! burn reduces one axis per launch, so a sum over batch and positions of `[N, C, L]` is two
 //! launches, and BatchNorm needs two such sums in each direction: 4 launches forward and 4
 //! backward per BatchNorm, 546 each way in a MyDenseNet training step. Each kernel here
-//! gives a channel one cube, whose threads stride over the channel's N·L values, accumulate
+//! gives a channel one cube, whose threads stride over the channel's N·H·W values, accumulate
 //! in f32 whatever the tensor's precision, and add their partial sums up in shared memory:
 //!
 //! - `moments`: mean and biased variance of `x`, in two passes over the values (the mean
@@ -21,9 +21,9 @@ use super::kernels::{gradient_sums, moments};
 use super::{PerChannel, Reductions};
 use crate::cube::{float, primitive, Cube, Fused, Launch};
 
-/// Mean and biased variance per channel of `x` `[N, C, L]`: one launch.
-fn moments_of<B: Launch>(x: Tensor<B, 3>) -> PerChannel<B> {
-    let ([_, c, _], dtype) = (x.dims(), x.dtype());
+/// Mean and biased variance per channel of `x` `[N, C, H, W]`: one launch.
+fn moments_of<B: Launch>(x: Tensor<B, 4>) -> PerChannel<B> {
+    let ([_, c, _, _], dtype) = (x.dims(), x.dtype());
     let outputs = [([c].into(), dtype), ([c].into(), dtype)];
     let [mean, var] = B::launch(
         "birads_batch_norm_moments",
@@ -36,14 +36,13 @@ fn moments_of<B: Launch>(x: Tensor<B, 3>) -> PerChannel<B> {
 
 /// `Σ g` and `Σ g·(x − mean)` per channel: one launch.
 fn gradient_sums_of<B: Launch>(
-    g: Tensor<B, 3>,
-    x: Tensor<B, 3>,
+    g: Tensor<B, 4>,
+    x: Tensor<B, 4>,
     mean: Tensor<B, 1>,
 ) -> PerChannel<B> {
-    let ([_, c, _], dtype) = (x.dims(), x.dtype());
+    let ([_, c, _, _], dtype) = (x.dims(), x.dtype());
     let outputs = [([c].into(), dtype), ([c].into(), dtype)];
-    // Every input of rank 3, the mean as `[1, C, 1]`.
-    let inputs = [g, x, mean.reshape([1, c, 1])].map(primitive);
+    let inputs = [primitive(g), primitive(x), primitive(mean)];
     let [sum_g, sum_gx] = B::launch(
         "birads_batch_norm_gradient_sums",
         inputs,

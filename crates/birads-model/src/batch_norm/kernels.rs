@@ -1,5 +1,5 @@
 //! The two kernels of `cube.rs` and their launches on a cubecl runtime: one cube per
-//! channel, whose threads stride over the channel's N·L values, accumulate in f32 whatever
+//! channel, whose threads stride over the channel's N·H·W values, accumulate in f32 whatever
 //! the tensor's precision, and add their partial sums up in shared memory (a tree, log₂ of
 //! the threads in steps).
 
@@ -12,15 +12,19 @@ use crate::cube::reduce::{cube_sum, empty, threads};
 /// Threads per channel (fewer where the device allows fewer).
 const THREADS: u32 = 256;
 
-/// Where value `i` (of the N·L values) of channel `c` lies in `t` `[N, C, L]`.
+/// Where value `i` (of the N·H·W values) of channel `c` lies in `t` `[N, C, H, W]`, whatever
+/// its strides (a convolution's output is channels-last underneath).
 #[cube]
-fn at<F: Float>(t: &Tensor<F>, c: usize, i: usize, positions: usize) -> usize {
-    let n = i / positions;
-    let l = i - n * positions;
-    n * t.stride(0) + c * t.stride(1) + l * t.stride(2)
+fn at<F: Float>(t: &Tensor<F>, c: usize, i: usize) -> usize {
+    let plane = t.shape(2) * t.shape(3);
+    let n = i / plane;
+    let rest = i - n * plane;
+    let h = rest / t.shape(3);
+    let w = rest - h * t.shape(3);
+    n * t.stride(0) + c * t.stride(1) + h * t.stride(2) + w * t.stride(3)
 }
 
-/// Mean and biased variance per channel of `x` `[N, C, L]`: one cube per channel.
+/// Mean and biased variance per channel of `x` `[N, C, H, W]`: one cube per channel.
 #[cube(launch)]
 fn moments_kernel<F: Float>(
     x: &Tensor<F>,
@@ -30,15 +34,14 @@ fn moments_kernel<F: Float>(
     #[define(F)] _dtype: StorageType,
 ) {
     let c = CUBE_POS_X as usize;
-    let positions = x.shape(2);
-    let count = x.shape(0) * positions;
+    let count = x.shape(0) * x.shape(2) * x.shape(3);
     let step = CUBE_DIM_X as usize;
     let mut shared = SharedMemory::<f32>::new(threads as usize);
 
     let mut sum = 0.0f32;
     let mut i = UNIT_POS_X as usize;
     while i < count {
-        sum += f32::cast_from(x[at::<F>(x, c, i, positions)]);
+        sum += f32::cast_from(x[at::<F>(x, c, i)]);
         i += step;
     }
     let mu = cube_sum(&mut shared, sum) / f32::cast_from(count as u32);
@@ -46,7 +49,7 @@ fn moments_kernel<F: Float>(
     let mut squares = 0.0f32;
     let mut i = UNIT_POS_X as usize;
     while i < count {
-        let d = f32::cast_from(x[at::<F>(x, c, i, positions)]) - mu;
+        let d = f32::cast_from(x[at::<F>(x, c, i)]) - mu;
         squares += d * d;
         i += step;
     }
@@ -57,8 +60,8 @@ fn moments_kernel<F: Float>(
     }
 }
 
-/// `Σ g` and `Σ g·(x − mean)` per channel of `g`, `x` `[N, C, L]` with `mean` `[1, C, 1]`:
-/// one cube per channel.
+/// `Σ g` and `Σ g·(x − mean)` per channel of `g`, `x` `[N, C, H, W]` with `mean` `[C]`: one
+/// cube per channel.
 #[cube(launch)]
 fn gradient_sums_kernel<F: Float>(
     g: &Tensor<F>,
@@ -70,18 +73,17 @@ fn gradient_sums_kernel<F: Float>(
     #[define(F)] _dtype: StorageType,
 ) {
     let c = CUBE_POS_X as usize;
-    let positions = x.shape(2);
-    let count = x.shape(0) * positions;
+    let count = x.shape(0) * x.shape(2) * x.shape(3);
     let step = CUBE_DIM_X as usize;
-    let mu = f32::cast_from(mean[c * mean.stride(1)]);
+    let mu = f32::cast_from(mean[c * mean.stride(0)]);
     let mut shared = SharedMemory::<f32>::new(threads as usize);
 
     let mut plain = 0.0f32;
     let mut centred = 0.0f32;
     let mut i = UNIT_POS_X as usize;
     while i < count {
-        let gi = f32::cast_from(g[at::<F>(g, c, i, positions)]);
-        let xi = f32::cast_from(x[at::<F>(x, c, i, positions)]);
+        let gi = f32::cast_from(g[at::<F>(g, c, i)]);
+        let xi = f32::cast_from(x[at::<F>(x, c, i)]);
         plain += gi;
         centred += gi * (xi - mu);
         i += step;
@@ -94,7 +96,7 @@ fn gradient_sums_kernel<F: Float>(
     }
 }
 
-/// `[x]` `[N, C, L]` → `[mean, var]` `[C]` on a cubecl runtime.
+/// `[x]` `[N, C, H, W]` → `[mean, var]` `[C]` on a cubecl runtime.
 pub fn moments<R: CubeRuntime>([x]: [CubeTensor<R>; 1]) -> [CubeTensor<R>; 2] {
     let channels = x.meta.shape()[1];
     let [mean, var] = [(); 2].map(|_| empty(&x, [channels].into(), x.dtype));
@@ -112,7 +114,7 @@ pub fn moments<R: CubeRuntime>([x]: [CubeTensor<R>; 1]) -> [CubeTensor<R>; 2] {
     [mean, var]
 }
 
-/// `[g, x, mean]` (`mean` as `[1, C, 1]`) → `[Σ g, Σ g·(x − mean)]` `[C]` on a cubecl runtime.
+/// `[g, x, mean]` → `[Σ g, Σ g·(x − mean)]` `[C]` on a cubecl runtime.
 pub fn gradient_sums<R: CubeRuntime>([g, x, mean]: [CubeTensor<R>; 3]) -> [CubeTensor<R>; 2] {
     let channels = x.meta.shape()[1];
     let [sum_g, sum_gx] = [(); 2].map(|_| empty(&x, [channels].into(), x.dtype));

@@ -67,8 +67,8 @@ pub fn installed<B: Backend>() -> Option<BatchNormFn<B>> {
 /// BatchNorm's per-channel sums over batch and positions on one backend, as kernels of its
 /// own (`cube.rs` on the cubecl backends).
 pub struct Reductions<B: Backend> {
-    /// `x` `[N, C, L]` → mean and biased variance `[C]` (two-pass).
-    pub moments: fn(Tensor<B, 3>) -> PerChannel<B>,
+    /// `x` `[N, C, H, W]` (any strides) → mean and biased variance `[C]` (two-pass).
+    pub moments: fn(Tensor<B, 4>) -> PerChannel<B>,
     /// `(g, x, mean)` → `Σ g` and `Σ g·(x − mean)` `[C]`.
     pub gradient_sums: GradientSumsFn<B>,
 }
@@ -76,8 +76,8 @@ pub struct Reductions<B: Backend> {
 /// Two values per channel, `[C]` each.
 pub type PerChannel<B> = (Tensor<B, 1>, Tensor<B, 1>);
 
-/// `(g [N, C, L], x [N, C, L], mean [C]) → (Σ g, Σ g·(x − mean))`.
-pub type GradientSumsFn<B> = fn(Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 1>) -> PerChannel<B>;
+/// `(g [N, C, H, W], x [N, C, H, W], mean [C]) → (Σ g, Σ g·(x − mean))`.
+pub type GradientSumsFn<B> = fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 1>) -> PerChannel<B>;
 
 impl<B: Backend> Clone for Reductions<B> {
     fn clone(&self) -> Self {
@@ -98,22 +98,46 @@ pub fn uninstall_reductions<B: Backend>() {
     own_ops::uninstall::<Reductions<B>>();
 }
 
+/// `t` `[N, C, …]` as `[N, C, L]`: a view where the layout allows, else a copy.
+fn flat<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, 3> {
+    let dims = t.dims();
+    let positions = dims[2..].iter().product();
+    t.reshape([dims[0], dims[1], positions])
+}
+
+/// `t` `[N, C, …]` as `[N, C, H, W]` (`H` = 1 below rank 4; only ranks 3 and 4 are used).
+fn four<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, 4> {
+    let dims = t.dims();
+    let (h, w) = match D {
+        4 => (dims[2], dims[3]),
+        _ => (1, dims[2..].iter().product()),
+    };
+    t.reshape([dims[0], dims[1], h, w])
+}
+
 /// Per-channel sum of `[N, C, L]` over batch and positions: `[C]`.
 fn channel_sum<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 1> {
     let c = t.dims()[1];
     t.sum_dim(2).sum_dim(0).reshape([c])
 }
 
-/// Per-channel values `[C]` as `[N, C, 1]`, to broadcast along the positions of `[N, C, L]`.
-fn per_image<B: Backend>(v: Tensor<B, 1>, n: usize) -> Tensor<B, 3> {
-    let c = v.dims()[0];
-    v.reshape([1, c, 1]).repeat_dim(0, n)
+/// Per-channel values `[C]` as `[N, C, 1, …]`, to broadcast along the positions of
+/// `[N, C, …]`.
+fn per_image<B: Backend, const D: usize>(v: Tensor<B, 1>, n: usize) -> Tensor<B, D> {
+    let mut shape = [1; D];
+    shape[1] = v.dims()[0];
+    v.reshape(shape).repeat_dim(0, n)
+}
+
+/// Values per channel of `[N, C, …]`.
+fn per_channel<const D: usize>(dims: [usize; D]) -> usize {
+    dims.iter().product::<usize>() / dims[1].max(1)
 }
 
 // The order of operations below is chosen for burn-fusion 0.21, which fuses a run of
 // consecutive elementwise operations only while their outputs keep one shape, and does not
 // take `repeat_dim` in: the per-channel arithmetic on `[C]` is written as one run, the
-// broadcasts (`per_image`) next, then the arithmetic on `[N, C, L]` as one run. With burn's
+// broadcasts (`per_image`) next, then the arithmetic on `[N, C, …]` as one run. With burn's
 // reductions a BatchNorm's forward is then 7 launches (4 of them reductions) and its backward
 // 7 (counted on wgpu), where the same formulas interleaved ran partly op by op (17 launches
 // for the forward); with the own sum kernels, about 3 each way.
@@ -134,7 +158,8 @@ pub struct Statistics<B: Backend> {
 /// passes: the sum S, then the squared deviations from the mean, taken as `(M·x − S)²/M³` so
 /// that the subtraction joins the squaring in one kernel (multiplying by M instead of
 /// dividing S by it: the same relative rounding).
-fn moments<B: Backend>(x: Tensor<B, 3>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+fn moments<B: Backend, const D: usize>(x: Tensor<B, D>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let x = flat(x);
     let [n, _, l] = x.dims();
     let count = (n * l) as f64;
     let sum = channel_sum(x.clone());
@@ -144,16 +169,16 @@ fn moments<B: Backend>(x: Tensor<B, 3>) -> (Tensor<B, 1>, Tensor<B, 1>) {
     (sum / count, squares / count.powi(3))
 }
 
-/// Batch statistics of `x` `[N, C, L]` (the installed `Reductions`, else `moments`) and the
+/// Batch statistics of `x` `[N, C, …]` (the installed `Reductions`, else `moments`) and the
 /// affine map they give.
-pub fn statistics<B: Backend>(
-    x: Tensor<B, 3>,
+pub fn statistics<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
     weight: Tensor<B, 1>,
     bias: Tensor<B, 1>,
     epsilon: f64,
 ) -> Statistics<B> {
     let (mean, var) = match own_ops::installed::<Reductions<B>>() {
-        Some(reductions) => (reductions.moments)(x),
+        Some(reductions) => (reductions.moments)(four(x)),
         None => moments(x),
     };
     let inv_std = (var.clone() + epsilon).sqrt().recip();
@@ -168,8 +193,11 @@ pub fn statistics<B: Backend>(
     }
 }
 
-/// `γ·x̂ + β` for `x` `[N, C, L]`.
-pub fn normalize<B: Backend>(x: Tensor<B, 3>, stats: &Statistics<B>) -> Tensor<B, 3> {
+/// `γ·x̂ + β` for `x` `[N, C, …]`.
+pub fn normalize<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    stats: &Statistics<B>,
+) -> Tensor<B, D> {
     let n = x.dims()[0];
     let (scale, shift) = (
         per_image(stats.scale.clone(), n),
@@ -178,22 +206,27 @@ pub fn normalize<B: Backend>(x: Tensor<B, 3>, stats: &Statistics<B>) -> Tensor<B
     x * scale + shift
 }
 
-/// `(∂x [N, C, L], ∂γ [C], ∂β [C])` from the output gradient `g` (the closed form above),
+/// `(∂x [N, C, …], ∂γ [C], ∂β [C])` from the output gradient `g` (the closed form above),
 /// with the forward's mean and 1/σ `[C]`: the installed `Reductions`' sums, else burn's.
-pub fn backward<B: Backend>(
-    x: Tensor<B, 3>,
+pub fn backward<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
     mean: Tensor<B, 1>,
     inv_std: Tensor<B, 1>,
     weight: Tensor<B, 1>,
-    g: Tensor<B, 3>,
-) -> (Tensor<B, 3>, Tensor<B, 1>, Tensor<B, 1>) {
+    g: Tensor<B, D>,
+) -> (Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>) {
     match own_ops::installed::<Reductions<B>>() {
         Some(reductions) => backward_with(reductions, x, mean, inv_std, weight, g),
-        None => backward_with_burn(x, mean, inv_std, weight, g),
+        None => {
+            let dims = x.dims();
+            let (dx, d_weight, d_bias) =
+                backward_with_burn(flat(x), mean, inv_std, weight, flat(g));
+            (dx.reshape(dims), d_weight, d_bias)
+        }
     }
 }
 
-/// `backward` with burn's reductions.
+/// `backward` with burn's reductions, on `[N, C, L]`.
 fn backward_with_burn<B: Backend>(
     x: Tensor<B, 3>,
     mean: Tensor<B, 1>,
@@ -221,18 +254,21 @@ fn backward_with_burn<B: Backend>(
 
 /// `backward` with the sums of `reductions` (one launch). With x̂ = (x − μ)/σ written out,
 /// `∂x = γ/σ·g − k·x + (k·μ − ∂β·γ/(σM))` where `k = γ∂γ/(σ²M)`: three `[C]` coefficients
-/// for one elementwise run over `[N, C, L]`, as the forward's `scale·x + shift`.
-fn backward_with<B: Backend>(
+/// for one elementwise run over `[N, C, …]`, as the forward's `scale·x + shift`. No reshape
+/// on the way (the kernels read any strides): a reshape of a non-contiguous tensor, such as
+/// a convolution's channels-last output, would be a copy.
+fn backward_with<B: Backend, const D: usize>(
     reductions: Reductions<B>,
-    x: Tensor<B, 3>,
+    x: Tensor<B, D>,
     mean: Tensor<B, 1>,
     inv_std: Tensor<B, 1>,
     weight: Tensor<B, 1>,
-    g: Tensor<B, 3>,
-) -> (Tensor<B, 3>, Tensor<B, 1>, Tensor<B, 1>) {
-    let [n, _, l] = x.dims();
-    let count = (n * l) as f64;
-    let (d_bias, centred) = (reductions.gradient_sums)(g.clone(), x.clone(), mean.clone());
+    g: Tensor<B, D>,
+) -> (Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>) {
+    let dims = x.dims();
+    let (n, count) = (dims[0], per_channel(dims) as f64);
+    let sums = (reductions.gradient_sums)(four(g.clone()), four(x.clone()), mean.clone());
+    let (d_bias, centred) = sums;
     let d_weight = centred * inv_std.clone();
     let scale = weight * inv_std.clone();
     let per_value = scale.clone() / count;
@@ -266,12 +302,9 @@ impl<B: Backend> Backward<B, 3> for BatchNormBackward {
         let g = grads.consume::<B>(&ops.node);
         let (x_id, mean, inv_std, weight) = ops.state;
         let x = float::<B, 4>(checkpointer.retrieve_node_output(x_id));
-        let [n, c, h, w] = x.dims();
-        let g = float::<B, 4>(g).reshape([n, c, h * w]);
-        let x = x.reshape([n, c, h * w]);
+        let g = float::<B, 4>(g);
         let (dx, d_weight, d_bias) = backward(x, float(mean), float(inv_std), float(weight), g);
         if let Some(node) = node_x {
-            let dx = dx.reshape([n, c, h, w]);
             grads.register::<B>(node.id, dx.into_primitive().tensor());
         }
         if let Some(node) = node_weight {
@@ -291,13 +324,12 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
     epsilon: f64,
     on_statistics: &OnStatistics<'_, Autodiff<B, C>>,
 ) -> Tensor<Autodiff<B, C>, 4> {
-    let [n, c, h, w] = x.dims();
     let x = x.into_primitive().tensor();
     let weight = weight.into_primitive().tensor();
     let bias = bias.into_primitive().tensor();
-    let flat = float::<B, 4>(x.primitive.clone()).reshape([n, c, h * w]);
+    let input = float::<B, 4>(x.primitive.clone());
     let stats = statistics(
-        flat.clone(),
+        input.clone(),
         float(weight.primitive.clone()),
         float(bias.primitive),
         epsilon,
@@ -311,10 +343,7 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
         Tensor::from_inner(stats.mean.clone()),
         Tensor::from_inner(stats.var.clone()),
     );
-    let y = normalize(flat, &stats)
-        .reshape([n, c, h, w])
-        .into_primitive()
-        .tensor();
+    let y = normalize(input, &stats).into_primitive().tensor();
     let parents = [x.node.clone(), weight.node.clone(), bias.node];
     let y = match BatchNormBackward
         .prepare::<C>(parents)
