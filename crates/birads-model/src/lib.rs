@@ -55,11 +55,12 @@ pub fn install_gpu_ops() {
     }
     #[cfg(feature = "cuda")]
     {
+        use burn::tensor::bf16;
         use cubecl::cuda::CudaRuntime;
-        batch_norm::cube::install::<CudaRuntime, f32, i32, u8>();
-        batch_norm::cube::install::<CudaRuntime, burn::tensor::bf16, i32, u8>();
-        depthwise::cube::install::<CudaRuntime, f32, i32, u8>();
-        depthwise::cube::install::<CudaRuntime, burn::tensor::bf16, i32, u8>();
+        cube::set::<batch_norm::cube::Sums, CudaRuntime, f32, i32, u8>(true);
+        cube::set::<batch_norm::cube::Sums, CudaRuntime, bf16, i32, u8>(true);
+        cube::set::<depthwise::cube::WeightGradient, CudaRuntime, f32, i32, u8>(true);
+        cube::set::<depthwise::cube::WeightGradient, CudaRuntime, bf16, i32, u8>(true);
         both::<Cuda>();
         both::<CudaBf16>();
         both::<CudaUnfused>();
@@ -68,8 +69,8 @@ pub fn install_gpu_ops() {
     #[cfg(feature = "wgpu")]
     {
         use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
-        batch_norm::cube::install::<WgpuRuntime, f32, i32, u32>();
-        depthwise::cube::install::<WgpuRuntime, f32, i32, u32>();
+        cube::set::<batch_norm::cube::Sums, WgpuRuntime, f32, i32, u32>(true);
+        cube::set::<depthwise::cube::WeightGradient, WgpuRuntime, f32, i32, u32>(true);
         both::<burn::backend::Wgpu>();
         both::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
     }

@@ -9,7 +9,8 @@
 //!   CUBECL_DEBUG_LOG=/tmp/k.log CUBECL_DEBUG_OPTION=profile \
 //!     cargo run --release -p birads-train --features wgpu --example kernel_count -- convnext
 //!
-//! Arguments: `convnext` or `densenet`, then `--unfused` for burn's backend without fusion.
+//! Arguments: `convnext` or `densenet`, then `--unfused` for burn's backend without fusion,
+//! `--all` to list every kernel of each phase (else the six most launched).
 //! `BIRADS_DEPTHWISE=burn` keeps burn's own depthwise backward, `BIRADS_BATCHNORM=burn` burn's
 //! BatchNorm backward. Counts come from cubecl's
 //! profiling log (one line per launch), read after each phase has been synchronised.
@@ -37,6 +38,11 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let model = args.first().map(String::as_str).unwrap_or("convnext");
     let unfused = args.iter().any(|a| a == "--unfused");
+    let shown = if args.iter().any(|a| a == "--all") {
+        usize::MAX
+    } else {
+        6
+    };
     let log = std::env::var("CUBECL_DEBUG_LOG")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
@@ -75,7 +81,7 @@ fn main() {
         top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let top: Vec<String> = top
             .iter()
-            .take(6)
+            .take(shown)
             .map(|(k, n)| format!("{n} {k}"))
             .collect();
         println!("  {phase:<10} {n:>6}   most: {}", top.join(", "));

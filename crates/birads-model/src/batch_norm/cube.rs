@@ -15,11 +15,10 @@
 //! it ends the fused run before it, as burn's reductions did).
 
 use burn::tensor::Tensor;
-use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 
 use super::kernels::{gradient_sums, moments};
 use super::{PerChannel, Reductions};
-use crate::cube::{float, primitive, Cube, Fused, Launch};
+use crate::cube::{float, primitive, Kernels, Launch};
 
 /// Mean and biased variance per channel of `x` `[N, C, H, W]`: one launch.
 fn moments_of<B: Launch>(x: Tensor<B, 4>) -> PerChannel<B> {
@@ -60,26 +59,15 @@ pub fn reductions<B: Launch>() -> Reductions<B> {
     }
 }
 
-/// Install the kernels for `Cube<R, F, I, BT>` and the fusion backend over it.
-pub fn install<R, F, I, BT>()
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    super::install_reductions(reductions::<Cube<R, F, I, BT>>());
-    super::install_reductions(reductions::<Fused<R, F, I, BT>>());
-}
+/// The two kernels, for `crate::cube::set`.
+pub struct Sums;
 
-/// Remove what `install` put in.
-pub fn uninstall<R, F, I, BT>()
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    super::uninstall_reductions::<Cube<R, F, I, BT>>();
-    super::uninstall_reductions::<Fused<R, F, I, BT>>();
+impl Kernels for Sums {
+    fn install<B: Launch>() {
+        super::install_reductions(reductions::<B>());
+    }
+
+    fn uninstall<B: Launch>() {
+        super::uninstall_reductions::<B>();
+    }
 }

@@ -139,7 +139,7 @@ fn per_channel<const D: usize>(dims: [usize; D]) -> usize {
 // take `repeat_dim` in: the per-channel arithmetic on `[C]` is written as one run, the
 // broadcasts (`per_image`) next, then the arithmetic on `[N, C, …]` as one run. With burn's
 // reductions a BatchNorm's forward is then 7 launches (4 of them reductions) and its backward
-// 7 (counted on wgpu), where the same formulas interleaved ran partly op by op (17 launches
+// about 8 (counted on wgpu), where the same formulas interleaved ran partly op by op (17 launches
 // for the forward); with the own sum kernels, about 3 each way.
 
 /// The forward's per-channel statistics `[C]`, and the affine map they give.
@@ -207,58 +207,13 @@ pub fn normalize<B: Backend, const D: usize>(
 }
 
 /// `(∂x [N, C, …], ∂γ [C], ∂β [C])` from the output gradient `g` (the closed form above),
-/// with the forward's mean and 1/σ `[C]`: the installed `Reductions`' sums, else burn's.
-pub fn backward<B: Backend, const D: usize>(
-    x: Tensor<B, D>,
-    mean: Tensor<B, 1>,
-    inv_std: Tensor<B, 1>,
-    weight: Tensor<B, 1>,
-    g: Tensor<B, D>,
-) -> (Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>) {
-    match own_ops::installed::<Reductions<B>>() {
-        Some(reductions) => backward_with(reductions, x, mean, inv_std, weight, g),
-        None => {
-            let dims = x.dims();
-            let (dx, d_weight, d_bias) =
-                backward_with_burn(flat(x), mean, inv_std, weight, flat(g));
-            (dx.reshape(dims), d_weight, d_bias)
-        }
-    }
-}
-
-/// `backward` with burn's reductions, on `[N, C, L]`.
-fn backward_with_burn<B: Backend>(
-    x: Tensor<B, 3>,
-    mean: Tensor<B, 1>,
-    inv_std: Tensor<B, 1>,
-    weight: Tensor<B, 1>,
-    g: Tensor<B, 3>,
-) -> (Tensor<B, 3>, Tensor<B, 1>, Tensor<B, 1>) {
-    let [n, _, l] = x.dims();
-    let count = (n * l) as f64;
-    let (mean_, inv_std_) = (per_image(mean, n), per_image(inv_std.clone(), n));
-    let x_hat = (x - mean_) * inv_std_;
-    let g_x_hat = g.clone() * x_hat.clone();
-    let d_weight = channel_sum(g_x_hat);
-    let d_bias = channel_sum(g.clone());
-    let scale = weight * inv_std;
-    let per_value = scale.clone() / count;
-    let (a, b) = (
-        per_value.clone() * d_weight.clone(),
-        per_value * d_bias.clone(),
-    );
-    let (scale, a, b) = (per_image(scale, n), per_image(a, n), per_image(b, n));
-    let dx = g * scale - x_hat * a - b;
-    (dx, d_weight, d_bias)
-}
-
-/// `backward` with the sums of `reductions` (one launch). With x̂ = (x − μ)/σ written out,
+/// with the forward's mean and 1/σ `[C]`, from the sums `Σ g` and `Σ g·(x − μ)` (the
+/// installed `Reductions`' kernel, else `gradient_sums`). With x̂ = (x − μ)/σ written out,
 /// `∂x = γ/σ·g − k·x + (k·μ − ∂β·γ/(σM))` where `k = γ∂γ/(σ²M)`: three `[C]` coefficients
-/// for one elementwise run over `[N, C, …]`, as the forward's `scale·x + shift`. No reshape
-/// on the way (the kernels read any strides): a reshape of a non-contiguous tensor, such as
-/// a convolution's channels-last output, would be a copy.
-fn backward_with<B: Backend, const D: usize>(
-    reductions: Reductions<B>,
+/// for one elementwise run over `[N, C, …]`, as the forward's `scale·x + shift`. The kernel
+/// reads any strides, so on its path nothing is reshaped: a reshape of a non-contiguous
+/// tensor, such as a convolution's channels-last output, would be a copy.
+pub fn backward<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     mean: Tensor<B, 1>,
     inv_std: Tensor<B, 1>,
@@ -267,8 +222,12 @@ fn backward_with<B: Backend, const D: usize>(
 ) -> (Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>) {
     let dims = x.dims();
     let (n, count) = (dims[0], per_channel(dims) as f64);
-    let sums = (reductions.gradient_sums)(four(g.clone()), four(x.clone()), mean.clone());
-    let (d_bias, centred) = sums;
+    let (d_bias, centred) = match own_ops::installed::<Reductions<B>>() {
+        Some(reductions) => {
+            (reductions.gradient_sums)(four(g.clone()), four(x.clone()), mean.clone())
+        }
+        None => gradient_sums(flat(g.clone()), flat(x.clone()), mean.clone()),
+    };
     let d_weight = centred * inv_std.clone();
     let scale = weight * inv_std.clone();
     let per_value = scale.clone() / count;
@@ -277,6 +236,16 @@ fn backward_with<B: Backend, const D: usize>(
     let (scale, k, offset) = (per_image(scale, n), per_image(k, n), per_image(offset, n));
     let dx = g * scale - x * k + offset;
     (dx, d_weight, d_bias)
+}
+
+/// `Σ g` and `Σ g·(x − mean)` per channel of `[N, C, L]` with burn's reductions.
+fn gradient_sums<B: Backend>(
+    g: Tensor<B, 3>,
+    x: Tensor<B, 3>,
+    mean: Tensor<B, 1>,
+) -> PerChannel<B> {
+    let centred = x - per_image(mean, g.dims()[0]);
+    (channel_sum(g.clone()), channel_sum(g * centred))
 }
 
 fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {

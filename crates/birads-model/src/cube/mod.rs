@@ -139,6 +139,32 @@ where
     }
 }
 
+/// A set of birads' kernels that operations find per backend (`crate::own_ops`).
+pub trait Kernels {
+    /// Use them on `B` from now on.
+    fn install<B: Launch>();
+    /// Back to burn's operations on `B`.
+    fn uninstall<B: Launch>();
+}
+
+/// Use kernels `K` on `Cube<R, F, I, BT>` and the fusion backend over it, or (`on` false) stop.
+pub fn set<K, R, F, I, BT>(on: bool)
+where
+    K: Kernels,
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    if on {
+        K::install::<Cube<R, F, I, BT>>();
+        K::install::<Fused<R, F, I, BT>>();
+    } else {
+        K::uninstall::<Cube<R, F, I, BT>>();
+        K::uninstall::<Fused<R, F, I, BT>>();
+    }
+}
+
 /// The primitive of a float tensor.
 pub fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
     t.into_primitive().tensor()

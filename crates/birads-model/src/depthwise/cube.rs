@@ -1,10 +1,9 @@
 //! The depthwise weight gradient's kernel (`kernel.rs`) on burn's cubecl backends.
 
 use burn::tensor::{DType, FloatDType, Tensor};
-use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 
 use super::kernel;
-use crate::cube::{float, primitive, Cube, Fused, Launch};
+use crate::cube::{float, primitive, Kernels, Launch};
 
 /// `∂w` `[C, 1, k, k]` in f32 of the depthwise convolution of `x` (stride 1, `padding`)
 /// whose output gradient is `g`: one launch, and one reduction over the shares.
@@ -35,27 +34,15 @@ pub fn weight_gradient<B: Launch>(
     sum.reshape([c, 1, k, k])
 }
 
-/// Use the kernel for `Cube<R, F, I, BT>` and the fusion backend over it (unless
-/// `BIRADS_DEPTHWISE_KERNEL=burn`).
-pub fn install<R, F, I, BT>()
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    super::install_weight_gradient(weight_gradient::<Cube<R, F, I, BT>>);
-    super::install_weight_gradient(weight_gradient::<Fused<R, F, I, BT>>);
-}
+/// The kernel, for `crate::cube::set` (not used where `BIRADS_DEPTHWISE_KERNEL=burn`).
+pub struct WeightGradient;
 
-/// Remove what `install` put in.
-pub fn uninstall<R, F, I, BT>()
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    super::uninstall_weight_gradient::<Cube<R, F, I, BT>>();
-    super::uninstall_weight_gradient::<Fused<R, F, I, BT>>();
+impl Kernels for WeightGradient {
+    fn install<B: Launch>() {
+        super::install_weight_gradient(weight_gradient::<B>);
+    }
+
+    fn uninstall<B: Launch>() {
+        super::uninstall_weight_gradient::<B>();
+    }
 }

@@ -54,28 +54,25 @@ where
     let out = &opts.out;
     std::fs::create_dir_all(out.join("state")).map_err(io(out))?;
     let (mut state, mut model, mut optim) = if opts.resume {
-        let resumed = resume::<B, _, _>(out, model, optim, device)?;
-        let (done, of) = (resumed.0.epochs_done, cfg.epochs);
-        tracing::info!("resuming {} after epoch {done} of {of}", out.display());
-        resumed
+        resume::<B, _, _>(out, model, optim, device)?
     } else {
         (TrainState::default(), model, optim)
     };
     let mut fast = (opts.engine == Engine::Fast)
         .then(|| FastBackbone::new(&model, OptimConfig::new(rule, cfg.weight_decay as f32)));
-    if opts.resume && state.epochs_done > 0 {
-        resume_fast(out, &state, fast.as_mut())?;
+    if opts.resume {
+        let (done, of) = (state.epochs_done, cfg.epochs);
+        tracing::info!("resuming {} after epoch {done} of {of}", out.display());
+        if done > 0 {
+            resume_fast(out, &state, fast.as_mut())?;
+        }
     }
     write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes()).map_err(io(out))?;
 
     let sampler = sampler(cfg, &train)?;
     let n_train = train.len();
-    let loader = Loader::new(
-        Arc::new(train),
-        cfg.preprocess.clone(),
-        Some(cfg.augment.clone()),
-        cfg.seed,
-    );
+    let augment = Some(cfg.augment.clone());
+    let loader = Loader::new(Arc::new(train), cfg.preprocess.clone(), augment, cfg.seed);
     let val_loader = Loader::new(Arc::new(val), cfg.preprocess.clone(), None, cfg.seed);
     let mut skipped: BTreeSet<String> = BTreeSet::new();
     let (best_path, last_path) = (out.join("best.safetensors"), out.join("last.safetensors"));
@@ -118,20 +115,8 @@ where
         );
         let record = totals.record(epoch + 1, v.as_ref(), t0, train_seconds);
 
-        // Best model: by the validation metric (or the last epoch without validation).
-        let candidate = v.as_ref().map(|v| selection_value(cfg, v));
-        let improved = improves(cfg, candidate, state.best_value);
-        let any = valid.into_any();
-        let saved = |path: &Path| {
-            save(&any, meta(cfg, epoch + 1, v.as_ref()), path)
-                .map_err(|e| TrainError::Checkpoint(e.to_string()))
-        };
-        saved(&last_path)?;
-        if improved {
-            saved(&best_path)?;
-            state.best_value = candidate;
-            state.best_epoch = Some(epoch + 1);
-        }
+        let paths = (best_path.as_path(), last_path.as_path());
+        let improved = save_checkpoints(cfg, epoch, valid, v.as_ref(), &mut state, paths)?;
         commit_epoch::<B, _, _>(
             out,
             &mut state,
@@ -151,6 +136,31 @@ where
         last: last_path,
         skipped_images: skipped.len(),
     })
+}
+
+/// Write the last checkpoint of epoch `epoch` (from 0), and the best one when its validation
+/// metric improves on the run's best (or without validation); says whether it did.
+fn save_checkpoints<B: Backend, M: Net<B>>(
+    cfg: &TrainConfig,
+    epoch: u64,
+    valid: M,
+    v: Option<&ValResult>,
+    state: &mut TrainState,
+    (best, last): (&Path, &Path),
+) -> Result<bool, TrainError> {
+    let candidate = v.map(|v| selection_value(cfg, v));
+    let improved = improves(cfg, candidate, state.best_value);
+    let any = valid.into_any();
+    let saved = |path: &Path| {
+        save(&any, meta(cfg, epoch + 1, v), path).map_err(|e| TrainError::Checkpoint(e.to_string()))
+    };
+    saved(last)?;
+    if improved {
+        saved(best)?;
+        state.best_value = candidate;
+        state.best_epoch = Some(epoch + 1);
+    }
+    Ok(improved)
 }
 
 /// The oversampling sampler when BI-RADS class weights are set.
