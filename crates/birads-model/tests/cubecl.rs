@@ -196,8 +196,8 @@ fn channel_reference(
             let mean = xs.iter().sum::<f64>() / m;
             let squares = xs.iter().map(|v| (v - mean) * (v - mean));
             let var = squares.sum::<f64>() / m;
-            let m = means.map_or(mean, |means| f64::from(means[ch]));
-            let centred: Vec<f64> = gs.iter().zip(&xs).map(|(g, x)| g * (x - m)).collect();
+            let centre = means.map_or(mean, |means| f64::from(means[ch]));
+            let centred: Vec<f64> = gs.iter().zip(&xs).map(|(g, x)| g * (x - centre)).collect();
             [
                 (mean, xs.iter().map(|v| v.abs()).sum::<f64>() / m),
                 (var, var),
