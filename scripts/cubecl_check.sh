@@ -24,7 +24,7 @@ export VK_ICD_FILENAMES
 VK_ICD_FILENAMES=$(ls /usr/share/vulkan/icd.d/lvp_icd*.json | head -1)
 if [ "${1:-}" = --count ]; then
   # Kernel launches per training step, phase by phase: with and without fusion, with burn's
-  # depthwise or BatchNorm backward, or without the own kernels inside them
+  # depthwise, LayerNorm or BatchNorm backward, or without the own kernels inside them
   # (examples/kernel_count.rs).
   cargo build -q -p birads-train --features wgpu --example kernel_count
   ex=${CARGO_TARGET_DIR:-target}/debug/examples/kernel_count
@@ -38,6 +38,8 @@ if [ "${1:-}" = --count ]; then
   count "$ex" convnext --unfused
   count BIRADS_DEPTHWISE_KERNEL=burn "$ex" convnext
   count BIRADS_DEPTHWISE=burn "$ex" convnext
+  count BIRADS_LAYERNORM_KERNELS=burn "$ex" convnext
+  count BIRADS_LAYERNORM=burn "$ex" convnext
   count "$ex" densenet
   count "$ex" densenet --unfused
   count BIRADS_BATCHNORM_SUMS=burn "$ex" densenet

@@ -184,13 +184,15 @@ step 09-predict 120 predict_both
 step 11-loader 150 loader_share
 step 10-serve 90 serve_both
 
-# What bf16 everywhere, fusion and the own depthwise and BatchNorm backwards buy, for the note.
+# What bf16 everywhere, fusion and the own depthwise, LayerNorm and BatchNorm backwards buy, for
+# the note.
 step 05-train-bf16-b32 100 "$BIRADS bench train --device $DEVICE --precision bf16 --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-nofusion-b32 100 "$BIRADS bench train --device $DEVICE --precision amp --batch 32 --runs 3 --warmup 3 --no-fusion --no-python"
 step 06-train-amp-burn-depthwise-b32 100 "BIRADS_DEPTHWISE=burn $BIRADS bench train --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-batchnorm-b32 60 "BIRADS_BATCHNORM=burn $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-bnsums-b32 60 "BIRADS_BATCHNORM_SUMS=burn $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-dwkernel-b32 60 "BIRADS_DEPTHWISE_KERNEL=burn $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
+step 06-train-amp-burn-layernorm-b32 60 "BIRADS_LAYERNORM=burn $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 03-device-check-bf16 90 "$BIRADS bench device-check --device $DEVICE --precision bf16"
 # burn's own GELU backward (the tanh approximation's derivative) on CUDA: expected to break the
 # f32 limit on ConvNeXt, as it does on wgpu (2–6e-4); passing would make the own one moot.

@@ -13,6 +13,13 @@ use crate::amp;
 use crate::blocks::{conv2d, drop_path, dropout, linear, Init, LayerNorm2d};
 use crate::depthwise;
 use crate::gelu::gelu;
+use crate::layer_norm;
+
+/// ε of the blocks' LayerNorms (torchvision's `convnext_tiny`; the stem's and the
+/// downsamplings' `LayerNorm2d` too).
+const BLOCK_EPSILON: f64 = 1e-6;
+/// ε of the head's LayerNorm (PyTorch's default, as the original program builds it).
+const HEAD_EPSILON: f64 = 1e-5;
 
 #[derive(Config, Debug)]
 pub struct MyConvNeXtConfig {
@@ -52,7 +59,9 @@ impl<B: Backend> CnBlock<B> {
     fn new(dim: usize, drop_path: f64, dropout: f64, layer_scale: f64, device: &B::Device) -> Self {
         Self {
             dwconv: conv2d(Init::ConvNeXt, dim, dim, 7, 1, 3, dim, true, device),
-            norm: LayerNormConfig::new(dim).with_epsilon(1e-6).init(device),
+            norm: LayerNormConfig::new(dim)
+                .with_epsilon(BLOCK_EPSILON)
+                .init(device),
             pwconv1: linear(Init::ConvNeXt, dim, 4 * dim, device),
             pwconv2: linear(Init::ConvNeXt, 4 * dim, dim, device),
             layer_scale: Param::from_tensor(Tensor::full([dim, 1, 1], layer_scale, device)),
@@ -69,7 +78,10 @@ impl<B: Backend> CnBlock<B> {
         let rows = depthwise::conv2d(&self.dwconv, x.clone())
             .permute([0, 2, 3, 1])
             .reshape([n * h * w, c]);
-        let hidden = gelu(amp::linear(&self.pwconv1, self.norm.forward(rows)));
+        let hidden = gelu(amp::linear(
+            &self.pwconv1,
+            layer_norm::rows(&self.norm, BLOCK_EPSILON, rows),
+        ));
         let rows = amp::linear(&self.pwconv2, hidden);
         let rows = rows * self.layer_scale.val().reshape([1, c]);
         let y = rows
@@ -148,17 +160,19 @@ impl MyConvNeXtConfig {
             .dims
             .windows(2)
             .map(|w| Downsample {
-                norm: LayerNorm2d::new(w[0], 1e-6, device),
+                norm: LayerNorm2d::new(w[0], BLOCK_EPSILON, device),
                 conv: conv2d(Init::ConvNeXt, w[0], w[1], 2, 2, 0, 1, true, device),
             })
             .collect();
         let last = *self.dims.last().expect("at least one stage");
         MyConvNeXt {
             stem_conv: conv2d(Init::ConvNeXt, 3, self.dims[0], 4, 4, 0, 1, true, device),
-            stem_norm: LayerNorm2d::new(self.dims[0], 1e-6, device),
+            stem_norm: LayerNorm2d::new(self.dims[0], BLOCK_EPSILON, device),
             stages,
             downsamples,
-            head_norm: LayerNormConfig::new(last).init(device),
+            head_norm: LayerNormConfig::new(last)
+                .with_epsilon(HEAD_EPSILON)
+                .init(device),
             head_fc1: LinearConfig::new(last, last / 2).init(device),
             head_fc2: LinearConfig::new(last / 2, self.num_classes).init(device),
             dropout: self.dropout,
@@ -190,7 +204,8 @@ impl<B: Backend> MyConvNeXt<B> {
     /// Logits `[N, classes]` from pooled features.
     pub fn head(&self, features: Tensor<B, 4>) -> Tensor<B, 2> {
         let pooled: Tensor<B, 2> = features.mean_dims(&[2, 3]).flatten(1, 3);
-        let h = gelu(amp::linear(&self.head_fc1, self.head_norm.forward(pooled)));
+        let normalised = layer_norm::rows(&self.head_norm, HEAD_EPSILON, pooled);
+        let h = gelu(amp::linear(&self.head_fc1, normalised));
         amp::linear(&self.head_fc2, dropout(h, self.dropout))
     }
 

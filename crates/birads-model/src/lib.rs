@@ -15,6 +15,7 @@ pub mod depthwise;
 pub mod fast;
 pub mod gelu;
 pub mod gradcheck;
+pub mod layer_norm;
 mod own_ops;
 pub mod weights;
 
@@ -41,8 +42,8 @@ pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16>;
 pub type CudaUnfusedBf16 =
     burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, burn::tensor::bf16, i32, u8>;
 
-/// Install birads' own backward passes (`batch_norm`, `depthwise`, `gelu`) and kernels
-/// (`batch_norm::cube`, `depthwise::cube`) on the GPU training backends this build has:
+/// Install birads' own backward passes (`batch_norm`, `depthwise`, `gelu`, `layer_norm`) and
+/// kernels (`batch_norm::cube`, `depthwise::cube`, `layer_norm::cube`) on the GPU training backends this build has:
 /// CUDA's (feature `cuda`) and wgpu's (feature `wgpu`, the software-Vulkan check of the same
 /// kernels).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
@@ -52,6 +53,7 @@ pub fn install_gpu_ops() {
         batch_norm::install::<B, NoCheckpointing>();
         depthwise::install::<B, NoCheckpointing>();
         gelu::install::<B, NoCheckpointing>();
+        layer_norm::install::<B, NoCheckpointing>();
     }
     #[cfg(feature = "cuda")]
     {
@@ -61,6 +63,8 @@ pub fn install_gpu_ops() {
         cube::set::<batch_norm::cube::Sums, CudaRuntime, bf16, i32, u8>(true);
         cube::set::<depthwise::cube::WeightGradient, CudaRuntime, f32, i32, u8>(true);
         cube::set::<depthwise::cube::WeightGradient, CudaRuntime, bf16, i32, u8>(true);
+        cube::set::<layer_norm::cube::Rows, CudaRuntime, f32, i32, u8>(true);
+        cube::set::<layer_norm::cube::Rows, CudaRuntime, bf16, i32, u8>(true);
         both::<Cuda>();
         both::<CudaBf16>();
         both::<CudaUnfused>();
@@ -71,6 +75,7 @@ pub fn install_gpu_ops() {
         use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
         cube::set::<batch_norm::cube::Sums, WgpuRuntime, f32, i32, u32>(true);
         cube::set::<depthwise::cube::WeightGradient, WgpuRuntime, f32, i32, u32>(true);
+        cube::set::<layer_norm::cube::Rows, WgpuRuntime, f32, i32, u32>(true);
         both::<burn::backend::Wgpu>();
         both::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
     }

@@ -6,10 +6,13 @@
 //! What it checks, before any time is spent on a real GPU:
 //! - birads' own depthwise backward (`birads_model::depthwise`), written for CUDA, computes
 //!   the same gradients on a cubecl backend as burn's convolution backward does on the CPU;
+//! - birads' own kernels (BatchNorm's sums, the depthwise weight gradient, LayerNorm's forward
+//!   and backward) equal a plain reference, in f32 and in f16;
 //! - one training-mode forward and backward of both models on the cubecl backend, with
 //!   birads' own operations installed as on CUDA (GELU's exact backward, BatchNorm's backward;
-//!   the depthwise backward, and for comparison without it), equals the CPU's f32 pass within the limit
-//!   `birads bench device-check` holds CUDA to (1e-4 relative per tensor).
+//!   the depthwise backward and LayerNorm, and for comparison without them), equals the CPU's
+//!   f32 pass within the limit `birads bench device-check` holds CUDA to (1e-4 relative per
+//!   tensor).
 //!
 //! Without the own GELU the ConvNeXt gradients are 2–6·10⁻⁴ away from the CPU on this
 //! backend: burn-cubecl inherits a GELU backward that differentiates the tanh approximation
@@ -30,9 +33,11 @@ use birads_model::depthwise::{input_gradient, install, uninstall, weight_gradien
 use birads_model::gradcheck::{
     compare, convnext_config, densenet_config, moved, snapshot, Difference, Snapshot,
 };
-use birads_model::{batch_norm, depthwise, gelu, Cpu, CpuTrain};
+use birads_model::layer_norm::cube::{row_kernels, Rows};
+use birads_model::{batch_norm, depthwise, gelu, layer_norm, Cpu, CpuTrain};
 use burn::backend::wgpu::WgpuRuntime;
 use burn::backend::{Autodiff, Wgpu};
+use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::{f16, Distribution};
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
@@ -122,9 +127,9 @@ fn assert_within_limit(what: &str, diffs: &[Difference]) {
 
 /// birads' own operations on the cubecl training backend: the exact GELU backward (burn-
 /// cubecl's is the tanh approximation's, see `birads_model::gelu`) and BatchNorm's backward
-/// with its own per-channel sums always, the own depthwise backward (and its weight-gradient
-/// kernel) when `own_depthwise`.
-fn with_own_ops<T>(own_depthwise: bool, f: impl FnOnce() -> T) -> T {
+/// with its own per-channel sums always; the own depthwise backward (and its weight-gradient
+/// kernel) when `own_depthwise`, the own LayerNorm (and its kernels) when `own_layer_norm`.
+fn with_own_ops<T>(own_depthwise: bool, own_layer_norm: bool, f: impl FnOnce() -> T) -> T {
     gelu::install::<G, NoCheckpointing>();
     batch_norm::install::<G, NoCheckpointing>();
     cube::set::<Sums, WgpuRuntime, f32, i32, u32>(true);
@@ -132,7 +137,13 @@ fn with_own_ops<T>(own_depthwise: bool, f: impl FnOnce() -> T) -> T {
         install::<G, NoCheckpointing>();
         cube::set::<WeightGradient, WgpuRuntime, f32, i32, u32>(true);
     }
+    if own_layer_norm {
+        layer_norm::install::<G, NoCheckpointing>();
+        cube::set::<Rows, WgpuRuntime, f32, i32, u32>(true);
+    }
     let out = f();
+    layer_norm::uninstall::<G, NoCheckpointing>();
+    cube::set::<Rows, WgpuRuntime, f32, i32, u32>(false);
     uninstall::<G, NoCheckpointing>();
     cube::set::<WeightGradient, WgpuRuntime, f32, i32, u32>(false);
     cube::set::<Sums, WgpuRuntime, f32, i32, u32>(false);
@@ -142,25 +153,35 @@ fn with_own_ops<T>(own_depthwise: bool, f: impl FnOnce() -> T) -> T {
 }
 
 #[test]
-fn convnext_pass_on_cubecl_equals_the_cpu_with_either_depthwise_backward() {
+fn convnext_pass_on_cubecl_equals_the_cpu_with_burns_or_the_own_operations() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let model = AnyModel::ConvNeXt(convnext_config(true).init(&Default::default()));
-    let (burns, want) = with_own_ops(false, || passes(&model, 5));
-    let (own, _) = with_own_ops(true, || passes(&model, 5));
-    assert_within_limit(
-        "burn's depthwise backward",
-        &compare(&burns, &want).unwrap(),
+    let (burns, want) = with_own_ops(false, false, || passes(&model, 5));
+    let (own_depthwise, _) = with_own_ops(true, false, || passes(&model, 5));
+    let (own, _) = with_own_ops(true, true, || passes(&model, 5));
+    for (what, got) in [
+        ("burn's depthwise backward and LayerNorm", &burns),
+        ("own depthwise backward", &own_depthwise),
+        ("own depthwise backward and LayerNorm", &own),
+    ] {
+        assert_within_limit(what, &compare(got, &want).unwrap());
+    }
+    assert_own_depthwise_ran(&own_depthwise, &burns);
+    let between = compare(&own, &own_depthwise).unwrap();
+    assert!(
+        between
+            .iter()
+            .any(|d| d.name.contains("norm") && d.relative > 0.0),
+        "the own LayerNorm did not run"
     );
-    assert_within_limit("own depthwise backward", &compare(&own, &want).unwrap());
-    assert_own_depthwise_ran(&own, &burns);
 }
 
 #[test]
 fn densenet_pass_on_cubecl_equals_the_cpu() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let model = AnyModel::DenseNet(densenet_config(true).init(&Default::default()));
-    let (got, want) = with_own_ops(false, || passes(&model, 7));
-    let (burns, _) = with_own_ops(false, || {
+    let (got, want) = with_own_ops(false, false, || passes(&model, 7));
+    let (burns, _) = with_own_ops(false, false, || {
         cube::set::<Sums, WgpuRuntime, f32, i32, u32>(false);
         passes(&model, 7)
     });
@@ -306,6 +327,154 @@ fn batch_norm_sum_kernels_equal_a_plain_reference() {
     }
 }
 
+/// LayerNorm of rows `[R, C]` in f64, forward and backward: `y`, mean, 1/σ, `∂x`, `∂γ`, `∂β`
+/// for output gradient `g`.
+fn layer_norm_reference(
+    [x, g, weight, bias]: [&[f32]; 4],
+    [rows, columns]: [usize; 2],
+    epsilon: f64,
+) -> [Vec<f64>; 6] {
+    let mut out: [Vec<f64>; 6] = Default::default();
+    let (mut dw, mut db) = (vec![0.0; columns], vec![0.0; columns]);
+    let count = columns as f64;
+    for r in 0..rows {
+        let row = |t: &[f32]| -> Vec<f64> {
+            t[r * columns..(r + 1) * columns]
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect()
+        };
+        let (xs, gs) = (row(x), row(g));
+        let mean = xs.iter().sum::<f64>() / count;
+        let var = xs.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / count;
+        let inv = 1.0 / (var + epsilon).sqrt();
+        let normalised: Vec<f64> = xs.iter().map(|v| (v - mean) * inv).collect();
+        let scaled: Vec<f64> = (0..columns).map(|c| gs[c] * f64::from(weight[c])).collect();
+        let plain = scaled.iter().sum::<f64>() / count;
+        let along = (0..columns).map(|c| scaled[c] * normalised[c]).sum::<f64>() / count;
+        for c in 0..columns {
+            out[0].push(normalised[c] * f64::from(weight[c]) + f64::from(bias[c]));
+            out[3].push((scaled[c] - plain - normalised[c] * along) * inv);
+            dw[c] += gs[c] * normalised[c];
+            db[c] += gs[c];
+        }
+        out[1].push(mean);
+        out[2].push(inv);
+    }
+    out[4] = dw;
+    out[5] = db;
+    out
+}
+
+/// LayerNorm's kernels on backend `B` against `layer_norm_reference` of the values as `B`
+/// holds them, rows contiguous or (`strided`) a transposed view: every result within `limit`
+/// of its tensor's largest value.
+fn check_layer_norm_kernels<B: Backend>(
+    kernels: layer_norm::Kernels<B>,
+    [rows, columns]: [usize; 2],
+    strided: bool,
+    limit: f64,
+) {
+    let device = Default::default();
+    let to_b = |t: Tensor<Cpu, 2>| -> Tensor<B, 2> {
+        if strided {
+            let data = t.transpose().into_data();
+            Tensor::<B, 2>::from_data(data, &device).transpose()
+        } else {
+            Tensor::<B, 2>::from_data(t.into_data(), &device)
+        }
+    };
+    let random = |shape: [usize; 2], low, high| {
+        Tensor::<Cpu, 2>::random(shape, Distribution::Uniform(low, high), &Default::default())
+    };
+    let x = to_b(
+        random([rows, columns], -1.0, 1.0) * random([rows, 1], 0.5, 3.0)
+            + random([rows, 1], -2.0, 2.0),
+    );
+    let g = to_b(random([rows, columns], -1.0, 1.0));
+    let one = |low, high| to_b(random([1, columns], low, high)).reshape([columns]);
+    let (weight, bias) = (one(0.5, 1.5), one(-1.0, 1.0));
+    let inputs = [&x, &g].map(|t| values(t.clone()));
+    let params = [&weight, &bias].map(|t| values(t.clone()));
+    let epsilon = 1e-6;
+    let want = layer_norm_reference(
+        [&inputs[0], &inputs[1], &params[0], &params[1]],
+        [rows, columns],
+        epsilon,
+    );
+    let (y, mean, inv_std) = (kernels.forward)(x.clone(), weight.clone(), bias, epsilon);
+    let (dx, dw, db) = (kernels.backward)(g, x, weight, mean.clone(), inv_std.clone());
+    let got = [
+        values(y),
+        values(mean),
+        values(inv_std),
+        values(dx),
+        values(dw),
+        values(db),
+    ];
+    for (name, (got, want)) in ["y", "mean", "1/σ", "∂x", "∂γ", "∂β"]
+        .iter()
+        .zip(got.iter().zip(&want))
+    {
+        let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+        let error = relative(got, &want);
+        assert!(
+            error < limit,
+            "{rows}×{columns} strided {strided}, {name}: {error:.2e} (limit {limit:.0e})"
+        );
+    }
+}
+
+/// Fewer columns than threads to a row, ConvNeXt's widths, a row alone, rows not a multiple
+/// of a cube's and more rows than one share takes.
+const LAYER_NORM_SHAPES: [[usize; 2]; 5] = [[3, 5], [37, 96], [98, 768], [1, 33], [4001, 40]];
+
+#[test]
+fn layer_norm_kernels_equal_a_plain_reference() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    <Cpu as Backend>::seed(&Default::default(), 8);
+    for shape in LAYER_NORM_SHAPES {
+        for strided in [false, true] {
+            check_layer_norm_kernels(row_kernels::<Unfused>(), shape, strided, 1e-5);
+            check_layer_norm_kernels(row_kernels::<G>(), shape, strided, 1e-5);
+        }
+    }
+}
+
+/// Inference (no autodiff) on a cubecl backend with the kernels set runs the forward kernel
+/// alone, through the models' `layer_norm::rows`, and gives burn's LayerNorm of the CPU.
+#[test]
+fn layer_norm_inference_runs_the_forward_kernel() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    <Cpu as Backend>::seed(&device, 9);
+    let config = burn::nn::LayerNormConfig::new(96).with_epsilon(1e-6);
+    let (mut norm, mut on_g) = (
+        config.init::<Cpu>(&device),
+        config.init::<G>(&Default::default()),
+    );
+    let gamma = Tensor::<Cpu, 1>::random([96], Distribution::Uniform(0.5, 1.5), &device);
+    let beta = Tensor::<Cpu, 1>::random([96], Distribution::Uniform(-1.0, 1.0), &device);
+    norm.gamma = Param::from_tensor(gamma.clone());
+    norm.beta = Some(Param::from_tensor(beta.clone()));
+    on_g.gamma = Param::from_tensor(on_gpu(gamma));
+    on_g.beta = Some(Param::from_tensor(on_gpu(beta)));
+    let x = Tensor::<Cpu, 2>::random([50, 96], Distribution::Normal(1.0, 3.0), &device);
+    let want = values(norm.forward(x.clone()));
+    assert!(layer_norm::installed::<G>().is_none());
+    cube::set::<Rows, WgpuRuntime, f32, i32, u32>(true);
+    let installed = layer_norm::installed::<G>().is_some();
+    let got = values(layer_norm::rows(&on_g, 1e-6, on_gpu(x)));
+    cube::set::<Rows, WgpuRuntime, f32, i32, u32>(false);
+    assert!(
+        installed,
+        "the forward kernel is not installed for inference"
+    );
+    assert!(layer_norm::installed::<G>().is_none());
+    let error = relative(&got, &want);
+    assert!(error < 1e-5, "{error:.2e}");
+}
+
 /// The kernels read and write 16-bit floats where the tensors are (bf16 in CUDA's mixed
 /// precision, which wgpu lacks; f16 has the same path: load, widen to f32, accumulate, round
 /// back). The inputs are the f16 values; the sums are f32, so only the stored result's
@@ -324,4 +493,12 @@ fn the_kernels_take_half_precision_tensors() {
     <CpuTrain as Backend>::seed(&Default::default(), 4);
     check_depthwise_kernel::<Half>(2e-3);
     check_depthwise_kernel::<HalfFused>(2e-3);
+    // LayerNorm: the output and ∂x stored in f16 (2⁻¹¹ of a value at most the largest), the
+    // statistics and ∂γ, ∂β in f32.
+    for shape in [[37, 96], [4001, 40]] {
+        for strided in [false, true] {
+            check_layer_norm_kernels(row_kernels::<Half>(), shape, strided, 1e-3);
+            check_layer_norm_kernels(row_kernels::<HalfFused>(), shape, strided, 1e-3);
+        }
+    }
 }

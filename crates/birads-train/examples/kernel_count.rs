@@ -11,8 +11,8 @@
 //!
 //! Arguments: `convnext` or `densenet`, then `--unfused` for burn's backend without fusion,
 //! `--all` to list every kernel of each phase (else the six most launched).
-//! `BIRADS_DEPTHWISE=burn` keeps burn's own depthwise backward, `BIRADS_BATCHNORM=burn` burn's
-//! BatchNorm backward. Counts come from cubecl's
+//! `BIRADS_DEPTHWISE=burn` keeps burn's own depthwise backward, `BIRADS_LAYERNORM=burn` burn's
+//! LayerNorm, `BIRADS_BATCHNORM=burn` burn's BatchNorm backward. Counts come from cubecl's
 //! profiling log (one line per launch), read after each phase has been synchronised.
 
 use std::collections::BTreeMap;

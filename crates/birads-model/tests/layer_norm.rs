@@ -1,0 +1,184 @@
+//! birads' LayerNorm training pass with its own backward (`birads_model::layer_norm`,
+//! installed on the GPU training backends): its forward against burn's `LayerNorm`, the
+//! closed-form backward against burn's autodiff of the same forward in f64, then a whole
+//! MyConvNeXt with it installed on the CPU's autodiff backend against burn's operations.
+//! (`tests/cubecl.rs` checks the kernels that run it on the cubecl backends.)
+
+use birads_model::checkpoint::AnyModel;
+use birads_model::gradcheck::{compare, convnext_config, snapshot};
+use birads_model::layer_norm::{backward, forward, install, installed, rows, uninstall};
+use birads_model::{Cpu, CpuTrain};
+use burn::module::{Module, Param};
+use burn::nn::LayerNormConfig;
+use burn::prelude::*;
+use burn::tensor::{Distribution, FloatDType};
+use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+
+/// Installing is global per backend: tests that install run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data().convert::<f64>().to_vec().unwrap()
+}
+
+/// max |got − want| / max |want|.
+fn relative(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0f64, |m, (g, w)| m.max((g - w).abs()));
+    diff / scale.max(f64::MIN_POSITIVE)
+}
+
+fn random<B: Backend, const D: usize>(shape: [usize; D], low: f64, high: f64) -> Tensor<B, D> {
+    Tensor::random(shape, Distribution::Uniform(low, high), &Default::default())
+}
+
+/// Rows off centre and of different scale, as LayerNorm meets them.
+fn rows_input<B: Backend>(r: usize, c: usize) -> Tensor<B, 2> {
+    random::<B, 2>([r, c], -1.0, 1.0) * random([r, 1], 0.5, 3.0) + random([r, 1], -2.0, 2.0)
+}
+
+#[test]
+fn forward_equals_burns_layer_norm() {
+    let device = Default::default();
+    <Cpu as Backend>::seed(&device, 3);
+    for (r, c, epsilon) in [(7, 13, 1e-6), (50, 96, 1e-5), (1, 768, 1e-6)] {
+        let mut norm = LayerNormConfig::new(c)
+            .with_epsilon(epsilon)
+            .init::<Cpu>(&device);
+        norm.gamma = Param::from_tensor(random([c], 0.5, 1.5));
+        norm.beta = Some(Param::from_tensor(random([c], -1.0, 1.0)));
+        let x = rows_input::<Cpu>(r, c);
+        let want = values(norm.forward(x.clone()));
+        let beta = norm.beta.as_ref().unwrap().val();
+        let (y, mean, inv_std) = forward(x.clone(), norm.gamma.val(), beta, epsilon);
+        // f32 rounding of two ways to write it (measured up to 1.5e-6).
+        let d = relative(&values(y), &want);
+        assert!(d < 1e-5, "{r}×{c}: output {d:.2e}");
+        // The statistics the backward receives, by hand.
+        let xs = values(x);
+        for (i, (m, s)) in values(mean).iter().zip(values(inv_std)).enumerate() {
+            let row = &xs[i * c..(i + 1) * c];
+            let mu = row.iter().sum::<f64>() / c as f64;
+            let var = row.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / c as f64;
+            assert!(
+                (m - mu).abs() < 1e-5 * (1.0 + mu.abs()),
+                "row {i}: mean {m}"
+            );
+            let want = 1.0 / (var + epsilon).sqrt();
+            assert!(
+                (s - want).abs() < 1e-5 * want,
+                "row {i}: 1/σ {s} against {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn closed_form_backward_equals_burns_autodiff_in_f64() {
+    let device = Default::default();
+    <CpuTrain as Backend>::seed(&device, 4);
+    let f64 = FloatDType::F64;
+    let x = rows_input::<CpuTrain>(9, 21).cast(f64).require_grad();
+    let weight = random::<CpuTrain, 1>([21], 0.5, 1.5)
+        .cast(f64)
+        .require_grad();
+    let bias = random::<CpuTrain, 1>([21], -1.0, 1.0)
+        .cast(f64)
+        .require_grad();
+    let r = random::<CpuTrain, 2>([9, 21], -1.0, 1.0).cast(f64);
+    let (y, mean, inv_std) = forward(x.clone(), weight.clone(), bias.clone(), 1e-6);
+    let grads = (y * r.clone()).sum().backward();
+    let (dx, dw, db) = backward(
+        r.inner(),
+        x.clone().inner(),
+        weight.clone().inner(),
+        mean.inner(),
+        inv_std.inner(),
+    );
+    for (what, got, want) in [
+        ("∂x", values(dx), values(x.grad(&grads).unwrap())),
+        ("∂γ", values(dw), values(weight.grad(&grads).unwrap())),
+        ("∂β", values(db), values(bias.grad(&grads).unwrap())),
+    ] {
+        // Both sides round in f64; leaving out any term of the closed form moves the result
+        // by 1e-2 or more.
+        let d = relative(&got, &want);
+        assert!(d < 1e-8, "{what}: {d:.2e}");
+    }
+}
+
+#[test]
+fn own_training_pass_equals_burns_layer_norm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    <CpuTrain as Backend>::seed(&device, 5);
+    let mut norm = LayerNormConfig::new(40)
+        .with_epsilon(1e-6)
+        .init::<CpuTrain>(&device);
+    norm.gamma = Param::from_tensor(random([40], 0.5, 1.5));
+    norm.beta = Some(Param::from_tensor(random([40], -1.0, 1.0)));
+    let x = rows_input::<CpuTrain>(30, 40);
+    let r = random::<CpuTrain, 2>([30, 40], -1.0, 1.0);
+    let pass = || {
+        let x = x.clone().require_grad();
+        let y = rows(&norm, 1e-6, x.clone());
+        let grads = (y.clone() * r.clone()).sum().backward();
+        [
+            values(y),
+            values(x.grad(&grads).unwrap()),
+            values(norm.gamma.val().grad(&grads).unwrap()),
+            values(norm.beta.as_ref().unwrap().val().grad(&grads).unwrap()),
+        ]
+    };
+    assert!(installed::<CpuTrain>().is_none());
+    let burns = pass();
+    install::<Cpu, NoCheckpointing>();
+    assert!(installed::<CpuTrain>().is_some());
+    let own = pass();
+    uninstall::<Cpu, NoCheckpointing>();
+    for ((name, got), want) in ["output", "∂x", "∂γ", "∂β"].iter().zip(&own).zip(&burns) {
+        let d = relative(got, want);
+        assert!(d < 1e-5, "{name}: {d:.2e}");
+    }
+}
+
+#[test]
+fn convnext_gradients_are_the_same_with_the_own_layer_norm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    <CpuTrain as Backend>::seed(&device, 12);
+    let config = convnext_config(true);
+    // Loaded from its record, so that its parameters are drawn now: a clone of a freshly built
+    // model draws its lazily initialised parameters anew.
+    let model = config
+        .init::<CpuTrain>(&device)
+        .load_record(config.init::<CpuTrain>(&device).into_record());
+    let model = AnyModel::ConvNeXt(model);
+    let x = random::<CpuTrain, 4>([2, 3, 64, 64], -2.0, 2.0);
+    let r = random::<CpuTrain, 2>([2, 6], -1.0, 1.0);
+    let burns = snapshot(&model, x.clone(), r.clone());
+    install::<Cpu, NoCheckpointing>();
+    let own = snapshot(&model, x, r);
+    uninstall::<Cpu, NoCheckpointing>();
+    let diffs = compare(&own, &burns).unwrap();
+    for d in &diffs {
+        assert!(d.relative < 1e-5, "{}: {:.2e}", d.name, d.relative);
+    }
+    // The two differ by rounding in the normalisations' parameters (else the own one never
+    // ran): the stem's LayerNorm2d, a block's LayerNorm and the head's.
+    let by_name = |n: &str| {
+        let d = diffs.iter().find(|d| d.name.contains(n));
+        d.unwrap_or_else(|| panic!("no gradient named like {n}"))
+            .relative
+    };
+    for name in ["stem_norm.weight", "norm.gamma", "head_norm.beta"] {
+        assert!(
+            by_name(name) > 0.0,
+            "the own LayerNorm did not run ({name})"
+        );
+    }
+}
