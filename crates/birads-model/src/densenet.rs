@@ -20,6 +20,10 @@ use burn::tensor::activation::relu;
 use crate::amp;
 use crate::blocks::{conv2d, dropout, BatchNorm2d, Cbam, Init};
 use crate::gelu::gelu;
+use crate::layer_norm;
+
+/// ε of the head's LayerNorm (PyTorch's default, as the original program builds it).
+const HEAD_EPSILON: f64 = 1e-5;
 
 #[derive(Config, Debug)]
 pub struct MyDenseNetConfig {
@@ -205,7 +209,9 @@ impl MyDenseNetConfig {
             transitions,
             norm5: BatchNorm2d::new(nf, device),
             imagenet_classifier: LinearConfig::new(nf, 1000).init(device),
-            head_norm: LayerNormConfig::new(nf).init(device),
+            head_norm: LayerNormConfig::new(nf)
+                .with_epsilon(HEAD_EPSILON)
+                .init(device),
             head_fc1: LinearConfig::new(nf, nf / 2).init(device),
             head_fc2: LinearConfig::new(nf / 2, nf / 4).init(device),
             shared_proj: LinearConfig::new(nf / 4, nf / 8).init(device),
@@ -263,7 +269,8 @@ impl<B: Backend> MyDenseNet<B> {
     /// Per-head logits `[N, tasks, 2]` (features) or `[N, 1, classes]` from feature maps.
     pub fn head(&self, features: Tensor<B, 4>) -> Tensor<B, 3> {
         let pooled: Tensor<B, 2> = features.mean_dims(&[2, 3]).flatten(1, 3);
-        let h = relu(amp::linear(&self.head_fc1, self.head_norm.forward(pooled)));
+        let normalised = layer_norm::rows(&self.head_norm, HEAD_EPSILON, pooled);
+        let h = relu(amp::linear(&self.head_fc1, normalised));
         let h = gelu(amp::linear(&self.head_fc2, dropout(h, self.dp1)));
         let shared = amp::linear(&self.shared_proj, h.clone());
         let outputs: Vec<Tensor<B, 2>> = self
