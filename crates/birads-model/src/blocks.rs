@@ -222,7 +222,19 @@ impl<B: Backend> BatchNorm2d<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_then(x, false)
+    }
+
+    /// `relu(self.forward(x))`: on the GPU training backends one operation of birads' own,
+    /// whose result is channels-last underneath, as the convolution after it takes its input
+    /// (`batch_norm::normalize_channels_last`).
+    pub fn forward_relu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_then(x, true)
+    }
+
+    fn forward_then(&self, x: Tensor<B, 4>, then_relu: bool) -> Tensor<B, 4> {
         let device = x.device();
+        let finish = |y: Tensor<B, 4>| if then_relu { relu(y) } else { y };
         if !training::<B>(&device) {
             // Inference: one multiply-add per value with the statistics folded in.
             let inv_std = (self.running_var.value().to_device(&device) + self.epsilon)
@@ -231,20 +243,21 @@ impl<B: Backend> BatchNorm2d<B> {
             let scale = self.weight.val() * inv_std;
             let shift =
                 self.bias.val() - self.running_mean.value().to_device(&device) * scale.clone();
-            return channel_affine(x, scale, Some(shift));
+            return finish(channel_affine(x, scale, Some(shift)));
         }
         let [n, _, h, w] = x.dims();
         let count = (n * h * w) as f64;
         if let Some(own) = batch_norm::installed::<B>() {
             let update = |mean, var| self.update_running(mean, var, count);
-            return own(x, self.weight.val(), self.bias.val(), self.epsilon, &update);
+            let (weight, bias) = (self.weight.val(), self.bias.val());
+            return own(x, weight, bias, self.epsilon, then_relu, &update);
         }
         let (mean, var) = batch_statistics(x.clone());
         self.update_running(mean.clone(), var.clone(), count);
         let inv_std = (var + self.epsilon).sqrt().recip();
         let scale = self.weight.val() * inv_std;
         let shift = self.bias.val() - mean * scale.clone();
-        channel_affine(x, scale, Some(shift))
+        finish(channel_affine(x, scale, Some(shift)))
     }
 
     /// Running estimates from a batch's mean and biased variance `[C]` of `count` values per

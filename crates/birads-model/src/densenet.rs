@@ -60,8 +60,8 @@ pub struct DenseLayer<B: Backend> {
 
 impl<B: Backend> DenseLayer<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = amp::conv2d(&self.conv1, relu(self.norm1.forward(x)));
-        let y = amp::conv2d(&self.conv2, relu(self.norm2.forward(y)));
+        let y = amp::conv2d(&self.conv1, self.norm1.forward_relu(x));
+        let y = amp::conv2d(&self.conv2, self.norm2.forward_relu(y));
         dropout(y, self.dropout)
     }
 }
@@ -254,13 +254,11 @@ impl<B: Backend> MyDenseNet<B> {
     pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut x = self
             .pool0
-            .forward(relu(self.norm0.forward(amp::conv2d(&self.conv0, x))));
+            .forward(self.norm0.forward_relu(amp::conv2d(&self.conv0, x)));
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x);
             if let Some(t) = self.transitions.get(i) {
-                x = t
-                    .pool
-                    .forward(amp::conv2d(&t.conv, relu(t.norm.forward(x))));
+                x = t.pool.forward(amp::conv2d(&t.conv, t.norm.forward_relu(x)));
             }
         }
         self.norm5.forward(x)

@@ -83,10 +83,15 @@ fn batch_norm(weight: &Tensor<CpuTrain, 1>, bias: &Tensor<CpuTrain, 1>) -> Batch
     bn
 }
 
-/// One training pass: output, ∂x, ∂γ, ∂β, running mean and variance afterwards.
-fn training_pass(bn: &BatchNorm2d<CpuTrain>, x: Tensor<CpuTrain, 4>) -> Vec<Vec<f64>> {
+/// One training pass (`forward`, or `forward_relu` with `relu`): output, ∂x, ∂γ, ∂β, running
+/// mean and variance afterwards.
+fn training_pass(bn: &BatchNorm2d<CpuTrain>, x: Tensor<CpuTrain, 4>, relu: bool) -> Vec<Vec<f64>> {
     let x = x.require_grad();
-    let y = bn.forward(x.clone());
+    let y = if relu {
+        bn.forward_relu(x.clone())
+    } else {
+        bn.forward(x.clone())
+    };
     let r = Tensor::<CpuTrain, 4>::ones(y.dims(), &Default::default())
         .cumsum(3)
         .sin();
@@ -108,12 +113,23 @@ fn own_training_pass_equals_burns_operations() {
     let x = random::<CpuTrain, 4>([4, 6, 5, 3], -1.0, 3.0);
     // Away from the identity initial values.
     let (weight, bias) = (random([6], 0.5, 1.5), random([6], -1.0, 1.0));
-    let burns = training_pass(&batch_norm(&weight, &bias), x.clone());
+    let names = ["output", "∂x", "∂γ", "∂β", "running mean", "running var"];
+    // With the ReLU after it (which zeroes about half the outputs and their gradients here).
+    let burns = training_pass(&batch_norm(&weight, &bias), x.clone(), true);
+    install::<Cpu, NoCheckpointing>();
+    let own = training_pass(&batch_norm(&weight, &bias), x.clone(), true);
+    uninstall::<Cpu, NoCheckpointing>();
+    for ((name, got), want) in names.iter().zip(&own).zip(&burns) {
+        let d = relative(got, want);
+        assert!(d < 1e-5, "with ReLU, {name}: {d:.2e}");
+    }
+    let zeros = own[0].iter().filter(|&&v| v == 0.0).count();
+    assert!(zeros > own[0].len() / 5, "the ReLU cut {zeros} values");
+    let burns = training_pass(&batch_norm(&weight, &bias), x.clone(), false);
     let bn = batch_norm(&weight, &bias);
     install::<Cpu, NoCheckpointing>();
-    let own = training_pass(&bn, x.clone());
+    let own = training_pass(&bn, x.clone(), false);
     uninstall::<Cpu, NoCheckpointing>();
-    let names = ["output", "∂x", "∂γ", "∂β", "running mean", "running var"];
     for ((name, got), want) in names.iter().zip(&own).zip(&burns) {
         let d = relative(got, want);
         assert!(d < 1e-5, "{name}: {d:.2e}");

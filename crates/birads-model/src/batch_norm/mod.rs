@@ -20,13 +20,20 @@
 //! (`cube.rs`, installed with `install_reductions`); elsewhere, and with
 //! `BIRADS_BATCHNORM_SUMS=burn`, they are burn's reductions, one axis per launch.
 //!
+//! `BatchNorm2d::forward_relu` takes the ReLU after it into the same operation, and the
+//! output is written channels-last underneath (`normalize_channels_last`), as burn-cubecl's
+//! convolutions take their input: MyDenseNet's forward no longer copies the input of each
+//! convolution after a BatchNorm (3,127 → 3,007 launches per step). The backward keeps the
+//! order of dimensions: written channels-last too, its ∂x did not spare the convolutions'
+//! backward copies and cost unfused additions where gradients of the two layouts meet.
+//!
 //! Where nothing is installed (the CPU, which trains on its own engine, and inference),
 //! `BatchNorm2d` differentiates burn's operations as before. `BIRADS_BATCHNORM=burn` keeps
 //! them on the GPU too (to measure what this buys).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{activation, Tensor, TensorPrimitive};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
@@ -40,11 +47,12 @@ pub mod cube;
 #[cfg(feature = "cubecl-kernels")]
 mod kernels;
 
-/// `(x, weight, bias, epsilon, statistics) → y` in training, on one backend. `statistics`
-/// receives the batch's mean and biased variance per channel (outside the graph, for the
-/// running estimates) as soon as they are known.
+/// `(x, weight, bias, epsilon, relu, statistics) → y` in training, on one backend (with
+/// `relu`, the ReLU of the normalised values). `statistics` receives the batch's mean and
+/// biased variance per channel (outside the graph, for the running estimates) as soon as they
+/// are known.
 pub type BatchNormFn<B> =
-    fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>, f64, &OnStatistics<'_, B>) -> Tensor<B, 4>;
+    fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>, f64, bool, &OnStatistics<'_, B>) -> Tensor<B, 4>;
 
 /// Receives a training batch's mean and biased variance `[C]`.
 pub type OnStatistics<'a, B> = dyn Fn(Tensor<B, 1>, Tensor<B, 1>) + 'a;
@@ -129,6 +137,22 @@ fn per_image<B: Backend, const D: usize>(v: Tensor<B, 1>, n: usize) -> Tensor<B,
     v.reshape(shape).repeat_dim(0, n)
 }
 
+/// Per-channel values `[C]` as `[N, 1, 1, C]`, to broadcast along the positions of
+/// `[N, H, W, C]`.
+fn per_pixel<B: Backend>(v: Tensor<B, 1>, n: usize) -> Tensor<B, 4> {
+    let c = v.dims()[0];
+    v.reshape([1, 1, 1, c]).repeat_dim(0, n)
+}
+
+/// `[N, C, H, W]` as `[N, H, W, C]` (a view) and back.
+fn channels_last<B: Backend>(t: Tensor<B, 4>) -> Tensor<B, 4> {
+    t.permute([0, 2, 3, 1])
+}
+
+fn channels_first<B: Backend>(t: Tensor<B, 4>) -> Tensor<B, 4> {
+    t.permute([0, 3, 1, 2])
+}
+
 /// Values per channel of `[N, C, …]`.
 fn per_channel<const D: usize>(dims: [usize; D]) -> usize {
     dims.iter().product::<usize>() / dims[1].max(1)
@@ -206,6 +230,26 @@ pub fn normalize<B: Backend, const D: usize>(
     x * scale + shift
 }
 
+/// `γ·x̂ + β` of `x` `[N, C, H, W]`, and its ReLU with `relu`, computed along
+/// `[N, H, W, C]`: the result is channels-last underneath (a permuted view), as burn-cubecl's
+/// convolutions take their input. burn-fusion writes an elementwise result contiguous in the
+/// order of its dimensions, and a convolution first copies an input that is not channels-last
+/// (`into_contiguous_aligned`): in MyDenseNet's BN → ReLU → convolution, a copy of every
+/// activation per convolution.
+pub fn normalize_channels_last<B: Backend>(
+    x: Tensor<B, 4>,
+    stats: &Statistics<B>,
+    relu: bool,
+) -> Tensor<B, 4> {
+    let n = x.dims()[0];
+    let (scale, shift) = (
+        per_pixel(stats.scale.clone(), n),
+        per_pixel(stats.shift.clone(), n),
+    );
+    let y = channels_last(x) * scale + shift;
+    channels_first(if relu { activation::relu(y) } else { y })
+}
+
 /// `(∂x [N, C, …], ∂γ [C], ∂β [C])` from the output gradient `g` (the closed form above),
 /// with the forward's mean and 1/σ `[C]`, from the sums `Σ g` and `Σ g·(x − μ)` (the
 /// installed `Reductions`' kernel, else `gradient_sums`). With x̂ = (x − μ)/σ written out,
@@ -255,8 +299,10 @@ fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
 #[derive(Debug)]
 struct BatchNormBackward;
 
-/// The input (checkpointed), its statistics (mean, 1/σ) and the weight, `[C]` each.
-type State<B> = (NodeId, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+/// The input (checkpointed), its statistics (mean, 1/σ) and the weight `[C]`, and the output
+/// where the forward ended in a ReLU (where it is zero, so is the gradient). The output is the
+/// next convolution's input, which autodiff keeps anyway.
+type State<B> = (NodeId, [FloatTensor<B>; 3], Option<FloatTensor<B>>);
 
 impl<B: Backend> Backward<B, 3> for BatchNormBackward {
     type State = State<B>;
@@ -268,29 +314,36 @@ impl<B: Backend> Backward<B, 3> for BatchNormBackward {
         checkpointer: &mut Checkpointer,
     ) {
         let [node_x, node_weight, node_bias] = ops.parents;
-        let g = grads.consume::<B>(&ops.node);
-        let (x_id, mean, inv_std, weight) = ops.state;
+        let g = float::<B, 4>(grads.consume::<B>(&ops.node));
+        let (x_id, [mean, inv_std, weight], relu) = ops.state;
         let x = float::<B, 4>(checkpointer.retrieve_node_output(x_id));
-        let g = float::<B, 4>(g);
-        let (dx, d_weight, d_bias) = backward(x, float(mean), float(inv_std), float(weight), g);
-        if let Some(node) = node_x {
-            grads.register::<B>(node.id, dx.into_primitive().tensor());
-        }
-        if let Some(node) = node_weight {
-            grads.register::<B>(node.id, d_weight.into_primitive().tensor());
-        }
-        if let Some(node) = node_bias {
-            grads.register::<B>(node.id, d_bias.into_primitive().tensor());
+        // Through the ReLU first, where the forward ended in one (burn's ReLU backward).
+        let g = match relu.map(float::<B, 4>) {
+            Some(y) => g.mask_fill(y.lower_equal_elem(0.0), 0.0),
+            None => g,
+        };
+        let (mean, inv_std, weight) = (float(mean), float(inv_std), float(weight));
+        let (dx, d_weight, d_bias) = backward(x, mean, inv_std, weight, g);
+        for (node, grad) in [
+            (node_x, dx.into_primitive().tensor()),
+            (node_weight, d_weight.into_primitive().tensor()),
+            (node_bias, d_bias.into_primitive().tensor()),
+        ] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
         }
     }
 }
 
-/// BatchNorm's training pass on `Autodiff<B, C>` with `BatchNormBackward`.
+/// BatchNorm's training pass on `Autodiff<B, C>` with `BatchNormBackward`, channels-last
+/// underneath (`normalize_channels_last`).
 fn tracked<B: Backend, C: CheckpointStrategy>(
     x: Tensor<Autodiff<B, C>, 4>,
     weight: Tensor<Autodiff<B, C>, 1>,
     bias: Tensor<Autodiff<B, C>, 1>,
     epsilon: f64,
+    relu: bool,
     on_statistics: &OnStatistics<'_, Autodiff<B, C>>,
 ) -> Tensor<Autodiff<B, C>, 4> {
     let x = x.into_primitive().tensor();
@@ -312,7 +365,9 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
         Tensor::from_inner(stats.mean.clone()),
         Tensor::from_inner(stats.var.clone()),
     );
-    let y = normalize(input, &stats).into_primitive().tensor();
+    let y = normalize_channels_last(input, &stats, relu)
+        .into_primitive()
+        .tensor();
     let parents = [x.node.clone(), weight.node.clone(), bias.node];
     let y = match BatchNormBackward
         .prepare::<C>(parents)
@@ -321,9 +376,14 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
     {
         OpsKind::Tracked(mut prep) => {
             let x_id = prep.checkpoint(&x);
-            let mean = stats.mean.clone().into_primitive().tensor();
-            let inv_std = stats.inv_std.into_primitive().tensor();
-            prep.finish((x_id, mean, inv_std, weight.primitive), y)
+            let primitive = |t: Tensor<B, 1>| t.into_primitive().tensor();
+            let terms = relu.then(|| y.clone());
+            let per_channel = [
+                primitive(stats.mean),
+                primitive(stats.inv_std),
+                weight.primitive,
+            ];
+            prep.finish((x_id, per_channel, terms), y)
         }
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
