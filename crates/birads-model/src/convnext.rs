@@ -72,10 +72,11 @@ impl<B: Backend> CnBlock<B> {
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [n, c, h, w] = x.dims();
+        let residual = x.clone().permute([0, 2, 3, 1]);
         // Channels-last rows, contiguous after the reshape: LayerNorm and both Linears run on
         // a plain [N·H·W, C] matrix and the layer scale is a broadcast along rows (the CPU
         // backend's fast paths); permuted 4-D views fell back to strided loops.
-        let rows = depthwise::conv2d(&self.dwconv, x.clone())
+        let rows = depthwise::conv2d(&self.dwconv, x)
             .permute([0, 2, 3, 1])
             .reshape([n * h * w, c]);
         let hidden = gelu(amp::linear(
@@ -84,12 +85,13 @@ impl<B: Backend> CnBlock<B> {
         ));
         let rows = amp::linear(&self.pwconv2, hidden);
         let rows = rows * self.layer_scale.val().reshape([1, c]);
-        let y = rows
-            .reshape([n, h, w, c])
-            .permute([0, 3, 1, 2])
-            .reshape([n, c * h * w])
-            .reshape([n, c, h, w]);
-        dropout(drop_path(y, self.drop_path) + x, self.dropout)
+        // The residual sum in channels-last order too: its result is channels-last
+        // underneath, as the next block's depthwise convolution takes its input on the GPU
+        // backends (an elementwise result is written in the order of its dimensions, and
+        // burn-cubecl's convolutions first copy an input that is not channels-last).
+        let y = drop_path(rows.reshape([n, h, w, c]), self.drop_path);
+        let sum = dropout(y + residual, self.dropout);
+        sum.permute([0, 3, 1, 2])
     }
 }
 
