@@ -89,3 +89,14 @@ pub fn linear<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -
     );
     y.cast(FloatDType::from(back))
 }
+
+/// `t` in the float precision of `like` (as it is where they agree).
+pub fn cast_like<B: Backend, const D: usize, const E: usize>(
+    t: Tensor<B, D>,
+    like: &Tensor<B, E>,
+) -> Tensor<B, D> {
+    match like.dtype() {
+        d if d == t.dtype() => t,
+        d => t.cast(FloatDType::from(d)),
+    }
+}

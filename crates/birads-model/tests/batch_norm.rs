@@ -3,6 +3,8 @@
 //! of the same forward in f64, then `BatchNorm2d` and a whole MyDenseNet with it installed on
 //! the CPU's autodiff backend against burn's operations.
 
+mod common;
+
 use birads_model::batch_norm::{backward, install, normalize, statistics, uninstall};
 use birads_model::blocks::BatchNorm2d;
 use birads_model::checkpoint::AnyModel;
@@ -10,30 +12,12 @@ use birads_model::gradcheck::{compare, densenet_config, snapshot};
 use birads_model::{Cpu, CpuTrain, MyDenseNet};
 use burn::module::{AutodiffModule, Module, Param};
 use burn::prelude::*;
-use burn::tensor::{Distribution, FloatDType};
+use burn::tensor::FloatDType;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+use common::{relative_f64 as relative, uniform as random, values_f64 as values};
 
 /// Installing is global per backend: tests that install run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
-    t.into_data().convert::<f64>().to_vec().unwrap()
-}
-
-/// max |got − want| / max |want|.
-fn relative(got: &[f64], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-    let diff = got
-        .iter()
-        .zip(want)
-        .fold(0f64, |m, (g, w)| m.max((g - w).abs()));
-    diff / scale.max(f64::MIN_POSITIVE)
-}
-
-fn random<B: Backend, const D: usize>(shape: [usize; D], low: f64, high: f64) -> Tensor<B, D> {
-    Tensor::random(shape, Distribution::Uniform(low, high), &Default::default())
-}
 
 #[test]
 fn closed_form_backward_equals_burns_autodiff_in_f64() {

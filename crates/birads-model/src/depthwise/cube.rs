@@ -1,8 +1,9 @@
 //! The depthwise weight gradient's kernel (`kernel.rs`) on burn's cubecl backends.
 
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::{DType, Tensor};
 
 use super::kernel;
+use crate::amp::cast_like;
 use crate::cube::{float, primitive, Kernels, Launch};
 
 /// `∂w` `[C, 1, k, k]` in f32 of the depthwise convolution of `x` (stride 1, `padding`)
@@ -14,10 +15,7 @@ pub fn weight_gradient<B: Launch>(
     padding: usize,
 ) -> Tensor<B, 4> {
     let [n, c, h, w] = g.dims();
-    let g = match x.dtype() {
-        d if d == g.dtype() => g,
-        d => g.cast(FloatDType::from(d)),
-    };
+    let g = cast_like(g, &x);
     let shares = kernel::shares(c, n * h * w);
     let [partial] = B::launch(
         "birads_depthwise_weight_gradient",

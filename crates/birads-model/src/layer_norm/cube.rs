@@ -9,19 +9,12 @@
 //! their total over the shares). On a fusion backend each kernel is one custom operation in
 //! burn-fusion's stream (`crate::cube`).
 
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::{DType, Tensor};
 
 use super::kernels;
 use super::{Gradient, Kernels, Normalised};
+use crate::amp::cast_like;
 use crate::cube::{float, primitive, Kernels as KernelSet, Launch};
-
-/// `t` in the precision of `like`.
-fn like<B: Launch, const D: usize>(t: Tensor<B, D>, like: &Tensor<B, 2>) -> Tensor<B, D> {
-    match like.dtype() {
-        d if d == t.dtype() => t,
-        d => t.cast(FloatDType::from(d)),
-    }
-}
 
 /// The forward: one launch.
 fn forward<B: Launch>(
@@ -31,7 +24,7 @@ fn forward<B: Launch>(
     epsilon: f64,
 ) -> Normalised<B> {
     let ([r, c], dtype) = (x.dims(), x.dtype());
-    let (weight, bias) = (like(weight, &x), like(bias, &x));
+    let (weight, bias) = (cast_like(weight, &x), cast_like(bias, &x));
     let outputs = [
         ([r, c].into(), dtype),
         ([r].into(), DType::F32),
@@ -56,7 +49,7 @@ fn backward<B: Launch>(
     inv_std: Tensor<B, 1>,
 ) -> Gradient<B> {
     let ([r, c], dtype) = (x.dims(), x.dtype());
-    let (g, weight) = (like(g, &x), like(weight, &x));
+    let (g, weight) = (cast_like(g, &x), cast_like(weight, &x));
     let inputs = [
         primitive(g.clone()),
         primitive(x.clone()),

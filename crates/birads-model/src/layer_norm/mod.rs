@@ -27,13 +27,14 @@
 use burn::nn::LayerNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{FloatDType, Tensor, TensorPrimitive};
+use burn::tensor::{Tensor, TensorPrimitive};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_autodiff::{Autodiff, NodeId};
 
+use crate::amp::cast_like;
 use crate::own_ops;
 
 #[cfg(feature = "cubecl-kernels")]
@@ -126,15 +127,6 @@ fn kernels<B: Backend>() -> Kernels<B> {
     })
 }
 
-/// `x` in the precision of `like` (the kernels return the parameter gradients in f32, whatever
-/// the precision of the parameters).
-fn cast_to<B: Backend, const D: usize>(x: Tensor<B, D>, like: &Tensor<B, 1>) -> Tensor<B, D> {
-    match like.dtype() {
-        d if d == x.dtype() => x,
-        d => x.cast(FloatDType::from(d)),
-    }
-}
-
 /// The forward with burn's operations: mean and biased variance (two passes), `x̂·γ + β`.
 pub fn forward<B: Backend>(
     x: Tensor<B, 2>,
@@ -201,8 +193,8 @@ impl<B: Backend> Backward<B, 3> for LayerNormBackward {
         let weight = float::<B, 1>(weight);
         let (dx, d_weight, d_bias) =
             (kernels::<B>().backward)(g, x, weight.clone(), float(mean), float(inv_std));
-        let d_weight = cast_to(d_weight, &weight);
-        let d_bias = cast_to(d_bias, &weight);
+        let d_weight = cast_like(d_weight, &weight);
+        let d_bias = cast_like(d_bias, &weight);
         for (node, grad) in [
             (node_x, primitive(dx)),
             (node_weight, primitive(d_weight)),

@@ -1,9 +1,12 @@
-//! Helpers shared by the integration tests that read `scripts/make_model_fixtures.py`'s files.
+//! Helpers shared by the integration tests: reading `scripts/make_model_fixtures.py`'s files,
+//! comparing tensors, the depthwise reference.
 #![allow(dead_code)]
 
 use std::path::Path;
 
 use birads_model::{MyConvNeXtConfig, MyDenseNetConfig};
+use burn::prelude::*;
+use burn::tensor::Distribution;
 
 pub fn read_f32(path: &Path) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap();
@@ -106,4 +109,25 @@ pub fn assert_own_depthwise_ran(
         dw.iter().any(|d| d.relative > 0.0),
         "the own depthwise backward did not run"
     );
+}
+
+/// A tensor's values in f64.
+pub fn values_f64<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data().convert::<f64>().to_vec().unwrap()
+}
+
+/// max |got − want| / max |want|.
+pub fn relative_f64(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0f64, |m, (g, w)| m.max((g - w).abs()));
+    diff / scale.max(f64::MIN_POSITIVE)
+}
+
+/// Uniform in `[low, high)` on `B`'s default device.
+pub fn uniform<B: Backend, const D: usize>(shape: [usize; D], low: f64, high: f64) -> Tensor<B, D> {
+    Tensor::random(shape, Distribution::Uniform(low, high), &Default::default())
 }
