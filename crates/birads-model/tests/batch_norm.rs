@@ -5,7 +5,7 @@
 
 mod common;
 
-use birads_model::batch_norm::{backward, install, normalize, statistics, uninstall};
+use birads_model::batch_norm::{backward, install, normalize_channels_last, statistics, uninstall};
 use birads_model::blocks::BatchNorm2d;
 use birads_model::checkpoint::AnyModel;
 use birads_model::gradcheck::{compare, densenet_config, snapshot};
@@ -25,8 +25,8 @@ fn closed_form_backward_equals_burns_autodiff_in_f64() {
     <CpuTrain as Backend>::seed(&device, 4);
     let f64 = FloatDType::F64;
     // Off-centre inputs of different scale per channel, as BatchNorm meets them.
-    let x = (random::<CpuTrain, 3>([3, 5, 7], -1.0, 1.0) * random([1, 5, 1], 0.5, 3.0)
-        + random([1, 5, 1], -2.0, 2.0))
+    let x = (random::<CpuTrain, 4>([3, 5, 7, 2], -1.0, 1.0) * random([1, 5, 1, 1], 0.5, 3.0)
+        + random([1, 5, 1, 1], -2.0, 2.0))
     .cast(f64)
     .require_grad();
     let weight = random::<CpuTrain, 1>([5], 0.5, 1.5)
@@ -35,9 +35,9 @@ fn closed_form_backward_equals_burns_autodiff_in_f64() {
     let bias = random::<CpuTrain, 1>([5], -1.0, 1.0)
         .cast(f64)
         .require_grad();
-    let r = random::<CpuTrain, 3>([3, 5, 7], -1.0, 1.0).cast(f64);
+    let r = random::<CpuTrain, 4>([3, 5, 7, 2], -1.0, 1.0).cast(f64);
     let stats = statistics(x.clone(), weight.clone(), bias.clone(), 1e-5);
-    let y = normalize(x.clone(), &stats);
+    let y = normalize_channels_last(x.clone(), &stats, false);
     let grads = (y * r.clone()).sum().backward();
     let (dx, dw, db) = backward(
         x.clone().inner(),

@@ -161,10 +161,10 @@ fn per_channel<const D: usize>(dims: [usize; D]) -> usize {
 // The order of operations below is chosen for burn-fusion 0.21, which fuses a run of
 // consecutive elementwise operations only while their outputs keep one shape, and does not
 // take `repeat_dim` in: the per-channel arithmetic on `[C]` is written as one run, the
-// broadcasts (`per_image`) next, then the arithmetic on `[N, C, …]` as one run. With burn's
-// reductions a BatchNorm's forward is then 7 launches (4 of them reductions) and its backward
-// about 8 (counted on wgpu), where the same formulas interleaved ran partly op by op (17 launches
-// for the forward); with the own sum kernels, about 3 each way.
+// broadcasts (`per_image`, `per_pixel`) next, then the arithmetic on the whole tensor as one
+// run. With burn's reductions a BatchNorm's forward is then 7 launches (4 of them reductions)
+// and its backward about 8 (counted on wgpu), where the same formulas interleaved ran partly op
+// by op (17 launches for the forward); with the own sum kernels, about 3 each way.
 
 /// The forward's per-channel statistics `[C]`, and the affine map they give.
 #[derive(Debug, Clone)]
@@ -215,19 +215,6 @@ pub fn statistics<B: Backend, const D: usize>(
         scale,
         shift,
     }
-}
-
-/// `γ·x̂ + β` for `x` `[N, C, …]`.
-pub fn normalize<B: Backend, const D: usize>(
-    x: Tensor<B, D>,
-    stats: &Statistics<B>,
-) -> Tensor<B, D> {
-    let n = x.dims()[0];
-    let (scale, shift) = (
-        per_image(stats.scale.clone(), n),
-        per_image(stats.shift.clone(), n),
-    );
-    x * scale + shift
 }
 
 /// `γ·x̂ + β` of `x` `[N, C, H, W]`, and its ReLU with `relu`, computed along
