@@ -8,6 +8,7 @@
 #
 #   bash scripts/cubecl_check.sh          # installs mesa-vulkan-drivers when missing
 #   bash scripts/cubecl_check.sh --count  # kernel launches per training step instead
+#   bash scripts/cubecl_check.sh --host   # the CPU time per step burn and cubecl spend (perf)
 #
 # Not part of CI: the wgpu build adds 12 to 19 minutes on two cores.
 set -euo pipefail
@@ -44,6 +45,24 @@ if [ "${1:-}" = --count ]; then
   count "$ex" densenet --unfused
   count BIRADS_BATCHNORM_SUMS=burn "$ex" densenet
   count BIRADS_BATCHNORM=burn "$ex" densenet
+  exit 0
+fi
+if [ "${1:-}" = --host ]; then
+  # The host's work per training step, by thread and kind, sampled with perf over the steps
+  # after the warm-up, one sample per 0.25 ms of a thread's CPU time (examples/host_time.rs,
+  # scripts/host_profile.py).
+  cargo build -q --release -p birads-train --features wgpu --example host_time
+  ex=${CARGO_TARGET_DIR:-target}/release/examples/host_time
+  d=$(mktemp -d)
+  trap 'rm -rf "$d"' EXIT
+  for model in convnext densenet; do
+    rm -f "$d/ctl" "$d/ack"
+    mkfifo "$d/ctl" "$d/ack"
+    HOST_TIME_PERF=$d/ctl,$d/ack perf record -q -e cpu-clock -c 250000 -D -1 --control "fifo:$d/ctl,$d/ack" \
+      -o "$d/perf.data" "$ex" "$model" 4 2> /dev/null
+    perf report -i "$d/perf.data" -n --sort pid,dso,sym -F sample,pid,dso,sym --stdio 2> /dev/null |
+      python3 scripts/host_profile.py --sample-ms 0.25 --steps 4
+  done
   exit 0
 fi
 cargo test -p birads-model --features wgpu --test cubecl -- --test-threads 1 "$@"

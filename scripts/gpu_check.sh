@@ -175,6 +175,9 @@ step 01-device-check-f32 150 device_check_f32
 # Point 1: training images/s beside PyTorch AMP, batch 32 and 64, both models, train mode.
 step 04-train-amp-b32 150 "$BIRADS bench train --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --phases $(pyflag)"
 step 04-train-amp-b64 150 "$BIRADS bench train --device $DEVICE --precision amp --engine burn --batch 64 --runs 3 --warmup 3 $(pyflag)"
+# Is a step host-bound (burn's CPU work, README "host work per step")? Then batch 8 takes about
+# as long per step as batch 32.
+step 04-train-amp-b8 60 "$BIRADS bench train --device $DEVICE --precision amp --engine burn --batch 8 --runs 3 --warmup 3 --no-python"
 
 # Point 4: inference throughput beside PyTorch (batch 1 and 32), f32 as predict runs it.
 step 07-infer-f32 120 "$BIRADS bench infer --device $DEVICE --batches 1,32 --runs 3 $(pyflag)"
