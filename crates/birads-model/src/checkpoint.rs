@@ -252,13 +252,9 @@ pub fn load_any<B: Backend>(
     if is_safetensors {
         if let Some(meta) = read_meta(path)? {
             if meta.kind != kind {
-                return Err(err(
-                    path,
-                    format!(
-                        "holds a {:?} model, a {kind:?} model is needed here",
-                        meta.kind
-                    ),
-                ));
+                let held = meta.kind;
+                let why = format!("holds a {held:?} model, a {kind:?} model is needed here");
+                return Err(err(path, why));
             }
             let (model, report) = load_own::<B>(path, &meta, device)?;
             return Ok((model, Some(meta), report));
@@ -269,65 +265,78 @@ pub fn load_any<B: Backend>(
     } else {
         read_pth(path)?
     };
+    let (model, report) = load_pytorch(path, tensors, kind, convnext, densenet, device)?;
+    Ok((model, None, report))
+}
+
+/// A model of `kind` from the tensors of a PyTorch file (the original program's or
+/// torchvision's key names).
+fn load_pytorch<B: Backend>(
+    path: &Path,
+    tensors: Vec<(String, TensorSnapshot)>,
+    kind: ModelKind,
+    convnext: &MyConvNeXtConfig,
+    densenet: &MyDenseNetConfig,
+    device: &B::Device,
+) -> Result<(AnyModel<B>, LoadReport), WeightsError> {
     let keys: Vec<String> = tensors.iter().map(|t| t.0.clone()).collect();
-    if let Some(found) = guess_kind(&keys) {
-        if found != kind {
-            return Err(err(
-                path,
-                format!("holds {found:?} weights, {kind:?} weights are needed here"),
-            ));
+    if let Some(found) = guess_kind(&keys).filter(|&found| found != kind) {
+        let why = format!("holds {found:?} weights, {kind:?} weights are needed here");
+        return Err(err(path, why));
+    }
+    let source = source_of(&keys);
+    let torchvision = source == Source::Torchvision;
+    // The architecture's sizes follow from the tensor shapes, so small or custom variants
+    // load without being described; the given configs supply dropout rates and defaults.
+    let shapes = param_shapes(&tensors, kind, source);
+    match kind {
+        ModelKind::ConvNeXt => {
+            let mut m = infer_convnext(&shapes, convnext).init::<B>(device);
+            let key = |k: &str| convnext_key(k, source);
+            let new = |p: &str| torchvision && is_convnext_head(p);
+            let r = apply_pytorch(&mut m, path, tensors, key, new)?;
+            Ok((AnyModel::ConvNeXt(m), r))
+        }
+        ModelKind::DenseNet => {
+            let mut m = infer_densenet(&shapes, densenet).init::<B>(device);
+            let key = |k: &str| densenet_key(k, source);
+            let new = |p: &str| torchvision && is_densenet_addition(p);
+            let r = apply_pytorch(&mut m, path, tensors, key, new)?;
+            Ok((AnyModel::DenseNet(m), r))
         }
     }
-    // The original files prefix every backbone key; torchvision's do not.
-    let source = if keys
+}
+
+/// Whose key names these are: the original files prefix every backbone key; torchvision's
+/// do not.
+fn source_of(keys: &[String]) -> Source {
+    let original = keys
         .iter()
-        .any(|k| k.starts_with("convnext_tiny.") || k.starts_with("densenet."))
-    {
+        .any(|k| k.starts_with("convnext_tiny.") || k.starts_with("densenet."));
+    if original {
         Source::Original
     } else {
         Source::Torchvision
-    };
-    // The architecture's sizes follow from the tensor shapes, so small or custom variants
-    // load without being described; the given configs supply dropout rates and defaults.
-    let shapes: std::collections::HashMap<String, Vec<usize>> = tensors
-        .iter()
-        .filter_map(|(k, t)| {
-            let target = match kind {
-                ModelKind::ConvNeXt => convnext_key(k, source),
-                ModelKind::DenseNet => densenet_key(k, source),
-            };
-            match target {
-                crate::weights::Target::Param(p) => Some((p, t.shape.to_vec())),
-                _ => None,
-            }
-        })
-        .collect();
-    let convnext = &infer_convnext(&shapes, convnext);
-    let densenet = &infer_densenet(&shapes, densenet);
-    match kind {
-        ModelKind::ConvNeXt => {
-            let mut m = convnext.init::<B>(device);
-            let r = apply_pytorch(
-                &mut m,
-                path,
-                tensors,
-                |k| convnext_key(k, source),
-                |p| source == Source::Torchvision && is_convnext_head(p),
-            )?;
-            Ok((AnyModel::ConvNeXt(m), None, r))
-        }
-        ModelKind::DenseNet => {
-            let mut m = densenet.init::<B>(device);
-            let r = apply_pytorch(
-                &mut m,
-                path,
-                tensors,
-                |k| densenet_key(k, source),
-                |p| source == Source::Torchvision && is_densenet_addition(p),
-            )?;
-            Ok((AnyModel::DenseNet(m), None, r))
-        }
     }
+}
+
+/// The shape of each parameter of a `kind` model the tensors fill, by its path.
+fn param_shapes(
+    tensors: &[(String, TensorSnapshot)],
+    kind: ModelKind,
+    source: Source,
+) -> std::collections::HashMap<String, Vec<usize>> {
+    let target = |k: &str| match kind {
+        ModelKind::ConvNeXt => convnext_key(k, source),
+        ModelKind::DenseNet => densenet_key(k, source),
+    };
+    tensors
+        .iter()
+        .filter_map(|(k, t)| match target(k) {
+            crate::weights::Target::Param(p) => Some((p, t.shape.to_vec())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Load a model for `purpose` whatever its architecture: an own-format checkpoint of either
