@@ -125,62 +125,80 @@ pub fn densenet_key(key: &str, source: Source) -> Target {
     }
     let k = key.strip_prefix("densenet.").unwrap_or(key);
     if source == Source::Original {
-        if let Some(rest) = k.strip_prefix("classifier.") {
-            return match rest.split_once('.') {
-                Some(("0", p)) => layer_norm("head_norm", p),
-                Some(("1", p)) => Target::Param(format!("head_fc1.{p}")),
-                Some(("4", p)) => Target::Param(format!("head_fc2.{p}")),
-                // `densenet.classifier` (the unused ImageNet head) arrives here stripped.
-                Some(("weight" | "bias", _)) | None => {
-                    Target::Param(format!("imagenet_classifier.{rest}"))
-                }
-                _ => Target::Unknown,
-            };
-        }
-        if let Some(rest) = k.strip_prefix("decoupling.") {
-            if let Some(p) = rest.strip_prefix("shared_proj.") {
-                return Target::Param(format!("shared_proj.{p}"));
-            }
-            if let Some(p) = rest.strip_prefix("task_proj.") {
-                return Target::Param(format!("task_proj.{p}"));
-            }
-            return Target::Unknown;
-        }
-        if let Some(rest) = k.strip_prefix("task_classifiers.") {
-            let parts: Vec<&str> = rest.splitn(3, '.').collect();
-            return match parts.as_slice() {
-                [t, "0", p] => Target::Param(format!("task_heads.{t}.fc1.{p}")),
-                [t, "2", p] => Target::Param(format!("task_heads.{t}.fc2.{p}")),
-                _ => Target::Unknown,
-            };
+        if let Some(target) = original_densenet_head(k) {
+            return target;
         }
     } else if let Some(p) = k.strip_prefix("classifier.") {
         // torchvision's ImageNet head is the model's unused `imagenet_classifier`.
         return Target::Param(format!("imagenet_classifier.{p}"));
     }
-    let Some(f) = k.strip_prefix("features.") else {
-        return Target::Unknown;
-    };
-    for stem in ["conv0.", "norm0.", "norm5."] {
-        if f.starts_with(stem) {
-            return Target::Param(f.to_string());
-        }
+    match k.strip_prefix("features.") {
+        Some(f) => densenet_features_key(f),
+        None => Target::Unknown,
+    }
+}
+
+/// The original MyDenseNet's parts after the backbone (its heads and the decoupling
+/// projections); `None` for a key of the backbone.
+fn original_densenet_head(k: &str) -> Option<Target> {
+    if let Some(rest) = k.strip_prefix("classifier.") {
+        return Some(match rest.split_once('.') {
+            Some(("0", p)) => layer_norm("head_norm", p),
+            Some(("1", p)) => Target::Param(format!("head_fc1.{p}")),
+            Some(("4", p)) => Target::Param(format!("head_fc2.{p}")),
+            // `densenet.classifier` (the unused ImageNet head) arrives here stripped.
+            Some(("weight" | "bias", _)) | None => {
+                Target::Param(format!("imagenet_classifier.{rest}"))
+            }
+            _ => Target::Unknown,
+        });
+    }
+    if let Some(rest) = k.strip_prefix("decoupling.") {
+        let projection = ["shared_proj.", "task_proj."]
+            .into_iter()
+            .find(|p| rest.starts_with(p));
+        return Some(match projection {
+            Some(_) => Target::Param(rest.to_string()),
+            None => Target::Unknown,
+        });
+    }
+    let rest = k.strip_prefix("task_classifiers.")?;
+    let parts: Vec<&str> = rest.splitn(3, '.').collect();
+    Some(match parts.as_slice() {
+        [t, "0", p] => Target::Param(format!("task_heads.{t}.fc1.{p}")),
+        [t, "2", p] => Target::Param(format!("task_heads.{t}.fc2.{p}")),
+        _ => Target::Unknown,
+    })
+}
+
+/// A key of DenseNet's `features` (the stem, the transitions, the dense blocks), without
+/// that prefix.
+fn densenet_features_key(f: &str) -> Target {
+    if ["conv0.", "norm0.", "norm5."]
+        .iter()
+        .any(|s| f.starts_with(s))
+    {
+        return Target::Param(f.to_string());
     }
     if let Some(rest) = f.strip_prefix("transition") {
         let (i, p) = rest.split_once('.').unwrap_or(("", ""));
-        let Ok(i) = i.parse::<usize>() else {
-            return Target::Unknown;
+        return match i.parse::<usize>() {
+            Ok(i) => Target::Param(format!("transitions.{}.{p}", i - 1)),
+            Err(_) => Target::Unknown,
         };
-        return Target::Param(format!("transitions.{}.{p}", i - 1));
     }
     let Some(rest) = f.strip_prefix("denseblock") else {
         return Target::Unknown;
     };
     let (i, rest) = rest.split_once('.').unwrap_or(("", ""));
-    let Ok(i) = i.parse::<usize>() else {
-        return Target::Unknown;
-    };
-    let b = i.saturating_sub(1);
+    match i.parse::<usize>() {
+        Ok(i) => dense_block_key(i.saturating_sub(1), rest),
+        Err(_) => Target::Unknown,
+    }
+}
+
+/// A key inside dense block `b` (from 0): its CBAM or one of its layers.
+fn dense_block_key(b: usize, rest: &str) -> Target {
     if let Some(p) = rest.strip_prefix("channel_attention.shared_MLP.") {
         return match p.split_once('.') {
             Some(("0", q)) => Target::Param(format!("blocks.{b}.cbam.channel_attention.fc1.{q}")),
@@ -259,35 +277,13 @@ pub fn apply_pytorch<B: Backend, M: ModuleSnapshot<B>>(
         }
     }
     let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
-    let mut details = String::new();
     let reverse = |p: &str| seen.get(p).cloned().unwrap_or_else(|| p.to_string());
-    if !unknown.is_empty() {
-        details.push_str(&format!(
-            "\n  unexpected keys ({}): {}",
-            unknown.len(),
-            unknown.join(", ")
-        ));
-    }
     let unused: Vec<String> = result.unused.iter().map(|p| reverse(p)).collect();
-    if !unused.is_empty() {
-        details.push_str(&format!(
-            "\n  keys with no place in the model ({}): {}",
-            unused.len(),
-            unused.join(", ")
-        ));
-    }
     let (fresh, missing): (Vec<String>, Vec<String>) = result
         .missing
         .iter()
         .map(|(p, _)| p.clone())
         .partition(|p| allow_missing(p));
-    if !missing.is_empty() {
-        details.push_str(&format!(
-            "\n  missing keys ({}): {}",
-            missing.len(),
-            missing.join(", ")
-        ));
-    }
     let errors: Vec<String> = result
         .errors
         .iter()
@@ -296,24 +292,27 @@ pub fn apply_pytorch<B: Backend, M: ModuleSnapshot<B>>(
                 path,
                 expected,
                 found,
-            } => {
-                format!(
-                    "{} has shape {:?}, the model expects {:?}",
-                    reverse(path),
-                    found,
-                    expected
-                )
-            }
+            } => format!(
+                "{} has shape {found:?}, the model expects {expected:?}",
+                reverse(path)
+            ),
             other => other.to_string(),
         })
         .collect();
-    if !errors.is_empty() {
-        details.push_str(&format!(
-            "\n  mis-shaped or unreadable ({}): {}",
-            errors.len(),
-            errors.join("; ")
-        ));
-    }
+    let details = [
+        ("unexpected keys", unknown.join(", "), unknown.len()),
+        (
+            "keys with no place in the model",
+            unused.join(", "),
+            unused.len(),
+        ),
+        ("missing keys", missing.join(", "), missing.len()),
+        ("mis-shaped or unreadable", errors.join("; "), errors.len()),
+    ]
+    .into_iter()
+    .filter(|(_, _, n)| *n > 0)
+    .map(|(what, list, n)| format!("\n  {what} ({n}): {list}"))
+    .collect::<String>();
     if !details.is_empty() {
         return Err(WeightsError::Mismatch {
             path: path.display().to_string(),
