@@ -23,7 +23,7 @@ use burn::tensor::backend::AutodiffBackend;
 use super::objective::{batch_loss, hits, targets};
 use super::state::{commit_epoch, meta, resume, resume_fast, TrainState};
 use super::validate::{selection_value, validate, ValResult};
-use super::{io, Engine, Job, Net, Observer, RunOutcome, TrainError};
+use super::{io, Engine, Job, Net, Observer, RunOptions, RunOutcome, TrainError};
 use crate::config::{NanPolicy, Task, TrainConfig};
 use crate::fast::FastBackbone;
 use crate::history::{plot_curves, write_csv, EpochRecord};
@@ -52,22 +52,7 @@ where
         device,
     } = job;
     let out = &opts.out;
-    std::fs::create_dir_all(out.join("state")).map_err(io(out))?;
-    let (mut state, mut model, mut optim) = if opts.resume {
-        resume::<B, _, _>(out, model, optim, device)?
-    } else {
-        (TrainState::default(), model, optim)
-    };
-    let mut fast = (opts.engine == Engine::Fast)
-        .then(|| FastBackbone::new(&model, OptimConfig::new(rule, cfg.weight_decay as f32)));
-    if opts.resume {
-        let (done, of) = (state.epochs_done, cfg.epochs);
-        tracing::info!("resuming {} after epoch {done} of {of}", out.display());
-        if done > 0 {
-            resume_fast(out, &state, fast.as_mut())?;
-        }
-    }
-    write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes()).map_err(io(out))?;
+    let (mut state, mut model, mut optim, mut fast) = start(cfg, opts, model, optim, rule, device)?;
 
     let sampler = sampler(cfg, &train)?;
     let n_train = train.len();
@@ -136,6 +121,41 @@ where
         last: last_path,
         skipped_images: skipped.len(),
     })
+}
+
+/// The run's state, model, optimiser and fast engine (`opts.engine`) to start from: fresh, or
+/// where the run in `opts.out` stopped (`opts.resume`); the config written beside it.
+fn start<B, M, O>(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    model: M,
+    optim: O,
+    rule: UpdateRule,
+    device: &B::Device,
+) -> Result<(TrainState, M, O, Option<FastBackbone>), TrainError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Net<B> + Clone + 'static,
+    O: Optimizer<M, B>,
+{
+    let out = &opts.out;
+    std::fs::create_dir_all(out.join("state")).map_err(io(out))?;
+    let (state, model, optim) = if opts.resume {
+        resume::<B, _, _>(out, model, optim, device)?
+    } else {
+        (TrainState::default(), model, optim)
+    };
+    let mut fast = (opts.engine == Engine::Fast)
+        .then(|| FastBackbone::new(&model, OptimConfig::new(rule, cfg.weight_decay as f32)));
+    if opts.resume {
+        let (done, of) = (state.epochs_done, cfg.epochs);
+        tracing::info!("resuming {} after epoch {done} of {of}", out.display());
+        if done > 0 {
+            resume_fast(out, &state, fast.as_mut())?;
+        }
+    }
+    write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes()).map_err(io(out))?;
+    Ok((state, model, optim, fast))
 }
 
 /// Write the last checkpoint of epoch `epoch` (from 0), and the best one when its validation
