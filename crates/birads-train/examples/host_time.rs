@@ -9,7 +9,9 @@
 //!
 //! Prints the wall time of each phase (median over the steps); with `HOST_TIME_PERF=CTL,ACK`
 //! it switches `perf record -D -1 --control fifo:CTL,ACK` on after the warm-up, so the
-//! profile holds the measured steps only.
+//! profile holds the measured steps only, and with `HOST_TIME_PHASE=forward`, `backward` or
+//! `optimiser` as well, only that phase of each (the phase ends with a synchronisation, so
+//! the work it queued is in it).
 //!
 //! Arguments: `convnext` or `densenet`, then the number of steps (default 10).
 
@@ -83,22 +85,36 @@ where
     let mut optim = benchmark::optimizer::<B, M>();
     let x = benchmark::images::<B>(BATCH, SIZE, device);
     let mut out = Vec::new();
+    let phase = std::env::var("HOST_TIME_PHASE").ok();
+    let phase = ["forward", "backward", "optimiser"]
+        .iter()
+        .position(|p| phase.as_deref() == Some(*p));
     for step in 0..WARMUP + steps {
-        if step == WARMUP {
-            perf_enable();
-        }
+        let measured = step >= WARMUP;
+        // Sampling on for the whole step (no phase named) or for the named phase only.
+        let sample = |i: usize, on: bool| {
+            if measured && phase.map_or(i == 0 && on, |p| p == i) {
+                perf(if on { "enable" } else { "disable" });
+            }
+        };
         let start = Instant::now();
         let mut marks = [0.0; 4];
         let mut mark = |i: usize| {
             B::sync(device).ok();
             marks[i] = start.elapsed().as_secs_f64() * 1e3;
         };
+        sample(0, true);
         let loss = benchmark::loss(model.logits(x.clone()), features);
         mark(0);
+        sample(0, false);
+        sample(1, true);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         mark(1);
+        sample(1, false);
+        sample(2, true);
         model = optim.step(1e-4, model, grads);
         mark(2);
+        sample(2, false);
         if step >= WARMUP {
             out.push([marks[0], marks[1] - marks[0], marks[2] - marks[1], marks[2]]);
         }
@@ -106,14 +122,14 @@ where
     out
 }
 
-/// Under `perf record -D -1 --control fifo:CTL,ACK` with `HOST_TIME_PERF=CTL,ACK`: start
-/// sampling now, and wait for perf's acknowledgement.
-fn perf_enable() {
+/// Under `perf record -D -1 --control fifo:CTL,ACK` with `HOST_TIME_PERF=CTL,ACK`: `enable`
+/// or `disable` sampling now, and wait for perf's acknowledgement.
+fn perf(command: &str) {
     let Ok(paths) = std::env::var("HOST_TIME_PERF") else {
         return;
     };
     let (ctl, ack) = paths.split_once(',').unwrap_or((&paths, ""));
-    std::fs::write(ctl, "enable\n").expect("perf's control fifo");
+    std::fs::write(ctl, format!("{command}\n")).expect("perf's control fifo");
     if !ack.is_empty() {
         use std::io::Read;
         let mut reply = [0u8; 4];
