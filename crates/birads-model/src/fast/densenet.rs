@@ -501,57 +501,9 @@ fn conv3x3(
 /// (7×7 conv over the channel mean and max, sigmoid), each multiplied in place.
 fn cbam(a: &Attention, buf: &mut [f32], (n, h, w): (usize, usize, usize)) {
     let (c, hw) = (a.channels, h * w);
-    let sigmoid = |v: f32| 1.0 / (1.0 + (-v).exp());
     for img in 0..n {
         let x = &mut buf[img * hw * c..(img + 1) * hw * c];
-        let (mut chan_mean, mut chan_max) = (vec![0.0f32; c], vec![f32::NEG_INFINITY; c]);
-        simd(
-            #[inline(always)]
-            || {
-                for r in x.chunks_exact(c) {
-                    for ((m, x), v) in chan_mean.iter_mut().zip(chan_max.iter_mut()).zip(r) {
-                        *m += v;
-                        *x = x.max(*v);
-                    }
-                }
-            },
-        );
-        chan_mean.iter_mut().for_each(|v| *v /= hw as f32);
-        let mlp_hidden = |d: &[f32]| -> Vec<f32> {
-            let mut hdn = vec![0.0f32; a.hidden];
-            matmul(
-                (1, a.hidden, c),
-                d,
-                c,
-                &a.fc1,
-                a.hidden,
-                hdn.as_mut_ptr(),
-                a.hidden,
-                false,
-                false,
-            );
-            hdn.iter_mut().for_each(|v| *v = v.max(0.0));
-            hdn
-        };
-        // fc2 is linear: fc2(h_mean) + fc2(h_max) = fc2(h_mean + h_max).
-        let hsum: Vec<f32> = mlp_hidden(&chan_mean)
-            .iter()
-            .zip(mlp_hidden(&chan_max))
-            .map(|(a, b)| a + b)
-            .collect();
-        let mut att = vec![0.0f32; c];
-        matmul(
-            (1, c, a.hidden),
-            &hsum,
-            a.hidden,
-            &a.fc2,
-            c,
-            att.as_mut_ptr(),
-            c,
-            false,
-            false,
-        );
-        att.iter_mut().for_each(|v| *v = sigmoid(*v));
+        let att = channel_attention(a, x);
         // Channel attention, and the per-pixel mean/max maps of its result.
         let mut maps = vec![0.0f32; hw * 2];
         simd(
@@ -566,20 +518,7 @@ fn cbam(a: &Attention, buf: &mut [f32], (n, h, w): (usize, usize, usize)) {
                 }
             },
         );
-        let mut cols = vec![0.0f32; hw * 98];
-        im2col(&maps, (h, w, 2), (h, w), 7, 1, 3, 0..hw, &mut cols);
-        let mut s = vec![0.0f32; hw];
-        matmul(
-            (hw, 1, 98),
-            &cols,
-            98,
-            &a.spatial,
-            1,
-            s.as_mut_ptr(),
-            1,
-            false,
-            false,
-        );
+        let s = spatial_logits(a, &maps, (h, w));
         simd(
             #[inline(always)]
             || {
@@ -590,6 +529,89 @@ fn cbam(a: &Attention, buf: &mut [f32], (n, h, w): (usize, usize, usize)) {
             },
         );
     }
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// The channel weights `[C]` of one image `x` `[HW, C]`: the shared MLP on the channels' mean
+/// and max over the pixels, summed, through a sigmoid.
+fn channel_attention(a: &Attention, x: &[f32]) -> Vec<f32> {
+    let c = a.channels;
+    let hw = x.len() / c;
+    let (mut chan_mean, mut chan_max) = (vec![0.0f32; c], vec![f32::NEG_INFINITY; c]);
+    simd(
+        #[inline(always)]
+        || {
+            for r in x.chunks_exact(c) {
+                for ((m, x), v) in chan_mean.iter_mut().zip(chan_max.iter_mut()).zip(r) {
+                    *m += v;
+                    *x = x.max(*v);
+                }
+            }
+        },
+    );
+    chan_mean.iter_mut().for_each(|v| *v /= hw as f32);
+    let mlp_hidden = |d: &[f32]| -> Vec<f32> {
+        let mut hdn = vec![0.0f32; a.hidden];
+        let dims = (1, a.hidden, c);
+        matmul(
+            dims,
+            d,
+            c,
+            &a.fc1,
+            a.hidden,
+            hdn.as_mut_ptr(),
+            a.hidden,
+            false,
+            false,
+        );
+        hdn.iter_mut().for_each(|v| *v = v.max(0.0));
+        hdn
+    };
+    // fc2 is linear: fc2(h_mean) + fc2(h_max) = fc2(h_mean + h_max).
+    let hsum: Vec<f32> = mlp_hidden(&chan_mean)
+        .iter()
+        .zip(mlp_hidden(&chan_max))
+        .map(|(a, b)| a + b)
+        .collect();
+    let mut att = vec![0.0f32; c];
+    let dims = (1, c, a.hidden);
+    matmul(
+        dims,
+        &hsum,
+        a.hidden,
+        &a.fc2,
+        c,
+        att.as_mut_ptr(),
+        c,
+        false,
+        false,
+    );
+    att.iter_mut().for_each(|v| *v = sigmoid(*v));
+    att
+}
+
+/// The spatial attention's logits `[HW]`: the 7×7 convolution (padding 3) of the per-pixel
+/// mean and max maps `[HW, 2]`.
+fn spatial_logits(a: &Attention, maps: &[f32], (h, w): (usize, usize)) -> Vec<f32> {
+    let hw = h * w;
+    let mut cols = vec![0.0f32; hw * 98];
+    im2col(maps, (h, w, 2), (h, w), 7, 1, 3, 0..hw, &mut cols);
+    let mut s = vec![0.0f32; hw];
+    matmul(
+        (hw, 1, 98),
+        &cols,
+        98,
+        &a.spatial,
+        1,
+        s.as_mut_ptr(),
+        1,
+        false,
+        false,
+    );
+    s
 }
 
 /// BN → ReLU → 2×2 average pool → 1×1 conv into the first `cout` channels of `out`.
