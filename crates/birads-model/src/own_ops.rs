@@ -9,6 +9,10 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
 
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
+
 type Registry = RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>;
 
 fn registry() -> &'static Registry {
@@ -41,6 +45,16 @@ pub(crate) fn uninstall<F: Any>() {
 pub(crate) fn installed<F: Any + Copy>() -> Option<F> {
     let map = registry().read().unwrap_or_else(|e| e.into_inner());
     map.get(&TypeId::of::<F>())?.downcast_ref::<F>().copied()
+}
+
+/// The primitive of a float tensor (what an own operation works on).
+pub fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+/// A float tensor from its primitive.
+pub fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
 #[cfg(test)]

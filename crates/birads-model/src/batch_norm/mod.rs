@@ -33,14 +33,14 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{activation, Tensor, TensorPrimitive};
+use burn::tensor::{activation, Tensor};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_autodiff::{Autodiff, NodeId};
 
-use crate::own_ops;
+use crate::own_ops::{self, float, primitive};
 
 #[cfg(feature = "cubecl-kernels")]
 pub mod cube;
@@ -279,10 +279,6 @@ fn gradient_sums<B: Backend>(
     (channel_sum(g.clone()), channel_sum(g * centred))
 }
 
-fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
 #[derive(Debug)]
 struct BatchNormBackward;
 
@@ -312,9 +308,9 @@ impl<B: Backend> Backward<B, 3> for BatchNormBackward {
         let (mean, inv_std, weight) = (float(mean), float(inv_std), float(weight));
         let (dx, d_weight, d_bias) = backward(x, mean, inv_std, weight, g);
         for (node, grad) in [
-            (node_x, dx.into_primitive().tensor()),
-            (node_weight, d_weight.into_primitive().tensor()),
-            (node_bias, d_bias.into_primitive().tensor()),
+            (node_x, primitive(dx)),
+            (node_weight, primitive(d_weight)),
+            (node_bias, primitive(d_bias)),
         ] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, grad);
@@ -333,9 +329,9 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
     relu: bool,
     on_statistics: &OnStatistics<'_, Autodiff<B, C>>,
 ) -> Tensor<Autodiff<B, C>, 4> {
-    let x = x.into_primitive().tensor();
-    let weight = weight.into_primitive().tensor();
-    let bias = bias.into_primitive().tensor();
+    let x = primitive(x);
+    let weight = primitive(weight);
+    let bias = primitive(bias);
     let input = float::<B, 4>(x.primitive.clone());
     let stats = statistics(
         input.clone(),
@@ -352,9 +348,7 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
         Tensor::from_inner(stats.mean.clone()),
         Tensor::from_inner(stats.var.clone()),
     );
-    let y = normalize_channels_last(input, &stats, relu)
-        .into_primitive()
-        .tensor();
+    let y = primitive(normalize_channels_last(input, &stats, relu));
     let parents = [x.node.clone(), weight.node.clone(), bias.node];
     let y = match BatchNormBackward
         .prepare::<C>(parents)
@@ -363,7 +357,6 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
     {
         OpsKind::Tracked(mut prep) => {
             let x_id = prep.checkpoint(&x);
-            let primitive = |t: Tensor<B, 1>| t.into_primitive().tensor();
             let terms = relu.then(|| y.clone());
             let per_channel = [
                 primitive(stats.mean),

@@ -9,11 +9,13 @@
 
 pub mod reduce;
 
+pub use crate::own_ops::{float, primitive};
+
 use std::marker::PhantomData;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Shape};
 use burn_cubecl::fusion::FusionCubeRuntime;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
@@ -163,14 +165,4 @@ where
         K::uninstall::<Cube<R, F, I, BT>>();
         K::uninstall::<Fused<R, F, I, BT>>();
     }
-}
-
-/// The primitive of a float tensor.
-pub fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
-    t.into_primitive().tensor()
-}
-
-/// A float tensor from its primitive.
-pub fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
 }

@@ -27,7 +27,7 @@
 use burn::nn::LayerNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::Tensor;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
@@ -35,7 +35,7 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_autodiff::{Autodiff, NodeId};
 
 use crate::amp::cast_like;
-use crate::own_ops;
+use crate::own_ops::{self, float, primitive};
 
 #[cfg(feature = "cubecl-kernels")]
 pub mod cube;
@@ -163,14 +163,6 @@ pub fn backward<B: Backend>(
     (dx, d_weight, d_bias)
 }
 
-fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
-    t.into_primitive().tensor()
-}
-
 #[derive(Debug)]
 struct LayerNormBackward;
 
@@ -214,9 +206,9 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
     bias: Tensor<Autodiff<B, C>, 1>,
     epsilon: f64,
 ) -> Tensor<Autodiff<B, C>, 2> {
-    let x = x.into_primitive().tensor();
-    let weight = weight.into_primitive().tensor();
-    let bias = bias.into_primitive().tensor();
+    let x = primitive(x);
+    let weight = primitive(weight);
+    let bias = primitive(bias);
     let (y, mean, inv_std) = (kernels::<B>().forward)(
         float(x.primitive.clone()),
         float(weight.primitive.clone()),
