@@ -8,13 +8,15 @@ mod common;
 use birads_model::batch_norm::{backward, install, normalize_channels_last, statistics, uninstall};
 use birads_model::blocks::BatchNorm2d;
 use birads_model::checkpoint::AnyModel;
-use birads_model::gradcheck::{compare, densenet_config, snapshot};
+use birads_model::gradcheck::{densenet_config, snapshot};
 use birads_model::{Cpu, CpuTrain, MyDenseNet};
 use burn::module::{AutodiffModule, Module, Param};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
-use common::{relative_f64 as relative, uniform as random, values_f64 as values};
+use common::{
+    assert_passes_agree, relative_f64 as relative, uniform as random, values_f64 as values,
+};
 
 /// Installing is global per backend: tests that install run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -197,10 +199,7 @@ fn densenet_gradients_are_the_same_with_the_own_batch_norm() {
     };
     let (burns, burns_running) = pass(false);
     let (own, own_running) = pass(true);
-    let diffs = compare(&own, &burns).unwrap();
-    for d in &diffs {
-        assert!(d.relative < 1e-5, "{}: {:.2e}", d.name, d.relative);
-    }
+    let diffs = assert_passes_agree(&own, &burns, 1e-5);
     let d = relative(&own_running, &burns_running);
     assert!(d < 1e-6, "running statistics: {d:.2e}");
     // Behind the first BatchNorm the two differ by rounding (else the own one never ran).

@@ -8,13 +8,16 @@ mod common;
 use birads_model::amp::autocast;
 use birads_model::checkpoint::AnyModel;
 use birads_model::depthwise::{input_gradient, install, uninstall, weight_gradient_in_chunks};
-use birads_model::gradcheck::{compare, convnext_config, gradient_cosine, snapshot};
+use birads_model::gradcheck::{convnext_config, gradient_cosine, snapshot};
 use birads_model::{Cpu, CpuTrain};
 use burn::prelude::*;
 use burn::tensor::{Distribution, FloatDType};
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 
-use common::{assert_own_depthwise_ran, depthwise_reference, max_abs_diff, DEPTHWISE_CASES};
+use common::{
+    assert_own_depthwise_ran, assert_passes_agree, depthwise_reference, max_abs_diff,
+    DEPTHWISE_CASES,
+};
 
 type B = CpuTrain;
 
@@ -72,10 +75,7 @@ fn convnext_gradients_are_the_same_with_the_own_backward() {
     };
     uninstall::<Cpu, NoCheckpointing>();
     assert_own_depthwise_ran(&own, &burn_pass);
-    let diffs = compare(&own, &burn_pass).unwrap();
-    for d in &diffs {
-        assert!(d.relative < 1e-5, "{}: {:.2e}", d.name, d.relative);
-    }
+    assert_passes_agree(&own, &burn_pass, 1e-5);
     // Under autocast the own backward runs on bf16 inputs: close to f32 as a whole.
     let cosine = gradient_cosine(&own_amp, &burn_pass);
     assert!(

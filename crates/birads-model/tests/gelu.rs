@@ -3,14 +3,17 @@
 //! finite difference in f64 and against burn-flex's exact backward, then whole ConvNeXt
 //! gradients with it installed on the CPU's autodiff backend.
 
+mod common;
+
 use birads_model::checkpoint::AnyModel;
 use birads_model::gelu::{exact_backward, install, uninstall};
-use birads_model::gradcheck::{compare, convnext_config, snapshot};
+use birads_model::gradcheck::{convnext_config, snapshot};
 use birads_model::{Cpu, CpuTrain};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Distribution, FloatDType};
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+use common::assert_passes_agree;
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -71,10 +74,7 @@ fn convnext_gradients_are_the_same_with_the_own_gelu() {
     install::<Cpu, NoCheckpointing>();
     let own = snapshot(&model, x, r);
     uninstall::<Cpu, NoCheckpointing>();
-    let diffs = compare(&own, &burns).unwrap();
-    for d in &diffs {
-        assert!(d.relative < 1e-5, "{}: {:.2e}", d.name, d.relative);
-    }
+    let diffs = assert_passes_agree(&own, &burns, 1e-5);
     // Behind the head's first GELU the two differ by rounding (else the own one never ran);
     // the last layer's gradient does not pass through a GELU.
     let by_name = |n: &str| diffs.iter().find(|d| d.name == n).unwrap().relative;

@@ -7,7 +7,7 @@
 mod common;
 
 use birads_model::checkpoint::AnyModel;
-use birads_model::gradcheck::{compare, convnext_config, snapshot};
+use birads_model::gradcheck::{convnext_config, snapshot};
 use birads_model::layer_norm::{backward, forward, install, installed, rows, uninstall};
 use birads_model::{Cpu, CpuTrain};
 use burn::module::{Module, Param};
@@ -15,7 +15,9 @@ use burn::nn::LayerNormConfig;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
-use common::{relative_f64 as relative, uniform as random, values_f64 as values};
+use common::{
+    assert_passes_agree, relative_f64 as relative, uniform as random, values_f64 as values,
+};
 
 /// Installing is global per backend: tests that install run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -148,10 +150,7 @@ fn convnext_gradients_are_the_same_with_the_own_layer_norm() {
     install::<Cpu, NoCheckpointing>();
     let own = snapshot(&model, x, r);
     uninstall::<Cpu, NoCheckpointing>();
-    let diffs = compare(&own, &burns).unwrap();
-    for d in &diffs {
-        assert!(d.relative < 1e-5, "{}: {:.2e}", d.name, d.relative);
-    }
+    let diffs = assert_passes_agree(&own, &burns, 1e-5);
     // The two differ by rounding in the normalisations' parameters (else the own one never
     // ran): the stem's LayerNorm2d, a block's LayerNorm and the head's.
     let by_name = |n: &str| {

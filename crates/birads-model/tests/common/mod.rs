@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use birads_model::gradcheck::{compare, Difference, Snapshot};
 use birads_model::{MyConvNeXtConfig, MyDenseNetConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -130,4 +131,14 @@ pub fn relative_f64(got: &[f64], want: &[f64]) -> f64 {
 /// Uniform in `[low, high)` on `B`'s default device.
 pub fn uniform<B: Backend, const D: usize>(shape: [usize; D], low: f64, high: f64) -> Tensor<B, D> {
     Tensor::random(shape, Distribution::Uniform(low, high), &Default::default())
+}
+
+/// Every tensor of `own` (a pass with one of birads' own operations installed) within `limit`
+/// relative of `burns` (burn's pass of the same model and inputs); the differences, by name.
+pub fn assert_passes_agree(own: &Snapshot, burns: &Snapshot, limit: f64) -> Vec<Difference> {
+    let diffs = compare(own, burns).unwrap();
+    for d in &diffs {
+        assert!(d.relative < limit, "{}: {:.2e}", d.name, d.relative);
+    }
+    diffs
 }
