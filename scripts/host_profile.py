@@ -28,19 +28,30 @@ WAIT = ("submit_inner", "submit_blocking", "custom_channel::Server", "begin_shor
         "sched_yield", "finish_task_switch", "__schedule", "clock_nanosleep", "futex",
         "yield_now", "exit_to_user_mode", "irqentry_exit", "do_syscall_64", "syscall_exit")
 DRIVER_DSOS = ("libvulkan_lvp", "libLLVM", "[JIT]", "libdrm", "libvulkan")
-ALLOC = ("malloc", "free", "memmove", "memcpy", "memset", "memalign", "realloc", "cfree",
-         "unlink_chunk", "consolidate", "hashbrown", "smallvec", "alloc::", "core::",
-         "<alloc", "<core", "<smallvec", "<hashbrown")
+WGPU = ("wgpu", "wgpu_core", "wgpu_hal", "wgpu_types", "naga", "cubecl_wgpu", "ash",
+        "gpu_alloc", "gpu_descriptor")
+STD = ("alloc", "core", "std", "hashbrown", "smallvec")
+LIBC_ALLOC = ("malloc", "free", "memmove", "memcpy", "memset", "memalign", "realloc",
+              "unlink_chunk", "consolidate")
+
+
+def owner(sym):
+    """The crate a Rust symbol's code comes from: its first path segment, looking through
+    `<T as Trait>` and drop glue (`core::ptr::drop_in_place<burn_ir::…>` is burn's)."""
+    sym = re.sub(r"^core::ptr::drop_in_place<", "", sym)
+    m = re.search(r"\b([a-z][a-z0-9_]*)::", sym)
+    return m[1] if m else ""
 
 
 def kind(dso, sym):
     if any(w in sym for w in WAIT):
         return "waiting"
-    if dso.startswith(DRIVER_DSOS) or re.search(r"\b(wgpu|naga|cubecl_wgpu|ash)\w*", sym):
+    crate = owner(sym)
+    if dso.startswith(DRIVER_DSOS) or crate in WGPU:
         return "wgpu, driver"
-    if re.search(r"\b(burn_\w+|cubecl_\w+)::", sym):
+    if crate.startswith(("burn_", "cubecl_")):
         return "burn, cubecl"
-    if any(a in sym for a in ALLOC):
+    if crate in STD or any(a in sym for a in LIBC_ALLOC):
         return "allocation"
     return "other"
 
