@@ -43,7 +43,7 @@ if [ "${1:-}" = --count ]; then
   count BIRADS_LAYERNORM=burn "$ex" convnext
   count "$ex" densenet
   count "$ex" densenet --unfused
-  count BIRADS_BATCHNORM_SUMS=burn "$ex" densenet
+  count BIRADS_BATCHNORM_KERNELS=burn "$ex" densenet
   count BIRADS_BATCHNORM=burn "$ex" densenet
   exit 0
 fi

@@ -193,7 +193,7 @@ step 05-train-bf16-b32 100 "$BIRADS bench train --device $DEVICE --precision bf1
 step 06-train-amp-nofusion-b32 100 "$BIRADS bench train --device $DEVICE --precision amp --batch 32 --runs 3 --warmup 3 --no-fusion --no-python"
 step 06-train-amp-burn-depthwise-b32 100 "BIRADS_DEPTHWISE=burn $BIRADS bench train --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-batchnorm-b32 60 "BIRADS_BATCHNORM=burn $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
-step 06-train-amp-burn-bnsums-b32 60 "BIRADS_BATCHNORM_SUMS=burn $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
+step 06-train-amp-burn-bnkernels-b32 60 "BIRADS_BATCHNORM_KERNELS=burn $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-dwkernel-b32 60 "BIRADS_DEPTHWISE_KERNEL=burn $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-layernorm-b32 60 "BIRADS_LAYERNORM=burn $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 03-device-check-bf16 90 "$BIRADS bench device-check --device $DEVICE --precision bf16"

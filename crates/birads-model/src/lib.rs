@@ -59,8 +59,8 @@ pub fn install_gpu_ops() {
     {
         use burn::tensor::bf16;
         use cubecl::cuda::CudaRuntime;
-        cube::set::<batch_norm::cube::Sums, CudaRuntime, f32, i32, u8>(true);
-        cube::set::<batch_norm::cube::Sums, CudaRuntime, bf16, i32, u8>(true);
+        cube::set::<batch_norm::cube::BatchNorm, CudaRuntime, f32, i32, u8>(true);
+        cube::set::<batch_norm::cube::BatchNorm, CudaRuntime, bf16, i32, u8>(true);
         cube::set::<depthwise::cube::WeightGradient, CudaRuntime, f32, i32, u8>(true);
         cube::set::<depthwise::cube::WeightGradient, CudaRuntime, bf16, i32, u8>(true);
         cube::set::<layer_norm::cube::Rows, CudaRuntime, f32, i32, u8>(true);
@@ -73,7 +73,7 @@ pub fn install_gpu_ops() {
     #[cfg(feature = "wgpu")]
     {
         use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
-        cube::set::<batch_norm::cube::Sums, WgpuRuntime, f32, i32, u32>(true);
+        cube::set::<batch_norm::cube::BatchNorm, WgpuRuntime, f32, i32, u32>(true);
         cube::set::<depthwise::cube::WeightGradient, WgpuRuntime, f32, i32, u32>(true);
         cube::set::<layer_norm::cube::Rows, WgpuRuntime, f32, i32, u32>(true);
         both::<burn::backend::Wgpu>();

@@ -6,8 +6,9 @@
 //! What it checks, before any time is spent on a real GPU:
 //! - birads' own depthwise backward (`birads_model::depthwise`), written for CUDA, computes
 //!   the same gradients on a cubecl backend as burn's convolution backward does on the CPU;
-//! - birads' own kernels (BatchNorm's sums, the depthwise weight gradient, LayerNorm's forward
-//!   and backward) equal a plain reference, in f32 and in f16;
+//! - birads' own kernels (BatchNorm's statistics, normalisation and backward, the depthwise
+//!   weight gradient, LayerNorm's forward and backward) equal a plain reference, in f32 and
+//!   in f16;
 //! - one training-mode forward and backward of both models on the cubecl backend, with
 //!   birads' own operations installed as on CUDA (GELU's exact backward, BatchNorm's backward;
 //!   the depthwise backward and LayerNorm, and for comparison without them), equals the CPU's
@@ -24,8 +25,8 @@
 
 mod common;
 
-use birads_model::batch_norm::cube::{reductions, Sums};
-use birads_model::batch_norm::Reductions;
+use birads_model::batch_norm::cube::{own_kernels, BatchNorm};
+use birads_model::batch_norm::{OwnKernels, Saved};
 use birads_model::checkpoint::AnyModel;
 use birads_model::cube::{self, Cube, Fused, Launch};
 use birads_model::depthwise::cube::WeightGradient;
@@ -55,6 +56,8 @@ type HalfFused = Fused<WgpuRuntime, f16, i32, u32>;
 
 /// The per-tensor limit of `birads bench device-check` in f32.
 const LIMIT: f64 = 1e-4;
+/// BatchNorm's ε.
+const EPSILON: f64 = 1e-5;
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -132,7 +135,7 @@ fn assert_within_limit(what: &str, diffs: &[Difference]) {
 fn with_own_ops<T>(own_depthwise: bool, own_layer_norm: bool, f: impl FnOnce() -> T) -> T {
     gelu::install::<G, NoCheckpointing>();
     batch_norm::install::<G, NoCheckpointing>();
-    cube::set::<Sums, WgpuRuntime, f32, i32, u32>(true);
+    cube::set::<BatchNorm, WgpuRuntime, f32, i32, u32>(true);
     if own_depthwise {
         install::<G, NoCheckpointing>();
         cube::set::<WeightGradient, WgpuRuntime, f32, i32, u32>(true);
@@ -146,7 +149,7 @@ fn with_own_ops<T>(own_depthwise: bool, own_layer_norm: bool, f: impl FnOnce() -
     cube::set::<Rows, WgpuRuntime, f32, i32, u32>(false);
     uninstall::<G, NoCheckpointing>();
     cube::set::<WeightGradient, WgpuRuntime, f32, i32, u32>(false);
-    cube::set::<Sums, WgpuRuntime, f32, i32, u32>(false);
+    cube::set::<BatchNorm, WgpuRuntime, f32, i32, u32>(false);
     batch_norm::uninstall::<G, NoCheckpointing>();
     gelu::uninstall::<G, NoCheckpointing>();
     out
@@ -182,12 +185,12 @@ fn densenet_pass_on_cubecl_equals_the_cpu() {
     let model = AnyModel::DenseNet(densenet_config(true).init(&Default::default()));
     let (got, want) = with_own_ops(false, false, || passes(&model, 7));
     let (burns, _) = with_own_ops(false, false, || {
-        cube::set::<Sums, WgpuRuntime, f32, i32, u32>(false);
+        cube::set::<BatchNorm, WgpuRuntime, f32, i32, u32>(false);
         passes(&model, 7)
     });
     assert_within_limit("MyDenseNet", &compare(&got, &want).unwrap());
     assert_within_limit(
-        "MyDenseNet, burn's sums in BatchNorm",
+        "MyDenseNet, burn's operations in BatchNorm",
         &compare(&burns, &want).unwrap(),
     );
     let between = compare(&got, &burns).unwrap();
@@ -195,87 +198,151 @@ fn densenet_pass_on_cubecl_equals_the_cpu() {
         between
             .iter()
             .any(|d| d.name.contains("norm") && d.relative > 0.0),
-        "BatchNorm's own sum kernels did not run"
+        "BatchNorm's own kernels did not run"
     );
 }
 
-/// Per channel of `[N, C, L]` values, in f64: mean, biased variance, Σ g, Σ g·(x − m) with
-/// `m` the channel's value in `means` (the mean as the kernel gets it) or else the mean, and
-/// for each the sum of its terms' magnitudes (what f32 rounding scales with).
-fn channel_reference(
-    x: &[f32],
-    g: &[f32],
-    [n, c, l]: [usize; 3],
-    means: Option<&[f32]>,
-) -> Vec<[(f64, f64); 4]> {
-    (0..c)
-        .map(|ch| {
-            let at = |i: usize| (i / l) * c * l + ch * l + i % l;
-            let m = (n * l) as f64;
-            let xs: Vec<f64> = (0..n * l).map(|i| f64::from(x[at(i)])).collect();
-            let gs: Vec<f64> = (0..n * l).map(|i| f64::from(g[at(i)])).collect();
-            let mean = xs.iter().sum::<f64>() / m;
-            let squares = xs.iter().map(|v| (v - mean) * (v - mean));
-            let var = squares.sum::<f64>() / m;
-            let centre = means.map_or(mean, |means| f64::from(means[ch]));
-            let centred: Vec<f64> = gs.iter().zip(&xs).map(|(g, x)| g * (x - centre)).collect();
-            [
-                (mean, xs.iter().map(|v| v.abs()).sum::<f64>() / m),
-                (var, var),
-                (gs.iter().sum(), gs.iter().map(|v| v.abs()).sum()),
-                (centred.iter().sum(), centred.iter().map(|v| v.abs()).sum()),
-            ]
-        })
-        .collect()
-}
+/// A value and the sum of its terms' magnitudes (what f32 rounding scales with).
+type Reference = (f64, f64);
 
-/// `reductions` on `x` and `g` `[N, C, H, W]` (channels-last underneath when `strided`, so
-/// the kernels read a non-contiguous view) against `channel_reference` of the values as
-/// backend `B` holds them: each result within 1e-5 of its terms' magnitude (f32 sums of a
-/// few thousand terms are within about 1e-6 of it; a wrong index or a lost partial sum is off
-/// by far more), plus `rounding` of its value (the result stored in `B`'s precision).
-fn check_reductions<B: Backend>(
-    reductions: Reductions<B>,
-    shape: [usize; 4],
+/// BatchNorm's kernels (`batch_norm::cube`) on one backend against a plain f64 computation
+/// from the values as `B` holds them: `x`, `g` `[N, C, H, W]` (channels-last underneath when
+/// `strided`, so the kernels read a non-contiguous view), random γ and β; each kernel is fed
+/// the reference's inputs (the exact statistics rounded to `B`, the kernel's own sums for
+/// ∂x), so that each is checked on its own. Each result must be within 1e-5 of its terms'
+/// magnitude (f32 sums of a few thousand terms are within about 1e-6 of it; a wrong index,
+/// channel or lost partial sum is off by far more), plus `rounding` of its value (the result
+/// stored in `B`'s precision).
+fn check_batch_norm_kernels<B: Backend>(
+    kernels: OwnKernels<B>,
+    [n, c, h, w]: [usize; 4],
     strided: bool,
+    relu: bool,
     rounding: f64,
 ) {
-    let [n, c, h, w] = shape;
+    let case = format!("{:?} strided {strided} relu {relu}", [n, c, h, w]);
     let device = Default::default();
-    let random = || {
-        Tensor::<Cpu, 4>::random([n, h, w, c], Distribution::Normal(0.5, 2.0), &device)
-            .permute([0, 3, 1, 2])
+    let random = |shape: [usize; 4]| {
+        Tensor::<Cpu, 4>::random(shape, Distribution::Normal(0.5, 2.0), &device)
     };
     let to_b = |t: Tensor<Cpu, 4>| -> Tensor<B, 4> {
-        let t = Tensor::<B, 4>::from_data(t.to_data(), &Default::default());
         if strided {
             // Channels-last underneath, as a convolution's output is: [N, H, W, C]
             // contiguous, then a permuted view of it.
             let data = t.permute([0, 2, 3, 1]).into_data();
             Tensor::<B, 4>::from_data(data, &Default::default()).permute([0, 3, 1, 2])
         } else {
-            t
+            Tensor::<B, 4>::from_data(t.into_data(), &Default::default())
         }
     };
-    let (x, g) = (to_b(random() + 3.0), to_b(random()));
+    let per_channel = |v: &[f32]| Tensor::<B, 1>::from_floats(v, &Default::default());
+    let (x, g) = (to_b(random([n, c, h, w]) + 3.0), to_b(random([n, c, h, w])));
+    let gamma = values(random([1, c, 1, 1]));
+    let beta = values(random([1, c, 1, 1]));
+    let (weight, bias) = (per_channel(&gamma), per_channel(&beta));
+    let (gamma, beta) = (values(weight.clone()), values(bias.clone()));
     let (xv, gv) = (values(x.clone()), values(g.clone()));
-    let exact = channel_reference(&xv, &gv, [n, c, h * w], None);
-    let mean: Vec<f32> = exact.iter().map(|w| w[0].0 as f32).collect();
-    let mean = Tensor::<B, 1>::from_floats(mean.as_slice(), &Default::default());
-    let want = channel_reference(&xv, &gv, [n, c, h * w], Some(&values(mean.clone())));
-    let (got_mean, got_var) = (reductions.moments)(x.clone());
-    let (sum_g, sum_gx) = (reductions.gradient_sums)(g, x, mean);
-    let got = [got_mean, got_var, sum_g, sum_gx].map(values);
-    for (ch, want) in want.iter().enumerate() {
-        for (k, name) in ["mean", "variance", "Σg", "Σg(x−μ)"].iter().enumerate() {
-            let (value, magnitude) = want[k];
-            let error = (f64::from(got[k][ch]) - value).abs();
-            assert!(
-                error <= 1e-5 * magnitude.max(1e-30) + rounding * value.abs(),
-                "{shape:?} strided {strided}, channel {ch}, {name}: {} against {value} \
-                 (error {error:.2e}, terms {magnitude:.2e})",
-                got[k][ch]
+    let plane = h * w;
+    let at = |ch: usize, i: usize| (i / plane) * c * plane + ch * plane + i % plane;
+    let m = (n * plane) as f64;
+    let check = |what: &str, index: usize, got: f32, (want, magnitude): Reference| {
+        let error = (f64::from(got) - want).abs();
+        assert!(
+            error <= 1e-5 * magnitude.max(1e-30) + rounding * want.abs(),
+            "{case}, {what} {index}: {got} against {want} (error {error:.2e}, terms {magnitude:.2e})"
+        );
+    };
+
+    // Moments.
+    let (got_mean, got_var) = (kernels.moments)(x.clone());
+    let (got_mean, got_var) = (values(got_mean), values(got_var));
+    let mut exact = vec![(0.0, 0.0); c];
+    for ch in 0..c {
+        let xs: Vec<f64> = (0..n * plane).map(|i| f64::from(xv[at(ch, i)])).collect();
+        let mean = xs.iter().sum::<f64>() / m;
+        let var = xs.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / m;
+        check(
+            "mean",
+            ch,
+            got_mean[ch],
+            (mean, xs.iter().map(|v| v.abs()).sum::<f64>() / m),
+        );
+        check("variance", ch, got_var[ch], (var, var));
+        exact[ch] = (mean, var);
+    }
+    let mean = per_channel(&exact.iter().map(|e| e.0 as f32).collect::<Vec<_>>());
+    let var = per_channel(&exact.iter().map(|e| e.1 as f32).collect::<Vec<_>>());
+    let (mu, sigma2) = (values(mean.clone()), values(var.clone()));
+    let inv = |ch: usize| 1.0 / (f64::from(sigma2[ch]) + EPSILON).sqrt();
+    let hat = |ch: usize, i: usize| (f64::from(xv[at(ch, i)]) - f64::from(mu[ch])) * inv(ch);
+
+    // Normalisation (and ReLU).
+    let y = (kernels.normalize)(
+        x.clone(),
+        mean.clone(),
+        var.clone(),
+        weight.clone(),
+        bias,
+        EPSILON,
+        relu,
+    );
+    let yv = values(y.clone());
+    for ch in 0..c {
+        let (gm, bt) = (f64::from(gamma[ch]), f64::from(beta[ch]));
+        for i in 0..n * plane {
+            let v = gm * hat(ch, i) + bt;
+            let v = if relu { v.max(0.0) } else { v };
+            check(
+                "y",
+                at(ch, i),
+                yv[at(ch, i)],
+                (v, (gm * hat(ch, i)).abs() + bt.abs()),
             );
+        }
+    }
+
+    // ∂β, ∂γ, then ∂x from the kernel's own sums.
+    let saved = Saved {
+        x,
+        mean,
+        var,
+        weight,
+        epsilon: EPSILON,
+        relu_output: relu.then_some(y),
+    };
+    let through = |ch: usize, i: usize| {
+        let masked = relu && yv[at(ch, i)] <= 0.0;
+        if masked {
+            0.0
+        } else {
+            f64::from(gv[at(ch, i)])
+        }
+    };
+    let (sum_g, sum_gx) = (kernels.gradient_sums)(g.clone(), &saved);
+    let sums = (sum_g.clone(), sum_gx.clone());
+    let (sum_g, sum_gx) = (values(sum_g), values(sum_gx));
+    for ch in 0..c {
+        let terms: Vec<(f64, f64)> = (0..n * plane)
+            .map(|i| (through(ch, i), hat(ch, i)))
+            .collect();
+        let plain = (
+            terms.iter().map(|t| t.0).sum(),
+            terms.iter().map(|t| t.0.abs()).sum(),
+        );
+        let centred = terms.iter().map(|t| t.0 * t.1);
+        let centred = (centred.clone().sum(), centred.map(f64::abs).sum());
+        check("Σg", ch, sum_g[ch], plain);
+        check("Σg·x̂", ch, sum_gx[ch], centred);
+    }
+    let dx = values((kernels.input_gradient)(g, &saved, sums));
+    for ch in 0..c {
+        let scale = f64::from(gamma[ch]) * inv(ch);
+        let (db, dw) = (f64::from(sum_g[ch]) / m, f64::from(sum_gx[ch]) / m);
+        for i in 0..n * plane {
+            let (gi, xh) = (through(ch, i), hat(ch, i));
+            let want = scale * (gi - db - xh * dw);
+            let magnitude = scale.abs() * (gi.abs() + db.abs() + (xh * dw).abs());
+            check("∂x", at(ch, i), dx[at(ch, i)], (want, magnitude));
         }
     }
 }
@@ -315,14 +382,14 @@ fn depthwise_weight_kernel_equals_burns_cpu_backward() {
 }
 
 #[test]
-fn batch_norm_sum_kernels_equal_a_plain_reference() {
+fn batch_norm_kernels_equal_a_plain_reference() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Fewer values per channel than threads, more and not a multiple, one value, and
     // MyDenseNet's last block at batch 2 (1,024 channels of 7×7).
     for shape in [[3, 5, 37, 1], [4, 3, 7, 43], [1, 2, 1, 1], [2, 1024, 7, 7]] {
-        for strided in [false, true] {
-            check_reductions(reductions::<Unfused>(), shape, strided, 0.0);
-            check_reductions(reductions::<G>(), shape, strided, 0.0);
+        for (strided, relu) in [(false, false), (true, false), (false, true), (true, true)] {
+            check_batch_norm_kernels(own_kernels::<Unfused>(), shape, strided, relu, 0.0);
+            check_batch_norm_kernels(own_kernels::<G>(), shape, strided, relu, 0.0);
         }
     }
 }
@@ -485,9 +552,9 @@ fn layer_norm_inference_runs_the_forward_kernel() {
 fn the_kernels_take_half_precision_tensors() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for shape in [[3, 5, 37, 1], [2, 64, 7, 7]] {
-        for strided in [false, true] {
-            check_reductions(reductions::<Half>(), shape, strided, 1e-3);
-            check_reductions(reductions::<HalfFused>(), shape, strided, 1e-3);
+        for (strided, relu) in [(false, true), (true, false)] {
+            check_batch_norm_kernels(own_kernels::<Half>(), shape, strided, relu, 1e-3);
+            check_batch_norm_kernels(own_kernels::<HalfFused>(), shape, strided, relu, 1e-3);
         }
     }
     <CpuTrain as Backend>::seed(&Default::default(), 4);

@@ -1,73 +1,162 @@
-//! BatchNorm's per-channel sums as cubecl kernels of birads' own, one launch each, for the
-//! cubecl backends (CUDA's; wgpu's for the check without a GPU).
+//! BatchNorm's training pass as cubecl kernels of birads' own, one launch each, for the cubecl
+//! backends (CUDA's; wgpu's for the check without a GPU).
 //!
 //! burn reduces one axis per launch, so a sum over batch and positions of `[N, C, L]` is two
-//! launches, and BatchNorm needs two such sums in each direction: 4 launches forward and 4
-//! backward per BatchNorm, 546 each way in a MyDenseNet training step. Each kernel here
-//! gives a channel one cube, whose threads stride over the channel's N·H·W values, accumulate
-//! in f32 whatever the tensor's precision, and add their partial sums up in shared memory:
+//! launches, and BatchNorm needs two such sums in each direction; the arithmetic around them
+//! (the `[C]` coefficients, their broadcasts, the ReLU and its mask) is some 25 more operations
+//! for burn-fusion to record and plan per BatchNorm, 121 BatchNorms per MyDenseNet step. Here:
 //!
 //! - `moments`: mean and biased variance of `x`, in two passes over the values (the mean
 //!   first, then the squared deviations from it), as the generic path computes them;
-//! - `gradient_sums`: `Σ g` and `Σ g·(x − mean)` for the backward.
+//! - `normalize`: `γ·(x − μ)/σ + β` and its ReLU, written channels-last, as the convolution
+//!   after it reads its input;
+//! - `gradient_sums`: `∂β = Σ g` and `∂γ = Σ g·x̂` for the backward, `g` through the ReLU;
+//! - `input_gradient`: `∂x = γ/σ·(g − ∂β/M − x̂·∂γ/M)`.
 //!
-//! On a fusion backend each is one custom operation in burn-fusion's stream (`crate::cube`;
-//! it ends the fused run before it, as burn's reductions did).
+//! The reductions give a channel one cube, whose threads stride over the channel's N·H·W
+//! values, accumulate in f32 whatever the tensor's precision, and add their partial sums up
+//! in shared memory; the elementwise kernels give each value a thread. On a fusion backend
+//! each is one custom operation in burn-fusion's stream (`crate::cube`).
 
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 
-use super::kernels::{gradient_sums, moments};
-use super::{PerChannel, Reductions};
+use super::kernels;
+use super::{OwnKernels, PerChannel, Saved};
 use crate::cube::{float, primitive, Kernels, Launch};
 
 /// Mean and biased variance per channel of `x` `[N, C, H, W]`: one launch.
-fn moments_of<B: Launch>(x: Tensor<B, 4>) -> PerChannel<B> {
+fn moments<B: Launch>(x: Tensor<B, 4>) -> PerChannel<B> {
     let ([_, c, _, _], dtype) = (x.dims(), x.dtype());
-    let outputs = [([c].into(), dtype), ([c].into(), dtype)];
     let [mean, var] = B::launch(
         "birads_batch_norm_moments",
         [primitive(x)],
-        outputs,
-        Box::new(moments::<B::Runtime>),
+        [(); 2].map(|_| ([c].into(), dtype)),
+        Box::new(kernels::moments::<B::Runtime>),
     );
     (float(mean), float(var))
 }
 
-/// `Σ g` and `Σ g·(x − mean)` per channel: one launch.
-fn gradient_sums_of<B: Launch>(
-    g: Tensor<B, 4>,
+/// `γ·(x − μ)/σ + β` (its ReLU with `relu`) of `x` `[N, C, H, W]`, written `[N, H, W, C]`
+/// and returned as a view `[N, C, H, W]` of it: one launch.
+fn normalize<B: Launch>(
     x: Tensor<B, 4>,
     mean: Tensor<B, 1>,
-) -> PerChannel<B> {
-    let ([_, c, _, _], dtype) = (x.dims(), x.dtype());
-    let outputs = [([c].into(), dtype), ([c].into(), dtype)];
-    let inputs = [primitive(g), primitive(x), primitive(mean)];
-    let [sum_g, sum_gx] = B::launch(
-        "birads_batch_norm_gradient_sums",
+    var: Tensor<B, 1>,
+    weight: Tensor<B, 1>,
+    bias: Tensor<B, 1>,
+    epsilon: f64,
+    relu: bool,
+) -> Tensor<B, 4> {
+    let ([n, c, h, w], dtype) = (x.dims(), x.dtype());
+    let per_channel = [mean, var, weight, bias].map(|t| primitive(in_dtype(t, dtype)));
+    let [mean, var, weight, bias] = per_channel;
+    let inputs = [primitive(x), mean, var, weight, bias];
+    let [y] = B::launch(
+        // The variant in the name, for burn-fusion's logs.
+        if relu {
+            "birads_batch_norm_normalize_relu"
+        } else {
+            "birads_batch_norm_normalize"
+        },
         inputs,
-        outputs,
-        Box::new(gradient_sums::<B::Runtime>),
+        [([n, h, w, c].into(), dtype)],
+        Box::new(move |t| kernels::normalize::<B::Runtime>(t, epsilon, relu)),
+    );
+    float::<B, 4>(y).permute([0, 3, 1, 2])
+}
+
+/// `t` in `dtype` (the kernels read all their tensors in the input's precision; under amp
+/// the parameters and activations of a BatchNorm are all f32 already).
+fn in_dtype<B: Launch>(t: Tensor<B, 1>, dtype: DType) -> Tensor<B, 1> {
+    if t.dtype() == dtype {
+        t
+    } else {
+        t.cast(dtype)
+    }
+}
+
+/// `g` and the forward's output (for the ReLU's mask; `x` again where there was no ReLU).
+fn gradient_and_output<B: Launch>(g: Tensor<B, 4>, saved: &Saved<B>) -> [Tensor<B, 4>; 2] {
+    let y = saved.relu_output.clone().unwrap_or_else(|| saved.x.clone());
+    [g, y]
+}
+
+/// `∂β = Σ g` and `∂γ = Σ g·x̂` per channel: one launch.
+fn gradient_sums<B: Launch>(g: Tensor<B, 4>, saved: &Saved<B>) -> PerChannel<B> {
+    let ([_, c, _, _], dtype) = (g.dims(), g.dtype());
+    let [g, y] = gradient_and_output(g, saved);
+    let (relu, epsilon) = (saved.relu_output.is_some(), saved.epsilon);
+    let inputs = [
+        primitive(g),
+        primitive(saved.x.clone()),
+        primitive(y),
+        primitive(saved.mean.clone()),
+        primitive(saved.var.clone()),
+    ];
+    let [sum_g, sum_gx] = B::launch(
+        if relu {
+            "birads_batch_norm_gradient_sums_relu"
+        } else {
+            "birads_batch_norm_gradient_sums"
+        },
+        inputs,
+        [([c].into(), dtype), ([c].into(), dtype)],
+        Box::new(move |t| kernels::gradient_sums::<B::Runtime>(t, epsilon, relu)),
     );
     (float(sum_g), float(sum_gx))
 }
 
+/// `∂x = γ/σ·(g − ∂β/M − x̂·∂γ/M)` `[N, C, H, W]`: one launch.
+fn input_gradient<B: Launch>(
+    g: Tensor<B, 4>,
+    saved: &Saved<B>,
+    (d_bias, d_weight): PerChannel<B>,
+) -> Tensor<B, 4> {
+    let (dims, dtype) = (g.dims(), g.dtype());
+    let [g, y] = gradient_and_output(g, saved);
+    let (relu, epsilon) = (saved.relu_output.is_some(), saved.epsilon);
+    let inputs = [
+        primitive(g),
+        primitive(saved.x.clone()),
+        primitive(y),
+        primitive(saved.mean.clone()),
+        primitive(saved.var.clone()),
+        primitive(in_dtype(saved.weight.clone(), dtype)),
+        primitive(d_bias),
+        primitive(d_weight),
+    ];
+    let [dx] = B::launch(
+        if relu {
+            "birads_batch_norm_input_gradient_relu"
+        } else {
+            "birads_batch_norm_input_gradient"
+        },
+        inputs,
+        [(dims.into(), dtype)],
+        Box::new(move |t| kernels::input_gradient::<B::Runtime>(t, epsilon, relu)),
+    );
+    float(dx)
+}
+
 /// The kernels on backend `B` (burn's `CubeBackend`, or burn's fusion backend over it).
-pub fn reductions<B: Launch>() -> Reductions<B> {
-    Reductions {
-        moments: moments_of::<B>,
-        gradient_sums: gradient_sums_of::<B>,
+pub fn own_kernels<B: Launch>() -> OwnKernels<B> {
+    OwnKernels {
+        moments: moments::<B>,
+        normalize: normalize::<B>,
+        gradient_sums: gradient_sums::<B>,
+        input_gradient: input_gradient::<B>,
     }
 }
 
-/// The two kernels, for `crate::cube::set`.
-pub struct Sums;
+/// The four kernels, for `crate::cube::set`.
+pub struct BatchNorm;
 
-impl Kernels for Sums {
+impl Kernels for BatchNorm {
     fn install<B: Launch>() {
-        super::install_reductions(reductions::<B>());
+        super::install_kernels(own_kernels::<B>());
     }
 
     fn uninstall<B: Launch>() {
-        super::uninstall_reductions::<B>();
+        super::uninstall_kernels::<B>();
     }
 }

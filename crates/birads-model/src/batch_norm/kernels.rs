@@ -5,12 +5,15 @@
 
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeRuntime;
+use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
 use crate::cube::reduce::{cube_sum, empty, threads};
 
 /// Threads per channel (fewer where the device allows fewer).
 const THREADS: u32 = 256;
+/// Threads per cube of the elementwise kernels (one value each).
+const ELEMENTWISE: u32 = 256;
 
 /// Where value `i` (of the N·H·W values) of channel `c` lies in `t` `[N, C, H, W]`, whatever
 /// its strides (a convolution's output is channels-last underneath).
@@ -60,29 +63,118 @@ fn moments_kernel<F: Float>(
     }
 }
 
-/// `Σ g` and `Σ g·(x − mean)` per channel of `g`, `x` `[N, C, H, W]` with `mean` `[C]`: one
-/// cube per channel.
+/// Where value `o` of `[N, C, H, W]` in the order of its dimensions lies in `t` of that shape,
+/// whatever its strides.
+#[cube]
+fn at_nchw<F: Float>(t: &Tensor<F>, o: usize) -> usize {
+    let w = o % t.shape(3);
+    let rest = o / t.shape(3);
+    let h = rest % t.shape(2);
+    let rest = rest / t.shape(2);
+    let c = rest % t.shape(1);
+    let n = rest / t.shape(1);
+    n * t.stride(0) + c * t.stride(1) + h * t.stride(2) + w * t.stride(3)
+}
+
+/// Value `o` of `[N, H, W, C]` in that order, as its place in `t` `[N, C, H, W]` and its
+/// channel.
+#[cube]
+fn at_nhwc<F: Float>(t: &Tensor<F>, o: usize) -> (usize, usize) {
+    let c = o % t.shape(1);
+    let rest = o / t.shape(1);
+    let w = rest % t.shape(3);
+    let rest = rest / t.shape(3);
+    let h = rest % t.shape(2);
+    let n = rest / t.shape(2);
+    (
+        n * t.stride(0) + c * t.stride(1) + h * t.stride(2) + w * t.stride(3),
+        c,
+    )
+}
+
+/// Value `c` of a `[C]` tensor, in f32.
+#[cube]
+fn channel<F: Float>(t: &Tensor<F>, c: usize) -> f32 {
+    f32::cast_from(t[c * t.stride(0)])
+}
+
+/// `γ·(x − μ)/σ + β` of `x` `[N, C, H, W]` (any strides), with its ReLU when `relu`, written
+/// to `y` `[N, H, W, C]` contiguous: one thread per value, in the output's order.
+#[cube(launch)]
+fn normalize_kernel<F: Float>(
+    x: &Tensor<F>,
+    mean: &Tensor<F>,
+    var: &Tensor<F>,
+    weight: &Tensor<F>,
+    bias: &Tensor<F>,
+    y: &mut Tensor<F>,
+    epsilon: f32,
+    #[comptime] relu: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    let o = ABSOLUTE_POS;
+    if o >= y.len() {
+        terminate!();
+    }
+    let (i, c) = at_nhwc::<F>(x, o);
+    let inv = 1.0 / (channel::<F>(var, c) + epsilon).sqrt();
+    let normalised = (f32::cast_from(x[i]) - channel::<F>(mean, c)) * inv;
+    let mut v = normalised * channel::<F>(weight, c) + channel::<F>(bias, c);
+    if relu {
+        v = v.max(0.0);
+    }
+    y[o] = F::cast_from(v);
+}
+
+/// The output gradient `g` where the forward's output `y` is positive (with `relu`), else `g`.
+/// (`relu` is known when the kernel is compiled, the test inside it only when it runs: the
+/// two `if`s stay apart.)
+#[allow(clippy::collapsible_if)]
+#[cube]
+fn through_relu<F: Float>(g: &Tensor<F>, y: &Tensor<F>, o: usize, #[comptime] relu: bool) -> f32 {
+    let mut v = f32::cast_from(g[at_nchw::<F>(g, o)]);
+    if relu {
+        if f32::cast_from(y[at_nchw::<F>(y, o)]) <= 0.0 {
+            v = 0.0;
+        }
+    }
+    v
+}
+
+/// `Σ g` and `Σ g·x̂` (∂β and ∂γ) per channel, with `x̂ = (x − mean)/√(var + ε)`, of `g`, `x`
+/// `[N, C, H, W]` (with `relu`, `g` through the ReLU of the forward's output `y`): one cube
+/// per channel.
+#[allow(clippy::collapsible_if)]
 #[cube(launch)]
 fn gradient_sums_kernel<F: Float>(
     g: &Tensor<F>,
     x: &Tensor<F>,
+    y: &Tensor<F>,
     mean: &Tensor<F>,
+    var: &Tensor<F>,
     sum_g: &mut Tensor<F>,
     sum_gx: &mut Tensor<F>,
+    epsilon: f32,
+    #[comptime] relu: bool,
     #[comptime] threads: u32,
     #[define(F)] _dtype: StorageType,
 ) {
     let c = CUBE_POS_X as usize;
     let count = x.shape(0) * x.shape(2) * x.shape(3);
     let step = CUBE_DIM_X as usize;
-    let mu = f32::cast_from(mean[c * mean.stride(0)]);
+    let mu = channel::<F>(mean, c);
     let mut shared = SharedMemory::<f32>::new(threads as usize);
 
     let mut plain = 0.0f32;
     let mut centred = 0.0f32;
     let mut i = UNIT_POS_X as usize;
     while i < count {
-        let gi = f32::cast_from(g[at::<F>(g, c, i)]);
+        let mut gi = f32::cast_from(g[at::<F>(g, c, i)]);
+        if relu {
+            if f32::cast_from(y[at::<F>(y, c, i)]) <= 0.0 {
+                gi = 0.0;
+            }
+        }
         let xi = f32::cast_from(x[at::<F>(x, c, i)]);
         plain += gi;
         centred += gi * (xi - mu);
@@ -91,9 +183,41 @@ fn gradient_sums_kernel<F: Float>(
     let plain = cube_sum(&mut shared, plain);
     let centred = cube_sum(&mut shared, centred);
     if UNIT_POS_X == 0 {
+        let inv = 1.0 / (channel::<F>(var, c) + epsilon).sqrt();
         sum_g[c] = F::cast_from(plain);
-        sum_gx[c] = F::cast_from(centred);
+        sum_gx[c] = F::cast_from(centred * inv);
     }
+}
+
+/// `∂x = γ/σ·(g − ∂β/M − x̂·∂γ/M)` of `[N, C, H, W]` (M values per channel; with `relu`, `g`
+/// through the forward's ReLU), written in the order of its dimensions: one thread per value.
+#[cube(launch)]
+fn input_gradient_kernel<F: Float>(
+    g: &Tensor<F>,
+    x: &Tensor<F>,
+    y: &Tensor<F>,
+    mean: &Tensor<F>,
+    var: &Tensor<F>,
+    weight: &Tensor<F>,
+    sum_g: &Tensor<F>,
+    sum_gx: &Tensor<F>,
+    dx: &mut Tensor<F>,
+    epsilon: f32,
+    #[comptime] relu: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    let o = ABSOLUTE_POS;
+    if o >= dx.len() {
+        terminate!();
+    }
+    let c = (o / (dx.shape(2) * dx.shape(3))) % dx.shape(1);
+    let count = f32::cast_from((x.shape(0) * x.shape(2) * x.shape(3)) as u32);
+    let inv = 1.0 / (channel::<F>(var, c) + epsilon).sqrt();
+    let normalised = (f32::cast_from(x[at_nchw::<F>(x, o)]) - channel::<F>(mean, c)) * inv;
+    let gi = through_relu::<F>(g, y, o, relu);
+    let centred =
+        gi - channel::<F>(sum_g, c) / count - normalised * channel::<F>(sum_gx, c) / count;
+    dx[o] = F::cast_from(channel::<F>(weight, c) * inv * centred);
 }
 
 /// `[x]` `[N, C, H, W]` → `[mean, var]` `[C]` on a cubecl runtime.
@@ -114,8 +238,40 @@ pub fn moments<R: CubeRuntime>([x]: [CubeTensor<R>; 1]) -> [CubeTensor<R>; 2] {
     [mean, var]
 }
 
-/// `[g, x, mean]` → `[Σ g, Σ g·(x − mean)]` `[C]` on a cubecl runtime.
-pub fn gradient_sums<R: CubeRuntime>([g, x, mean]: [CubeTensor<R>; 3]) -> [CubeTensor<R>; 2] {
+/// `[x, mean, var, weight, bias]` → `[y]` `[N, H, W, C]` (`normalize_kernel`).
+pub fn normalize<R: CubeRuntime>(
+    [x, mean, var, weight, bias]: [CubeTensor<R>; 5],
+    epsilon: f64,
+    relu: bool,
+) -> [CubeTensor<R>; 1] {
+    let [n, c, h, w] = x.meta.shape().dims::<4>();
+    let y = empty(&x, [n, h, w, c].into(), x.dtype);
+    let (client, dtype) = (x.client.clone(), x.dtype);
+    let cube_dim = CubeDim::new_1d(threads(&client, ELEMENTWISE));
+    normalize_kernel::launch::<R>(
+        &client,
+        calculate_cube_count_elemwise(&client, n * h * w * c, cube_dim),
+        cube_dim,
+        x.into_tensor_arg(),
+        mean.into_tensor_arg(),
+        var.into_tensor_arg(),
+        weight.into_tensor_arg(),
+        bias.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        epsilon as f32,
+        relu,
+        dtype.into(),
+    );
+    [y]
+}
+
+/// `[g, x, y, mean, var]` → `[Σ g, Σ g·x̂]` `[C]` (`gradient_sums_kernel`; `y` is read with
+/// `relu` only).
+pub fn gradient_sums<R: CubeRuntime>(
+    [g, x, y, mean, var]: [CubeTensor<R>; 5],
+    epsilon: f64,
+    relu: bool,
+) -> [CubeTensor<R>; 2] {
     let channels = x.meta.shape()[1];
     let [sum_g, sum_gx] = [(); 2].map(|_| empty(&x, [channels].into(), x.dtype));
     let (client, dtype, threads) = (x.client.clone(), x.dtype, threads(&x.client, THREADS));
@@ -125,11 +281,46 @@ pub fn gradient_sums<R: CubeRuntime>([g, x, mean]: [CubeTensor<R>; 3]) -> [CubeT
         CubeDim::new_1d(threads),
         g.into_tensor_arg(),
         x.into_tensor_arg(),
+        y.into_tensor_arg(),
         mean.into_tensor_arg(),
+        var.into_tensor_arg(),
         sum_g.clone().into_tensor_arg(),
         sum_gx.clone().into_tensor_arg(),
+        epsilon as f32,
+        relu,
         threads,
         dtype.into(),
     );
     [sum_g, sum_gx]
+}
+
+/// `[g, x, y, mean, var, weight, Σ g, Σ g·x̂]` → `[∂x]` `[N, C, H, W]` contiguous
+/// (`input_gradient_kernel`; `y` is read with `relu` only).
+pub fn input_gradient<R: CubeRuntime>(
+    [g, x, y, mean, var, weight, sum_g, sum_gx]: [CubeTensor<R>; 8],
+    epsilon: f64,
+    relu: bool,
+) -> [CubeTensor<R>; 1] {
+    let shape = x.meta.shape().clone();
+    let dx = empty(&x, shape.clone(), x.dtype);
+    let (client, dtype) = (x.client.clone(), x.dtype);
+    let cube_dim = CubeDim::new_1d(threads(&client, ELEMENTWISE));
+    input_gradient_kernel::launch::<R>(
+        &client,
+        calculate_cube_count_elemwise(&client, shape.num_elements(), cube_dim),
+        cube_dim,
+        g.into_tensor_arg(),
+        x.into_tensor_arg(),
+        y.into_tensor_arg(),
+        mean.into_tensor_arg(),
+        var.into_tensor_arg(),
+        weight.into_tensor_arg(),
+        sum_g.into_tensor_arg(),
+        sum_gx.into_tensor_arg(),
+        dx.clone().into_tensor_arg(),
+        epsilon as f32,
+        relu,
+        dtype.into(),
+    );
+    [dx]
 }

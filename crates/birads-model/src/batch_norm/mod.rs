@@ -16,16 +16,21 @@
 //! two-pass statistics (the sum, then the squared deviations from the mean) and hands the
 //! mean and variance to `BatchNorm2d`, which updates its running estimates as before.
 //!
-//! On the cubecl backends each pair of per-channel sums is one kernel of birads' own
-//! (`cube.rs`, installed with `install_reductions`); elsewhere, and with
-//! `BIRADS_BATCHNORM_SUMS=burn`, they are burn's reductions, one axis per launch.
-//!
 //! `BatchNorm2d::forward_relu` takes the ReLU after it into the same operation, and the
-//! output is written channels-last underneath (`normalize_channels_last`), as burn-cubecl's
-//! convolutions take their input: MyDenseNet's forward no longer copies the input of each
-//! convolution after a BatchNorm (3,127 → 3,007 launches per step). The backward keeps the
-//! order of dimensions: written channels-last too, its ∂x did not spare the convolutions'
-//! backward copies and cost unfused additions where gradients of the two layouts meet.
+//! output is written channels-last underneath, as burn-cubecl's convolutions take their
+//! input: MyDenseNet's forward no longer copies the input of each convolution after a
+//! BatchNorm (3,127 → 3,007 launches per step). The backward keeps the order of dimensions:
+//! written channels-last too, its ∂x did not spare the convolutions' backward copies and cost
+//! unfused additions where gradients of the two layouts meet.
+//!
+//! On the cubecl backends the whole pass is four kernels of birads' own (`cube.rs`, installed
+//! with `install_kernels`): the statistics and the normalisation forward, the two sums and ∂x
+//! backward, one operation and one launch each. With burn's operations (elsewhere, and with
+//! `BIRADS_BATCHNORM_KERNELS=burn`: `statistics`, `normalize_channels_last`, `backward`) a
+//! BatchNorm is about 25 operations forward for burn-fusion to record, match and plan, and
+//! its reductions take one axis per launch. The kernels took MyDenseNet's step from 3,007 to
+//! 2,832 launches and burn-fusion's host work per step by about a sixth
+//! (`examples/kernel_count.rs` and `examples/host_time.rs` of birads-train).
 //!
 //! Where nothing is installed (the CPU, which trains on its own engine, and inference),
 //! `BatchNorm2d` differentiates burn's operations as before. `BIRADS_BATCHNORM=burn` keeps
@@ -72,38 +77,71 @@ pub fn installed<B: Backend>() -> Option<BatchNormFn<B>> {
     own_ops::installed::<BatchNormFn<B>>()
 }
 
-/// BatchNorm's per-channel sums over batch and positions on one backend, as kernels of its
-/// own (`cube.rs` on the cubecl backends).
-pub struct Reductions<B: Backend> {
+/// BatchNorm's training pass on one backend as kernels of its own (`cube.rs` on the cubecl
+/// backends): two per-channel reductions and two elementwise passes, one launch and one
+/// operation each, where burn's operations take about 25 operations and 6 launches forward.
+pub struct OwnKernels<B: Backend> {
     /// `x` `[N, C, H, W]` (any strides) → mean and biased variance `[C]` (two-pass).
     pub moments: fn(Tensor<B, 4>) -> PerChannel<B>,
-    /// `(g, x, mean)` → `Σ g` and `Σ g·(x − mean)` `[C]`.
-    pub gradient_sums: GradientSumsFn<B>,
+    /// `γ·(x − μ)/σ + β` of `x` (its ReLU with `relu`), channels-last underneath.
+    pub normalize: NormalizeFn<B>,
+    /// `g` and what the forward kept → `∂β = Σ g` and `∂γ = Σ g·x̂` `[C]`.
+    pub gradient_sums: fn(Tensor<B, 4>, &Saved<B>) -> PerChannel<B>,
+    /// `g`, what the forward kept, and `(∂β, ∂γ)` → `∂x` `[N, C, H, W]`.
+    pub input_gradient: InputGradientFn<B>,
 }
+
+/// `(x, mean, var, weight, bias, epsilon, relu) → y`.
+pub type NormalizeFn<B> = fn(
+    Tensor<B, 4>,
+    Tensor<B, 1>,
+    Tensor<B, 1>,
+    Tensor<B, 1>,
+    Tensor<B, 1>,
+    f64,
+    bool,
+) -> Tensor<B, 4>;
+
+/// `(g, saved, (∂β, ∂γ)) → ∂x`.
+pub type InputGradientFn<B> = fn(Tensor<B, 4>, &Saved<B>, PerChannel<B>) -> Tensor<B, 4>;
 
 /// Two values per channel, `[C]` each.
 pub type PerChannel<B> = (Tensor<B, 1>, Tensor<B, 1>);
 
-/// `(g [N, C, H, W], x [N, C, H, W], mean [C]) → (Σ g, Σ g·(x − mean))`.
-pub type GradientSumsFn<B> = fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 1>) -> PerChannel<B>;
+/// What the backward reads of the forward: its input `x` `[N, C, H, W]`, the batch's mean and
+/// biased variance and the weight `[C]`, ε, and its output where it ended in a ReLU (where
+/// that is zero, so is the gradient).
+///
+/// The variance rather than 1/σ: with 1/σ as a third output of the moments kernel, burn-fusion
+/// ran the running estimates' update after it operation by operation (1,195–1,254 launches in
+/// MyDenseNet's forward instead of 1,011).
+#[derive(Debug, Clone)]
+pub struct Saved<B: Backend> {
+    pub x: Tensor<B, 4>,
+    pub mean: Tensor<B, 1>,
+    pub var: Tensor<B, 1>,
+    pub weight: Tensor<B, 1>,
+    pub epsilon: f64,
+    pub relu_output: Option<Tensor<B, 4>>,
+}
 
-impl<B: Backend> Clone for Reductions<B> {
+impl<B: Backend> Clone for OwnKernels<B> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<B: Backend> Copy for Reductions<B> {}
+impl<B: Backend> Copy for OwnKernels<B> {}
 
-/// Use `reductions` inside the own BatchNorm on `B` (the inner backend of the autodiff one)
-/// from now on, unless `BIRADS_BATCHNORM_SUMS=burn`.
-pub fn install_reductions<B: Backend>(reductions: Reductions<B>) {
-    own_ops::install::<Reductions<B>>(reductions, "BIRADS_BATCHNORM_SUMS");
+/// Use `kernels` inside the own BatchNorm on `B` (the inner backend of the autodiff one) from
+/// now on, unless `BIRADS_BATCHNORM_KERNELS=burn`.
+pub fn install_kernels<B: Backend>(kernels: OwnKernels<B>) {
+    own_ops::install::<OwnKernels<B>>(kernels, "BIRADS_BATCHNORM_KERNELS");
 }
 
-/// Back to burn's reductions on `B`.
-pub fn uninstall_reductions<B: Backend>() {
-    own_ops::uninstall::<Reductions<B>>();
+/// Back to burn's operations on `B`.
+pub fn uninstall_kernels<B: Backend>() {
+    own_ops::uninstall::<OwnKernels<B>>();
 }
 
 /// `t` `[N, C, …]` as `[N, C, L]`: a view where the layout allows, else a copy.
@@ -111,16 +149,6 @@ fn flat<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, 3> {
     let dims = t.dims();
     let positions = dims[2..].iter().product();
     t.reshape([dims[0], dims[1], positions])
-}
-
-/// `t` `[N, C, …]` as `[N, C, H, W]` (`H` = 1 below rank 4; only ranks 3 and 4 are used).
-fn four<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, 4> {
-    let dims = t.dims();
-    let (h, w) = match D {
-        4 => (dims[2], dims[3]),
-        _ => (1, dims[2..].iter().product()),
-    };
-    t.reshape([dims[0], dims[1], h, w])
 }
 
 /// Per-channel sum of `[N, C, L]` over batch and positions: `[C]`.
@@ -193,18 +221,25 @@ fn moments<B: Backend, const D: usize>(x: Tensor<B, D>) -> (Tensor<B, 1>, Tensor
     (sum / count, squares / count.powi(3))
 }
 
-/// Batch statistics of `x` `[N, C, …]` (the installed `Reductions`, else `moments`) and the
-/// affine map they give.
+/// Batch statistics of `x` `[N, C, …]` with burn's operations and the affine map they give.
 pub fn statistics<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     weight: Tensor<B, 1>,
     bias: Tensor<B, 1>,
     epsilon: f64,
 ) -> Statistics<B> {
-    let (mean, var) = match own_ops::installed::<Reductions<B>>() {
-        Some(reductions) => (reductions.moments)(four(x)),
-        None => moments(x),
-    };
+    let (mean, var) = moments(x);
+    affine(mean, var, weight, bias, epsilon)
+}
+
+/// The affine map `scale·x + shift` that a mean and biased variance give.
+fn affine<B: Backend>(
+    mean: Tensor<B, 1>,
+    var: Tensor<B, 1>,
+    weight: Tensor<B, 1>,
+    bias: Tensor<B, 1>,
+    epsilon: f64,
+) -> Statistics<B> {
     let inv_std = (var.clone() + epsilon).sqrt().recip();
     let scale = weight * inv_std.clone();
     let shift = bias - mean.clone() * scale.clone();
@@ -238,12 +273,10 @@ pub fn normalize_channels_last<B: Backend>(
 }
 
 /// `(∂x [N, C, …], ∂γ [C], ∂β [C])` from the output gradient `g` (the closed form above),
-/// with the forward's mean and 1/σ `[C]`, from the sums `Σ g` and `Σ g·(x − μ)` (the
-/// installed `Reductions`' kernel, else `gradient_sums`). With x̂ = (x − μ)/σ written out,
-/// `∂x = γ/σ·g − k·x + (k·μ − ∂β·γ/(σM))` where `k = γ∂γ/(σ²M)`: three `[C]` coefficients
-/// for one elementwise run over `[N, C, …]`, as the forward's `scale·x + shift`. The kernel
-/// reads any strides, so on its path nothing is reshaped: a reshape of a non-contiguous
-/// tensor, such as a convolution's channels-last output, would be a copy.
+/// with the forward's mean and 1/σ `[C]`, from the sums `Σ g` and `Σ g·(x − μ)`, with burn's
+/// operations. With x̂ = (x − μ)/σ written out, `∂x = γ/σ·g − k·x + (k·μ − ∂β·γ/(σM))` where
+/// `k = γ∂γ/(σ²M)`: three `[C]` coefficients for one elementwise run over `[N, C, …]`, as the
+/// forward's `scale·x + shift`.
 pub fn backward<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     mean: Tensor<B, 1>,
@@ -253,12 +286,7 @@ pub fn backward<B: Backend, const D: usize>(
 ) -> (Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>) {
     let dims = x.dims();
     let (n, count) = (dims[0], per_channel(dims) as f64);
-    let (d_bias, centred) = match own_ops::installed::<Reductions<B>>() {
-        Some(reductions) => {
-            (reductions.gradient_sums)(four(g.clone()), four(x.clone()), mean.clone())
-        }
-        None => gradient_sums(flat(g.clone()), flat(x.clone()), mean.clone()),
-    };
+    let (d_bias, centred) = gradient_sums(flat(g.clone()), flat(x.clone()), mean.clone());
     let d_weight = centred * inv_std.clone();
     let scale = weight * inv_std.clone();
     let per_value = scale.clone() / count;
@@ -282,10 +310,10 @@ fn gradient_sums<B: Backend>(
 #[derive(Debug)]
 struct BatchNormBackward;
 
-/// The input (checkpointed), its statistics (mean, 1/σ) and the weight `[C]`, and the output
-/// where the forward ended in a ReLU (where it is zero, so is the gradient). The output is the
-/// next convolution's input, which autodiff keeps anyway.
-type State<B> = (NodeId, [FloatTensor<B>; 3], Option<FloatTensor<B>>);
+/// The input (checkpointed), the batch's mean and biased variance and the weight `[C]`, ε, and
+/// the output where the forward ended in a ReLU. The output is the next convolution's input,
+/// which autodiff keeps anyway.
+type State<B> = (NodeId, [FloatTensor<B>; 3], f64, Option<FloatTensor<B>>);
 
 impl<B: Backend> Backward<B, 3> for BatchNormBackward {
     type State = State<B>;
@@ -298,15 +326,23 @@ impl<B: Backend> Backward<B, 3> for BatchNormBackward {
     ) {
         let [node_x, node_weight, node_bias] = ops.parents;
         let g = float::<B, 4>(grads.consume::<B>(&ops.node));
-        let (x_id, [mean, inv_std, weight], relu) = ops.state;
-        let x = float::<B, 4>(checkpointer.retrieve_node_output(x_id));
-        // Through the ReLU first, where the forward ended in one (burn's ReLU backward).
-        let g = match relu.map(float::<B, 4>) {
-            Some(y) => g.mask_fill(y.lower_equal_elem(0.0), 0.0),
-            None => g,
+        let (x_id, [mean, var, weight], epsilon, relu_output) = ops.state;
+        let saved = Saved {
+            x: float(checkpointer.retrieve_node_output(x_id)),
+            mean: float(mean),
+            var: float(var),
+            weight: float(weight),
+            epsilon,
+            relu_output: relu_output.map(float),
         };
-        let (mean, inv_std, weight) = (float(mean), float(inv_std), float(weight));
-        let (dx, d_weight, d_bias) = backward(x, mean, inv_std, weight, g);
+        let (dx, d_weight, d_bias) = match own_ops::installed::<OwnKernels<B>>() {
+            Some(kernels) => {
+                let (d_bias, d_weight) = (kernels.gradient_sums)(g.clone(), &saved);
+                let sums = (d_bias.clone(), d_weight.clone());
+                ((kernels.input_gradient)(g, &saved, sums), d_weight, d_bias)
+            }
+            None => burns_backward(g, saved),
+        };
         for (node, grad) in [
             (node_x, primitive(dx)),
             (node_weight, primitive(d_weight)),
@@ -319,8 +355,23 @@ impl<B: Backend> Backward<B, 3> for BatchNormBackward {
     }
 }
 
+/// The backward with burn's operations: through the ReLU first, where the forward ended in
+/// one (burn's ReLU backward), then the closed form (`backward`).
+fn burns_backward<B: Backend>(
+    g: Tensor<B, 4>,
+    saved: Saved<B>,
+) -> (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>) {
+    let g = match saved.relu_output {
+        Some(y) => g.mask_fill(y.lower_equal_elem(0.0), 0.0),
+        None => g,
+    };
+    let inv_std = (saved.var + saved.epsilon).sqrt().recip();
+    backward(saved.x, saved.mean, inv_std, saved.weight, g)
+}
+
 /// BatchNorm's training pass on `Autodiff<B, C>` with `BatchNormBackward`, channels-last
-/// underneath (`normalize_channels_last`).
+/// underneath: the installed `OwnKernels`, else burn's operations (`statistics`,
+/// `normalize_channels_last`).
 fn tracked<B: Backend, C: CheckpointStrategy>(
     x: Tensor<Autodiff<B, C>, 4>,
     weight: Tensor<Autodiff<B, C>, 1>,
@@ -333,22 +384,34 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
     let weight = primitive(weight);
     let bias = primitive(bias);
     let input = float::<B, 4>(x.primitive.clone());
-    let stats = statistics(
-        input.clone(),
-        float(weight.primitive.clone()),
-        float(bias.primitive),
-        epsilon,
-    );
-    // Before the normalisation, as burn's operations have it: the running estimates' update is
-    // independent arithmetic on `[C]` that ends burn-fusion's search segment here. Without it,
-    // after a 1×1 convolution (which fusion does not take in) the whole BatchNorm joined the
-    // convolution's segment and ran op by op: MyDenseNet's forward took 2,667 launches instead
-    // of 1,801.
-    on_statistics(
-        Tensor::from_inner(stats.mean.clone()),
-        Tensor::from_inner(stats.var.clone()),
-    );
-    let y = primitive(normalize_channels_last(input, &stats, relu));
+    let (gamma, beta) = (float(weight.primitive.clone()), float(bias.primitive));
+    // The running estimates are updated before the normalisation, as burn's operations have
+    // it: that independent arithmetic on `[C]` ends burn-fusion's search segment there.
+    // Without it, after a 1×1 convolution (which fusion does not take in) the whole BatchNorm
+    // joined the convolution's segment and ran op by op: MyDenseNet's forward took 2,667
+    // launches instead of 1,801.
+    let (mean, var, y) = match own_ops::installed::<OwnKernels<B>>() {
+        Some(kernels) => {
+            let (mean, var) = (kernels.moments)(input.clone());
+            on_statistics(
+                Tensor::from_inner(mean.clone()),
+                Tensor::from_inner(var.clone()),
+            );
+            let (m, v) = (mean.clone(), var.clone());
+            let y = (kernels.normalize)(input, m, v, gamma, beta, epsilon, relu);
+            (mean, var, y)
+        }
+        None => {
+            let stats = statistics(input.clone(), gamma, beta, epsilon);
+            on_statistics(
+                Tensor::from_inner(stats.mean.clone()),
+                Tensor::from_inner(stats.var.clone()),
+            );
+            let y = normalize_channels_last(input, &stats, relu);
+            (stats.mean, stats.var, y)
+        }
+    };
+    let y = primitive(y);
     let parents = [x.node.clone(), weight.node.clone(), bias.node];
     let y = match BatchNormBackward
         .prepare::<C>(parents)
@@ -357,13 +420,9 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
     {
         OpsKind::Tracked(mut prep) => {
             let x_id = prep.checkpoint(&x);
-            let terms = relu.then(|| y.clone());
-            let per_channel = [
-                primitive(stats.mean),
-                primitive(stats.inv_std),
-                weight.primitive,
-            ];
-            prep.finish((x_id, per_channel, terms), y)
+            let relu_output = relu.then(|| y.clone());
+            let per_channel = [primitive(mean), primitive(var), weight.primitive];
+            prep.finish((x_id, per_channel, epsilon, relu_output), y)
         }
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
