@@ -18,6 +18,7 @@
 //! in shared memory; the elementwise kernels give each value a thread. On a fusion backend
 //! each is one custom operation in burn-fusion's stream (`crate::cube`).
 
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor};
 
 use super::kernels;
@@ -75,24 +76,31 @@ fn in_dtype<B: Launch>(t: Tensor<B, 1>, dtype: DType) -> Tensor<B, 1> {
     }
 }
 
-/// `g` and the forward's output (for the ReLU's mask; `x` again where there was no ReLU).
-fn gradient_and_output<B: Launch>(g: Tensor<B, 4>, saved: &Saved<B>) -> [Tensor<B, 4>; 2] {
-    let y = saved.relu_output.clone().unwrap_or_else(|| saved.x.clone());
-    [g, y]
+/// What both backward kernels read: `g`, the forward's input, its output (for the ReLU's
+/// mask; `x` again where there was no ReLU), the mean and the variance; and whether there was
+/// a ReLU, and ε.
+fn backward_inputs<B: Launch>(
+    g: Tensor<B, 4>,
+    saved: &Saved<B>,
+) -> ([FloatTensor<B>; 5], bool, f64) {
+    let relu_output = saved.relu_output.clone();
+    let relu = relu_output.is_some();
+    let y = relu_output.unwrap_or_else(|| saved.x.clone());
+    let (x, mean, var) = (saved.x.clone(), saved.mean.clone(), saved.var.clone());
+    let inputs = [
+        primitive(g),
+        primitive(x),
+        primitive(y),
+        primitive(mean),
+        primitive(var),
+    ];
+    (inputs, relu, saved.epsilon)
 }
 
 /// `∂β = Σ g` and `∂γ = Σ g·x̂` per channel: one launch.
 fn gradient_sums<B: Launch>(g: Tensor<B, 4>, saved: &Saved<B>) -> PerChannel<B> {
     let ([_, c, _, _], dtype) = (g.dims(), g.dtype());
-    let [g, y] = gradient_and_output(g, saved);
-    let (relu, epsilon) = (saved.relu_output.is_some(), saved.epsilon);
-    let inputs = [
-        primitive(g),
-        primitive(saved.x.clone()),
-        primitive(y),
-        primitive(saved.mean.clone()),
-        primitive(saved.var.clone()),
-    ];
+    let (inputs, relu, epsilon) = backward_inputs(g, saved);
     let [sum_g, sum_gx] = B::launch(
         if relu {
             "birads_batch_norm_gradient_sums_relu"
@@ -113,15 +121,15 @@ fn input_gradient<B: Launch>(
     (d_bias, d_weight): PerChannel<B>,
 ) -> Tensor<B, 4> {
     let (dims, dtype) = (g.dims(), g.dtype());
-    let [g, y] = gradient_and_output(g, saved);
-    let (relu, epsilon) = (saved.relu_output.is_some(), saved.epsilon);
+    let ([g, x, y, mean, var], relu, epsilon) = backward_inputs(g, saved);
+    let weight = primitive(in_dtype(saved.weight.clone(), dtype));
     let inputs = [
-        primitive(g),
-        primitive(saved.x.clone()),
-        primitive(y),
-        primitive(saved.mean.clone()),
-        primitive(saved.var.clone()),
-        primitive(in_dtype(saved.weight.clone(), dtype)),
+        g,
+        x,
+        y,
+        mean,
+        var,
+        weight,
         primitive(d_bias),
         primitive(d_weight),
     ];
