@@ -248,9 +248,18 @@ impl<B: Backend> BatchNorm2d<B> {
         let [n, _, h, w] = x.dims();
         let count = (n * h * w) as f64;
         if let Some(own) = batch_norm::installed::<B>() {
-            let update = |mean, var| self.update_running(mean, var, count);
             let (weight, bias) = (self.weight.val(), self.bias.val());
-            return own(x, weight, bias, self.epsilon, then_relu, &update);
+            let (y, running) = own(
+                x,
+                weight,
+                bias,
+                self.epsilon,
+                then_relu,
+                self.running(&device),
+            );
+            self.running_mean.update(running.mean);
+            self.running_var.update(running.var);
+            return y;
         }
         let (mean, var) = batch_statistics(x.clone());
         self.update_running(mean.clone(), var.clone(), count);
@@ -260,16 +269,21 @@ impl<B: Backend> BatchNorm2d<B> {
         finish(channel_affine(x, scale, Some(shift)))
     }
 
+    /// The running estimates now, on `device`.
+    fn running(&self, device: &B::Device) -> batch_norm::Running<B> {
+        batch_norm::Running {
+            mean: self.running_mean.value_sync().to_device(device),
+            var: self.running_var.value_sync().to_device(device),
+            momentum: self.momentum,
+        }
+    }
+
     /// Running estimates from a batch's mean and biased variance `[C]` of `count` values per
-    /// channel: PyTorch's update, with the unbiased variance.
+    /// channel (`batch_norm::Running::updated`).
     fn update_running(&self, mean: Tensor<B, 1>, var: Tensor<B, 1>, count: f64) {
-        let device = mean.device();
-        let unbiased = var.detach() * (count / (count - 1.0).max(1.0));
-        let m = self.momentum;
-        let rm = self.running_mean.value_sync().to_device(&device) * (1.0 - m) + mean.detach() * m;
-        let rv = self.running_var.value_sync().to_device(&device) * (1.0 - m) + unbiased * m;
-        self.running_mean.update(rm.detach());
-        self.running_var.update(rv.detach());
+        let running = self.running(&mean.device()).updated(mean, var, count);
+        self.running_mean.update(running.mean);
+        self.running_var.update(running.var);
     }
 }
 

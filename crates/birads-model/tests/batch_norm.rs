@@ -15,7 +15,8 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use common::{
-    assert_passes_agree, relative_f64 as relative, uniform as random, values_f64 as values,
+    assert_passes_agree, relative_f64 as relative, running_statistics, uniform as random,
+    values_f64 as values,
 };
 
 /// Installing is global per backend: tests that install run one at a time.
@@ -144,27 +145,6 @@ fn with_running_statistics(bn: &BatchNorm2d<CpuTrain>, x: &[f64], plane: usize) 
             (v - mean[c]) / (var[c] + 1e-5).sqrt() * weight[c] + bias[c]
         })
         .collect()
-}
-
-/// Running mean and variance of a few of the model's BatchNorms, in order.
-fn running_statistics(m: &MyDenseNet<CpuTrain>) -> Vec<f64> {
-    let layer = &m.blocks[1].layers[1];
-    [
-        &m.norm0,
-        &layer.norm1,
-        &layer.norm2,
-        &m.transitions[2].norm,
-        &m.norm5,
-    ]
-    .iter()
-    .flat_map(|bn| {
-        [
-            values(bn.running_mean.value_sync()),
-            values(bn.running_var.value_sync()),
-        ]
-    })
-    .flatten()
-    .collect()
 }
 
 #[test]

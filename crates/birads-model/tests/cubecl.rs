@@ -26,7 +26,7 @@
 mod common;
 
 use birads_model::batch_norm::cube::{own_kernels, BatchNorm};
-use birads_model::batch_norm::{OwnKernels, Saved};
+use birads_model::batch_norm::{OwnKernels, Running, Saved};
 use birads_model::checkpoint::AnyModel;
 use birads_model::cube::{self, Cube, Fused, Launch};
 use birads_model::depthwise::cube::WeightGradient;
@@ -43,7 +43,10 @@ use burn::prelude::*;
 use burn::tensor::{f16, Distribution};
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 
-use common::{assert_own_depthwise_ran, depthwise_reference, max_abs_diff, DEPTHWISE_CASES};
+use common::{
+    assert_own_depthwise_ran, depthwise_reference, max_abs_diff, running_statistics,
+    DEPTHWISE_CASES,
+};
 
 /// burn's wgpu backend with fusion and autotune, as `birads_model::Cuda` is for CUDA.
 type G = Wgpu;
@@ -56,8 +59,9 @@ type HalfFused = Fused<WgpuRuntime, f16, i32, u32>;
 
 /// The per-tensor limit of `birads bench device-check` in f32.
 const LIMIT: f64 = 1e-4;
-/// BatchNorm's ε.
+/// BatchNorm's ε and momentum.
 const EPSILON: f64 = 1e-5;
+const MOMENTUM: f64 = 0.1;
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -95,8 +99,18 @@ fn depthwise_gradients_on_cubecl_equal_burns_cpu_backward() {
     }
 }
 
-/// The CPU's f32 pass and the cubecl pass of `model` (moved through the checkpoint format).
+/// The cubecl pass and the CPU's f32 pass of `model` (moved through the checkpoint format).
 fn passes(model: &AnyModel<CpuTrain>, seed: u64) -> (Snapshot, Snapshot) {
+    let (got, want, _) = passes_and_running(model, seed);
+    (got, want)
+}
+
+/// `passes`, and for a MyDenseNet a few of its BatchNorms' running estimates after each
+/// (`common::running_statistics`; the cubecl model is moved before the CPU's pass updates them).
+fn passes_and_running(
+    model: &AnyModel<CpuTrain>,
+    seed: u64,
+) -> (Snapshot, Snapshot, [Vec<f64>; 2]) {
     let device = Default::default();
     <CpuTrain as Backend>::seed(&device, seed);
     let x =
@@ -106,12 +120,20 @@ fn passes(model: &AnyModel<CpuTrain>, seed: u64) -> (Snapshot, Snapshot) {
         AnyModel::DenseNet(_) => 8,
     };
     let r = Tensor::<CpuTrain, 2>::random([2, classes], Distribution::Uniform(-1.0, 1.0), &device);
-    let want = snapshot(model, x.clone(), r.clone());
     let dir = tempfile::tempdir().unwrap();
     let gpu_model = moved::<_, GTrain>(model, dir.path()).unwrap();
+    let want = snapshot(model, x.clone(), r.clone());
     let gpu_x = Tensor::<GTrain, 4>::from_data(x.to_data(), &Default::default());
     let gpu_r = Tensor::<GTrain, 2>::from_data(r.to_data(), &Default::default());
-    (snapshot(&gpu_model, gpu_x, gpu_r), want)
+    let got = snapshot(&gpu_model, gpu_x, gpu_r);
+    (got, want, [running(&gpu_model), running(model)])
+}
+
+fn running<B: Backend>(model: &AnyModel<B>) -> Vec<f64> {
+    match model {
+        AnyModel::DenseNet(m) => running_statistics(m),
+        AnyModel::ConvNeXt(_) => Vec::new(),
+    }
 }
 
 fn assert_within_limit(what: &str, diffs: &[Difference]) {
@@ -183,7 +205,14 @@ fn convnext_pass_on_cubecl_equals_the_cpu_with_burns_or_the_own_operations() {
 fn densenet_pass_on_cubecl_equals_the_cpu() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let model = AnyModel::DenseNet(densenet_config(true).init(&Default::default()));
-    let (got, want) = with_own_ops(false, false, || passes(&model, 7));
+    let (got, want, [running, want_running]) =
+        with_own_ops(false, false, || passes_and_running(&model, 7));
+    // The running estimates (updated in the own statistics kernel) as the CPU's.
+    let worst = max_abs_diff_f64(&running, &want_running);
+    assert!(
+        !running.is_empty() && worst < 1e-5,
+        "running estimates: {worst:.2e}"
+    );
     let (burns, _) = with_own_ops(false, false, || {
         cube::set::<BatchNorm, WgpuRuntime, f32, i32, u32>(false);
         passes(&model, 7)
@@ -254,8 +283,19 @@ fn check_batch_norm_kernels<B: Backend>(
     };
 
     // Moments.
-    let (got_mean, got_var) = (kernels.moments)(x.clone());
-    let (got_mean, got_var) = (values(got_mean), values(got_var));
+    let (old_mean, old_var) = (
+        values(random([1, c, 1, 1])),
+        values(random([1, c, 1, 1]) + 4.0),
+    );
+    let running = Running {
+        mean: per_channel(&old_mean),
+        var: per_channel(&old_var),
+        momentum: MOMENTUM,
+    };
+    let (old_mean, old_var) = (values(running.mean.clone()), values(running.var.clone()));
+    let ((got_mean, got_var), running) = (kernels.moments)(x.clone(), running);
+    let [got_mean, got_var, new_mean, new_var] =
+        [got_mean, got_var, running.mean, running.var].map(values);
     let mut exact = vec![(0.0, 0.0); c];
     for ch in 0..c {
         let xs: Vec<f64> = (0..n * plane).map(|i| f64::from(xv[at(ch, i)])).collect();
@@ -268,6 +308,15 @@ fn check_batch_norm_kernels<B: Backend>(
             (mean, xs.iter().map(|v| v.abs()).sum::<f64>() / m),
         );
         check("variance", ch, got_var[ch], (var, var));
+        let (keep, unbiased) = (1.0 - MOMENTUM, var * m / (m - 1.0).max(1.0));
+        let mean_after = (f64::from(old_mean[ch]) * keep, mean * MOMENTUM);
+        let var_after = (f64::from(old_var[ch]) * keep, unbiased * MOMENTUM);
+        for (what, got, (old, new)) in [
+            ("running mean", new_mean[ch], mean_after),
+            ("running variance", new_var[ch], var_after),
+        ] {
+            check(what, ch, got, (old + new, old.abs() + new.abs()));
+        }
         exact[ch] = (mean, var);
     }
     let mean = per_channel(&exact.iter().map(|e| e.0 as f32).collect::<Vec<_>>());
@@ -568,4 +617,12 @@ fn the_kernels_take_half_precision_tensors() {
             check_layer_norm_kernels(row_kernels::<HalfFused>(), shape, strided, 1e-3);
         }
     }
+}
+
+fn max_abs_diff_f64(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
 }

@@ -7,7 +7,8 @@
 //! for burn-fusion to record and plan per BatchNorm, 121 BatchNorms per MyDenseNet step. Here:
 //!
 //! - `moments`: mean and biased variance of `x`, in two passes over the values (the mean
-//!   first, then the squared deviations from it), as the generic path computes them;
+//!   first, then the squared deviations from it), as the generic path computes them, and the
+//!   running estimates after them;
 //! - `normalize`: `γ·(x − μ)/σ + β` and its ReLU, written channels-last, as the convolution
 //!   after it reads its input;
 //! - `gradient_sums`: `∂β = Σ g` and `∂γ = Σ g·x̂` for the backward, `g` through the ReLU;
@@ -22,19 +23,31 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor};
 
 use super::kernels;
-use super::{OwnKernels, PerChannel, Saved};
+use super::{OwnKernels, PerChannel, Running, Saved};
 use crate::cube::{float, primitive, Kernels, Launch};
 
-/// Mean and biased variance per channel of `x` `[N, C, H, W]`: one launch.
-fn moments<B: Launch>(x: Tensor<B, 4>) -> PerChannel<B> {
+/// Mean and biased variance per channel of `x` `[N, C, H, W]`, and the running estimates
+/// after them: one launch.
+fn moments<B: Launch>(x: Tensor<B, 4>, running: Running<B>) -> (PerChannel<B>, Running<B>) {
     let ([_, c, _, _], dtype) = (x.dims(), x.dtype());
-    let [mean, var] = B::launch(
+    let momentum = running.momentum;
+    let [running_mean, running_var] = [running.mean, running.var].map(|t| in_dtype(t, dtype));
+    let [mean, var, new_mean, new_var] = B::launch(
         "birads_batch_norm_moments",
-        [primitive(x)],
-        [(); 2].map(|_| ([c].into(), dtype)),
-        Box::new(kernels::moments::<B::Runtime>),
+        [
+            primitive(x),
+            primitive(running_mean),
+            primitive(running_var),
+        ],
+        [(); 4].map(|_| ([c].into(), dtype)),
+        Box::new(move |t| kernels::moments::<B::Runtime>(t, momentum)),
     );
-    (float(mean), float(var))
+    let running = Running {
+        mean: float(new_mean),
+        var: float(new_var),
+        momentum,
+    };
+    ((float(mean), float(var)), running)
 }
 
 /// `γ·(x − μ)/σ + β` (its ReLU with `relu`) of `x` `[N, C, H, W]`, written `[N, H, W, C]`

@@ -27,12 +27,19 @@ fn at<F: Float>(t: &Tensor<F>, c: usize, i: usize) -> usize {
     n * t.stride(0) + c * t.stride(1) + h * t.stride(2) + w * t.stride(3)
 }
 
-/// Mean and biased variance per channel of `x` `[N, C, H, W]`: one cube per channel.
+/// Mean and biased variance per channel of `x` `[N, C, H, W]`, and the running estimates
+/// after them (`momentum`; PyTorch's update, with the unbiased variance): one cube per channel.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 fn moments_kernel<F: Float>(
     x: &Tensor<F>,
+    running_mean: &Tensor<F>,
+    running_var: &Tensor<F>,
     mean: &mut Tensor<F>,
     var: &mut Tensor<F>,
+    new_mean: &mut Tensor<F>,
+    new_var: &mut Tensor<F>,
+    momentum: f32,
     #[comptime] threads: u32,
     #[define(F)] _dtype: StorageType,
 ) {
@@ -56,10 +63,15 @@ fn moments_kernel<F: Float>(
         squares += d * d;
         i += step;
     }
-    let variance = cube_sum(&mut shared, squares) / f32::cast_from(count as u32);
+    let values = f32::cast_from(count as u32);
+    let variance = cube_sum(&mut shared, squares) / values;
     if UNIT_POS_X == 0 {
         mean[c] = F::cast_from(mu);
         var[c] = F::cast_from(variance);
+        let unbiased = variance * (values / f32::max(values - 1.0, 1.0));
+        let keep = 1.0 - momentum;
+        new_mean[c] = F::cast_from(channel::<F>(running_mean, c) * keep + mu * momentum);
+        new_var[c] = F::cast_from(channel::<F>(running_var, c) * keep + unbiased * momentum);
     }
 }
 
@@ -220,22 +232,31 @@ fn input_gradient_kernel<F: Float>(
     dx[o] = F::cast_from(channel::<F>(weight, c) * inv * centred);
 }
 
-/// `[x]` `[N, C, H, W]` → `[mean, var]` `[C]` on a cubecl runtime.
-pub fn moments<R: CubeRuntime>([x]: [CubeTensor<R>; 1]) -> [CubeTensor<R>; 2] {
+/// `[x, running mean, running var]` → `[mean, var, new running mean, new running var]` `[C]`
+/// on a cubecl runtime (`moments_kernel`).
+pub fn moments<R: CubeRuntime>(
+    [x, running_mean, running_var]: [CubeTensor<R>; 3],
+    momentum: f64,
+) -> [CubeTensor<R>; 4] {
     let channels = x.meta.shape()[1];
-    let [mean, var] = [(); 2].map(|_| empty(&x, [channels].into(), x.dtype));
+    let [mean, var, new_mean, new_var] = [(); 4].map(|_| empty(&x, [channels].into(), x.dtype));
     let (client, dtype, threads) = (x.client.clone(), x.dtype, threads(&x.client, THREADS));
     moments_kernel::launch::<R>(
         &client,
         CubeCount::Static(channels as u32, 1, 1),
         CubeDim::new_1d(threads),
         x.into_tensor_arg(),
+        running_mean.into_tensor_arg(),
+        running_var.into_tensor_arg(),
         mean.clone().into_tensor_arg(),
         var.clone().into_tensor_arg(),
+        new_mean.clone().into_tensor_arg(),
+        new_var.clone().into_tensor_arg(),
+        momentum as f32,
         threads,
         dtype.into(),
     );
-    [mean, var]
+    [mean, var, new_mean, new_var]
 }
 
 /// `[x, mean, var, weight, bias]` → `[y]` `[N, H, W, C]` (`normalize_kernel`).

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use birads_model::gradcheck::{compare, Difference, Snapshot};
-use birads_model::{MyConvNeXtConfig, MyDenseNetConfig};
+use birads_model::{MyConvNeXtConfig, MyDenseNet, MyDenseNetConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
@@ -141,4 +141,26 @@ pub fn assert_passes_agree(own: &Snapshot, burns: &Snapshot, limit: f64) -> Vec<
         assert!(d.relative < limit, "{}: {:.2e}", d.name, d.relative);
     }
     diffs
+}
+
+/// Running mean and variance of a few of a MyDenseNet's BatchNorms, in order.
+pub fn running_statistics<B: Backend>(m: &MyDenseNet<B>) -> Vec<f64> {
+    let layer = &m.blocks[1].layers[1];
+    let bns = [
+        &m.norm0,
+        &layer.norm1,
+        &layer.norm2,
+        &m.transitions[2].norm,
+        &m.norm5,
+    ];
+    let value = |t: Tensor<B, 1>| t.into_data().convert::<f64>().to_vec::<f64>().unwrap();
+    bns.iter()
+        .flat_map(|bn| {
+            [
+                value(bn.running_mean.value_sync()),
+                value(bn.running_var.value_sync()),
+            ]
+        })
+        .flatten()
+        .collect()
 }
