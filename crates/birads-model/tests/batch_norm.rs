@@ -9,7 +9,7 @@ use birads_model::batch_norm::{backward, install, normalize_channels_last, stati
 use birads_model::blocks::BatchNorm2d;
 use birads_model::checkpoint::AnyModel;
 use birads_model::gradcheck::{densenet_config, snapshot};
-use birads_model::{Cpu, CpuTrain, MyDenseNet};
+use birads_model::{Cpu, CpuTrain};
 use burn::module::{AutodiffModule, Module, Param};
 use burn::prelude::*;
 use burn::tensor::FloatDType;

@@ -54,14 +54,11 @@ mod kernels;
 
 /// `(x, weight, bias, epsilon, relu, running) → (y, running after the batch)` in training, on
 /// one backend (with `relu`, the ReLU of the normalised values).
-pub type BatchNormFn<B> = fn(
-    Tensor<B, 4>,
-    Tensor<B, 1>,
-    Tensor<B, 1>,
-    f64,
-    bool,
-    Running<B>,
-) -> (Tensor<B, 4>, Running<B>);
+pub type BatchNormFn<B> =
+    fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>, f64, bool, Running<B>) -> Trained<B>;
+
+/// A training pass's output and the running estimates after it.
+pub type Trained<B> = (Tensor<B, 4>, Running<B>);
 
 /// A BatchNorm's running estimates `[C]` (outside the graph) and the momentum of their update.
 #[derive(Debug, Clone)]
@@ -97,7 +94,7 @@ impl<B: Backend> Running<B> {
 }
 
 impl<I: Backend> Running<I> {
-    fn from_inner<B: AutodiffBackend<InnerBackend = I>>(self) -> Running<B> {
+    fn outer<B: AutodiffBackend<InnerBackend = I>>(self) -> Running<B> {
         Running {
             mean: Tensor::from_inner(self.mean),
             var: Tensor::from_inner(self.var),
@@ -127,7 +124,7 @@ pub fn installed<B: Backend>() -> Option<BatchNormFn<B>> {
 pub struct OwnKernels<B: Backend> {
     /// `x` `[N, C, H, W]` (any strides) and the running estimates → mean and biased variance
     /// `[C]` (two-pass), and the running estimates after the batch (`Running::updated`).
-    pub moments: fn(Tensor<B, 4>, Running<B>) -> (PerChannel<B>, Running<B>),
+    pub moments: MomentsFn<B>,
     /// `γ·(x − μ)/σ + β` of `x` (its ReLU with `relu`), channels-last underneath.
     pub normalize: NormalizeFn<B>,
     /// `g` and what the forward kept → `∂β = Σ g` and `∂γ = Σ g·x̂` `[C]`.
@@ -146,6 +143,9 @@ pub type NormalizeFn<B> = fn(
     f64,
     bool,
 ) -> Tensor<B, 4>;
+
+/// `(x, running) → ((mean, var), running after the batch)`.
+pub type MomentsFn<B> = fn(Tensor<B, 4>, Running<B>) -> (PerChannel<B>, Running<B>);
 
 /// `(g, saved, (∂β, ∂γ)) → ∂x`.
 pub type InputGradientFn<B> = fn(Tensor<B, 4>, &Saved<B>, PerChannel<B>) -> Tensor<B, 4>;
@@ -424,7 +424,7 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
     epsilon: f64,
     relu: bool,
     running: Running<Autodiff<B, C>>,
-) -> (Tensor<Autodiff<B, C>, 4>, Running<Autodiff<B, C>>) {
+) -> Trained<Autodiff<B, C>> {
     let x = primitive(x);
     let weight = primitive(weight);
     let bias = primitive(bias);
@@ -470,5 +470,5 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
         }
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
-    (float(y), running.from_inner())
+    (float(y), running.outer())
 }
