@@ -1,7 +1,9 @@
-//! The two kernels of `cube.rs` and their launches on a cubecl runtime: one cube per
-//! channel, whose threads stride over the channel's N·H·W values, accumulate in f32 whatever
-//! the tensor's precision, and add their partial sums up in shared memory (a tree, log₂ of
-//! the threads in steps).
+//! The four kernels of `cube.rs` and their launches on a cubecl runtime. The two reductions
+//! (`moments`, `gradient_sums`) give each channel one cube, whose threads stride over the
+//! channel's N·H·W values, accumulate in f32 whatever the tensor's precision, and add their
+//! partial sums up in shared memory (a tree, log₂ of the threads in steps). The two
+//! elementwise kernels (`normalize`, `input_gradient`) give each value a thread and compute
+//! in f32. All of them read their inputs through their strides.
 
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeRuntime;
