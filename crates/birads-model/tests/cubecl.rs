@@ -44,8 +44,8 @@ use burn::tensor::{f16, Distribution};
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 
 use common::{
-    assert_own_depthwise_ran, depthwise_reference, max_abs_diff, running_statistics,
-    DEPTHWISE_CASES,
+    assert_own_depthwise_ran, depthwise_reference, max_abs_diff, max_abs_diff_f64,
+    running_statistics, DEPTHWISE_CASES,
 };
 
 /// burn's wgpu backend with fusion and autotune, as `birads_model::Cuda` is for CUDA.
@@ -617,12 +617,4 @@ fn the_kernels_take_half_precision_tensors() {
             check_layer_norm_kernels(row_kernels::<HalfFused>(), shape, strided, 1e-3);
         }
     }
-}
-
-fn max_abs_diff_f64(got: &[f64], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    got.iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max)
 }

@@ -47,6 +47,14 @@ pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+pub fn max_abs_diff_f64(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
 /// One depthwise convolution case: `(batch, channels, height, width, kernel, padding, chunk
 /// values)` for `depthwise::weight_gradient_in_chunks`.
 pub type DepthwiseCase = (usize, usize, usize, usize, usize, usize, usize);
@@ -153,12 +161,11 @@ pub fn running_statistics<B: Backend>(m: &MyDenseNet<B>) -> Vec<f64> {
         &m.transitions[2].norm,
         &m.norm5,
     ];
-    let value = |t: Tensor<B, 1>| t.into_data().convert::<f64>().to_vec::<f64>().unwrap();
     bns.iter()
         .flat_map(|bn| {
             [
-                value(bn.running_mean.value_sync()),
-                value(bn.running_var.value_sync()),
+                values_f64(bn.running_mean.value_sync()),
+                values_f64(bn.running_var.value_sync()),
             ]
         })
         .flatten()
