@@ -502,9 +502,15 @@ where
         B::sync(device).ok();
         model
     };
+    // The first step on a GPU compiles every kernel and autotunes every convolution and
+    // product (both cached on disk by cubecl, see README): its time is the first-run cost.
+    let mut warm = Vec::new();
     for _ in 0..a.warmup.max(1) {
+        let t = Instant::now();
         model = step(model);
+        warm.push(format!("{:.2}", t.elapsed().as_secs_f64()));
     }
+    println!("    warm-up steps (s): {}", warm.join(", "));
     let mut rates = Vec::new();
     for _ in 0..a.runs {
         let (mut n, t) = (0usize, Instant::now());
