@@ -24,9 +24,9 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 export VK_ICD_FILENAMES
 VK_ICD_FILENAMES=$(ls /usr/share/vulkan/icd.d/lvp_icd*.json | head -1)
 if [ "${1:-}" = --count ]; then
-  # Kernel launches per training step, phase by phase: with and without fusion, with burn's
-  # depthwise, LayerNorm or BatchNorm backward, or without the own kernels inside them
-  # (examples/kernel_count.rs).
+  # Kernel launches per training step, phase by phase: f32 and amp, with and without fusion,
+  # with burn's depthwise, LayerNorm or BatchNorm backward, or without the own kernels inside
+  # them (examples/kernel_count.rs).
   cargo build -q -p birads-train --features wgpu --example kernel_count
   ex=${CARGO_TARGET_DIR:-target}/debug/examples/kernel_count
   count() { # [VAR=value ...] program model [--unfused]: one run with its own log
@@ -36,12 +36,14 @@ if [ "${1:-}" = --count ]; then
     rm -f "$log"
   }
   count "$ex" convnext
+  count "$ex" convnext --amp
   count "$ex" convnext --unfused
   count BIRADS_DEPTHWISE_KERNEL=burn "$ex" convnext
   count BIRADS_DEPTHWISE=burn "$ex" convnext
   count BIRADS_LAYERNORM_KERNELS=burn "$ex" convnext
   count BIRADS_LAYERNORM=burn "$ex" convnext
   count "$ex" densenet
+  count "$ex" densenet --amp
   count "$ex" densenet --unfused
   count BIRADS_BATCHNORM_KERNELS=burn "$ex" densenet
   count BIRADS_BATCHNORM=burn "$ex" densenet

@@ -18,7 +18,7 @@ use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{conv2d as conv2d_op, linear as linear_op};
 use burn::tensor::ops::PaddedConvOptions;
-use burn::tensor::{FloatDType, Tensor};
+use burn::tensor::{DType, FloatDType, Tensor};
 
 thread_local! {
     static COMPUTE: Cell<Option<FloatDType>> = const { Cell::new(None) };
@@ -48,6 +48,16 @@ pub fn compute_dtype() -> Option<FloatDType> {
     COMPUTE.with(Cell::get)
 }
 
+/// `t` in `dtype`: itself where it is already (a cast would still be an operation, and a
+/// node of the graph).
+pub fn in_dtype<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
+    if t.dtype() == dtype {
+        t
+    } else {
+        t.cast(dtype)
+    }
+}
+
 /// `conv.forward(x)`, its product in the autocast precision when a scope is open.
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let Some(low) = compute_dtype() else {
@@ -66,14 +76,17 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
         conv.dilation,
         conv.groups,
     );
-    let back = x.dtype();
+    // Back to the parameters' precision (the activations'), whatever `x` came in: a
+    // BatchNorm before it may have written it in `low` already (`forward_relu_for`).
+    let (weight, low) = (conv.weight.val(), DType::from(low));
+    let back = weight.dtype();
     let y = conv2d_op(
-        x.cast(low),
-        conv.weight.val().cast(low),
+        in_dtype(x, low),
+        weight.cast(low),
         conv.bias.as_ref().map(|b| b.val().cast(low)),
         options,
     );
-    y.cast(FloatDType::from(back))
+    y.cast(back)
 }
 
 /// `linear.forward(x)`, its product in the autocast precision when a scope is open.
@@ -81,13 +94,14 @@ pub fn linear<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -
     let Some(low) = compute_dtype() else {
         return linear.forward(x);
     };
-    let back = x.dtype();
+    let (weight, low) = (linear.weight.val(), DType::from(low));
+    let back = weight.dtype();
     let y = linear_op(
-        x.cast(low),
-        linear.weight.val().cast(low),
+        in_dtype(x, low),
+        weight.cast(low),
         linear.bias.as_ref().map(|b| b.val().cast(low)),
     );
-    y.cast(FloatDType::from(back))
+    y.cast(back)
 }
 
 /// `t` in the float precision of `like` (as it is where they agree).

@@ -13,7 +13,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
-use burn::tensor::Distribution;
+use burn::tensor::{Distribution, FloatDType};
 
 std::thread_local! {
     static EVAL_WITH_GRADIENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -222,19 +222,38 @@ impl<B: Backend> BatchNorm2d<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.forward_then(x, false)
+        self.forward_then(x, false, None)
     }
 
     /// `relu(self.forward(x))`: on the GPU training backends one operation of birads' own,
     /// whose result is channels-last underneath, as the convolution after it takes its input
     /// (`batch_norm::normalize_channels_last`).
     pub fn forward_relu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.forward_then(x, true)
+        self.forward_then(x, true, None)
     }
 
-    fn forward_then(&self, x: Tensor<B, 4>, then_relu: bool) -> Tensor<B, 4> {
+    /// `relu(self.forward(x))` in the precision of the convolution it feeds: under amp
+    /// (`amp::compute_dtype`) the own operation writes bf16 itself, where a cast after it was
+    /// one more launch and copy per convolution (and lost the channels-last order). The values
+    /// are those of `forward_relu(x).cast(dtype)`.
+    pub fn forward_relu_for(&self, x: Tensor<B, 4>, dtype: Option<FloatDType>) -> Tensor<B, 4> {
+        self.forward_then(x, true, dtype)
+    }
+
+    fn forward_then(
+        &self,
+        x: Tensor<B, 4>,
+        then_relu: bool,
+        output: Option<FloatDType>,
+    ) -> Tensor<B, 4> {
         let device = x.device();
-        let finish = |y: Tensor<B, 4>| if then_relu { relu(y) } else { y };
+        let finish = |y: Tensor<B, 4>| {
+            let y = if then_relu { relu(y) } else { y };
+            match output {
+                Some(dtype) => amp::in_dtype(y, dtype.into()),
+                None => y,
+            }
+        };
         if !training::<B>(&device) {
             // Inference: one multiply-add per value with the statistics folded in.
             let inv_std = (self.running_var.value().to_device(&device) + self.epsilon)
@@ -256,6 +275,7 @@ impl<B: Backend> BatchNorm2d<B> {
                 self.epsilon,
                 then_relu,
                 self.running(&device),
+                output,
             );
             self.running_mean.update(running.mean);
             self.running_var.update(running.var);

@@ -60,8 +60,9 @@ pub struct DenseLayer<B: Backend> {
 
 impl<B: Backend> DenseLayer<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = amp::conv2d(&self.conv1, self.norm1.forward_relu(x));
-        let y = amp::conv2d(&self.conv2, self.norm2.forward_relu(y));
+        let low = amp::compute_dtype();
+        let y = amp::conv2d(&self.conv1, self.norm1.forward_relu_for(x, low));
+        let y = amp::conv2d(&self.conv2, self.norm2.forward_relu_for(y, low));
         dropout(y, self.dropout)
     }
 }
@@ -258,7 +259,10 @@ impl<B: Backend> MyDenseNet<B> {
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x);
             if let Some(t) = self.transitions.get(i) {
-                x = t.pool.forward(amp::conv2d(&t.conv, t.norm.forward_relu(x)));
+                let low = amp::compute_dtype();
+                x = t
+                    .pool
+                    .forward(amp::conv2d(&t.conv, t.norm.forward_relu_for(x, low)));
             }
         }
         self.norm5.forward(x)

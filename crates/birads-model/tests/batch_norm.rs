@@ -12,7 +12,7 @@ use birads_model::gradcheck::{densenet_config, snapshot};
 use birads_model::{Cpu, CpuTrain};
 use burn::module::{AutodiffModule, Module, Param};
 use burn::prelude::*;
-use burn::tensor::FloatDType;
+use burn::tensor::{DType, FloatDType};
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use common::{
     assert_passes_agree, relative_f64 as relative, running_statistics, uniform as random,
@@ -127,6 +127,60 @@ fn own_training_pass_equals_burns_operations() {
     let by_hand = with_running_statistics(&bn, &values(x.clone()), 5 * 3);
     let eval = values(bn.valid().forward(x.inner()));
     assert!(relative(&eval, &by_hand) < 1e-5);
+}
+
+/// Output, ∂x, ∂γ, ∂β of one pass through `forward` (its output to f32, as the convolution
+/// after it hands back) under a loss that weighs every output differently.
+fn pass_through(
+    bn: &BatchNorm2d<CpuTrain>,
+    x: Tensor<CpuTrain, 4>,
+    forward: impl Fn(&BatchNorm2d<CpuTrain>, Tensor<CpuTrain, 4>) -> Tensor<CpuTrain, 4>,
+) -> Vec<Vec<f64>> {
+    let x = x.require_grad();
+    let y = forward(bn, x.clone());
+    assert_eq!(y.dtype(), DType::BF16);
+    let y = y.cast(FloatDType::F32);
+    let r = Tensor::<CpuTrain, 4>::ones(y.dims(), &Default::default())
+        .cumsum(3)
+        .sin();
+    let grads = (y.clone() * r).sum().backward();
+    vec![
+        values(y),
+        values(x.grad(&grads).unwrap()),
+        values(bn.weight.val().grad(&grads).unwrap()),
+        values(bn.bias.val().grad(&grads).unwrap()),
+    ]
+}
+
+/// Under amp the BatchNorm before a convolution writes the convolution's precision itself
+/// (`forward_relu_for`): the same values and gradients as a cast after it, with burn's
+/// operations and with the own pass.
+#[test]
+fn output_in_the_products_precision_equals_a_cast_after() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    <CpuTrain as Backend>::seed(&Default::default(), 7);
+    let x = random::<CpuTrain, 4>([3, 5, 4, 6], -1.0, 3.0);
+    let (weight, bias) = (random([5], 0.5, 1.5), random([5], -1.0, 1.0));
+    let bf16 = FloatDType::BF16;
+    let names = ["output", "∂x", "∂γ", "∂β"];
+    for own in [false, true] {
+        let after = |bn: &BatchNorm2d<CpuTrain>, x| bn.forward_relu(x).cast(bf16);
+        let within = |bn: &BatchNorm2d<CpuTrain>, x| bn.forward_relu_for(x, Some(bf16));
+        if own {
+            install::<Cpu, NoCheckpointing>();
+        }
+        let want = pass_through(&batch_norm(&weight, &bias), x.clone(), after);
+        let got = pass_through(&batch_norm(&weight, &bias), x.clone(), within);
+        let unrounded = values(batch_norm(&weight, &bias).forward_relu(x.clone()));
+        if own {
+            uninstall::<Cpu, NoCheckpointing>();
+        }
+        for ((name, got), want) in names.iter().zip(&got).zip(&want) {
+            assert_eq!(got, want, "own pass {own}, {name}");
+        }
+        // bf16 rounded the output (else the comparison would not see a missed cast).
+        assert_ne!(got[0], unrounded, "own pass {own}: the output is not bf16");
+    }
 }
 
 /// `(x − running mean)/√(running var + ε)·γ + β` by hand, for `x` of `plane` values per

@@ -35,12 +35,12 @@ use birads_model::gradcheck::{
     compare, convnext_config, densenet_config, moved, snapshot, Difference, Snapshot,
 };
 use birads_model::layer_norm::cube::{row_kernels, Rows};
-use birads_model::{batch_norm, depthwise, gelu, layer_norm, Cpu, CpuTrain};
+use birads_model::{amp, batch_norm, depthwise, gelu, layer_norm, Cpu, CpuTrain};
 use burn::backend::wgpu::WgpuRuntime;
 use burn::backend::{Autodiff, Wgpu};
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::{f16, Distribution};
+use burn::tensor::{f16, DType, Distribution, FloatDType};
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 
 use common::{
@@ -241,15 +241,20 @@ type Reference = (f64, f64);
 /// ∂x), so that each is checked on its own. Each result must be within 1e-5 of its terms'
 /// magnitude (f32 sums of a few thousand terms are within about 1e-6 of it; a wrong index,
 /// channel or lost partial sum is off by far more), plus `rounding` of its value (the result
-/// stored in `B`'s precision).
+/// stored in `B`'s precision). With `output` (amp's BatchNorm before a convolution), `y` and
+/// `g` are in that precision and `y` is held to its rounding (f16: 2⁻¹¹, 1e-3) instead.
 fn check_batch_norm_kernels<B: Backend>(
     kernels: OwnKernels<B>,
     [n, c, h, w]: [usize; 4],
     strided: bool,
     relu: bool,
     rounding: f64,
+    output: Option<FloatDType>,
 ) {
-    let case = format!("{:?} strided {strided} relu {relu}", [n, c, h, w]);
+    let case = format!(
+        "{:?} strided {strided} relu {relu} {output:?}",
+        [n, c, h, w]
+    );
     let device = Default::default();
     let random = |shape: [usize; 4]| {
         Tensor::<Cpu, 4>::random(shape, Distribution::Normal(0.5, 2.0), &device)
@@ -266,6 +271,8 @@ fn check_batch_norm_kernels<B: Backend>(
     };
     let per_channel = |v: &[f32]| Tensor::<B, 1>::from_floats(v, &Default::default());
     let (x, g) = (to_b(random([n, c, h, w]) + 3.0), to_b(random([n, c, h, w])));
+    let out = output.map_or(x.dtype(), DType::from);
+    let g = amp::in_dtype(g, out);
     let gamma = values(random([1, c, 1, 1]));
     let beta = values(random([1, c, 1, 1]));
     let (weight, bias) = (per_channel(&gamma), per_channel(&beta));
@@ -276,6 +283,11 @@ fn check_batch_norm_kernels<B: Backend>(
     let m = (n * plane) as f64;
     let check = |what: &str, index: usize, got: f32, (want, magnitude): Reference| {
         let error = (f64::from(got) - want).abs();
+        let rounding = if what == "y" && output.is_some() {
+            1e-3
+        } else {
+            rounding
+        };
         assert!(
             error <= 1e-5 * magnitude.max(1e-30) + rounding * want.abs(),
             "{case}, {what} {index}: {got} against {want} (error {error:.2e}, terms {magnitude:.2e})"
@@ -334,7 +346,9 @@ fn check_batch_norm_kernels<B: Backend>(
         bias,
         EPSILON,
         relu,
+        out,
     );
+    assert_eq!(y.dtype(), out, "{case}: y's precision");
     let yv = values(y.clone());
     for ch in 0..c {
         let (gm, bt) = (f64::from(gamma[ch]), f64::from(beta[ch]));
@@ -383,7 +397,9 @@ fn check_batch_norm_kernels<B: Backend>(
         check("Σg", ch, sum_g[ch], plain);
         check("Σg·x̂", ch, sum_gx[ch], centred);
     }
-    let dx = values((kernels.input_gradient)(g, &saved, sums));
+    let dx = (kernels.input_gradient)(g, &saved, sums);
+    assert_eq!(dx.dtype(), saved.x.dtype(), "{case}: ∂x's precision");
+    let dx = values(dx);
     for ch in 0..c {
         let scale = f64::from(gamma[ch]) * inv(ch);
         let (db, dw) = (f64::from(sum_g[ch]) / m, f64::from(sum_gx[ch]) / m);
@@ -437,8 +453,23 @@ fn batch_norm_kernels_equal_a_plain_reference() {
     // MyDenseNet's last block at batch 2 (1,024 channels of 7×7).
     for shape in [[3, 5, 37, 1], [4, 3, 7, 43], [1, 2, 1, 1], [2, 1024, 7, 7]] {
         for (strided, relu) in [(false, false), (true, false), (false, true), (true, true)] {
-            check_batch_norm_kernels(own_kernels::<Unfused>(), shape, strided, relu, 0.0);
-            check_batch_norm_kernels(own_kernels::<G>(), shape, strided, relu, 0.0);
+            check_batch_norm_kernels(own_kernels::<Unfused>(), shape, strided, relu, 0.0, None);
+            check_batch_norm_kernels(own_kernels::<G>(), shape, strided, relu, 0.0, None);
+        }
+    }
+}
+
+/// Under amp a BatchNorm before a convolution writes its output in the convolution's
+/// precision, and its backward reads the gradient in it (f16 here: wgpu has no bf16); the
+/// statistics, sums and ∂x stay f32.
+#[test]
+fn batch_norm_kernels_write_and_read_the_products_precision() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let half = Some(FloatDType::F16);
+    for shape in [[3, 5, 37, 1], [2, 64, 7, 7]] {
+        for (strided, relu) in [(false, true), (true, true), (true, false)] {
+            check_batch_norm_kernels(own_kernels::<Unfused>(), shape, strided, relu, 0.0, half);
+            check_batch_norm_kernels(own_kernels::<G>(), shape, strided, relu, 0.0, half);
         }
     }
 }
@@ -602,8 +633,8 @@ fn the_kernels_take_half_precision_tensors() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for shape in [[3, 5, 37, 1], [2, 64, 7, 7]] {
         for (strided, relu) in [(false, true), (true, false)] {
-            check_batch_norm_kernels(own_kernels::<Half>(), shape, strided, relu, 1e-3);
-            check_batch_norm_kernels(own_kernels::<HalfFused>(), shape, strided, relu, 1e-3);
+            check_batch_norm_kernels(own_kernels::<Half>(), shape, strided, relu, 1e-3, None);
+            check_batch_norm_kernels(own_kernels::<HalfFused>(), shape, strided, relu, 1e-3, None);
         }
     }
     <CpuTrain as Backend>::seed(&Default::default(), 4);

@@ -10,7 +10,9 @@
 //!     cargo run --release -p birads-train --features wgpu --example kernel_count -- convnext
 //!
 //! Arguments: `convnext` or `densenet`, then `--unfused` for burn's backend without fusion,
-//! `--all` to list every kernel of each phase (else the six most launched).
+//! `--amp` for the mixed-precision step the GPU benchmark times (products in f16 here, as wgpu
+//! has no bf16; the casts are the same), `--all` to list every kernel of each phase (else the
+//! six most launched).
 //! `BIRADS_DEPTHWISE=burn` keeps burn's own depthwise backward, `BIRADS_LAYERNORM=burn` burn's
 //! LayerNorm, `BIRADS_BATCHNORM=burn` burn's BatchNorm backward. Counts come from cubecl's
 //! profiling log (one line per launch), read after each phase has been synchronised.
@@ -27,6 +29,7 @@ use burn::backend::{Autodiff, Wgpu};
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::FloatDType;
 
 /// Images per step and their side: launches do not depend on them (lavapipe is slow).
 const BATCH: usize = 2;
@@ -38,6 +41,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let model = args.first().map(String::as_str).unwrap_or("convnext");
     let unfused = args.iter().any(|a| a == "--unfused");
+    let amp = args.iter().any(|a| a == "--amp");
     let shown = if args.iter().any(|a| a == "--all") {
         usize::MAX
     } else {
@@ -55,9 +59,9 @@ fn main() {
         std::process::exit(2)
     }
     let counts = if unfused {
-        count::<Autodiff<Unfused>>(model, &log)
+        count::<Autodiff<Unfused>>(model, amp, &log)
     } else {
-        count::<Autodiff<Wgpu>>(model, &log)
+        count::<Autodiff<Wgpu>>(model, amp, &log)
     };
     let depthwise = match std::env::var("BIRADS_DEPTHWISE").as_deref() {
         Ok("burn") => "burn's depthwise backward",
@@ -67,7 +71,12 @@ fn main() {
         Ok("burn") => "burn's BatchNorm backward",
         _ => "own BatchNorm backward",
     };
-    let fusion = if unfused { "no fusion" } else { "fusion" };
+    let fusion = match (unfused, amp) {
+        (true, false) => "no fusion",
+        (false, false) => "fusion",
+        (true, true) => "no fusion, amp",
+        (false, true) => "fusion, amp",
+    };
     let total: usize = counts.iter().map(|(_, c)| c.values().sum::<usize>()).sum();
     let own = if model == "convnext" {
         depthwise
@@ -92,21 +101,21 @@ fn main() {
 type Unfused = CubeBackend<WgpuRuntime, f32, i32, u32>;
 
 /// Launches per phase of the step after the warm-up, by kernel name.
-fn count<B: AutodiffBackend>(model: &str, log: &std::path::Path) -> Vec<(&'static str, Kernels)> {
+fn count<B: AutodiffBackend>(
+    model: &str,
+    amp: bool,
+    log: &std::path::Path,
+) -> Vec<(&'static str, Kernels)> {
     let device = B::Device::default();
     B::seed(&device, 0);
     if model == "convnext" {
         let m = MyConvNeXtConfig::new()
             .with_dropout(0.05)
             .init::<B>(&device);
-        phases(m, false, log, &device)
+        phases(m, false, amp, log, &device)
     } else {
-        phases(
-            MyDenseNetConfig::new().init::<B>(&device),
-            true,
-            log,
-            &device,
-        )
+        let m = MyDenseNetConfig::new().init::<B>(&device);
+        phases(m, true, amp, log, &device)
     }
 }
 
@@ -115,6 +124,7 @@ type Kernels = BTreeMap<String, usize>;
 fn phases<B, M>(
     mut model: M,
     features: bool,
+    amp: bool,
     log: &std::path::Path,
     device: &B::Device,
 ) -> Vec<(&'static str, Kernels)>
@@ -134,7 +144,10 @@ where
                 counted.push((name, kernels));
             }
         };
-        let loss = benchmark::loss(model.logits(x.clone()), features);
+        let loss = {
+            let _scope = amp.then(|| birads_model::amp::autocast(FloatDType::F16));
+            benchmark::loss(model.logits(x.clone()), features)
+        };
         mark("forward");
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         mark("backward");

@@ -24,6 +24,7 @@ use burn::tensor::{DType, Tensor};
 
 use super::kernels;
 use super::{OwnKernels, PerChannel, Running, Saved};
+use crate::amp::in_dtype;
 use crate::cube::{float, primitive, Kernels, Launch};
 
 /// Mean and biased variance per channel of `x` `[N, C, H, W]`, and the running estimates
@@ -31,6 +32,8 @@ use crate::cube::{float, primitive, Kernels, Launch};
 fn moments<B: Launch>(x: Tensor<B, 4>, running: Running<B>) -> (PerChannel<B>, Running<B>) {
     let ([_, c, _, _], dtype) = (x.dims(), x.dtype());
     let momentum = running.momentum;
+    // The kernels read their per-channel tensors in the input's precision (under amp a
+    // BatchNorm's parameters and input are all f32 already).
     let [running_mean, running_var] = [running.mean, running.var].map(|t| in_dtype(t, dtype));
     let [mean, var, new_mean, new_var] = B::launch(
         "birads_batch_norm_moments",
@@ -51,7 +54,8 @@ fn moments<B: Launch>(x: Tensor<B, 4>, running: Running<B>) -> (PerChannel<B>, R
 }
 
 /// `γ·(x − μ)/σ + β` (its ReLU with `relu`) of `x` `[N, C, H, W]`, written `[N, H, W, C]`
-/// and returned as a view `[N, C, H, W]` of it: one launch.
+/// in `output`'s precision and returned as a view `[N, C, H, W]` of it: one launch.
+#[allow(clippy::too_many_arguments)]
 fn normalize<B: Launch>(
     x: Tensor<B, 4>,
     mean: Tensor<B, 1>,
@@ -60,6 +64,7 @@ fn normalize<B: Launch>(
     bias: Tensor<B, 1>,
     epsilon: f64,
     relu: bool,
+    output: DType,
 ) -> Tensor<B, 4> {
     let ([n, c, h, w], dtype) = (x.dims(), x.dtype());
     let per_channel = [mean, var, weight, bias].map(|t| primitive(in_dtype(t, dtype)));
@@ -73,32 +78,22 @@ fn normalize<B: Launch>(
             "birads_batch_norm_normalize"
         },
         inputs,
-        [([n, h, w, c].into(), dtype)],
-        Box::new(move |t| kernels::normalize::<B::Runtime>(t, epsilon, relu)),
+        [([n, h, w, c].into(), output)],
+        Box::new(move |t| kernels::normalize::<B::Runtime>(t, epsilon, relu, output)),
     );
     float::<B, 4>(y).permute([0, 3, 1, 2])
 }
 
-/// `t` in `dtype` (the kernels read all their tensors in the input's precision; under amp
-/// the parameters and activations of a BatchNorm are all f32 already).
-fn in_dtype<B: Launch>(t: Tensor<B, 1>, dtype: DType) -> Tensor<B, 1> {
-    if t.dtype() == dtype {
-        t
-    } else {
-        t.cast(dtype)
-    }
-}
-
 /// What both backward kernels read: `g`, the forward's input, its output (for the ReLU's
-/// mask; `x` again where there was no ReLU), the mean and the variance; and whether there was
-/// a ReLU, and ε.
+/// mask, in `g`'s precision; `g` again where there was no ReLU), the mean and the variance;
+/// and whether there was a ReLU, and ε.
 fn backward_inputs<B: Launch>(
     g: Tensor<B, 4>,
     saved: &Saved<B>,
 ) -> ([FloatTensor<B>; 5], bool, f64) {
     let relu_output = saved.relu_output.clone();
     let relu = relu_output.is_some();
-    let y = relu_output.unwrap_or_else(|| saved.x.clone());
+    let y = relu_output.unwrap_or_else(|| g.clone());
     let (x, mean, var) = (saved.x.clone(), saved.mean.clone(), saved.var.clone());
     let inputs = [
         primitive(g),
@@ -110,9 +105,9 @@ fn backward_inputs<B: Launch>(
     (inputs, relu, saved.epsilon)
 }
 
-/// `∂β = Σ g` and `∂γ = Σ g·x̂` per channel: one launch.
+/// `∂β = Σ g` and `∂γ = Σ g·x̂` per channel, in the input's precision: one launch.
 fn gradient_sums<B: Launch>(g: Tensor<B, 4>, saved: &Saved<B>) -> PerChannel<B> {
-    let ([_, c, _, _], dtype) = (g.dims(), g.dtype());
+    let ([_, c, _, _], dtype) = (g.dims(), saved.x.dtype());
     let (inputs, relu, epsilon) = backward_inputs(g, saved);
     let [sum_g, sum_gx] = B::launch(
         if relu {
@@ -127,13 +122,13 @@ fn gradient_sums<B: Launch>(g: Tensor<B, 4>, saved: &Saved<B>) -> PerChannel<B> 
     (float(sum_g), float(sum_gx))
 }
 
-/// `∂x = γ/σ·(g − ∂β/M − x̂·∂γ/M)` `[N, C, H, W]`: one launch.
+/// `∂x = γ/σ·(g − ∂β/M − x̂·∂γ/M)` `[N, C, H, W]`, in the input's precision: one launch.
 fn input_gradient<B: Launch>(
     g: Tensor<B, 4>,
     saved: &Saved<B>,
     (d_bias, d_weight): PerChannel<B>,
 ) -> Tensor<B, 4> {
-    let (dims, dtype) = (g.dims(), g.dtype());
+    let (dims, dtype) = (g.dims(), saved.x.dtype());
     let ([g, x, y, mean, var], relu, epsilon) = backward_inputs(g, saved);
     let weight = primitive(in_dtype(saved.weight.clone(), dtype));
     let inputs = [

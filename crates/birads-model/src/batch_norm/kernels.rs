@@ -4,7 +4,13 @@
 //! partial sums up in shared memory (a tree, log₂ of the threads in steps). The two
 //! elementwise kernels (`normalize`, `input_gradient`) give each value a thread and compute
 //! in f32. All of them read their inputs through their strides.
+//!
+//! The normalisation's output may have a precision of its own (`O`; bf16 under amp, where a
+//! convolution reads it), and so may the output gradient and that output in the backward
+//! (`G`): one rounding of the f32 result, where a cast after the kernel took one more launch,
+//! a copy of every value and the channels-last order with it.
 
+use burn::tensor::DType;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeRuntime;
 use cubecl::calculate_cube_count_elemwise;
@@ -113,18 +119,20 @@ fn channel<F: Float>(t: &Tensor<F>, c: usize) -> f32 {
 }
 
 /// `γ·(x − μ)/σ + β` of `x` `[N, C, H, W]` (any strides), with its ReLU when `relu`, written
-/// to `y` `[N, H, W, C]` contiguous: one thread per value, in the output's order.
+/// to `y` `[N, H, W, C]` contiguous in its own precision: one thread per value, in the
+/// output's order.
 #[cube(launch)]
-fn normalize_kernel<F: Float>(
+#[allow(clippy::too_many_arguments)]
+fn normalize_kernel<F: Float, O: Float>(
     x: &Tensor<F>,
     mean: &Tensor<F>,
     var: &Tensor<F>,
     weight: &Tensor<F>,
     bias: &Tensor<F>,
-    y: &mut Tensor<F>,
+    y: &mut Tensor<O>,
     epsilon: f32,
     #[comptime] relu: bool,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, O)] _dtypes: [StorageType; 2],
 ) {
     let o = ABSOLUTE_POS;
     if o >= y.len() {
@@ -137,7 +145,7 @@ fn normalize_kernel<F: Float>(
     if relu {
         v = v.max(0.0);
     }
-    y[o] = F::cast_from(v);
+    y[o] = O::cast_from(v);
 }
 
 /// The output gradient `g` where the forward's output `y` is positive (with `relu`), else `g`.
@@ -156,14 +164,14 @@ fn through_relu<F: Float>(g: &Tensor<F>, y: &Tensor<F>, o: usize, #[comptime] re
 }
 
 /// `Σ g` and `Σ g·x̂` (∂β and ∂γ) per channel, with `x̂ = (x − mean)/√(var + ε)`, of `g`, `x`
-/// `[N, C, H, W]` (with `relu`, `g` through the ReLU of the forward's output `y`): one cube
-/// per channel.
-#[allow(clippy::collapsible_if)]
+/// `[N, C, H, W]` (with `relu`, `g` through the ReLU of the forward's output `y`, both in the
+/// output's precision `G`): one cube per channel.
+#[allow(clippy::collapsible_if, clippy::too_many_arguments)]
 #[cube(launch)]
-fn gradient_sums_kernel<F: Float>(
-    g: &Tensor<F>,
+fn gradient_sums_kernel<F: Float, G: Float>(
+    g: &Tensor<G>,
     x: &Tensor<F>,
-    y: &Tensor<F>,
+    y: &Tensor<G>,
     mean: &Tensor<F>,
     var: &Tensor<F>,
     sum_g: &mut Tensor<F>,
@@ -171,7 +179,7 @@ fn gradient_sums_kernel<F: Float>(
     epsilon: f32,
     #[comptime] relu: bool,
     #[comptime] threads: u32,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, G)] _dtypes: [StorageType; 2],
 ) {
     let c = CUBE_POS_X as usize;
     let count = x.shape(0) * x.shape(2) * x.shape(3);
@@ -183,9 +191,9 @@ fn gradient_sums_kernel<F: Float>(
     let mut centred = 0.0f32;
     let mut i = UNIT_POS_X as usize;
     while i < count {
-        let mut gi = f32::cast_from(g[at::<F>(g, c, i)]);
+        let mut gi = f32::cast_from(g[at::<G>(g, c, i)]);
         if relu {
-            if f32::cast_from(y[at::<F>(y, c, i)]) <= 0.0 {
+            if f32::cast_from(y[at::<G>(y, c, i)]) <= 0.0 {
                 gi = 0.0;
             }
         }
@@ -204,12 +212,14 @@ fn gradient_sums_kernel<F: Float>(
 }
 
 /// `∂x = γ/σ·(g − ∂β/M − x̂·∂γ/M)` of `[N, C, H, W]` (M values per channel; with `relu`, `g`
-/// through the forward's ReLU), written in the order of its dimensions: one thread per value.
+/// through the forward's ReLU; `g` and `y` in `G`), written in the order of its dimensions
+/// in `x`'s precision: one thread per value.
 #[cube(launch)]
-fn input_gradient_kernel<F: Float>(
-    g: &Tensor<F>,
+#[allow(clippy::too_many_arguments)]
+fn input_gradient_kernel<F: Float, G: Float>(
+    g: &Tensor<G>,
     x: &Tensor<F>,
-    y: &Tensor<F>,
+    y: &Tensor<G>,
     mean: &Tensor<F>,
     var: &Tensor<F>,
     weight: &Tensor<F>,
@@ -218,7 +228,7 @@ fn input_gradient_kernel<F: Float>(
     dx: &mut Tensor<F>,
     epsilon: f32,
     #[comptime] relu: bool,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, G)] _dtypes: [StorageType; 2],
 ) {
     let o = ABSOLUTE_POS;
     if o >= dx.len() {
@@ -228,7 +238,7 @@ fn input_gradient_kernel<F: Float>(
     let count = f32::cast_from((x.shape(0) * x.shape(2) * x.shape(3)) as u32);
     let inv = 1.0 / (channel::<F>(var, c) + epsilon).sqrt();
     let normalised = (f32::cast_from(x[at_nchw::<F>(x, o)]) - channel::<F>(mean, c)) * inv;
-    let gi = through_relu::<F>(g, y, o, relu);
+    let gi = through_relu::<G>(g, y, o, relu);
     let centred =
         gi - channel::<F>(sum_g, c) / count - normalised * channel::<F>(sum_gx, c) / count;
     dx[o] = F::cast_from(channel::<F>(weight, c) * inv * centred);
@@ -261,15 +271,17 @@ pub fn moments<R: CubeRuntime>(
     [mean, var, new_mean, new_var]
 }
 
-/// `[x, mean, var, weight, bias]` → `[y]` `[N, H, W, C]` (`normalize_kernel`).
+/// `[x, mean, var, weight, bias]` → `[y]` `[N, H, W, C]` in `output`'s precision
+/// (`normalize_kernel`).
 pub fn normalize<R: CubeRuntime>(
     [x, mean, var, weight, bias]: [CubeTensor<R>; 5],
     epsilon: f64,
     relu: bool,
+    output: DType,
 ) -> [CubeTensor<R>; 1] {
     let [n, c, h, w] = x.meta.shape().dims::<4>();
-    let y = empty(&x, [n, h, w, c].into(), x.dtype);
-    let (client, dtype) = (x.client.clone(), x.dtype);
+    let y = empty(&x, [n, h, w, c].into(), output);
+    let (client, dtypes) = (x.client.clone(), [x.dtype.into(), output.into()]);
     let cube_dim = CubeDim::new_1d(threads(&client, ELEMENTWISE));
     normalize_kernel::launch::<R>(
         &client,
@@ -283,13 +295,13 @@ pub fn normalize<R: CubeRuntime>(
         y.clone().into_tensor_arg(),
         epsilon as f32,
         relu,
-        dtype.into(),
+        dtypes,
     );
     [y]
 }
 
-/// `[g, x, y, mean, var]` → `[Σ g, Σ g·x̂]` `[C]` (`gradient_sums_kernel`; `y` is read with
-/// `relu` only).
+/// `[g, x, y, mean, var]` → `[Σ g, Σ g·x̂]` `[C]` in `x`'s precision (`gradient_sums_kernel`;
+/// `y`, in `g`'s precision, is read with `relu` only).
 pub fn gradient_sums<R: CubeRuntime>(
     [g, x, y, mean, var]: [CubeTensor<R>; 5],
     epsilon: f64,
@@ -297,7 +309,8 @@ pub fn gradient_sums<R: CubeRuntime>(
 ) -> [CubeTensor<R>; 2] {
     let channels = x.meta.shape()[1];
     let [sum_g, sum_gx] = [(); 2].map(|_| empty(&x, [channels].into(), x.dtype));
-    let (client, dtype, threads) = (x.client.clone(), x.dtype, threads(&x.client, THREADS));
+    let dtypes = [x.dtype.into(), g.dtype.into()];
+    let (client, threads) = (x.client.clone(), threads(&x.client, THREADS));
     gradient_sums_kernel::launch::<R>(
         &client,
         CubeCount::Static(channels as u32, 1, 1),
@@ -312,13 +325,13 @@ pub fn gradient_sums<R: CubeRuntime>(
         epsilon as f32,
         relu,
         threads,
-        dtype.into(),
+        dtypes,
     );
     [sum_g, sum_gx]
 }
 
-/// `[g, x, y, mean, var, weight, Σ g, Σ g·x̂]` → `[∂x]` `[N, C, H, W]` contiguous
-/// (`input_gradient_kernel`; `y` is read with `relu` only).
+/// `[g, x, y, mean, var, weight, Σ g, Σ g·x̂]` → `[∂x]` `[N, C, H, W]` contiguous in `x`'s
+/// precision (`input_gradient_kernel`; `y`, in `g`'s precision, is read with `relu` only).
 pub fn input_gradient<R: CubeRuntime>(
     [g, x, y, mean, var, weight, sum_g, sum_gx]: [CubeTensor<R>; 8],
     epsilon: f64,
@@ -326,7 +339,7 @@ pub fn input_gradient<R: CubeRuntime>(
 ) -> [CubeTensor<R>; 1] {
     let shape = x.meta.shape().clone();
     let dx = empty(&x, shape.clone(), x.dtype);
-    let (client, dtype) = (x.client.clone(), x.dtype);
+    let (client, dtypes) = (x.client.clone(), [x.dtype.into(), g.dtype.into()]);
     let cube_dim = CubeDim::new_1d(threads(&client, ELEMENTWISE));
     input_gradient_kernel::launch::<R>(
         &client,
@@ -343,7 +356,7 @@ pub fn input_gradient<R: CubeRuntime>(
         dx.clone().into_tensor_arg(),
         epsilon as f32,
         relu,
-        dtype.into(),
+        dtypes,
     );
     [dx]
 }

@@ -38,13 +38,14 @@
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{activation, Tensor};
+use burn::tensor::{activation, DType, FloatDType, Tensor};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_autodiff::{Autodiff, NodeId};
 
+use crate::amp::in_dtype;
 use crate::own_ops::{self, float, primitive};
 
 #[cfg(feature = "cubecl-kernels")]
@@ -52,10 +53,18 @@ pub mod cube;
 #[cfg(feature = "cubecl-kernels")]
 mod kernels;
 
-/// `(x, weight, bias, epsilon, relu, running) → (y, running after the batch)` in training, on
-/// one backend (with `relu`, the ReLU of the normalised values).
-pub type BatchNormFn<B> =
-    fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>, f64, bool, Running<B>) -> Trained<B>;
+/// `(x, weight, bias, epsilon, relu, running, output) → (y, running after the batch)` in
+/// training, on one backend (with `relu`, the ReLU of the normalised values; `y` in `output`'s
+/// precision where one is given, else `x`'s).
+pub type BatchNormFn<B> = fn(
+    Tensor<B, 4>,
+    Tensor<B, 1>,
+    Tensor<B, 1>,
+    f64,
+    bool,
+    Running<B>,
+    Option<FloatDType>,
+) -> Trained<B>;
 
 /// A training pass's output and the running estimates after it.
 pub type Trained<B> = (Tensor<B, 4>, Running<B>);
@@ -125,15 +134,18 @@ pub struct OwnKernels<B: Backend> {
     /// `x` `[N, C, H, W]` (any strides) and the running estimates → mean and biased variance
     /// `[C]` (two-pass), and the running estimates after the batch (`Running::updated`).
     pub moments: MomentsFn<B>,
-    /// `γ·(x − μ)/σ + β` of `x` (its ReLU with `relu`), channels-last underneath.
+    /// `γ·(x − μ)/σ + β` of `x` (its ReLU with `relu`), channels-last underneath, in the
+    /// given precision.
     pub normalize: NormalizeFn<B>,
-    /// `g` and what the forward kept → `∂β = Σ g` and `∂γ = Σ g·x̂` `[C]`.
+    /// `g` and what the forward kept → `∂β = Σ g` and `∂γ = Σ g·x̂` `[C]` (`g` in the output's
+    /// precision, the sums in the input's).
     pub gradient_sums: fn(Tensor<B, 4>, &Saved<B>) -> PerChannel<B>,
-    /// `g`, what the forward kept, and `(∂β, ∂γ)` → `∂x` `[N, C, H, W]`.
+    /// `g`, what the forward kept, and `(∂β, ∂γ)` → `∂x` `[N, C, H, W]` in the input's
+    /// precision.
     pub input_gradient: InputGradientFn<B>,
 }
 
-/// `(x, mean, var, weight, bias, epsilon, relu) → y`.
+/// `(x, mean, var, weight, bias, epsilon, relu, output precision) → y`.
 pub type NormalizeFn<B> = fn(
     Tensor<B, 4>,
     Tensor<B, 1>,
@@ -142,6 +154,7 @@ pub type NormalizeFn<B> = fn(
     Tensor<B, 1>,
     f64,
     bool,
+    DType,
 ) -> Tensor<B, 4>;
 
 /// `(x, running) → ((mean, var), running after the batch)`.
@@ -155,7 +168,7 @@ pub type PerChannel<B> = (Tensor<B, 1>, Tensor<B, 1>);
 
 /// What the backward reads of the forward: its input `x` `[N, C, H, W]`, the batch's mean and
 /// biased variance and the weight `[C]`, ε, and its output where it ended in a ReLU (where
-/// that is zero, so is the gradient).
+/// that is zero, so is the gradient; in the output's precision, as the gradient is).
 ///
 /// The variance rather than 1/σ: with 1/σ as a third output of the moments kernel, burn-fusion
 /// ran the running estimates' update after it operation by operation (1,195–1,254 launches in
@@ -401,7 +414,7 @@ impl<B: Backend> Backward<B, 3> for BatchNormBackward {
 }
 
 /// The backward with burn's operations: through the ReLU first, where the forward ended in
-/// one (burn's ReLU backward), then the closed form (`backward`).
+/// one (burn's ReLU backward), then the closed form (`backward`) in the input's precision.
 fn burns_backward<B: Backend>(
     g: Tensor<B, 4>,
     saved: Saved<B>,
@@ -410,6 +423,7 @@ fn burns_backward<B: Backend>(
         Some(y) => g.mask_fill(y.lower_equal_elem(0.0), 0.0),
         None => g,
     };
+    let g = in_dtype(g, saved.x.dtype());
     let inv_std = (saved.var + saved.epsilon).sqrt().recip();
     backward(saved.x, saved.mean, inv_std, saved.weight, g)
 }
@@ -424,11 +438,13 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
     epsilon: f64,
     relu: bool,
     running: Running<Autodiff<B, C>>,
+    output: Option<FloatDType>,
 ) -> Trained<Autodiff<B, C>> {
     let x = primitive(x);
     let weight = primitive(weight);
     let bias = primitive(bias);
     let input = float::<B, 4>(x.primitive.clone());
+    let output = output.map_or(input.dtype(), DType::from);
     let (gamma, beta) = (float(weight.primitive.clone()), float(bias.primitive));
     let running = running.inner();
     let (mean, var, y, running) = match own_ops::installed::<OwnKernels<B>>() {
@@ -439,7 +455,7 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
             // them one by one (1,195–1,254 launches in MyDenseNet's forward instead of 1,011).
             let ((mean, var), running) = (kernels.moments)(input.clone(), running);
             let (m, v) = (mean.clone(), var.clone());
-            let y = (kernels.normalize)(input, m, v, gamma, beta, epsilon, relu);
+            let y = (kernels.normalize)(input, m, v, gamma, beta, epsilon, relu, output);
             (mean, var, y, running)
         }
         None => {
@@ -451,7 +467,7 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
             let stats = statistics(input.clone(), gamma, beta, epsilon);
             let count = per_channel(input.dims()) as f64;
             let running = running.updated(stats.mean.clone(), stats.var.clone(), count);
-            let y = normalize_channels_last(input, &stats, relu);
+            let y = in_dtype(normalize_channels_last(input, &stats, relu), output);
             (stats.mean, stats.var, y, running)
         }
     };
