@@ -9,7 +9,7 @@ use birads_model::batch_norm::{backward, install, normalize_channels_last, stati
 use birads_model::blocks::BatchNorm2d;
 use birads_model::checkpoint::AnyModel;
 use birads_model::gradcheck::{densenet_config, snapshot};
-use birads_model::{Cpu, CpuTrain};
+use birads_model::{amp, Cpu, CpuTrain};
 use burn::module::{AutodiffModule, Module, Param};
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
@@ -70,15 +70,15 @@ fn batch_norm(weight: &Tensor<CpuTrain, 1>, bias: &Tensor<CpuTrain, 1>) -> Batch
     bn
 }
 
-/// One training pass (`forward`, or `forward_relu` with `relu`): output, ∂x, ∂γ, ∂β, running
-/// mean and variance afterwards.
-fn training_pass(bn: &BatchNorm2d<CpuTrain>, x: Tensor<CpuTrain, 4>, relu: bool) -> Vec<Vec<f64>> {
+/// Output (in f32, as a convolution after it hands back), ∂x, ∂γ, ∂β of one pass through
+/// `forward` under a loss that weighs every output differently.
+fn pass_through(
+    bn: &BatchNorm2d<CpuTrain>,
+    x: Tensor<CpuTrain, 4>,
+    forward: impl Fn(&BatchNorm2d<CpuTrain>, Tensor<CpuTrain, 4>) -> Tensor<CpuTrain, 4>,
+) -> Vec<Vec<f64>> {
     let x = x.require_grad();
-    let y = if relu {
-        bn.forward_relu(x.clone())
-    } else {
-        bn.forward(x.clone())
-    };
+    let y = amp::in_dtype(forward(bn, x.clone()), DType::F32);
     let r = Tensor::<CpuTrain, 4>::ones(y.dims(), &Default::default())
         .cumsum(3)
         .sin();
@@ -88,9 +88,22 @@ fn training_pass(bn: &BatchNorm2d<CpuTrain>, x: Tensor<CpuTrain, 4>, relu: bool)
         values(x.grad(&grads).unwrap()),
         values(bn.weight.val().grad(&grads).unwrap()),
         values(bn.bias.val().grad(&grads).unwrap()),
-        values(bn.running_mean.value_sync()),
-        values(bn.running_var.value_sync()),
     ]
+}
+
+/// One training pass (`forward`, or `forward_relu` with `relu`): output, ∂x, ∂γ, ∂β, running
+/// mean and variance afterwards.
+fn training_pass(bn: &BatchNorm2d<CpuTrain>, x: Tensor<CpuTrain, 4>, relu: bool) -> Vec<Vec<f64>> {
+    let mut pass = pass_through(bn, x, |bn, x| {
+        if relu {
+            bn.forward_relu(x)
+        } else {
+            bn.forward(x)
+        }
+    });
+    pass.push(values(bn.running_mean.value_sync()));
+    pass.push(values(bn.running_var.value_sync()));
+    pass
 }
 
 #[test]
@@ -129,29 +142,6 @@ fn own_training_pass_equals_burns_operations() {
     assert!(relative(&eval, &by_hand) < 1e-5);
 }
 
-/// Output, ∂x, ∂γ, ∂β of one pass through `forward` (its output to f32, as the convolution
-/// after it hands back) under a loss that weighs every output differently.
-fn pass_through(
-    bn: &BatchNorm2d<CpuTrain>,
-    x: Tensor<CpuTrain, 4>,
-    forward: impl Fn(&BatchNorm2d<CpuTrain>, Tensor<CpuTrain, 4>) -> Tensor<CpuTrain, 4>,
-) -> Vec<Vec<f64>> {
-    let x = x.require_grad();
-    let y = forward(bn, x.clone());
-    assert_eq!(y.dtype(), DType::BF16);
-    let y = y.cast(FloatDType::F32);
-    let r = Tensor::<CpuTrain, 4>::ones(y.dims(), &Default::default())
-        .cumsum(3)
-        .sin();
-    let grads = (y.clone() * r).sum().backward();
-    vec![
-        values(y),
-        values(x.grad(&grads).unwrap()),
-        values(bn.weight.val().grad(&grads).unwrap()),
-        values(bn.bias.val().grad(&grads).unwrap()),
-    ]
-}
-
 /// Under amp the BatchNorm before a convolution writes the convolution's precision itself
 /// (`forward_relu_for`): the same values and gradients as a cast after it, with burn's
 /// operations and with the own pass.
@@ -165,7 +155,11 @@ fn output_in_the_products_precision_equals_a_cast_after() {
     let names = ["output", "∂x", "∂γ", "∂β"];
     for own in [false, true] {
         let after = |bn: &BatchNorm2d<CpuTrain>, x| bn.forward_relu(x).cast(bf16);
-        let within = |bn: &BatchNorm2d<CpuTrain>, x| bn.forward_relu_for(x, Some(bf16));
+        let within = |bn: &BatchNorm2d<CpuTrain>, x| {
+            let y = bn.forward_relu_for(x, Some(bf16));
+            assert_eq!(y.dtype(), DType::BF16, "own pass {own}");
+            y
+        };
         if own {
             install::<Cpu, NoCheckpointing>();
         }
