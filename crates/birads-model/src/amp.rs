@@ -109,8 +109,5 @@ pub fn cast_like<B: Backend, const D: usize, const E: usize>(
     t: Tensor<B, D>,
     like: &Tensor<B, E>,
 ) -> Tensor<B, D> {
-    match like.dtype() {
-        d if d == t.dtype() => t,
-        d => t.cast(FloatDType::from(d)),
-    }
+    in_dtype(t, like.dtype())
 }
