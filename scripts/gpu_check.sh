@@ -14,6 +14,9 @@
 # side-by-side figures) is used when `python3 -c 'import torch'` works; ONLY=step1,step2
 # runs a subset (names as in the step list below). DEVICE=cpu runs the same commands on the
 # CPU, to try the script itself on a machine without a GPU (with ONLY= the cheap steps).
+# Autotune's choices come back in OUT/autotune: copied to target/gpu/autotune and carried with
+# the binary, they spare a later call its tuning on the same GPU model (KERNEL_CACHE=dir keeps
+# the compiled kernels elsewhere than target/gpu-cache).
 set -uo pipefail
 export DEVICE=${DEVICE:-cuda}
 BIRADS=${1:-target/gpu/birads.gz}
