@@ -58,8 +58,18 @@ pub fn in_dtype<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: DType) -> Te
     }
 }
 
-/// `conv.forward(x)`, its product in the autocast precision when a scope is open.
+/// `conv.forward(x)`, its product in the autocast precision when a scope is open (and back
+/// in the parameters' precision).
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let back = conv.weight.val().dtype();
+    in_dtype(conv2d_as_computed(conv, x), back)
+}
+
+/// `conv.forward(x)`, its product in the autocast precision when a scope is open, left in
+/// it: for a layer after it that reads any precision and computes in f32 (a BatchNorm's own
+/// pass), so that no cast to f32 runs between them. Widening is exact, so the values are those
+/// of `conv2d`.
+pub fn conv2d_as_computed<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let Some(low) = compute_dtype() else {
         return conv.forward(x);
     };
@@ -76,17 +86,14 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
         conv.dilation,
         conv.groups,
     );
-    // Back to the parameters' precision (the activations'), whatever `x` came in: a
-    // BatchNorm before it may have written it in `low` already (`forward_relu_for`).
-    let (weight, low) = (conv.weight.val(), DType::from(low));
-    let back = weight.dtype();
-    let y = conv2d_op(
+    // `x` may be in `low` already: a BatchNorm before it writes it so (`forward_relu_for`).
+    let low = DType::from(low);
+    conv2d_op(
         in_dtype(x, low),
-        weight.cast(low),
+        conv.weight.val().cast(low),
         conv.bias.as_ref().map(|b| b.val().cast(low)),
         options,
-    );
-    y.cast(back)
+    )
 }
 
 /// `linear.forward(x)`, its product in the autocast precision when a scope is open.

@@ -247,6 +247,12 @@ impl<B: Backend> BatchNorm2d<B> {
         output: Option<FloatDType>,
     ) -> Tensor<B, 4> {
         let device = x.device();
+        // burn's operations compute in the parameters' precision (the own pass reads `x` in
+        // its own, `amp::conv2d_as_computed`).
+        let x = match batch_norm::installed::<B>() {
+            Some(_) if training::<B>(&device) => x,
+            _ => amp::in_dtype(x, self.weight.val().dtype()),
+        };
         let finish = |y: Tensor<B, 4>| {
             let y = if then_relu { relu(y) } else { y };
             match output {

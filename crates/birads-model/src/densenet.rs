@@ -61,7 +61,7 @@ pub struct DenseLayer<B: Backend> {
 impl<B: Backend> DenseLayer<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let low = amp::compute_dtype();
-        let y = amp::conv2d(&self.conv1, self.norm1.forward_relu_for(x, low));
+        let y = amp::conv2d_as_computed(&self.conv1, self.norm1.forward_relu_for(x, low));
         let y = amp::conv2d(&self.conv2, self.norm2.forward_relu_for(y, low));
         dropout(y, self.dropout)
     }

@@ -142,38 +142,48 @@ fn own_training_pass_equals_burns_operations() {
     assert!(relative(&eval, &by_hand) < 1e-5);
 }
 
-/// Under amp the BatchNorm before a convolution writes the convolution's precision itself
-/// (`forward_relu_for`): the same values and gradients as a cast after it, with burn's
-/// operations and with the own pass.
+/// Under amp a BatchNorm takes a convolution's product in the precision it was computed in
+/// (`amp::conv2d_as_computed`) and writes the next convolution's precision itself
+/// (`forward_relu_for`): the same values and gradients as casts around an f32 BatchNorm, with
+/// burn's operations and with the own pass.
 #[test]
-fn output_in_the_products_precision_equals_a_cast_after() {
+fn products_precision_in_and_out_equals_casts_around() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     <CpuTrain as Backend>::seed(&Default::default(), 7);
     let x = random::<CpuTrain, 4>([3, 5, 4, 6], -1.0, 3.0);
     let (weight, bias) = (random([5], 0.5, 1.5), random([5], -1.0, 1.0));
     let bf16 = FloatDType::BF16;
     let names = ["output", "∂x", "∂γ", "∂β"];
-    for own in [false, true] {
-        let after = |bn: &BatchNorm2d<CpuTrain>, x| bn.forward_relu(x).cast(bf16);
+    for (own, product_in) in [(false, false), (false, true), (true, false), (true, true)] {
+        let case = format!("own pass {own}, bf16 input {product_in}");
+        let x = if product_in {
+            x.clone().cast(bf16)
+        } else {
+            x.clone()
+        };
+        let around = |bn: &BatchNorm2d<CpuTrain>, x: Tensor<CpuTrain, 4>| {
+            bn.forward_relu(amp::in_dtype(x, DType::F32)).cast(bf16)
+        };
         let within = |bn: &BatchNorm2d<CpuTrain>, x| {
             let y = bn.forward_relu_for(x, Some(bf16));
-            assert_eq!(y.dtype(), DType::BF16, "own pass {own}");
+            assert_eq!(y.dtype(), DType::BF16, "{case}");
             y
         };
         if own {
             install::<Cpu, NoCheckpointing>();
         }
-        let want = pass_through(&batch_norm(&weight, &bias), x.clone(), after);
+        let want = pass_through(&batch_norm(&weight, &bias), x.clone(), around);
         let got = pass_through(&batch_norm(&weight, &bias), x.clone(), within);
-        let unrounded = values(batch_norm(&weight, &bias).forward_relu(x.clone()));
+        let wide = amp::in_dtype(x.clone(), DType::F32);
+        let unrounded = values(batch_norm(&weight, &bias).forward_relu(wide));
         if own {
             uninstall::<Cpu, NoCheckpointing>();
         }
         for ((name, got), want) in names.iter().zip(&got).zip(&want) {
-            assert_eq!(got, want, "own pass {own}, {name}");
+            assert_eq!(got, want, "{case}, {name}");
         }
         // bf16 rounded the output (else the comparison would not see a missed cast).
-        assert_ne!(got[0], unrounded, "own pass {own}: the output is not bf16");
+        assert_ne!(got[0], unrounded, "{case}: the output is not bf16");
     }
 }
 

@@ -35,7 +35,7 @@ use birads_model::gradcheck::{
     compare, convnext_config, densenet_config, moved, snapshot, Difference, Snapshot,
 };
 use birads_model::layer_norm::cube::{row_kernels, Rows};
-use birads_model::{amp, batch_norm, depthwise, gelu, layer_norm, Cpu, CpuTrain};
+use birads_model::{batch_norm, depthwise, gelu, layer_norm, Cpu, CpuTrain};
 use burn::backend::wgpu::WgpuRuntime;
 use burn::backend::{Autodiff, Wgpu};
 use burn::module::Param;
@@ -241,41 +241,42 @@ type Reference = (f64, f64);
 /// ∂x), so that each is checked on its own. Each result must be within 1e-5 of its terms'
 /// magnitude (f32 sums of a few thousand terms are within about 1e-6 of it; a wrong index,
 /// channel or lost partial sum is off by far more), plus `rounding` of its value (the result
-/// stored in `B`'s precision). With `output` (amp's BatchNorm before a convolution), `y` and
-/// `g` are in that precision and `y` is held to its rounding (f16: 2⁻¹¹, 1e-3) instead.
+/// stored in `B`'s precision). With `amp`'s precisions, a result stored in f16 (`y`, ∂x) is
+/// held to its rounding instead (2⁻¹¹ of the value, 1e-3, or half the subnormal step).
 fn check_batch_norm_kernels<B: Backend>(
     kernels: OwnKernels<B>,
     [n, c, h, w]: [usize; 4],
     strided: bool,
     relu: bool,
     rounding: f64,
-    output: Option<FloatDType>,
+    amp: Amp,
 ) {
-    let case = format!(
-        "{:?} strided {strided} relu {relu} {output:?}",
-        [n, c, h, w]
-    );
+    let case = format!("{:?} strided {strided} relu {relu} {amp:?}", [n, c, h, w]);
     let device = Default::default();
     let random = |shape: [usize; 4]| {
         Tensor::<Cpu, 4>::random(shape, Distribution::Normal(0.5, 2.0), &device)
     };
-    let to_b = |t: Tensor<Cpu, 4>| -> Tensor<B, 4> {
+    let to_b = |t: Tensor<Cpu, 4>, dtype: Option<FloatDType>| -> Tensor<B, 4> {
+        let precision = |t: Tensor<B, 4>| match dtype {
+            Some(d) => birads_model::amp::in_dtype(t, d.into()),
+            None => t,
+        };
         if strided {
             // Channels-last underneath, as a convolution's output is: [N, H, W, C]
             // contiguous, then a permuted view of it.
             let data = t.permute([0, 2, 3, 1]).into_data();
-            Tensor::<B, 4>::from_data(data, &Default::default()).permute([0, 3, 1, 2])
+            precision(Tensor::from_data(data, &Default::default())).permute([0, 3, 1, 2])
         } else {
-            Tensor::<B, 4>::from_data(t.into_data(), &Default::default())
+            precision(Tensor::from_data(t.into_data(), &Default::default()))
         }
     };
     let per_channel = |v: &[f32]| Tensor::<B, 1>::from_floats(v, &Default::default());
-    let (x, g) = (to_b(random([n, c, h, w]) + 3.0), to_b(random([n, c, h, w])));
-    let out = output.map_or(x.dtype(), DType::from);
-    let g = amp::in_dtype(g, out);
+    let x = to_b(random([n, c, h, w]) + 3.0, amp.input);
+    let g = to_b(random([n, c, h, w]), amp.output);
     let gamma = values(random([1, c, 1, 1]));
     let beta = values(random([1, c, 1, 1]));
     let (weight, bias) = (per_channel(&gamma), per_channel(&beta));
+    let out = amp.output.map_or(weight.dtype(), DType::from);
     let (gamma, beta) = (values(weight.clone()), values(bias.clone()));
     let (xv, gv) = (values(x.clone()), values(g.clone()));
     let plane = h * w;
@@ -283,13 +284,18 @@ fn check_batch_norm_kernels<B: Backend>(
     let m = (n * plane) as f64;
     let check = |what: &str, index: usize, got: f32, (want, magnitude): Reference| {
         let error = (f64::from(got) - want).abs();
-        let rounding = if what == "y" && output.is_some() {
-            1e-3
-        } else {
-            rounding
+        let stored = match what {
+            "y" => amp.output,
+            "∂x" => amp.input,
+            _ => None,
+        };
+        // f16: 2⁻¹¹ of the value, and half its subnormal step (2⁻²⁵) below 2⁻¹⁴.
+        let (rounding, floor) = match stored {
+            Some(_) => (1e-3, 2f64.powi(-25)),
+            None => (rounding, 0.0),
         };
         assert!(
-            error <= 1e-5 * magnitude.max(1e-30) + rounding * want.abs(),
+            error <= 1e-5 * magnitude.max(1e-30) + rounding * want.abs() + floor,
             "{case}, {what} {index}: {got} against {want} (error {error:.2e}, terms {magnitude:.2e})"
         );
     };
@@ -453,23 +459,50 @@ fn batch_norm_kernels_equal_a_plain_reference() {
     // MyDenseNet's last block at batch 2 (1,024 channels of 7×7).
     for shape in [[3, 5, 37, 1], [4, 3, 7, 43], [1, 2, 1, 1], [2, 1024, 7, 7]] {
         for (strided, relu) in [(false, false), (true, false), (false, true), (true, true)] {
-            check_batch_norm_kernels(own_kernels::<Unfused>(), shape, strided, relu, 0.0, None);
-            check_batch_norm_kernels(own_kernels::<G>(), shape, strided, relu, 0.0, None);
+            let same = Amp::default();
+            check_batch_norm_kernels(own_kernels::<Unfused>(), shape, strided, relu, 0.0, same);
+            check_batch_norm_kernels(own_kernels::<G>(), shape, strided, relu, 0.0, same);
         }
     }
 }
 
-/// Under amp a BatchNorm before a convolution writes its output in the convolution's
-/// precision, and its backward reads the gradient in it (f16 here: wgpu has no bf16); the
-/// statistics, sums and ∂x stay f32.
+/// A BatchNorm's precisions under amp where they are not the backend's (f16 standing for
+/// bf16: wgpu has none); the statistics and parameters stay the backend's f32.
+#[derive(Clone, Copy, Debug, Default)]
+struct Amp {
+    /// `x` and ∂x: a convolution's product, as it was computed.
+    input: Option<FloatDType>,
+    /// `y` and `g`: the input of the convolution after it.
+    output: Option<FloatDType>,
+}
+
+/// Under amp a BatchNorm reads a convolution's product in its precision and hands ∂x back in
+/// it, and one before a convolution writes its output in the convolution's precision and
+/// reads the gradient in it.
 #[test]
-fn batch_norm_kernels_write_and_read_the_products_precision() {
+fn batch_norm_kernels_read_and_write_the_products_precision() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let half = Some(FloatDType::F16);
+    let cases = [
+        Amp {
+            input: None,
+            output: half,
+        },
+        Amp {
+            input: half,
+            output: None,
+        },
+        Amp {
+            input: half,
+            output: half,
+        },
+    ];
     for shape in [[3, 5, 37, 1], [2, 64, 7, 7]] {
         for (strided, relu) in [(false, true), (true, true), (true, false)] {
-            check_batch_norm_kernels(own_kernels::<Unfused>(), shape, strided, relu, 0.0, half);
-            check_batch_norm_kernels(own_kernels::<G>(), shape, strided, relu, 0.0, half);
+            for amp in cases {
+                check_batch_norm_kernels(own_kernels::<Unfused>(), shape, strided, relu, 0.0, amp);
+                check_batch_norm_kernels(own_kernels::<G>(), shape, strided, relu, 0.0, amp);
+            }
         }
     }
 }
@@ -633,8 +666,9 @@ fn the_kernels_take_half_precision_tensors() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for shape in [[3, 5, 37, 1], [2, 64, 7, 7]] {
         for (strided, relu) in [(false, true), (true, false)] {
-            check_batch_norm_kernels(own_kernels::<Half>(), shape, strided, relu, 1e-3, None);
-            check_batch_norm_kernels(own_kernels::<HalfFused>(), shape, strided, relu, 1e-3, None);
+            let same = Amp::default();
+            check_batch_norm_kernels(own_kernels::<Half>(), shape, strided, relu, 1e-3, same);
+            check_batch_norm_kernels(own_kernels::<HalfFused>(), shape, strided, relu, 1e-3, same);
         }
     }
     <CpuTrain as Backend>::seed(&Default::default(), 4);

@@ -30,10 +30,9 @@ use crate::cube::{float, primitive, Kernels, Launch};
 /// Mean and biased variance per channel of `x` `[N, C, H, W]`, and the running estimates
 /// after them: one launch.
 fn moments<B: Launch>(x: Tensor<B, 4>, running: Running<B>) -> (PerChannel<B>, Running<B>) {
-    let ([_, c, _, _], dtype) = (x.dims(), x.dtype());
+    // The statistics in the running estimates' precision (the parameters'), whatever `x`'s.
+    let ([_, c, _, _], dtype) = (x.dims(), running.mean.dtype());
     let momentum = running.momentum;
-    // The kernels read their per-channel tensors in the input's precision (under amp a
-    // BatchNorm's parameters and input are all f32 already).
     let [running_mean, running_var] = [running.mean, running.var].map(|t| in_dtype(t, dtype));
     let [mean, var, new_mean, new_var] = B::launch(
         "birads_batch_norm_moments",
@@ -66,7 +65,8 @@ fn normalize<B: Launch>(
     relu: bool,
     output: DType,
 ) -> Tensor<B, 4> {
-    let ([n, c, h, w], dtype) = (x.dims(), x.dtype());
+    // The per-channel tensors in one precision, the weight's.
+    let ([n, c, h, w], dtype) = (x.dims(), weight.dtype());
     let per_channel = [mean, var, weight, bias].map(|t| primitive(in_dtype(t, dtype)));
     let [mean, var, weight, bias] = per_channel;
     let inputs = [primitive(x), mean, var, weight, bias];
@@ -105,9 +105,9 @@ fn backward_inputs<B: Launch>(
     (inputs, relu, saved.epsilon)
 }
 
-/// `∂β = Σ g` and `∂γ = Σ g·x̂` per channel, in the input's precision: one launch.
+/// `∂β = Σ g` and `∂γ = Σ g·x̂` per channel, in the statistics' precision: one launch.
 fn gradient_sums<B: Launch>(g: Tensor<B, 4>, saved: &Saved<B>) -> PerChannel<B> {
-    let ([_, c, _, _], dtype) = (g.dims(), saved.x.dtype());
+    let ([_, c, _, _], dtype) = (g.dims(), saved.mean.dtype());
     let (inputs, relu, epsilon) = backward_inputs(g, saved);
     let [sum_g, sum_gx] = B::launch(
         if relu {
@@ -130,7 +130,7 @@ fn input_gradient<B: Launch>(
 ) -> Tensor<B, 4> {
     let (dims, dtype) = (g.dims(), saved.x.dtype());
     let ([g, x, y, mean, var], relu, epsilon) = backward_inputs(g, saved);
-    let weight = primitive(in_dtype(saved.weight.clone(), dtype));
+    let weight = primitive(in_dtype(saved.weight.clone(), saved.mean.dtype()));
     let inputs = [
         g,
         x,

@@ -5,10 +5,13 @@
 //! elementwise kernels (`normalize`, `input_gradient`) give each value a thread and compute
 //! in f32. All of them read their inputs through their strides.
 //!
-//! The normalisation's output may have a precision of its own (`O`; bf16 under amp, where a
-//! convolution reads it), and so may the output gradient and that output in the backward
-//! (`G`): one rounding of the f32 result, where a cast after the kernel took one more launch,
-//! a copy of every value and the channels-last order with it.
+//! Each kind of tensor has a precision of its own, so that under amp no cast runs around a
+//! BatchNorm (a cast is one more launch and a copy of every value, and it lost the
+//! channels-last order): `F` the input `x` and `∂x` (bf16 where a convolution's product comes
+//! in as it is computed), `P` the per-channel tensors (the parameters' f32), `O` the output
+//! (bf16 where a convolution reads it) and `G` the output gradient and the output again in the
+//! backward. Widening to f32 is exact, and each result is rounded once: the values are those
+//! of casts around an f32 BatchNorm.
 
 use burn::tensor::DType;
 use burn_cubecl::tensor::CubeTensor;
@@ -39,17 +42,17 @@ fn at<F: Float>(t: &Tensor<F>, c: usize, i: usize) -> usize {
 /// after them (`momentum`; PyTorch's update, with the unbiased variance): one cube per channel.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn moments_kernel<F: Float>(
+fn moments_kernel<F: Float, P: Float>(
     x: &Tensor<F>,
-    running_mean: &Tensor<F>,
-    running_var: &Tensor<F>,
-    mean: &mut Tensor<F>,
-    var: &mut Tensor<F>,
-    new_mean: &mut Tensor<F>,
-    new_var: &mut Tensor<F>,
+    running_mean: &Tensor<P>,
+    running_var: &Tensor<P>,
+    mean: &mut Tensor<P>,
+    var: &mut Tensor<P>,
+    new_mean: &mut Tensor<P>,
+    new_var: &mut Tensor<P>,
     momentum: f32,
     #[comptime] threads: u32,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, P)] _dtypes: [StorageType; 2],
 ) {
     let c = CUBE_POS_X as usize;
     let count = x.shape(0) * x.shape(2) * x.shape(3);
@@ -74,12 +77,12 @@ fn moments_kernel<F: Float>(
     let values = f32::cast_from(count as u32);
     let variance = cube_sum(&mut shared, squares) / values;
     if UNIT_POS_X == 0 {
-        mean[c] = F::cast_from(mu);
-        var[c] = F::cast_from(variance);
+        mean[c] = P::cast_from(mu);
+        var[c] = P::cast_from(variance);
         let unbiased = variance * (values / f32::max(values - 1.0, 1.0));
         let keep = 1.0 - momentum;
-        new_mean[c] = F::cast_from(channel::<F>(running_mean, c) * keep + mu * momentum);
-        new_var[c] = F::cast_from(channel::<F>(running_var, c) * keep + unbiased * momentum);
+        new_mean[c] = P::cast_from(channel::<P>(running_mean, c) * keep + mu * momentum);
+        new_var[c] = P::cast_from(channel::<P>(running_var, c) * keep + unbiased * momentum);
     }
 }
 
@@ -123,25 +126,25 @@ fn channel<F: Float>(t: &Tensor<F>, c: usize) -> f32 {
 /// output's order.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn normalize_kernel<F: Float, O: Float>(
+fn normalize_kernel<F: Float, P: Float, O: Float>(
     x: &Tensor<F>,
-    mean: &Tensor<F>,
-    var: &Tensor<F>,
-    weight: &Tensor<F>,
-    bias: &Tensor<F>,
+    mean: &Tensor<P>,
+    var: &Tensor<P>,
+    weight: &Tensor<P>,
+    bias: &Tensor<P>,
     y: &mut Tensor<O>,
     epsilon: f32,
     #[comptime] relu: bool,
-    #[define(F, O)] _dtypes: [StorageType; 2],
+    #[define(F, P, O)] _dtypes: [StorageType; 3],
 ) {
     let o = ABSOLUTE_POS;
     if o >= y.len() {
         terminate!();
     }
     let (i, c) = at_nhwc::<F>(x, o);
-    let inv = 1.0 / (channel::<F>(var, c) + epsilon).sqrt();
-    let normalised = (f32::cast_from(x[i]) - channel::<F>(mean, c)) * inv;
-    let mut v = normalised * channel::<F>(weight, c) + channel::<F>(bias, c);
+    let inv = 1.0 / (channel::<P>(var, c) + epsilon).sqrt();
+    let normalised = (f32::cast_from(x[i]) - channel::<P>(mean, c)) * inv;
+    let mut v = normalised * channel::<P>(weight, c) + channel::<P>(bias, c);
     if relu {
         v = v.max(0.0);
     }
@@ -168,23 +171,23 @@ fn through_relu<F: Float>(g: &Tensor<F>, y: &Tensor<F>, o: usize, #[comptime] re
 /// output's precision `G`): one cube per channel.
 #[allow(clippy::collapsible_if, clippy::too_many_arguments)]
 #[cube(launch)]
-fn gradient_sums_kernel<F: Float, G: Float>(
+fn gradient_sums_kernel<F: Float, P: Float, G: Float>(
     g: &Tensor<G>,
     x: &Tensor<F>,
     y: &Tensor<G>,
-    mean: &Tensor<F>,
-    var: &Tensor<F>,
-    sum_g: &mut Tensor<F>,
-    sum_gx: &mut Tensor<F>,
+    mean: &Tensor<P>,
+    var: &Tensor<P>,
+    sum_g: &mut Tensor<P>,
+    sum_gx: &mut Tensor<P>,
     epsilon: f32,
     #[comptime] relu: bool,
     #[comptime] threads: u32,
-    #[define(F, G)] _dtypes: [StorageType; 2],
+    #[define(F, P, G)] _dtypes: [StorageType; 3],
 ) {
     let c = CUBE_POS_X as usize;
     let count = x.shape(0) * x.shape(2) * x.shape(3);
     let step = CUBE_DIM_X as usize;
-    let mu = channel::<F>(mean, c);
+    let mu = channel::<P>(mean, c);
     let mut shared = SharedMemory::<f32>::new(threads as usize);
 
     let mut plain = 0.0f32;
@@ -205,9 +208,9 @@ fn gradient_sums_kernel<F: Float, G: Float>(
     let plain = cube_sum(&mut shared, plain);
     let centred = cube_sum(&mut shared, centred);
     if UNIT_POS_X == 0 {
-        let inv = 1.0 / (channel::<F>(var, c) + epsilon).sqrt();
-        sum_g[c] = F::cast_from(plain);
-        sum_gx[c] = F::cast_from(centred * inv);
+        let inv = 1.0 / (channel::<P>(var, c) + epsilon).sqrt();
+        sum_g[c] = P::cast_from(plain);
+        sum_gx[c] = P::cast_from(centred * inv);
     }
 }
 
@@ -216,19 +219,19 @@ fn gradient_sums_kernel<F: Float, G: Float>(
 /// in `x`'s precision: one thread per value.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn input_gradient_kernel<F: Float, G: Float>(
+fn input_gradient_kernel<F: Float, P: Float, G: Float>(
     g: &Tensor<G>,
     x: &Tensor<F>,
     y: &Tensor<G>,
-    mean: &Tensor<F>,
-    var: &Tensor<F>,
-    weight: &Tensor<F>,
-    sum_g: &Tensor<F>,
-    sum_gx: &Tensor<F>,
+    mean: &Tensor<P>,
+    var: &Tensor<P>,
+    weight: &Tensor<P>,
+    sum_g: &Tensor<P>,
+    sum_gx: &Tensor<P>,
     dx: &mut Tensor<F>,
     epsilon: f32,
     #[comptime] relu: bool,
-    #[define(F, G)] _dtypes: [StorageType; 2],
+    #[define(F, P, G)] _dtypes: [StorageType; 3],
 ) {
     let o = ABSOLUTE_POS;
     if o >= dx.len() {
@@ -236,12 +239,12 @@ fn input_gradient_kernel<F: Float, G: Float>(
     }
     let c = (o / (dx.shape(2) * dx.shape(3))) % dx.shape(1);
     let count = f32::cast_from((x.shape(0) * x.shape(2) * x.shape(3)) as u32);
-    let inv = 1.0 / (channel::<F>(var, c) + epsilon).sqrt();
-    let normalised = (f32::cast_from(x[at_nchw::<F>(x, o)]) - channel::<F>(mean, c)) * inv;
+    let inv = 1.0 / (channel::<P>(var, c) + epsilon).sqrt();
+    let normalised = (f32::cast_from(x[at_nchw::<F>(x, o)]) - channel::<P>(mean, c)) * inv;
     let gi = through_relu::<G>(g, y, o, relu);
     let centred =
-        gi - channel::<F>(sum_g, c) / count - normalised * channel::<F>(sum_gx, c) / count;
-    dx[o] = F::cast_from(channel::<F>(weight, c) * inv * centred);
+        gi - channel::<P>(sum_g, c) / count - normalised * channel::<P>(sum_gx, c) / count;
+    dx[o] = F::cast_from(channel::<P>(weight, c) * inv * centred);
 }
 
 /// `[x, running mean, running var]` → `[mean, var, new running mean, new running var]` `[C]`
@@ -250,9 +253,10 @@ pub fn moments<R: CubeRuntime>(
     [x, running_mean, running_var]: [CubeTensor<R>; 3],
     momentum: f64,
 ) -> [CubeTensor<R>; 4] {
-    let channels = x.meta.shape()[1];
-    let [mean, var, new_mean, new_var] = [(); 4].map(|_| empty(&x, [channels].into(), x.dtype));
-    let (client, dtype, threads) = (x.client.clone(), x.dtype, threads(&x.client, THREADS));
+    let (channels, per_channel) = (x.meta.shape()[1], running_mean.dtype);
+    let [mean, var, new_mean, new_var] = [(); 4].map(|_| empty(&x, [channels].into(), per_channel));
+    let dtypes = [x.dtype.into(), per_channel.into()];
+    let (client, threads) = (x.client.clone(), threads(&x.client, THREADS));
     moments_kernel::launch::<R>(
         &client,
         CubeCount::Static(channels as u32, 1, 1),
@@ -266,7 +270,7 @@ pub fn moments<R: CubeRuntime>(
         new_var.clone().into_tensor_arg(),
         momentum as f32,
         threads,
-        dtype.into(),
+        dtypes,
     );
     [mean, var, new_mean, new_var]
 }
@@ -281,7 +285,8 @@ pub fn normalize<R: CubeRuntime>(
 ) -> [CubeTensor<R>; 1] {
     let [n, c, h, w] = x.meta.shape().dims::<4>();
     let y = empty(&x, [n, h, w, c].into(), output);
-    let (client, dtypes) = (x.client.clone(), [x.dtype.into(), output.into()]);
+    let dtypes = [x.dtype.into(), mean.dtype.into(), output.into()];
+    let client = x.client.clone();
     let cube_dim = CubeDim::new_1d(threads(&client, ELEMENTWISE));
     normalize_kernel::launch::<R>(
         &client,
@@ -308,8 +313,8 @@ pub fn gradient_sums<R: CubeRuntime>(
     relu: bool,
 ) -> [CubeTensor<R>; 2] {
     let channels = x.meta.shape()[1];
-    let [sum_g, sum_gx] = [(); 2].map(|_| empty(&x, [channels].into(), x.dtype));
-    let dtypes = [x.dtype.into(), g.dtype.into()];
+    let [sum_g, sum_gx] = [(); 2].map(|_| empty(&x, [channels].into(), mean.dtype));
+    let dtypes = [x.dtype.into(), mean.dtype.into(), g.dtype.into()];
     let (client, threads) = (x.client.clone(), threads(&x.client, THREADS));
     gradient_sums_kernel::launch::<R>(
         &client,
@@ -339,7 +344,8 @@ pub fn input_gradient<R: CubeRuntime>(
 ) -> [CubeTensor<R>; 1] {
     let shape = x.meta.shape().clone();
     let dx = empty(&x, shape.clone(), x.dtype);
-    let (client, dtypes) = (x.client.clone(), [x.dtype.into(), g.dtype.into()]);
+    let dtypes = [x.dtype.into(), mean.dtype.into(), g.dtype.into()];
+    let client = x.client.clone();
     let cube_dim = CubeDim::new_1d(threads(&client, ELEMENTWISE));
     input_gradient_kernel::launch::<R>(
         &client,

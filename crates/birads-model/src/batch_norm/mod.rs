@@ -24,9 +24,12 @@
 //! unfused additions where gradients of the two layouts meet.
 //!
 //! Under amp, a BatchNorm before a convolution writes its output in the convolution's
-//! precision (`BatchNorm2d::forward_relu_for`) and its backward reads the gradient in it, so
-//! that no cast runs between them: burn-fusion ran each such cast as a launch of its own, and
-//! its output lost the channels-last order (MyDenseNet's amp step: 3,703 → 3,346 launches).
+//! precision (`BatchNorm2d::forward_relu_for`) and its backward reads the gradient in it, and
+//! one after a convolution takes the product in the precision it was computed in
+//! (`amp::conv2d_as_computed`) and hands its gradient back in it, so that no cast runs between
+//! them: burn-fusion ran each such cast as a launch of its own, and its output lost the
+//! channels-last order. The statistics and parameters stay f32, and the values are those of
+//! the casts (MyDenseNet's amp step: 3,703 → 3,230 launches).
 //!
 //! On the cubecl backends the whole pass is four kernels of birads' own (`cube.rs`, installed
 //! with `install_kernels`): the statistics and the normalisation forward, the two sums and ∂x
@@ -419,7 +422,8 @@ impl<B: Backend> Backward<B, 3> for BatchNormBackward {
 }
 
 /// The backward with burn's operations: through the ReLU first, where the forward ended in
-/// one (burn's ReLU backward), then the closed form (`backward`) in the input's precision.
+/// one (burn's ReLU backward), then the closed form (`backward`) in the statistics' precision;
+/// ∂x in the input's.
 fn burns_backward<B: Backend>(
     g: Tensor<B, 4>,
     saved: Saved<B>,
@@ -428,9 +432,11 @@ fn burns_backward<B: Backend>(
         Some(y) => g.mask_fill(y.lower_equal_elem(0.0), 0.0),
         None => g,
     };
-    let g = in_dtype(g, saved.x.dtype());
+    let (input, wide) = (saved.x.dtype(), saved.mean.dtype());
+    let (g, x) = (in_dtype(g, wide), in_dtype(saved.x, wide));
     let inv_std = (saved.var + saved.epsilon).sqrt().recip();
-    backward(saved.x, saved.mean, inv_std, saved.weight, g)
+    let (dx, d_weight, d_bias) = backward(x, saved.mean, inv_std, saved.weight, g);
+    (in_dtype(dx, input), d_weight, d_bias)
 }
 
 /// BatchNorm's training pass on `Autodiff<B, C>` with `BatchNormBackward`, channels-last
@@ -469,6 +475,7 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
             // search segment there. Without it, after a 1×1 convolution (which fusion does
             // not take in) the whole BatchNorm joined the convolution's segment and ran op by
             // op: MyDenseNet's forward took 2,667 launches instead of 1,801.
+            let input = in_dtype(input, gamma.dtype());
             let stats = statistics(input.clone(), gamma, beta, epsilon);
             let count = per_channel(input.dims()) as f64;
             let running = running.updated(stats.mean.clone(), stats.var.clone(), count);
