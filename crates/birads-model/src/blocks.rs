@@ -185,7 +185,7 @@ impl<B: Backend> LayerNorm2d<B> {
         let rows = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
         let (weight, bias) = (self.weight.val(), self.bias.val());
         let rows = match layer_norm::installed::<B>() {
-            Some(own) => own(rows, weight, bias, self.epsilon),
+            Some(own) => own(rows, weight, bias, self.epsilon, None),
             None => {
                 let (var, mean) = rows.clone().var_mean_bias(1);
                 let rows = (rows - mean) / (var + self.epsilon).sqrt();

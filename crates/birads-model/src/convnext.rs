@@ -76,13 +76,14 @@ impl<B: Backend> CnBlock<B> {
         // Channels-last rows, contiguous after the reshape: LayerNorm and both Linears run on
         // a plain [N·H·W, C] matrix and the layer scale is a broadcast along rows (the CPU
         // backend's fast paths); permuted 4-D views fell back to strided loops.
-        let rows = depthwise::conv2d(&self.dwconv, x)
+        // Under amp the LayerNorm reads the depthwise product in bf16 as it was computed and
+        // writes bf16 for `pwconv1`: no cast between them (the values are the same).
+        let rows = depthwise::conv2d_as_computed(&self.dwconv, x)
             .permute([0, 2, 3, 1])
             .reshape([n * h * w, c]);
-        let hidden = gelu(amp::linear(
-            &self.pwconv1,
-            layer_norm::rows(&self.norm, BLOCK_EPSILON, rows),
-        ));
+        let low = amp::compute_dtype();
+        let normalised = layer_norm::rows_for(&self.norm, BLOCK_EPSILON, rows, low);
+        let hidden = gelu(amp::linear(&self.pwconv1, normalised));
         let rows = amp::linear(&self.pwconv2, hidden);
         let rows = rows * self.layer_scale.val().reshape([1, c]);
         // The residual sum in channels-last order too: its result is channels-last
@@ -206,7 +207,8 @@ impl<B: Backend> MyConvNeXt<B> {
     /// Logits `[N, classes]` from pooled features.
     pub fn head(&self, features: Tensor<B, 4>) -> Tensor<B, 2> {
         let pooled: Tensor<B, 2> = features.mean_dims(&[2, 3]).flatten(1, 3);
-        let normalised = layer_norm::rows(&self.head_norm, HEAD_EPSILON, pooled);
+        let low = amp::compute_dtype();
+        let normalised = layer_norm::rows_for(&self.head_norm, HEAD_EPSILON, pooled, low);
         let h = gelu(amp::linear(&self.head_fc1, normalised));
         amp::linear(&self.head_fc2, dropout(h, self.dropout))
     }

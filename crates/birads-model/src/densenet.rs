@@ -271,7 +271,8 @@ impl<B: Backend> MyDenseNet<B> {
     /// Per-head logits `[N, tasks, 2]` (features) or `[N, 1, classes]` from feature maps.
     pub fn head(&self, features: Tensor<B, 4>) -> Tensor<B, 3> {
         let pooled: Tensor<B, 2> = features.mean_dims(&[2, 3]).flatten(1, 3);
-        let normalised = layer_norm::rows(&self.head_norm, HEAD_EPSILON, pooled);
+        let low = amp::compute_dtype();
+        let normalised = layer_norm::rows_for(&self.head_norm, HEAD_EPSILON, pooled, low);
         let h = relu(amp::linear(&self.head_fc1, normalised));
         let h = gelu(amp::linear(&self.head_fc2, dropout(h, self.dp1)));
         let shared = amp::linear(&self.shared_proj, h.clone());

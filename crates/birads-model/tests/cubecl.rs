@@ -548,20 +548,25 @@ fn layer_norm_reference(
 
 /// LayerNorm's kernels on backend `B` against `layer_norm_reference` of the values as `B`
 /// holds them, rows contiguous or (`strided`) a transposed view: every result within `limit`
-/// of its tensor's largest value.
+/// of its tensor's largest value, or 1e-3 where `amp` stores it in f16 (`y`, ∂x).
 fn check_layer_norm_kernels<B: Backend>(
     kernels: layer_norm::Kernels<B>,
     [rows, columns]: [usize; 2],
     strided: bool,
     limit: f64,
+    amp: Amp,
 ) {
     let device = Default::default();
-    let to_b = |t: Tensor<Cpu, 2>| -> Tensor<B, 2> {
+    let to_b = |t: Tensor<Cpu, 2>, dtype: Option<FloatDType>| -> Tensor<B, 2> {
+        let precision = |t: Tensor<B, 2>| match dtype {
+            Some(d) => birads_model::amp::in_dtype(t, d.into()),
+            None => t,
+        };
         if strided {
             let data = t.transpose().into_data();
-            Tensor::<B, 2>::from_data(data, &device).transpose()
+            precision(Tensor::<B, 2>::from_data(data, &device)).transpose()
         } else {
-            Tensor::<B, 2>::from_data(t.into_data(), &device)
+            precision(Tensor::<B, 2>::from_data(t.into_data(), &device))
         }
     };
     let random = |shape: [usize; 2], low, high| {
@@ -570,9 +575,10 @@ fn check_layer_norm_kernels<B: Backend>(
     let x = to_b(
         random([rows, columns], -1.0, 1.0) * random([rows, 1], 0.5, 3.0)
             + random([rows, 1], -2.0, 2.0),
+        amp.input,
     );
-    let g = to_b(random([rows, columns], -1.0, 1.0));
-    let one = |low, high| to_b(random([1, columns], low, high)).reshape([columns]);
+    let g = to_b(random([rows, columns], -1.0, 1.0), amp.output);
+    let one = |low, high| to_b(random([1, columns], low, high), None).reshape([columns]);
     let (weight, bias) = (one(0.5, 1.5), one(-1.0, 1.0));
     let inputs = [&x, &g].map(|t| values(t.clone()));
     let params = [&weight, &bias].map(|t| values(t.clone()));
@@ -582,8 +588,13 @@ fn check_layer_norm_kernels<B: Backend>(
         [rows, columns],
         epsilon,
     );
-    let (y, mean, inv_std) = (kernels.forward)(x.clone(), weight.clone(), bias, epsilon);
+    let out = amp.output.map_or(weight.dtype(), DType::from);
+    let (y, mean, inv_std) = (kernels.forward)(x.clone(), weight.clone(), bias, epsilon, out);
+    let case = format!("{rows}×{columns} strided {strided} {amp:?}");
+    assert_eq!(y.dtype(), out, "{case}: y's precision");
+    let input = x.dtype();
     let (dx, dw, db) = (kernels.backward)(g, x, weight, mean.clone(), inv_std.clone());
+    assert_eq!(dx.dtype(), input, "{case}: ∂x's precision");
     let got = [
         values(y),
         values(mean),
@@ -598,9 +609,15 @@ fn check_layer_norm_kernels<B: Backend>(
     {
         let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
         let error = relative(got, &want);
+        let stored = match *name {
+            "y" => amp.output,
+            "∂x" => amp.input,
+            _ => None,
+        };
+        let limit = if stored.is_some() { 1e-3 } else { limit };
         assert!(
             error < limit,
-            "{rows}×{columns} strided {strided}, {name}: {error:.2e} (limit {limit:.0e})"
+            "{case}, {name}: {error:.2e} (limit {limit:.0e})"
         );
     }
 }
@@ -615,8 +632,41 @@ fn layer_norm_kernels_equal_a_plain_reference() {
     <Cpu as Backend>::seed(&Default::default(), 8);
     for shape in LAYER_NORM_SHAPES {
         for strided in [false, true] {
-            check_layer_norm_kernels(row_kernels::<Unfused>(), shape, strided, 1e-5);
-            check_layer_norm_kernels(row_kernels::<G>(), shape, strided, 1e-5);
+            let same = Amp::default();
+            check_layer_norm_kernels(row_kernels::<Unfused>(), shape, strided, 1e-5, same);
+            check_layer_norm_kernels(row_kernels::<G>(), shape, strided, 1e-5, same);
+        }
+    }
+}
+
+/// Under amp a LayerNorm reads a convolution's product in its precision and hands ∂x back in
+/// it, and writes its output in the precision of the linear layer after it and reads the
+/// gradient in it; the statistics and ∂γ, ∂β stay f32.
+#[test]
+fn layer_norm_kernels_read_and_write_the_products_precision() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    <Cpu as Backend>::seed(&Default::default(), 8);
+    let half = Some(FloatDType::F16);
+    let cases = [
+        Amp {
+            input: None,
+            output: half,
+        },
+        Amp {
+            input: half,
+            output: None,
+        },
+        Amp {
+            input: half,
+            output: half,
+        },
+    ];
+    for shape in [[37, 96], [4001, 40]] {
+        for strided in [false, true] {
+            for amp in cases {
+                check_layer_norm_kernels(row_kernels::<Unfused>(), shape, strided, 1e-5, amp);
+                check_layer_norm_kernels(row_kernels::<G>(), shape, strided, 1e-5, amp);
+            }
         }
     }
 }
@@ -678,8 +728,9 @@ fn the_kernels_take_half_precision_tensors() {
     // statistics and ∂γ, ∂β in f32.
     for shape in [[37, 96], [4001, 40]] {
         for strided in [false, true] {
-            check_layer_norm_kernels(row_kernels::<Half>(), shape, strided, 1e-3);
-            check_layer_norm_kernels(row_kernels::<HalfFused>(), shape, strided, 1e-3);
+            let same = Amp::default();
+            check_layer_norm_kernels(row_kernels::<Half>(), shape, strided, 1e-3, same);
+            check_layer_norm_kernels(row_kernels::<HalfFused>(), shape, strided, 1e-3, same);
         }
     }
 }

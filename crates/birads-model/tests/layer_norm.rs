@@ -8,12 +8,12 @@ mod common;
 
 use birads_model::checkpoint::AnyModel;
 use birads_model::gradcheck::{convnext_config, snapshot};
-use birads_model::layer_norm::{backward, forward, install, installed, rows, uninstall};
-use birads_model::{Cpu, CpuTrain};
+use birads_model::layer_norm::{backward, forward, install, installed, rows, rows_for, uninstall};
+use birads_model::{amp, Cpu, CpuTrain};
 use burn::module::{Module, Param};
 use burn::nn::LayerNormConfig;
 use burn::prelude::*;
-use burn::tensor::FloatDType;
+use burn::tensor::{DType, FloatDType};
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use common::{
     assert_passes_agree, relative_f64 as relative, uniform as random, values_f64 as values,
@@ -40,7 +40,7 @@ fn forward_equals_burns_layer_norm() {
         let x = rows_input::<Cpu>(r, c);
         let want = values(norm.forward(x.clone()));
         let beta = norm.beta.as_ref().unwrap().val();
-        let (y, mean, inv_std) = forward(x.clone(), norm.gamma.val(), beta, epsilon);
+        let (y, mean, inv_std) = forward(x.clone(), norm.gamma.val(), beta, epsilon, DType::F32);
         // f32 rounding of two ways to write it (measured up to 1.5e-6).
         let d = relative(&values(y), &want);
         assert!(d < 1e-5, "{r}×{c}: output {d:.2e}");
@@ -76,7 +76,7 @@ fn closed_form_backward_equals_burns_autodiff_in_f64() {
         .cast(f64)
         .require_grad();
     let r = random::<CpuTrain, 2>([9, 21], -1.0, 1.0).cast(f64);
-    let (y, mean, inv_std) = forward(x.clone(), weight.clone(), bias.clone(), 1e-6);
+    let (y, mean, inv_std) = forward(x.clone(), weight.clone(), bias.clone(), 1e-6, f64.into());
     let grads = (y * r.clone()).sum().backward();
     let (dx, dw, db) = backward(
         r.inner(),
@@ -129,6 +129,63 @@ fn own_training_pass_equals_burns_layer_norm() {
     for ((name, got), want) in ["output", "∂x", "∂γ", "∂β"].iter().zip(&own).zip(&burns) {
         let d = relative(got, want);
         assert!(d < 1e-5, "{name}: {d:.2e}");
+    }
+}
+
+/// Under amp a LayerNorm takes a convolution's product in the precision it was computed in
+/// and writes the precision of the linear layer after it (`rows_for`): the same values and
+/// gradients as casts around an f32 LayerNorm, with burn's LayerNorm and with the own pass.
+#[test]
+fn products_precision_in_and_out_equals_casts_around() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    <CpuTrain as Backend>::seed(&device, 6);
+    let mut norm = LayerNormConfig::new(40)
+        .with_epsilon(1e-6)
+        .init::<CpuTrain>(&device);
+    norm.gamma = Param::from_tensor(random([40], 0.5, 1.5));
+    norm.beta = Some(Param::from_tensor(random([40], -1.0, 1.0)));
+    let r = random::<CpuTrain, 2>([30, 40], -1.0, 1.0);
+    let bf16 = FloatDType::BF16;
+    let pass = |x: Tensor<CpuTrain, 2>, around: bool| {
+        let x = x.require_grad();
+        let y = if around {
+            rows(&norm, 1e-6, amp::in_dtype(x.clone(), DType::F32)).cast(bf16)
+        } else {
+            rows_for(&norm, 1e-6, x.clone(), Some(bf16))
+        };
+        assert_eq!(y.dtype(), DType::BF16);
+        let grads = (y.clone().cast(FloatDType::F32) * r.clone())
+            .sum()
+            .backward();
+        [
+            values(y),
+            values(x.grad(&grads).unwrap()),
+            values(norm.gamma.val().grad(&grads).unwrap()),
+            values(norm.beta.as_ref().unwrap().val().grad(&grads).unwrap()),
+        ]
+    };
+    let x = rows_input::<CpuTrain>(30, 40);
+    for (own, product_in) in [(false, false), (false, true), (true, false), (true, true)] {
+        let case = format!("own pass {own}, bf16 input {product_in}");
+        let x = if product_in {
+            x.clone().cast(bf16)
+        } else {
+            x.clone()
+        };
+        if own {
+            install::<Cpu, NoCheckpointing>();
+        }
+        let (want, got) = (pass(x.clone(), true), pass(x.clone(), false));
+        let unrounded = values(rows(&norm, 1e-6, amp::in_dtype(x, DType::F32)));
+        if own {
+            uninstall::<Cpu, NoCheckpointing>();
+        }
+        for ((name, got), want) in ["output", "∂x", "∂γ", "∂β"].iter().zip(&got).zip(&want)
+        {
+            assert_eq!(got, want, "{case}, {name}");
+        }
+        assert_ne!(got[0], unrounded, "{case}: the output is not bf16");
     }
 }
 

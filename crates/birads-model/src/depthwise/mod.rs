@@ -82,24 +82,26 @@ fn eligible<B: Backend>(conv: &Conv2d<B>) -> Option<usize> {
 /// `conv.forward(x)` for ConvNeXt's depthwise convolution: the own backward where installed,
 /// in the autocast precision when a scope is open.
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let back = conv.weight.val().dtype();
+    amp::in_dtype(conv2d_as_computed(conv, x), back)
+}
+
+/// `conv2d(conv, x)` left in the autocast precision it was computed in (as
+/// `amp::conv2d_as_computed`), for a layer after it that reads any precision.
+pub fn conv2d_as_computed<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let (Some(f), Some(padding)) = (own_ops::installed::<DepthwiseFn<B>>(), eligible(conv)) else {
-        return amp::conv2d(conv, x);
+        return amp::conv2d_as_computed(conv, x);
     };
     let low = amp::compute_dtype();
     let cast = |t: Tensor<B, 4>| match low {
-        Some(d) => t.cast(d),
+        Some(d) => amp::in_dtype(t, d.into()),
         None => t,
     };
-    let back = x.dtype();
     let bias = conv.bias.as_ref().map(|b| match low {
         Some(d) => b.val().cast(d),
         None => b.val(),
     });
-    let y = f(cast(x), cast(conv.weight.val()), bias, padding);
-    match low {
-        Some(_) => y.cast(FloatDType::from(back)),
-        None => y,
-    }
+    f(cast(x), cast(conv.weight.val()), bias, padding)
 }
 
 fn options(channels: usize, padding: usize) -> ConvOptions<2> {

@@ -9,24 +9,25 @@
 //! their total over the shares). On a fusion backend each kernel is one custom operation in
 //! burn-fusion's stream (`crate::cube`).
 
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, FloatDType, Tensor};
 
 use super::kernels;
 use super::{Gradient, Kernels, Normalised};
 use crate::amp::cast_like;
 use crate::cube::{float, primitive, Kernels as KernelSet, Launch};
 
-/// The forward: one launch.
+/// The forward, `y` in `output`'s precision: one launch.
 fn forward<B: Launch>(
     x: Tensor<B, 2>,
     weight: Tensor<B, 1>,
     bias: Tensor<B, 1>,
     epsilon: f64,
+    output: DType,
 ) -> Normalised<B> {
-    let ([r, c], dtype) = (x.dims(), x.dtype());
-    let (weight, bias) = (cast_like(weight, &x), cast_like(bias, &x));
+    let [r, c] = x.dims();
+    let bias = cast_like(bias, &weight);
     let outputs = [
-        ([r, c].into(), dtype),
+        ([r, c].into(), output),
         ([r].into(), DType::F32),
         ([r].into(), DType::F32),
     ];
@@ -34,13 +35,13 @@ fn forward<B: Launch>(
         "birads_layer_norm_forward",
         [primitive(x), primitive(weight), primitive(bias)],
         outputs,
-        Box::new(move |inputs| kernels::forward(inputs, epsilon)),
+        Box::new(move |inputs| kernels::forward(inputs, epsilon, output)),
     );
     (float(y), float(mean), float(inv_std))
 }
 
-/// The backward: one launch for ∂x, one for the column sums per share and one reduction over
-/// the shares (where there is more than one); ∂γ and ∂β in f32.
+/// The backward: one launch for ∂x (in `x`'s precision), one for the column sums per share
+/// and one reduction over the shares (where there is more than one); ∂γ and ∂β in f32.
 fn backward<B: Launch>(
     g: Tensor<B, 2>,
     x: Tensor<B, 2>,
@@ -49,7 +50,6 @@ fn backward<B: Launch>(
     inv_std: Tensor<B, 1>,
 ) -> Gradient<B> {
     let ([r, c], dtype) = (x.dims(), x.dtype());
-    let (g, weight) = (cast_like(g, &x), cast_like(weight, &x));
     let inputs = [
         primitive(g.clone()),
         primitive(x.clone()),
@@ -93,8 +93,10 @@ fn inference<B: Launch>(
     weight: Tensor<B, 1>,
     bias: Tensor<B, 1>,
     epsilon: f64,
+    output: Option<FloatDType>,
 ) -> Tensor<B, 2> {
-    forward(x, weight, bias, epsilon).0
+    let output = output.map_or(weight.dtype(), DType::from);
+    forward(x, weight, bias, epsilon, output).0
 }
 
 /// The kernels on backend `B` (burn's `CubeBackend`, or burn's fusion backend over it).

@@ -8,6 +8,11 @@
 //! - `parameter_gradient`: a cube of `WIDTH` columns, `ROWS` threads to a column striding over
 //!   one share of the rows, the column sums added up in shared memory and written per share
 //!   (`[2, shares, C]`: ∂γ's, then ∂β's), to be summed outside over the shares.
+//!
+//! The rows `x` and ∂x (`F`), the parameters (`P`), the output (`O`) and its gradient (`G`)
+//! each have a precision of their own: under amp a LayerNorm reads a convolution's bf16
+//! product as it is and writes bf16 for the linear layer after it, with no cast between them
+//! (widening is exact, and each result is rounded once).
 
 use burn::tensor::DType;
 use burn_cubecl::tensor::CubeTensor;
@@ -46,16 +51,17 @@ fn at<F: Float>(t: &Tensor<F>, r: usize, c: usize) -> usize {
 
 /// `y = (x − μ)/σ·γ + β` per row, and the row's μ and 1/σ in f32.
 #[cube(launch)]
-fn forward_kernel<F: Float>(
+#[allow(clippy::too_many_arguments)]
+fn forward_kernel<F: Float, P: Float, O: Float>(
     x: &Tensor<F>,
-    weight: &Tensor<F>,
-    bias: &Tensor<F>,
-    y: &mut Tensor<F>,
+    weight: &Tensor<P>,
+    bias: &Tensor<P>,
+    y: &mut Tensor<O>,
     mean: &mut Tensor<f32>,
     inv_std: &mut Tensor<f32>,
     epsilon: f32,
     #[comptime] threads: usize,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, P, O)] _dtypes: [StorageType; 3],
 ) {
     let r = row();
     let (rows, columns) = (x.shape(0), x.shape(1));
@@ -91,7 +97,7 @@ fn forward_kernel<F: Float>(
             let normalised = (f32::cast_from(x[at::<F>(x, r, c)]) - mu) * inv;
             let gamma = f32::cast_from(weight[c * weight.stride(0)]);
             let beta = f32::cast_from(bias[c * bias.stride(0)]);
-            y[at::<F>(y, r, c)] = F::cast_from(normalised * gamma + beta);
+            y[at::<O>(y, r, c)] = O::cast_from(normalised * gamma + beta);
             c += step;
         }
         if UNIT_POS_X == 0 {
@@ -103,15 +109,16 @@ fn forward_kernel<F: Float>(
 
 /// `∂x = (ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))/σ` per row, with `ĝ = γ·g`.
 #[cube(launch)]
-fn input_gradient_kernel<F: Float>(
-    g: &Tensor<F>,
+#[allow(clippy::too_many_arguments)]
+fn input_gradient_kernel<F: Float, P: Float, G: Float>(
+    g: &Tensor<G>,
     x: &Tensor<F>,
-    weight: &Tensor<F>,
+    weight: &Tensor<P>,
     mean: &Tensor<f32>,
     inv_std: &Tensor<f32>,
     dx: &mut Tensor<F>,
     #[comptime] threads: usize,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, P, G)] _dtypes: [StorageType; 3],
 ) {
     let r = row();
     let (rows, columns) = (x.shape(0), x.shape(1));
@@ -130,7 +137,7 @@ fn input_gradient_kernel<F: Float>(
         let mut c = UNIT_POS_X as usize;
         while c < columns {
             let scaled =
-                f32::cast_from(g[at::<F>(g, r, c)]) * f32::cast_from(weight[c * weight.stride(0)]);
+                f32::cast_from(g[at::<G>(g, r, c)]) * f32::cast_from(weight[c * weight.stride(0)]);
             let normalised = (f32::cast_from(x[at::<F>(x, r, c)]) - mu) * inv;
             plain += scaled;
             along += scaled * normalised;
@@ -144,7 +151,7 @@ fn input_gradient_kernel<F: Float>(
         let mut c = UNIT_POS_X as usize;
         while c < columns {
             let scaled =
-                f32::cast_from(g[at::<F>(g, r, c)]) * f32::cast_from(weight[c * weight.stride(0)]);
+                f32::cast_from(g[at::<G>(g, r, c)]) * f32::cast_from(weight[c * weight.stride(0)]);
             let normalised = (f32::cast_from(x[at::<F>(x, r, c)]) - mu) * inv;
             dx[at::<F>(dx, r, c)] = F::cast_from((scaled - plain - normalised * along) * inv);
             c += step;
@@ -155,14 +162,14 @@ fn input_gradient_kernel<F: Float>(
 /// `Σ g·x̂` and `Σ g` per column over one share of the rows: `out[0, share, c]` and
 /// `out[1, share, c]`.
 #[cube(launch)]
-fn parameter_gradient_kernel<F: Float>(
-    g: &Tensor<F>,
+fn parameter_gradient_kernel<F: Float, G: Float>(
+    g: &Tensor<G>,
     x: &Tensor<F>,
     mean: &Tensor<f32>,
     inv_std: &Tensor<f32>,
     out: &mut Tensor<f32>,
     #[comptime] threads: usize,
-    #[define(F)] _dtype: StorageType,
+    #[define(F, G)] _dtypes: [StorageType; 2],
 ) {
     let (rows, columns) = (x.shape(0), x.shape(1));
     let c = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
@@ -180,7 +187,7 @@ fn parameter_gradient_kernel<F: Float>(
     if c < columns {
         let mut r = start + UNIT_POS_Y as usize;
         while r < end {
-            let gv = f32::cast_from(g[at::<F>(g, r, c)]);
+            let gv = f32::cast_from(g[at::<G>(g, r, c)]);
             let mu = mean[r * mean.stride(0)];
             let inv = inv_std[r * inv_std.stride(0)];
             along += gv * (f32::cast_from(x[at::<F>(x, r, c)]) - mu) * inv;
@@ -209,16 +216,19 @@ fn row_cubes(rows: usize, per_cube: u32) -> CubeCount {
     CubeCount::Static(x as u32, cubes.div_ceil(x) as u32, 1)
 }
 
-/// `[x, weight, bias]` (one dtype) → `[y, mean, 1/σ]` (the statistics `[R]` in f32).
+/// `[x, weight, bias]` (weight and bias in one precision) → `[y, mean, 1/σ]` (`y` in
+/// `output`, the statistics `[R]` in f32).
 pub fn forward<R: CubeRuntime>(
     [x, weight, bias]: [CubeTensor<R>; 3],
     epsilon: f64,
+    output: DType,
 ) -> [CubeTensor<R>; 3] {
     let shape = x.meta.shape().clone();
     let rows = shape[0];
-    let y = empty(&x, shape, x.dtype);
+    let y = empty(&x, shape, output);
     let [mean, inv_std] = [(); 2].map(|_| empty(&x, [rows].into(), DType::F32));
-    let (client, dtype) = (x.client.clone(), x.dtype);
+    let dtypes = [x.dtype.into(), weight.dtype.into(), output.into()];
+    let client = x.client.clone();
     let dim = cube_dim(&client);
     forward_kernel::launch::<R>(
         &client,
@@ -232,19 +242,20 @@ pub fn forward<R: CubeRuntime>(
         inv_std.clone().into_tensor_arg(),
         epsilon as f32,
         dim.num_elems() as usize,
-        dtype.into(),
+        dtypes,
     );
     [y, mean, inv_std]
 }
 
-/// `[g, x, weight, mean, 1/σ]` → `∂x`.
+/// `[g, x, weight, mean, 1/σ]` → `∂x` (in `x`'s precision).
 pub fn input_gradient<R: CubeRuntime>(
     [g, x, weight, mean, inv_std]: [CubeTensor<R>; 5],
 ) -> CubeTensor<R> {
     let shape = x.meta.shape().clone();
     let rows = shape[0];
     let dx = empty(&x, shape, x.dtype);
-    let (client, dtype) = (x.client.clone(), x.dtype);
+    let dtypes = [x.dtype.into(), weight.dtype.into(), g.dtype.into()];
+    let client = x.client.clone();
     let dim = cube_dim(&client);
     input_gradient_kernel::launch::<R>(
         &client,
@@ -257,7 +268,7 @@ pub fn input_gradient<R: CubeRuntime>(
         inv_std.into_tensor_arg(),
         dx.clone().into_tensor_arg(),
         dim.num_elems() as usize,
-        dtype.into(),
+        dtypes,
     );
     dx
 }
@@ -276,7 +287,8 @@ pub fn parameter_gradient<R: CubeRuntime>(
 ) -> CubeTensor<R> {
     let columns = x.meta.shape()[1];
     let out = empty(&x, [2, shares, columns].into(), DType::F32);
-    let (client, dtype) = (x.client.clone(), x.dtype);
+    let dtypes = [x.dtype.into(), g.dtype.into()];
+    let client = x.client.clone();
     let dim = cube_dim(&client);
     let tiles = columns.div_ceil(WIDTH as usize) as u32;
     parameter_gradient_kernel::launch::<R>(
@@ -289,7 +301,7 @@ pub fn parameter_gradient<R: CubeRuntime>(
         inv_std.into_tensor_arg(),
         out.clone().into_tensor_arg(),
         dim.num_elems() as usize,
-        dtype.into(),
+        dtypes,
     );
     out
 }

@@ -19,6 +19,12 @@
 //! column sums per share of the rows; their total). Elsewhere, and with
 //! `BIRADS_LAYERNORM_KERNELS=burn`, the same formulas run as burn's operations.
 //!
+//! Under amp a LayerNorm reads a convolution's product in the precision it was computed in
+//! and writes the precision of the linear layer after it (`rows_for`); its backward hands the
+//! gradients back in the same precisions. The statistics and parameters stay f32, and the
+//! values are those of casts around an f32 LayerNorm (widening is exact, each result is
+//! rounded once), with none of the casts' launches.
+//!
 //! Inference on the cubecl backends runs the forward kernel alone (`install_forward`). Where
 //! nothing is installed (the CPU, which trains on its own engine and infers with burn or its
 //! own engine) the models run burn's LayerNorm as before. `BIRADS_LAYERNORM=burn` keeps
@@ -27,14 +33,14 @@
 use burn::nn::LayerNorm;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, FloatDType, Tensor};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_autodiff::{Autodiff, NodeId};
 
-use crate::amp::cast_like;
+use crate::amp::{cast_like, in_dtype};
 use crate::own_ops::{self, float, primitive};
 
 #[cfg(feature = "cubecl-kernels")]
@@ -42,8 +48,10 @@ pub mod cube;
 #[cfg(feature = "cubecl-kernels")]
 mod kernels;
 
-/// `(x [R, C], weight [C], bias [C], epsilon) → y [R, C]` in training, on one backend.
-pub type LayerNormFn<B> = fn(Tensor<B, 2>, Tensor<B, 1>, Tensor<B, 1>, f64) -> Tensor<B, 2>;
+/// `(x [R, C], weight [C], bias [C], epsilon, output) → y [R, C]` in training, on one backend
+/// (`y` in `output`'s precision where one is given, else the weight's).
+pub type LayerNormFn<B> =
+    fn(Tensor<B, 2>, Tensor<B, 1>, Tensor<B, 1>, f64, Option<FloatDType>) -> Tensor<B, 2>;
 
 /// Use the own backward on `Autodiff<B, C>` from now on (unless `BIRADS_LAYERNORM=burn`).
 pub fn install<B: Backend, C: CheckpointStrategy>() {
@@ -74,9 +82,26 @@ pub fn installed<B: Backend>() -> Option<LayerNormFn<B>> {
 /// burn's `norm` (built with `epsilon`, which burn keeps private) on rows `[R, C]`: the own
 /// operation where installed for `B`, else burn's.
 pub fn rows<B: Backend>(norm: &LayerNorm<B>, epsilon: f64, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    rows_for(norm, epsilon, x, None)
+}
+
+/// `rows(norm, epsilon, x)` written in `output`'s precision (under amp, that of the linear
+/// layer it feeds, `amp::compute_dtype`), from `x` in any precision (a convolution's product
+/// as computed): the values of casts around it.
+pub fn rows_for<B: Backend>(
+    norm: &LayerNorm<B>,
+    epsilon: f64,
+    x: Tensor<B, 2>,
+    output: Option<FloatDType>,
+) -> Tensor<B, 2> {
+    let gamma = norm.gamma.val();
     match (installed::<B>(), &norm.beta) {
-        (Some(f), Some(beta)) => f(x, norm.gamma.val(), beta.val(), epsilon),
-        _ => norm.forward(x),
+        (Some(f), Some(beta)) => f(x, gamma, beta.val(), epsilon, output),
+        _ => {
+            let wide = gamma.dtype();
+            let y = norm.forward(in_dtype(x, wide));
+            in_dtype(y, output.map_or(wide, DType::from))
+        }
     }
 }
 
@@ -87,8 +112,8 @@ pub struct Kernels<B: Backend> {
     pub backward: BackwardFn<B>,
 }
 
-/// `(x [R, C], weight, bias [C], epsilon) → (y [R, C], mean [R], 1/σ [R])`.
-pub type ForwardFn<B> = fn(Tensor<B, 2>, Tensor<B, 1>, Tensor<B, 1>, f64) -> Normalised<B>;
+/// `(x [R, C], weight, bias [C], epsilon, y's precision) → (y [R, C], mean [R], 1/σ [R])`.
+pub type ForwardFn<B> = fn(Tensor<B, 2>, Tensor<B, 1>, Tensor<B, 1>, f64, DType) -> Normalised<B>;
 
 /// `(g [R, C], x [R, C], weight [C], mean [R], 1/σ [R]) → (∂x, ∂weight, ∂bias)`.
 pub type BackwardFn<B> =
@@ -127,23 +152,27 @@ fn kernels<B: Backend>() -> Kernels<B> {
     })
 }
 
-/// The forward with burn's operations: mean and biased variance (two passes), `x̂·γ + β`.
+/// The forward with burn's operations in the weight's precision: mean and biased variance
+/// (two passes), `x̂·γ + β`, written in `output`'s.
 pub fn forward<B: Backend>(
     x: Tensor<B, 2>,
     weight: Tensor<B, 1>,
     bias: Tensor<B, 1>,
     epsilon: f64,
+    output: DType,
 ) -> Normalised<B> {
     let [r, c] = x.dims();
+    let x = in_dtype(x, weight.dtype());
     let mean = x.clone().mean_dim(1);
     let centred = x - mean.clone();
     let var = (centred.clone() * centred.clone()).mean_dim(1);
     let inv_std = (var + epsilon).sqrt().recip();
     let y = centred * inv_std.clone() * weight.reshape([1, c]) + bias.reshape([1, c]);
-    (y, mean.reshape([r]), inv_std.reshape([r]))
+    (in_dtype(y, output), mean.reshape([r]), inv_std.reshape([r]))
 }
 
-/// The closed-form backward (module docs) with burn's operations.
+/// The closed-form backward (module docs) with burn's operations in the weight's precision,
+/// ∂x in `x`'s.
 pub fn backward<B: Backend>(
     g: Tensor<B, 2>,
     x: Tensor<B, 2>,
@@ -152,6 +181,8 @@ pub fn backward<B: Backend>(
     inv_std: Tensor<B, 1>,
 ) -> Gradient<B> {
     let [r, c] = x.dims();
+    let (input, wide) = (x.dtype(), weight.dtype());
+    let (g, x) = (in_dtype(g, wide), in_dtype(x, wide));
     let inv_std = inv_std.reshape([r, 1]);
     let normalised = (x - mean.reshape([r, 1])) * inv_std.clone();
     let d_bias = g.clone().sum_dim(0).reshape([c]);
@@ -160,7 +191,7 @@ pub fn backward<B: Backend>(
     let plain = scaled.clone().mean_dim(1);
     let along = (scaled.clone() * normalised.clone()).mean_dim(1);
     let dx = (scaled - plain - normalised * along) * inv_std;
-    (dx, d_weight, d_bias)
+    (in_dtype(dx, input), d_weight, d_bias)
 }
 
 #[derive(Debug)]
@@ -205,15 +236,19 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
     weight: Tensor<Autodiff<B, C>, 1>,
     bias: Tensor<Autodiff<B, C>, 1>,
     epsilon: f64,
+    output: Option<FloatDType>,
 ) -> Tensor<Autodiff<B, C>, 2> {
     let x = primitive(x);
     let weight = primitive(weight);
     let bias = primitive(bias);
+    let gamma = float::<B, 1>(weight.primitive.clone());
+    let output = output.map_or(gamma.dtype(), DType::from);
     let (y, mean, inv_std) = (kernels::<B>().forward)(
         float(x.primitive.clone()),
-        float(weight.primitive.clone()),
+        gamma,
         float(bias.primitive),
         epsilon,
+        output,
     );
     let y = primitive(y);
     let parents = [x.node.clone(), weight.node.clone(), bias.node];
