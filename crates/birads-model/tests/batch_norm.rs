@@ -15,8 +15,8 @@ use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use common::{
-    assert_passes_agree, relative_f64 as relative, running_statistics, uniform as random,
-    values_f64 as values,
+    assert_passes_agree, bf16_if, relative_f64 as relative, running_statistics, uniform as random,
+    values_f64 as values, OWN_AND_BF16_INPUT,
 };
 
 /// Installing is global per backend: tests that install run one at a time.
@@ -154,13 +154,9 @@ fn products_precision_in_and_out_equals_casts_around() {
     let (weight, bias) = (random([5], 0.5, 1.5), random([5], -1.0, 1.0));
     let bf16 = FloatDType::BF16;
     let names = ["output", "∂x", "∂γ", "∂β"];
-    for (own, product_in) in [(false, false), (false, true), (true, false), (true, true)] {
+    for (own, product_in) in OWN_AND_BF16_INPUT {
         let case = format!("own pass {own}, bf16 input {product_in}");
-        let x = if product_in {
-            x.clone().cast(bf16)
-        } else {
-            x.clone()
-        };
+        let x = bf16_if(x.clone(), product_in);
         let around = |bn: &BatchNorm2d<CpuTrain>, x: Tensor<CpuTrain, 4>| {
             bn.forward_relu(amp::in_dtype(x, DType::F32)).cast(bf16)
         };

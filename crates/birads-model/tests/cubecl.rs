@@ -466,14 +466,32 @@ fn batch_norm_kernels_equal_a_plain_reference() {
     }
 }
 
-/// A BatchNorm's precisions under amp where they are not the backend's (f16 standing for
+/// A normalisation's precisions under amp where they are not the backend's (f16 standing for
 /// bf16: wgpu has none); the statistics and parameters stay the backend's f32.
 #[derive(Clone, Copy, Debug, Default)]
 struct Amp {
     /// `x` and ∂x: a convolution's product, as it was computed.
     input: Option<FloatDType>,
-    /// `y` and `g`: the input of the convolution after it.
+    /// `y` and `g`: the input of the layer after it.
     output: Option<FloatDType>,
+}
+
+impl Amp {
+    /// f16 out, in, and both.
+    const MIXED: [Amp; 3] = [
+        Amp {
+            input: None,
+            output: Some(FloatDType::F16),
+        },
+        Amp {
+            input: Some(FloatDType::F16),
+            output: None,
+        },
+        Amp {
+            input: Some(FloatDType::F16),
+            output: Some(FloatDType::F16),
+        },
+    ];
 }
 
 /// Under amp a BatchNorm reads a convolution's product in its precision and hands ∂x back in
@@ -482,24 +500,9 @@ struct Amp {
 #[test]
 fn batch_norm_kernels_read_and_write_the_products_precision() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let half = Some(FloatDType::F16);
-    let cases = [
-        Amp {
-            input: None,
-            output: half,
-        },
-        Amp {
-            input: half,
-            output: None,
-        },
-        Amp {
-            input: half,
-            output: half,
-        },
-    ];
     for shape in [[3, 5, 37, 1], [2, 64, 7, 7]] {
         for (strided, relu) in [(false, true), (true, true), (true, false)] {
-            for amp in cases {
+            for amp in Amp::MIXED {
                 check_batch_norm_kernels(own_kernels::<Unfused>(), shape, strided, relu, 0.0, amp);
                 check_batch_norm_kernels(own_kernels::<G>(), shape, strided, relu, 0.0, amp);
             }
@@ -646,24 +649,9 @@ fn layer_norm_kernels_equal_a_plain_reference() {
 fn layer_norm_kernels_read_and_write_the_products_precision() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     <Cpu as Backend>::seed(&Default::default(), 8);
-    let half = Some(FloatDType::F16);
-    let cases = [
-        Amp {
-            input: None,
-            output: half,
-        },
-        Amp {
-            input: half,
-            output: None,
-        },
-        Amp {
-            input: half,
-            output: half,
-        },
-    ];
     for shape in [[37, 96], [4001, 40]] {
         for strided in [false, true] {
-            for amp in cases {
+            for amp in Amp::MIXED {
                 check_layer_norm_kernels(row_kernels::<Unfused>(), shape, strided, 1e-5, amp);
                 check_layer_norm_kernels(row_kernels::<G>(), shape, strided, 1e-5, amp);
             }

@@ -16,7 +16,8 @@ use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use common::{
-    assert_passes_agree, relative_f64 as relative, uniform as random, values_f64 as values,
+    assert_passes_agree, bf16_if, relative_f64 as relative, uniform as random,
+    values_f64 as values, OWN_AND_BF16_INPUT,
 };
 
 /// Installing is global per backend: tests that install run one at a time.
@@ -166,13 +167,9 @@ fn products_precision_in_and_out_equals_casts_around() {
         ]
     };
     let x = rows_input::<CpuTrain>(30, 40);
-    for (own, product_in) in [(false, false), (false, true), (true, false), (true, true)] {
+    for (own, product_in) in OWN_AND_BF16_INPUT {
         let case = format!("own pass {own}, bf16 input {product_in}");
-        let x = if product_in {
-            x.clone().cast(bf16)
-        } else {
-            x.clone()
-        };
+        let x = bf16_if(x.clone(), product_in);
         if own {
             install::<Cpu, NoCheckpointing>();
         }

@@ -171,3 +171,17 @@ pub fn running_statistics<B: Backend>(m: &MyDenseNet<B>) -> Vec<f64> {
         .flatten()
         .collect()
 }
+
+/// The amp cases of a normalisation's precision test: without and with its own pass installed,
+/// the input in f32 or (a convolution's product as computed) in bf16.
+pub const OWN_AND_BF16_INPUT: [(bool, bool); 4] =
+    [(false, false), (false, true), (true, false), (true, true)];
+
+/// `t` in bf16 where `bf16`, else as it is.
+pub fn bf16_if<B: Backend, const D: usize>(t: Tensor<B, D>, bf16: bool) -> Tensor<B, D> {
+    if bf16 {
+        t.cast(burn::tensor::FloatDType::BF16)
+    } else {
+        t
+    }
+}
