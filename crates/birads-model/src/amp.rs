@@ -8,6 +8,13 @@
 //! The casts are ordinary autodiff operations, so the backward pass runs the products in
 //! the low precision too and each gradient arrives in f32 at its f32 parameter.
 //!
+//! Where a normalisation's own pass sits next to a product, the cast between them is left out:
+//! the product's output stays in the low precision (`conv2d_as_computed`) and the
+//! normalisation reads it as it is, or writes the low precision itself
+//! (`BatchNorm2d::forward_relu_for`, `layer_norm::rows_for`). It computes in f32 either way, so
+//! the values are those of the casts; burn-fusion ran each of those casts as a launch of its
+//! own.
+//!
 //! The scope is per thread, as autocast's is: the training loop enters it around forward and
 //! loss; data loading on other threads is unaffected.
 
