@@ -65,6 +65,17 @@ pub fn in_dtype<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: DType) -> Te
     }
 }
 
+/// `t` in `dtype` where one is given, else as it is.
+pub fn in_dtype_if<B: Backend, const D: usize>(
+    t: Tensor<B, D>,
+    dtype: Option<FloatDType>,
+) -> Tensor<B, D> {
+    match dtype {
+        Some(d) => in_dtype(t, d.into()),
+        None => t,
+    }
+}
+
 /// `conv.forward(x)`, its product in the autocast precision when a scope is open (and back
 /// in the parameters' precision).
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {

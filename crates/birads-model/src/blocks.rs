@@ -247,18 +247,12 @@ impl<B: Backend> BatchNorm2d<B> {
         output: Option<FloatDType>,
     ) -> Tensor<B, 4> {
         let device = x.device();
-        // burn's operations compute in the parameters' precision (the own pass reads `x` in
-        // its own, `amp::conv2d_as_computed`).
-        let x = match batch_norm::installed::<B>() {
-            Some(_) if training::<B>(&device) => x,
-            _ => amp::in_dtype(x, self.weight.val().dtype()),
-        };
+        // burn's operations below compute in the parameters' precision (the own pass reads `x`
+        // in its own, `amp::conv2d_as_computed`).
+        let wide = |x: Tensor<B, 4>| amp::in_dtype(x, self.weight.val().dtype());
         let finish = |y: Tensor<B, 4>| {
             let y = if then_relu { relu(y) } else { y };
-            match output {
-                Some(dtype) => amp::in_dtype(y, dtype.into()),
-                None => y,
-            }
+            amp::in_dtype_if(y, output)
         };
         if !training::<B>(&device) {
             // Inference: one multiply-add per value with the statistics folded in.
@@ -268,7 +262,7 @@ impl<B: Backend> BatchNorm2d<B> {
             let scale = self.weight.val() * inv_std;
             let shift =
                 self.bias.val() - self.running_mean.value().to_device(&device) * scale.clone();
-            return finish(channel_affine(x, scale, Some(shift)));
+            return finish(channel_affine(wide(x), scale, Some(shift)));
         }
         let [n, _, h, w] = x.dims();
         let count = (n * h * w) as f64;
@@ -287,6 +281,7 @@ impl<B: Backend> BatchNorm2d<B> {
             self.running_var.update(running.var);
             return y;
         }
+        let x = wide(x);
         let (mean, var) = batch_statistics(x.clone());
         self.update_running(mean.clone(), var.clone(), count);
         let inv_std = (var + self.epsilon).sqrt().recip();

@@ -25,6 +25,7 @@
 
 mod common;
 
+use birads_model::amp::in_dtype_if;
 use birads_model::batch_norm::cube::{own_kernels, BatchNorm};
 use birads_model::batch_norm::{OwnKernels, Running, Saved};
 use birads_model::checkpoint::AnyModel;
@@ -257,17 +258,13 @@ fn check_batch_norm_kernels<B: Backend>(
         Tensor::<Cpu, 4>::random(shape, Distribution::Normal(0.5, 2.0), &device)
     };
     let to_b = |t: Tensor<Cpu, 4>, dtype: Option<FloatDType>| -> Tensor<B, 4> {
-        let precision = |t: Tensor<B, 4>| match dtype {
-            Some(d) => birads_model::amp::in_dtype(t, d.into()),
-            None => t,
-        };
         if strided {
             // Channels-last underneath, as a convolution's output is: [N, H, W, C]
             // contiguous, then a permuted view of it.
             let data = t.permute([0, 2, 3, 1]).into_data();
-            precision(Tensor::from_data(data, &Default::default())).permute([0, 3, 1, 2])
+            in_dtype_if(Tensor::from_data(data, &Default::default()), dtype).permute([0, 3, 1, 2])
         } else {
-            precision(Tensor::from_data(t.into_data(), &Default::default()))
+            in_dtype_if(Tensor::from_data(t.into_data(), &Default::default()), dtype)
         }
     };
     let per_channel = |v: &[f32]| Tensor::<B, 1>::from_floats(v, &Default::default());
@@ -561,15 +558,11 @@ fn check_layer_norm_kernels<B: Backend>(
 ) {
     let device = Default::default();
     let to_b = |t: Tensor<Cpu, 2>, dtype: Option<FloatDType>| -> Tensor<B, 2> {
-        let precision = |t: Tensor<B, 2>| match dtype {
-            Some(d) => birads_model::amp::in_dtype(t, d.into()),
-            None => t,
-        };
         if strided {
             let data = t.transpose().into_data();
-            precision(Tensor::<B, 2>::from_data(data, &device)).transpose()
+            in_dtype_if(Tensor::<B, 2>::from_data(data, &device), dtype).transpose()
         } else {
-            precision(Tensor::<B, 2>::from_data(t.into_data(), &device))
+            in_dtype_if(Tensor::<B, 2>::from_data(t.into_data(), &device), dtype)
         }
     };
     let random = |shape: [usize; 2], low, high| {

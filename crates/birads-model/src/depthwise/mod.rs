@@ -93,15 +93,9 @@ pub fn conv2d_as_computed<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tens
         return amp::conv2d_as_computed(conv, x);
     };
     let low = amp::compute_dtype();
-    let cast = |t: Tensor<B, 4>| match low {
-        Some(d) => amp::in_dtype(t, d.into()),
-        None => t,
-    };
-    let bias = conv.bias.as_ref().map(|b| match low {
-        Some(d) => b.val().cast(d),
-        None => b.val(),
-    });
-    f(cast(x), cast(conv.weight.val()), bias, padding)
+    let bias = conv.bias.as_ref().map(|b| amp::in_dtype_if(b.val(), low));
+    let weight = amp::in_dtype_if(conv.weight.val(), low);
+    f(amp::in_dtype_if(x, low), weight, bias, padding)
 }
 
 fn options(channels: usize, padding: usize) -> ConvOptions<2> {
