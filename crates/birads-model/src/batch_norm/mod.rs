@@ -63,7 +63,7 @@ mod kernels;
 
 /// `(x, weight, bias, epsilon, relu, running, output) → (y, running after the batch)` in
 /// training, on one backend (with `relu`, the ReLU of the normalised values; `y` in `output`'s
-/// precision where one is given, else `x`'s).
+/// precision where one is given, else the weight's, as with burn's operations).
 pub type BatchNormFn<B> = fn(
     Tensor<B, 4>,
     Tensor<B, 1>,
@@ -455,8 +455,11 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
     let weight = primitive(weight);
     let bias = primitive(bias);
     let input = float::<B, 4>(x.primitive.clone());
-    let output = output.map_or(input.dtype(), DType::from);
-    let (gamma, beta) = (float(weight.primitive.clone()), float(bias.primitive));
+    let (gamma, beta) = (
+        float::<B, 1>(weight.primitive.clone()),
+        float(bias.primitive),
+    );
+    let output = output.map_or(gamma.dtype(), DType::from);
     let running = running.inner();
     let (mean, var, y, running) = match own_ops::installed::<OwnKernels<B>>() {
         Some(kernels) => {
