@@ -8,7 +8,8 @@
 #
 #   bash scripts/cubecl_check.sh          # installs mesa-vulkan-drivers when missing
 #   bash scripts/cubecl_check.sh --count  # kernel launches per training step instead
-#   bash scripts/cubecl_check.sh --host   # the CPU time per step burn and cubecl spend (perf)
+#   bash scripts/cubecl_check.sh --host [--amp]  # the CPU time per step burn and cubecl spend
+#                                                # (perf), f32 or the benchmark's mixed precision
 #
 # Not part of CI: the wgpu build adds 12 to 19 minutes on two cores.
 set -euo pipefail
@@ -61,7 +62,7 @@ if [ "${1:-}" = --host ]; then
     rm -f "$d/ctl" "$d/ack"
     mkfifo "$d/ctl" "$d/ack"
     HOST_TIME_PERF=$d/ctl,$d/ack perf record -q -e cpu-clock -c 250000 -D -1 --control "fifo:$d/ctl,$d/ack" \
-      -o "$d/perf.data" "$ex" "$model" 4 2> /dev/null
+      -o "$d/perf.data" "$ex" "$model" 4 "${@:2}" 2> /dev/null
     perf report -i "$d/perf.data" -n --sort pid,dso,sym -F sample,pid,dso,sym --stdio 2> /dev/null |
       python3 scripts/host_profile.py --sample-ms 0.25 --steps 4
   done

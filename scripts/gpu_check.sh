@@ -209,13 +209,15 @@ step 09-predict 120 predict_both
 step 11-loader 150 loader_share
 step 10-serve 90 serve_both
 
-# What bf16 everywhere, fusion and the own depthwise, LayerNorm and BatchNorm backwards buy, for
-# the note.
+# What bf16 everywhere, fusion, the own depthwise, LayerNorm and BatchNorm backwards and the own
+# AdamW update buy, for the note.
 step 05-train-bf16-b32 100 "$BIRADS bench train --device $DEVICE --precision bf16 --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-nofusion-b32 100 "$BIRADS bench train --device $DEVICE --precision amp --batch 32 --runs 3 --warmup 3 --no-fusion --no-python"
 step 06-train-amp-burn-depthwise-b32 100 "BIRADS_DEPTHWISE=burn $BIRADS bench train --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-batchnorm-b32 60 "BIRADS_BATCHNORM=burn $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-bnkernels-b32 60 "BIRADS_BATCHNORM_KERNELS=burn $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
+# burn's AdamW operations instead of birads' update kernel (host work: README "host work per step").
+step 06-train-amp-burn-adamw-b32 60 "BIRADS_ADAMW_KERNEL=burn $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-dwkernel-b32 60 "BIRADS_DEPTHWISE_KERNEL=burn $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-layernorm-b32 60 "BIRADS_LAYERNORM=burn $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 03-device-check-bf16 90 "$BIRADS bench device-check --device $DEVICE --precision bf16"

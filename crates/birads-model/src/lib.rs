@@ -2,6 +2,7 @@
 //! as burn modules, generic over the backend, with weight import from the original PyTorch
 //! checkpoints and torchvision's ImageNet weights.
 
+pub mod adamw;
 pub mod amp;
 pub mod batch_norm;
 pub mod blocks;
@@ -43,9 +44,9 @@ pub type CudaUnfusedBf16 =
     burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, burn::tensor::bf16, i32, u8>;
 
 /// Install birads' own backward passes (`batch_norm`, `depthwise`, `gelu`, `layer_norm`) and
-/// kernels (`batch_norm::cube`, `depthwise::cube`, `layer_norm::cube`) on the GPU training backends this build has:
-/// CUDA's (feature `cuda`) and wgpu's (feature `wgpu`, the software-Vulkan check of the same
-/// kernels).
+/// kernels (`batch_norm::cube`, `depthwise::cube`, `layer_norm::cube`, and AdamW's update,
+/// `adamw::cube`) on the GPU training backends this build has: CUDA's (feature `cuda`) and
+/// wgpu's (feature `wgpu`, the software-Vulkan check of the same kernels).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub fn install_gpu_ops() {
     fn both<B: burn::tensor::backend::Backend>() {
@@ -65,6 +66,8 @@ pub fn install_gpu_ops() {
         cube::set::<depthwise::cube::WeightGradient, CudaRuntime, bf16, i32, u8>(true);
         cube::set::<layer_norm::cube::Rows, CudaRuntime, f32, i32, u8>(true);
         cube::set::<layer_norm::cube::Rows, CudaRuntime, bf16, i32, u8>(true);
+        cube::set::<adamw::cube::Update, CudaRuntime, f32, i32, u8>(true);
+        cube::set::<adamw::cube::Update, CudaRuntime, bf16, i32, u8>(true);
         both::<Cuda>();
         both::<CudaBf16>();
         both::<CudaUnfused>();
@@ -76,6 +79,7 @@ pub fn install_gpu_ops() {
         cube::set::<batch_norm::cube::BatchNorm, WgpuRuntime, f32, i32, u32>(true);
         cube::set::<depthwise::cube::WeightGradient, WgpuRuntime, f32, i32, u32>(true);
         cube::set::<layer_norm::cube::Rows, WgpuRuntime, f32, i32, u32>(true);
+        cube::set::<adamw::cube::Update, WgpuRuntime, f32, i32, u32>(true);
         both::<burn::backend::Wgpu>();
         both::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
     }

@@ -2,8 +2,9 @@
 //! kernel launches (`examples/kernel_count.rs`): the recipe's optimiser, random images and
 //! fixed targets, so both measure the same step.
 
+use birads_model::adamw::AdamW;
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, Optimizer};
+use burn::optim::Optimizer;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -11,10 +12,7 @@ use crate::losses::{feature_loss, smoothed_cross_entropy};
 
 /// The recipe's AdamW (weight decay 0.05, ε 1e-8).
 pub fn optimizer<B: AutodiffBackend, M: AutodiffModule<B>>() -> impl Optimizer<M, B> {
-    AdamWConfig::new()
-        .with_weight_decay(0.05)
-        .with_epsilon(1e-8)
-        .init::<B, M>()
+    AdamW::init::<B, M>(0.05, 1e-8)
 }
 
 /// `batch` random images `[batch, 3, size, size]` drawn from N(0, 1).

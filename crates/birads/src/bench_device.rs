@@ -10,12 +10,14 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use birads_model::adamw::AdamW;
 use birads_model::checkpoint::AnyModel;
 use birads_model::gradcheck::{
     compare, convnext_config, densenet_config, gradient_cosine, moved, output_of, snapshot,
     Difference, Snapshot,
 };
 use birads_model::{CpuTrain, MyConvNeXtConfig, MyDenseNetConfig};
+use burn::optim::SimpleOptimizer;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, FloatDType};
@@ -233,7 +235,106 @@ pub fn device_check(a: DeviceCheckArgs) -> anyhow::Result<u8> {
     for name in &a.models {
         ok &= check_model(&a, name, dir.path())?;
     }
+    ok &= check_optimiser(&a)?;
     Ok(if ok { 0 } else { 1 })
+}
+
+/// AdamW on the device (`birads_model::adamw`: its own update kernel where installed) against
+/// burn's AdamW on the CPU: two steps of a convolution-shaped and a bias-shaped tensor from
+/// the same values and gradients, the parameters and both moments compared (max |Δ| / max
+/// |CPU| per tensor). The learning rates are large so that the step, not the parameter,
+/// dominates what is compared. f32 within 1e-5: the same formula in the same order, where a
+/// GPU may fuse a multiply and an add; bf16 keeps 8 bits (within 1e-2).
+fn check_optimiser(a: &DeviceCheckArgs) -> anyhow::Result<bool> {
+    let (relative, kernel) = on_backend(a.device, a.precision, false, OptimiserCheck)?;
+    let limit = if a.precision == PrecisionArg::Bf16 {
+        1e-2
+    } else {
+        1e-5
+    };
+    let ok = relative <= limit;
+    let how = if kernel {
+        "birads' kernel"
+    } else {
+        "burn's operations"
+    };
+    println!();
+    println!(
+        "AdamW update on the device ({how}), two steps against burn's on the CPU: max rel. {relative:.2e} (limit {limit:.0e}) {}",
+        if ok { "ok" } else { "FAILED" }
+    );
+    Ok(ok)
+}
+
+struct OptimiserCheck;
+
+impl OnBackend for OptimiserCheck {
+    /// The largest relative difference, and whether the own kernel ran.
+    type Output = (f64, bool);
+    fn run<B: AutodiffBackend>(self) -> anyhow::Result<(f64, bool)> {
+        type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+        let worst = adamw_difference::<Inner<B>, 4>([64, 32, 3, 3])?
+            .max(adamw_difference::<Inner<B>, 1>([4099])?);
+        Ok((
+            worst,
+            birads_model::adamw::installed::<Inner<B>>().is_some(),
+        ))
+    }
+}
+
+fn adamw_difference<B: Backend, const D: usize>(shape: [usize; D]) -> anyhow::Result<f64> {
+    let cpu = Default::default();
+    <birads_model::Cpu as Backend>::seed(&cpu, 12);
+    let random = |low, high| {
+        Tensor::<birads_model::Cpu, D>::random(shape, Distribution::Uniform(low, high), &cpu)
+    };
+    let (p, g1, g2) = (random(-0.1, 0.1), random(-1.0, 1.0), random(-1.0, 1.0));
+    fn two_steps<B: Backend, const D: usize>(
+        [p, g1, g2]: [Tensor<B, D>; 3],
+    ) -> (Tensor<B, D>, Option<burn::optim::AdamWState<B, D>>) {
+        let optim = AdamW::new(0.05, 1e-8);
+        let (p, state) = optim.step(0.05, p, g1, None);
+        optim.step(0.02, p, g2, state)
+    }
+    let (want, want_state) = two_steps([p.clone(), g1.clone(), g2.clone()]);
+    let device = Default::default();
+    let on = |t: &Tensor<birads_model::Cpu, D>| Tensor::<B, D>::from_data(t.to_data(), &device);
+    let (got, got_state) = two_steps([on(&p), on(&g1), on(&g2)]);
+    let (want_state, got_state) = (
+        want_state.context("AdamW's state")?.momentum,
+        got_state.context("AdamW's state")?.momentum,
+    );
+    let pairs = [
+        (f32s(got), f32s(want)),
+        (f32s(got_state.moment_1), f32s(want_state.moment_1)),
+        (f32s(got_state.moment_2), f32s(want_state.moment_2)),
+    ];
+    Ok(pairs
+        .iter()
+        .map(|(g, w)| relative(g, w))
+        .fold(0.0, f64::max))
+}
+
+fn f32s<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.cast(FloatDType::F32)
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .unwrap_or_default()
+}
+
+/// max |got − want| / max |want|.
+fn relative(got: &[f32], want: &[f32]) -> f64 {
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| f64::from((g - w).abs()))
+        .fold(0.0, f64::max);
+    let scale = want.iter().map(|w| f64::from(w.abs())).fold(0.0, f64::max);
+    if got.len() != want.len() {
+        return f64::INFINITY;
+    }
+    diff / scale.max(f64::from(f32::MIN_POSITIVE))
 }
 
 fn device_name(d: DeviceArg) -> &'static str {

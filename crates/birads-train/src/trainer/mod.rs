@@ -17,12 +17,13 @@ use std::path::{Path, PathBuf};
 
 use birads_data::rng::{derive, STREAM_MODEL};
 use birads_data::{Problem, Sample};
+use birads_model::adamw::AdamW;
 use birads_model::checkpoint::{load_any, AnyModel, ModelKind, Purpose};
 use birads_model::fast::train::UpdateRule;
 use birads_model::{MyConvNeXt, MyDenseNet};
 use burn::module::AutodiffModule;
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, AdamWConfig};
+use burn::optim::AdamConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -281,10 +282,8 @@ where
     // PyTorch's Adam/AdamW epsilon (burn's default is 1e-5).
     match kind {
         OptimizerKind::AdamW => {
-            let optim = AdamWConfig::new()
-                .with_weight_decay(cfg.weight_decay as f32)
-                .with_epsilon(1e-8)
-                .init::<B, M>();
+            // burn's AdamW, with the update as one kernel on the GPU (`birads_model::adamw`).
+            let optim = AdamW::init::<B, M>(cfg.weight_decay as f32, 1e-8);
             let rule = UpdateRule::AdamW;
             run(job, model, optim, rule)
         }

@@ -1,0 +1,169 @@
+//! AdamW's update of one parameter as one cubecl kernel: one thread per value, reading the
+//! parameter, its gradient and both moments (any strides, each in its own precision),
+//! computing in f32, writing the parameter and the moments contiguous.
+
+use burn::tensor::DType;
+use burn_cubecl::ops::permute;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::CubeRuntime;
+use cubecl::calculate_cube_count_elemwise;
+use cubecl::prelude::*;
+
+use super::Scalars;
+use crate::cube::reduce::{empty, threads};
+
+/// Threads per cube.
+const ELEMENTWISE: u32 = 256;
+
+/// Where the value at `o` in `out`'s buffer lies in `t`: `o` itself where `t` is laid out as
+/// `out` (`same`), else through its coordinates (`out` is dense, so the coordinate along `d`
+/// is `o / stride(d) mod shape(d)` in any order of its dimensions).
+#[cube]
+fn at<F: Float, O: Float>(
+    t: &Tensor<F>,
+    out: &Tensor<O>,
+    o: usize,
+    #[comptime] same: bool,
+) -> usize {
+    let mut offset = o;
+    if !same {
+        offset = 0;
+        for d in 0..t.rank() {
+            offset += (o / out.stride(d)) % out.shape(d) * t.stride(d);
+        }
+    }
+    offset
+}
+
+/// `m ← β₁·m + (1 − β₁)·g`, `v ← β₂·v + (1 − β₂)·g²` (from zero when `first`), then
+/// `p ← p·decay − lr·(m/c₁)/(√(v/c₂) + ε)`, in burn's order of operations; one thread per
+/// value of the outputs' buffer (`same`: which of p, g, m, v are laid out as the outputs).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn update_kernel<P: Float, G: Float, M: Float>(
+    param: &Tensor<P>,
+    grad: &Tensor<G>,
+    moment_1: &Tensor<M>,
+    moment_2: &Tensor<M>,
+    param_out: &mut Tensor<P>,
+    moment_1_out: &mut Tensor<M>,
+    moment_2_out: &mut Tensor<M>,
+    beta_1: f32,
+    beta_2: f32,
+    factor_1: f32,
+    factor_2: f32,
+    correction_1: f32,
+    correction_2: f32,
+    epsilon: f32,
+    decay: f32,
+    lr: f32,
+    #[comptime] first: bool,
+    #[comptime] same: [bool; 4],
+    #[define(P, G, M)] _dtypes: [StorageType; 3],
+) {
+    let o = ABSOLUTE_POS;
+    if o >= param_out.len() {
+        terminate!();
+    }
+    let g = f32::cast_from(grad[at::<G, P>(grad, param_out, o, same[1])]);
+    let mut m = g * factor_1;
+    let mut v = g * g * factor_2;
+    if !first {
+        m += f32::cast_from(moment_1[at::<M, P>(moment_1, param_out, o, same[2])]) * beta_1;
+        v += f32::cast_from(moment_2[at::<M, P>(moment_2, param_out, o, same[3])]) * beta_2;
+    }
+    let m = M::cast_from(m);
+    let v = M::cast_from(v);
+    moment_1_out[o] = m;
+    moment_2_out[o] = v;
+    let m_hat = f32::cast_from(m) / correction_1;
+    let v_hat = f32::cast_from(v) / correction_2;
+    let delta = m_hat / (v_hat.sqrt() + epsilon);
+    let p = f32::cast_from(param[at::<P, P>(param, param_out, o, same[0])]);
+    param_out[o] = P::cast_from(p * decay - delta * lr);
+}
+
+/// `[p, g]` and the moments `[m, v]` (none on the first step) → `[p, m, v]`, the parameter in
+/// its precision, the moments in theirs (the gradient's on the first step).
+///
+/// The outputs are laid out as the gradient where that is a permutation of a contiguous
+/// tensor (a convolution's weight gradient comes channels-last from burn-cubecl), else
+/// contiguous; from the second step on the parameter and the moments are then laid out as the
+/// gradient, and every thread reads and writes the same place in each buffer, with no index
+/// arithmetic (as burn-fusion's kernels write in the layout of their inputs).
+pub fn update<R: CubeRuntime>(
+    param: CubeTensor<R>,
+    grad: CubeTensor<R>,
+    moments: Option<[CubeTensor<R>; 2]>,
+    s: Scalars,
+) -> [CubeTensor<R>; 3] {
+    let first = moments.is_none();
+    let [m, v] = moments.unwrap_or_else(|| [grad.clone(), grad.clone()]);
+    let shape = param.meta.shape().clone();
+    let order = dense_order(&grad).unwrap_or_else(|| (0..shape.num_dims()).collect());
+    let moment_dtype: DType = m.dtype;
+    let like_grad = |dtype| laid_out(&param, &order, dtype);
+    let (param_out, m_out, v_out) = (
+        like_grad(param.dtype),
+        like_grad(moment_dtype),
+        like_grad(moment_dtype),
+    );
+    let same = [&param, &grad, &m, &v].map(|t| t.meta.strides() == param_out.meta.strides());
+    let dtypes = [param.dtype.into(), grad.dtype.into(), moment_dtype.into()];
+    let client = param.client.clone();
+    let cube_dim = CubeDim::new_1d(threads(&client, ELEMENTWISE));
+    let count = calculate_cube_count_elemwise(&client, shape.num_elements(), cube_dim);
+    update_kernel::launch::<R>(
+        &client,
+        count,
+        cube_dim,
+        param.into_tensor_arg(),
+        grad.into_tensor_arg(),
+        m.into_tensor_arg(),
+        v.into_tensor_arg(),
+        param_out.clone().into_tensor_arg(),
+        m_out.clone().into_tensor_arg(),
+        v_out.clone().into_tensor_arg(),
+        s.beta_1,
+        s.beta_2,
+        s.factor_1,
+        s.factor_2,
+        s.correction_1,
+        s.correction_2,
+        s.epsilon,
+        s.decay,
+        s.lr,
+        first,
+        same,
+        dtypes,
+    );
+    [param_out, m_out, v_out]
+}
+
+/// `t`'s dimensions from the slowest to the fastest in memory, where `t` is a permutation of
+/// a contiguous tensor (dimensions of size 1, whose stride means nothing, anywhere).
+fn dense_order<R: CubeRuntime>(t: &CubeTensor<R>) -> Option<Vec<usize>> {
+    let (shape, strides) = (t.meta.shape(), t.meta.strides());
+    let mut order: Vec<usize> = (0..shape.num_dims()).collect();
+    order.sort_by_key(|&d| (std::cmp::Reverse(strides[d]), shape[d] == 1));
+    let mut expected = 1;
+    for &d in order.iter().rev() {
+        if shape[d] != 1 && strides[d] != expected {
+            return None;
+        }
+        expected *= shape[d];
+    }
+    Some(order)
+}
+
+/// An uninitialised tensor of `like`'s shape whose dimensions lie in memory in `order`
+/// (slowest first).
+fn laid_out<R: CubeRuntime>(like: &CubeTensor<R>, order: &[usize], dtype: DType) -> CubeTensor<R> {
+    let shape = like.meta.shape();
+    let stored: Vec<usize> = order.iter().map(|&d| shape[d]).collect();
+    let mut back = vec![0; order.len()];
+    for (j, &d) in order.iter().enumerate() {
+        back[d] = j;
+    }
+    permute(empty(like, stored.into(), dtype), &back)
+}

@@ -1,0 +1,288 @@
+//! birads' AdamW (`birads_model::adamw`): on the CPU it is burn's AdamW step by step, and its
+//! records are burn's AdamW records in both directions (a run resumes across the two); on a
+//! cubecl backend (`--features wgpu`, Mesa's software Vulkan) its update kernel equals the
+//! formula computed on the host, with contiguous, permuted and gapped tensors, in f32 and f16, and a
+//! few training steps with the kernel equal burn's AdamW on the same backend.
+
+use birads_model::adamw::{self, AdamW};
+use birads_model::CpuTrain;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+
+const WEIGHT_DECAY: f32 = 0.05;
+const EPSILON: f32 = 1e-8;
+/// A learning rate per step, as a schedule changes it.
+const RATES: [f64; 4] = [1e-2, 5e-3, 2e-3, 1e-3];
+
+/// A linear layer with its weights drawn (burn draws them lazily, and a clone of an undrawn
+/// layer would draw its own).
+fn model<B: Backend>(device: &B::Device) -> Linear<B> {
+    let m = LinearConfig::new(7, 5).init(device);
+    values(&m);
+    m
+}
+
+/// The gradients of a squared loss of `model` on a fixed batch.
+fn grads<B: AutodiffBackend>(model: &Linear<B>, step: usize) -> GradientsParams {
+    let device = model.weight.device();
+    let x = Tensor::<B, 1, Int>::arange(0..(3 * 7) as i64, &device)
+        .float()
+        .reshape([3, 7])
+        .div_scalar(10.0 + step as f64)
+        .sin();
+    let loss = model.forward(x).powf_scalar(2.0).mean();
+    GradientsParams::from_grads(loss.backward(), model)
+}
+
+/// The weight and bias of `model`.
+fn values<B: Backend>(model: &Linear<B>) -> Vec<f32> {
+    let mut v: Vec<f32> = model
+        .weight
+        .val()
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .unwrap();
+    let bias = model.bias.as_ref().expect("a bias").val();
+    v.extend(bias.into_data().convert::<f32>().to_vec::<f32>().unwrap());
+    v
+}
+
+/// `model` after `steps` of `optim`, from step `from` of the schedule.
+fn train<B: AutodiffBackend, O: Optimizer<Linear<B>, B>>(
+    mut model: Linear<B>,
+    optim: &mut O,
+    from: usize,
+    steps: usize,
+) -> Linear<B> {
+    for (i, &lr) in RATES.iter().enumerate().skip(from).take(steps) {
+        let g = grads(&model, i);
+        model = optim.step(lr, model, g);
+    }
+    model
+}
+
+fn burns<B: AutodiffBackend>() -> impl Optimizer<Linear<B>, B> {
+    AdamWConfig::new()
+        .with_weight_decay(WEIGHT_DECAY)
+        .with_epsilon(EPSILON)
+        .init::<B, Linear<B>>()
+}
+
+#[test]
+fn on_the_cpu_it_is_burns_adamw_and_records_go_both_ways() {
+    type B = CpuTrain;
+    let device = Default::default();
+    B::seed(&device, 3);
+    let start = model::<B>(&device);
+    let (mut own, mut theirs) = (
+        AdamW::init::<B, Linear<B>>(WEIGHT_DECAY, EPSILON),
+        burns::<B>(),
+    );
+    let a = train(start.clone(), &mut own, 0, 2);
+    let b = train(start.clone(), &mut theirs, 0, 2);
+    assert_eq!(values(&a), values(&b));
+    assert_ne!(values(&a), values(&start), "the steps moved the weights");
+
+    // Each optimiser's record loaded into the other: the moments and the step count go along,
+    // so the next steps are those of an uninterrupted run.
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let own_bytes = recorder.record(own.to_record(), ()).unwrap();
+    let their_bytes = recorder.record(theirs.to_record(), ()).unwrap();
+    let mut theirs_resumed = burns::<B>().load_record(recorder.load(own_bytes, &device).unwrap());
+    let mut own_resumed = AdamW::init::<B, Linear<B>>(WEIGHT_DECAY, EPSILON)
+        .load_record(recorder.load(their_bytes, &device).unwrap());
+    let uninterrupted = train(a.clone(), &mut own, 2, 2);
+    let via_burn = train(a.clone(), &mut theirs_resumed, 2, 2);
+    let via_own = train(b, &mut own_resumed, 2, 2);
+    assert_eq!(values(&via_burn), values(&uninterrupted));
+    assert_eq!(values(&via_own), values(&uninterrupted));
+    let restarted = train(a, &mut burns::<B>(), 2, 2);
+    assert_ne!(
+        values(&restarted),
+        values(&uninterrupted),
+        "without the record the moments start again"
+    );
+    assert!(adamw::installed::<<B as AutodiffBackend>::InnerBackend>().is_none());
+}
+
+#[cfg(feature = "wgpu")]
+mod kernel {
+    use super::*;
+    use birads_model::adamw::cube::{update, Update};
+    use birads_model::adamw::Scalars;
+    use birads_model::cube::{self, float, primitive, Cube, Fused, Launch};
+    use burn::backend::wgpu::WgpuRuntime;
+    use burn::backend::{Autodiff, Wgpu};
+    use burn::module::AutodiffModule;
+    use burn::tensor::{f16, DType, Distribution, FloatDType};
+
+    /// Installing is global per backend: tests that install run one at a time.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    type Unfused = Cube<WgpuRuntime, f32, i32, u32>;
+    type Half = Cube<WgpuRuntime, f16, i32, u32>;
+    type HalfFused = Fused<WgpuRuntime, f16, i32, u32>;
+
+    fn host<Bk: Backend, const D: usize>(t: &Tensor<Bk, D>) -> Vec<f32> {
+        t.to_data().convert::<f32>().to_vec().unwrap()
+    }
+
+    /// How a tensor lies in memory.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Layout {
+        Contiguous,
+        /// Its dimensions in reverse order (a permutation of a contiguous tensor, as a
+        /// convolution's weight gradient comes channels-last).
+        Permuted,
+        /// A slice of a wider tensor: gaps between its rows.
+        Gapped,
+    }
+    use Layout::*;
+
+    /// A tensor of `shape` on `B` with values in `[low, high)`, laid out as `layout`.
+    fn input<B: Backend>(
+        shape: [usize; 3],
+        (low, high): (f64, f64),
+        dtype: FloatDType,
+        layout: Layout,
+    ) -> Tensor<B, 3> {
+        let [a, b, c] = shape;
+        let random = |shape| {
+            let cpu = Tensor::<birads_model::Cpu, 3>::random(
+                shape,
+                Distribution::Uniform(low, high),
+                &Default::default(),
+            );
+            // (`from_data` gives the device's default precision, f32, on every backend.)
+            Tensor::<B, 3>::from_data(cpu.into_data(), &Default::default()).cast(dtype)
+        };
+        match layout {
+            Contiguous => random([a, b, c]),
+            Permuted => random([c, b, a]).permute([2, 1, 0]),
+            Gapped => random([a, b, c + 3]).narrow(2, 1, c),
+        }
+    }
+
+    /// The update on the host in f32, in the kernel's order, the moments rounded by `round`
+    /// before the step uses them and every result rounded by it.
+    fn reference(
+        p: &[f32],
+        g: &[f32],
+        moments: Option<(&[f32], &[f32])>,
+        s: Scalars,
+        round: fn(f32) -> f32,
+    ) -> [Vec<f32>; 3] {
+        let mut out = [vec![], vec![], vec![]];
+        for i in 0..p.len() {
+            let (mut m, mut v) = (g[i] * s.factor_1, g[i] * g[i] * s.factor_2);
+            if let Some((m0, v0)) = moments {
+                m += m0[i] * s.beta_1;
+                v += v0[i] * s.beta_2;
+            }
+            let (m, v) = (round(m), round(v));
+            let delta = (m / s.correction_1) / ((v / s.correction_2).sqrt() + s.epsilon);
+            out[0].push(round(p[i] * s.decay - delta * s.lr));
+            out[1].push(m);
+            out[2].push(v);
+        }
+        out
+    }
+
+    fn relative(got: &[f32], want: &[f32]) -> f64 {
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = got
+            .iter()
+            .zip(want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        f64::from(diff) / f64::from(scale.max(f32::MIN_POSITIVE))
+    }
+
+    /// The layouts of p, g, m and v: all contiguous; a first step's parameter beside a
+    /// channels-last gradient; the steps after it, where everything is laid out as the
+    /// gradient; a gradient with gaps.
+    const LAYOUTS: [[Layout; 4]; 4] = [
+        [Contiguous; 4],
+        [Contiguous, Permuted, Permuted, Permuted],
+        [Permuted; 4],
+        [Permuted, Gapped, Contiguous, Permuted],
+    ];
+
+    /// The kernel on `B` against `reference` within `limit` relative (per result, of its
+    /// largest value), first and later steps, every case of `LAYOUTS`, in `dtype`.
+    fn check<B: Launch>(dtype: FloatDType, round: fn(f32) -> f32, limit: f64) {
+        let s = AdamW::new(WEIGHT_DECAY, EPSILON).scalars(0.1, 7);
+        // More values than one cube has threads; the moments as a few steps leave them.
+        for shape in [[3, 5, 2], [17, 9, 11]] {
+            for layouts in LAYOUTS {
+                for first in [true, false] {
+                    let [lp, lg, lm, lv] = layouts;
+                    let p = input::<B>(shape, (-1.0, 1.0), dtype, lp);
+                    let g = input::<B>(shape, (-0.5, 0.5), dtype, lg);
+                    let m = input::<B>(shape, (-0.05, 0.05), dtype, lm);
+                    let v = input::<B>(shape, (1e-4, 3e-3), dtype, lv);
+                    assert_eq!(g.dtype(), DType::from(dtype));
+                    let (hp, hg, hm, hv) = (host(&p), host(&g), host(&m), host(&v));
+                    let want = reference(&hp, &hg, (!first).then_some((&hm, &hv)), s, round);
+                    let moments = (!first).then(|| [primitive(m), primitive(v)]);
+                    let got = update::<B>(primitive(p), primitive(g), moments, s)
+                        .map(|t| float::<B, 3>(t));
+                    for ((name, got), want) in ["p", "m", "v"].iter().zip(&got).zip(&want) {
+                        assert_eq!(got.dtype(), DType::from(dtype), "{name}");
+                        assert_eq!(got.dims(), shape, "{name}");
+                        let r = relative(&host(got), want);
+                        assert!(
+                            r <= limit,
+                            "{name} {shape:?} {layouts:?} first {first}: {r:e} > {limit:e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// f32: the formula's rounding, with room for the device contracting a product and a sum
+    /// into one (fused multiply-add). f16: the results stored in f16 (2⁻¹¹ relative), and the
+    /// step computed from moments the reference rounded the same way.
+    #[test]
+    fn the_update_kernel_equals_the_formula() {
+        check::<Unfused>(FloatDType::F32, |x| x, 1e-6);
+        check::<Wgpu>(FloatDType::F32, |x| x, 1e-6);
+        let half = |x: f32| f16::from_f32(x).to_f32();
+        check::<Half>(FloatDType::F16, half, 1e-3);
+        check::<HalfFused>(FloatDType::F16, half, 1e-3);
+        // f16 tensors on the f32 backend, as amp's products are.
+        check::<Wgpu>(FloatDType::F16, half, 1e-3);
+    }
+
+    /// Four steps of a linear layer, with the learning rate changing and weight decay, as the
+    /// trainer runs them: with the kernel installed as on CUDA, and with burn's AdamW.
+    #[test]
+    fn training_steps_with_the_kernel_equal_burns_adamw() {
+        type B = Autodiff<Wgpu>;
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let device = Default::default();
+        B::seed(&device, 5);
+        let start = model::<B>(&device);
+        cube::set::<Update, WgpuRuntime, f32, i32, u32>(true);
+        assert!(adamw::installed::<Wgpu>().is_some());
+        let own = train(
+            start.clone(),
+            &mut AdamW::init::<B, Linear<B>>(WEIGHT_DECAY, EPSILON),
+            0,
+            4,
+        );
+        cube::set::<Update, WgpuRuntime, f32, i32, u32>(false);
+        assert!(adamw::installed::<Wgpu>().is_none());
+        let theirs = train(start.clone(), &mut burns::<B>(), 0, 4);
+        let r = relative(&values(&own.valid()), &values(&theirs.valid()));
+        assert!(r <= 1e-6, "{r:e}");
+        assert!(
+            relative(&values(&own), &values(&start)) > 1e-3,
+            "the steps moved the weights"
+        );
+    }
+}
