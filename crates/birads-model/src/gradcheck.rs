@@ -109,7 +109,8 @@ pub fn snapshot<B: AutodiffBackend>(
     }
 }
 
-fn f32s<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+/// The values of `t` as f32, whatever its precision.
+pub fn f32s<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.cast(burn::tensor::FloatDType::F32)
         .into_data()
         .convert::<f32>()
@@ -190,7 +191,8 @@ pub fn gradient_cosine(got: &Snapshot, want: &Snapshot) -> f64 {
     }
 }
 
-fn difference(name: &str, got: &[f32], want: &[f32]) -> Result<Difference, String> {
+/// How far `got` is from `want` (an error when the lengths differ or `got` is not finite).
+pub fn difference(name: &str, got: &[f32], want: &[f32]) -> Result<Difference, String> {
     if got.len() != want.len() {
         return Err(format!(
             "{name}: {} values against {}",

@@ -115,6 +115,7 @@ mod kernel {
     use birads_model::adamw::cube::{update, Update};
     use birads_model::adamw::Scalars;
     use birads_model::cube::{self, float, primitive, Cube, Fused, Launch};
+    use birads_model::gradcheck::difference;
     use burn::backend::wgpu::WgpuRuntime;
     use burn::backend::{Autodiff, Wgpu};
     use burn::module::AutodiffModule;
@@ -192,13 +193,9 @@ mod kernel {
         out
     }
 
+    /// max |got − want| / max |want|; a value that is not finite fails the test.
     fn relative(got: &[f32], want: &[f32]) -> f64 {
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = got
-            .iter()
-            .zip(want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        f64::from(diff) / f64::from(scale.max(f32::MIN_POSITIVE))
+        difference("", got, want).unwrap().relative
     }
 
     /// The layouts of p, g, m and v: all contiguous; a first step's parameter beside a

@@ -13,8 +13,8 @@ use anyhow::{bail, Context};
 use birads_model::adamw::AdamW;
 use birads_model::checkpoint::AnyModel;
 use birads_model::gradcheck::{
-    compare, convnext_config, densenet_config, gradient_cosine, moved, output_of, snapshot,
-    Difference, Snapshot,
+    compare, convnext_config, densenet_config, difference, f32s, gradient_cosine, moved, output_of,
+    snapshot, Difference, Snapshot,
 };
 use birads_model::{CpuTrain, MyConvNeXtConfig, MyDenseNetConfig};
 use burn::optim::SimpleOptimizer;
@@ -305,36 +305,23 @@ fn adamw_difference<B: Backend, const D: usize>(shape: [usize; D]) -> anyhow::Re
         got_state.context("AdamW's state")?.momentum,
     );
     let pairs = [
-        (f32s(got), f32s(want)),
-        (f32s(got_state.moment_1), f32s(want_state.moment_1)),
-        (f32s(got_state.moment_2), f32s(want_state.moment_2)),
+        ("parameter", f32s(got), f32s(want)),
+        (
+            "first moment",
+            f32s(got_state.moment_1),
+            f32s(want_state.moment_1),
+        ),
+        (
+            "second moment",
+            f32s(got_state.moment_2),
+            f32s(want_state.moment_2),
+        ),
     ];
-    Ok(pairs
-        .iter()
-        .map(|(g, w)| relative(g, w))
-        .fold(0.0, f64::max))
-}
-
-fn f32s<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.cast(FloatDType::F32)
-        .into_data()
-        .convert::<f32>()
-        .to_vec()
-        .unwrap_or_default()
-}
-
-/// max |got − want| / max |want|.
-fn relative(got: &[f32], want: &[f32]) -> f64 {
-    let diff = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| f64::from((g - w).abs()))
-        .fold(0.0, f64::max);
-    let scale = want.iter().map(|w| f64::from(w.abs())).fold(0.0, f64::max);
-    if got.len() != want.len() {
-        return f64::INFINITY;
+    let mut worst = 0f64;
+    for (name, g, w) in &pairs {
+        worst = worst.max(difference(name, g, w).map_err(anyhow::Error::msg)?.relative);
     }
-    diff / scale.max(f64::from(f32::MIN_POSITIVE))
+    Ok(worst)
 }
 
 fn device_name(d: DeviceArg) -> &'static str {
