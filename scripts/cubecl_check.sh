@@ -2,9 +2,11 @@
 # The GPU training code paths without a GPU (issue #15, point 6): the `tests/cubecl.rs` of
 # birads-model and birads-train on burn's wgpu backend, which runs the same burn-cubecl
 # kernels, burn-fusion and autotune as burn's CUDA backend, on Mesa's software Vulkan driver
-# (lavapipe). Checks birads' own operations (depthwise backward, exact GELU backward), one
-# forward and backward of both models, and a few epochs of training, all against the CPU,
-# before device time is spent on them. About 8 minutes of tests after the build.
+# (lavapipe). Checks birads' own operations (depthwise backward, exact GELU backward, the
+# BatchNorm, LayerNorm and AdamW kernels), one forward and backward of both models, and a few
+# epochs of training in f32 and in f16 (`tests/half.rs`, the stand-in for CUDA's bf16), all
+# against the CPU, before device time is spent on them. About 10 minutes of tests after the
+# build.
 #
 #   bash scripts/cubecl_check.sh          # installs mesa-vulkan-drivers when missing
 #   bash scripts/cubecl_check.sh --count  # kernel launches per training step instead
@@ -68,5 +70,6 @@ if [ "${1:-}" = --host ]; then
   done
   exit 0
 fi
-cargo test -p birads-model --features wgpu --test cubecl -- --test-threads 1 "$@"
-cargo test -p birads-train --features wgpu --test cubecl -- --test-threads 1 "$@"
+cargo test -p birads-model --features wgpu --test cubecl --test adamw -- --test-threads 1 "$@"
+# half.rs: training in f16 (wgpu's stand-in for CUDA's bf16), its own process.
+cargo test -p birads-train --features wgpu --test cubecl --test half -- --test-threads 1 "$@"

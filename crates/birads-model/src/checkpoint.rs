@@ -12,6 +12,7 @@ use burn::prelude::*;
 use burn_store::{ModuleSnapshot, SafetensorsStore, TensorSnapshot};
 use serde::{Deserialize, Serialize};
 
+use crate::precision::to_device_float;
 use crate::weights::{
     apply_pytorch, convnext_key, densenet_key, is_convnext_head, is_densenet_addition, read_pth,
     LoadReport, Source, WeightsError,
@@ -295,14 +296,14 @@ fn load_pytorch<B: Backend>(
             let key = |k: &str| convnext_key(k, source);
             let new = |p: &str| torchvision && is_convnext_head(p);
             let r = apply_pytorch(&mut m, path, tensors, key, new)?;
-            Ok((AnyModel::ConvNeXt(m), r))
+            Ok((AnyModel::ConvNeXt(to_device_float(m, device)), r))
         }
         ModelKind::DenseNet => {
             let mut m = infer_densenet(&shapes, densenet).init::<B>(device);
             let key = |k: &str| densenet_key(k, source);
             let new = |p: &str| torchvision && is_densenet_addition(p);
             let r = apply_pytorch(&mut m, path, tensors, key, new)?;
-            Ok((AnyModel::DenseNet(m), r))
+            Ok((AnyModel::DenseNet(to_device_float(m, device)), r))
         }
     }
 }
@@ -468,7 +469,7 @@ fn load_own_from<B: Backend>(
                 .ok_or_else(|| err(path, "convnext checkpoint without its configuration"))?;
             let mut m = cfg.init::<B>(device);
             let r = m.load_from(store).map_err(|e| err(path, e))?;
-            (AnyModel::ConvNeXt(m), r)
+            (AnyModel::ConvNeXt(to_device_float(m, device)), r)
         }
         ModelKind::DenseNet => {
             let cfg = meta
@@ -477,7 +478,7 @@ fn load_own_from<B: Backend>(
                 .ok_or_else(|| err(path, "densenet checkpoint without its configuration"))?;
             let mut m = cfg.init::<B>(device);
             let r = m.load_from(store).map_err(|e| err(path, e))?;
-            (AnyModel::DenseNet(m), r)
+            (AnyModel::DenseNet(to_device_float(m, device)), r)
         }
     };
     let mut details = String::new();

@@ -18,6 +18,7 @@ pub mod gelu;
 pub mod gradcheck;
 pub mod layer_norm;
 mod own_ops;
+pub mod precision;
 pub mod weights;
 
 pub use convnext::{MyConvNeXt, MyConvNeXtConfig};
@@ -82,5 +83,13 @@ pub fn install_gpu_ops() {
         cube::set::<adamw::cube::Update, WgpuRuntime, f32, i32, u32>(true);
         both::<burn::backend::Wgpu>();
         both::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
+        // f16 (wgpu has no bf16): the software check of CUDA's bf16 backend.
+        use burn::tensor::f16;
+        cube::set::<batch_norm::cube::BatchNorm, WgpuRuntime, f16, i32, u32>(true);
+        cube::set::<depthwise::cube::WeightGradient, WgpuRuntime, f16, i32, u32>(true);
+        cube::set::<layer_norm::cube::Rows, WgpuRuntime, f16, i32, u32>(true);
+        cube::set::<adamw::cube::Update, WgpuRuntime, f16, i32, u32>(true);
+        both::<burn::backend::Wgpu<f16>>();
+        both::<CubeBackend<WgpuRuntime, f16, i32, u32>>();
     }
 }

@@ -45,8 +45,8 @@ use burn::tensor::{f16, DType, Distribution, FloatDType};
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 
 use common::{
-    assert_own_depthwise_ran, depthwise_reference, max_abs_diff, max_abs_diff_f64,
-    running_statistics, DEPTHWISE_CASES,
+    assert_own_depthwise_ran, depthwise_reference, max_abs_diff, max_abs_diff_f64, own_dtype,
+    own_float, running_statistics, DEPTHWISE_CASES,
 };
 
 /// burn's wgpu backend with fusion and autotune, as `birads_model::Cuda` is for CUDA.
@@ -71,7 +71,7 @@ fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
 }
 
 fn on_gpu<const D: usize>(t: Tensor<Cpu, D>) -> Tensor<G, D> {
-    Tensor::from_data(t.to_data(), &Default::default())
+    own_float(t.to_data())
 }
 
 fn relative(got: &[f32], want: &[f32]) -> f64 {
@@ -124,8 +124,7 @@ fn passes_and_running(
     let dir = tempfile::tempdir().unwrap();
     let gpu_model = moved::<_, GTrain>(model, dir.path()).unwrap();
     let want = snapshot(model, x.clone(), r.clone());
-    let gpu_x = Tensor::<GTrain, 4>::from_data(x.to_data(), &Default::default());
-    let gpu_r = Tensor::<GTrain, 2>::from_data(r.to_data(), &Default::default());
+    let (gpu_x, gpu_r) = (own_float::<GTrain, 4>(x.to_data()), own_float(r.to_data()));
     let got = snapshot(&gpu_model, gpu_x, gpu_r);
     (got, want, [running(&gpu_model), running(model)])
 }
@@ -262,14 +261,25 @@ fn check_batch_norm_kernels<B: Backend>(
             // Channels-last underneath, as a convolution's output is: [N, H, W, C]
             // contiguous, then a permuted view of it.
             let data = t.permute([0, 2, 3, 1]).into_data();
-            in_dtype_if(Tensor::from_data(data, &Default::default()), dtype).permute([0, 3, 1, 2])
+            in_dtype_if(own_float(data), dtype).permute([0, 3, 1, 2])
         } else {
-            in_dtype_if(Tensor::from_data(t.into_data(), &Default::default()), dtype)
+            in_dtype_if(own_float(t.into_data()), dtype)
         }
     };
-    let per_channel = |v: &[f32]| Tensor::<B, 1>::from_floats(v, &Default::default());
+    let per_channel = |v: &[f32]| own_float::<B, 1>(TensorData::new(v.to_vec(), [v.len()]));
     let x = to_b(random([n, c, h, w]) + 3.0, amp.input);
     let g = to_b(random([n, c, h, w]), amp.output);
+    let own = own_dtype::<B>();
+    assert_eq!(
+        x.dtype(),
+        amp.input.map_or(own, DType::from),
+        "{case}: x's precision"
+    );
+    assert_eq!(
+        g.dtype(),
+        amp.output.map_or(own, DType::from),
+        "{case}: g's precision"
+    );
     let gamma = values(random([1, c, 1, 1]));
     let beta = values(random([1, c, 1, 1]));
     let (weight, bias) = (per_channel(&gamma), per_channel(&beta));
@@ -425,14 +435,14 @@ fn check_depthwise_kernel<B: Launch>(limit: f64) {
         let (n, c, h, w, k, p, _) = case;
         let want = depthwise_reference(case);
         for strided in [false, true] {
-            let x = Tensor::<B, 4>::from_data(want.x.to_data(), &Default::default());
+            let x = own_float::<B, 4>(want.x.to_data());
             let x = if strided {
-                let flipped = x.swap_dims(2, 3).into_data();
-                Tensor::<B, 4>::from_data(flipped, &Default::default()).swap_dims(2, 3)
+                own_float::<B, 4>(x.swap_dims(2, 3).into_data()).swap_dims(2, 3)
             } else {
                 x
             };
-            let r = Tensor::<B, 4>::from_data(want.r.to_data(), &Default::default());
+            let r = own_float::<B, 4>(want.r.to_data());
+            assert_eq!([x.dtype(), r.dtype()], [own_dtype::<B>(); 2]);
             let got = values(depthwise::cube::weight_gradient(x, r, k, p));
             let error = relative(&got, &want.grad_w);
             let case = format!("{n}×{c}×{h}×{w}, k {k}, p {p}, strided {strided}");
@@ -556,13 +566,11 @@ fn check_layer_norm_kernels<B: Backend>(
     limit: f64,
     amp: Amp,
 ) {
-    let device = Default::default();
     let to_b = |t: Tensor<Cpu, 2>, dtype: Option<FloatDType>| -> Tensor<B, 2> {
         if strided {
-            let data = t.transpose().into_data();
-            in_dtype_if(Tensor::<B, 2>::from_data(data, &device), dtype).transpose()
+            in_dtype_if(own_float(t.transpose().into_data()), dtype).transpose()
         } else {
-            in_dtype_if(Tensor::<B, 2>::from_data(t.into_data(), &device), dtype)
+            in_dtype_if(own_float(t.into_data()), dtype)
         }
     };
     let random = |shape: [usize; 2], low, high| {
@@ -576,6 +584,13 @@ fn check_layer_norm_kernels<B: Backend>(
     let g = to_b(random([rows, columns], -1.0, 1.0), amp.output);
     let one = |low, high| to_b(random([1, columns], low, high), None).reshape([columns]);
     let (weight, bias) = (one(0.5, 1.5), one(-1.0, 1.0));
+    let own = own_dtype::<B>();
+    assert_eq!(
+        x.dtype(),
+        amp.input.map_or(own, DType::from),
+        "x's precision"
+    );
+    assert_eq!(weight.dtype(), own, "γ's precision");
     let inputs = [&x, &g].map(|t| values(t.clone()));
     let params = [&weight, &bias].map(|t| values(t.clone()));
     let epsilon = 1e-6;

@@ -64,7 +64,10 @@ fn cuda_ready() -> anyhow::Result<()> {
     std::panic::set_hook(Box::new(|_| {}));
     let probe = std::panic::catch_unwind(|| {
         use burn::prelude::*;
-        let t = Tensor::<birads_model::Cuda, 1>::ones([1], &Default::default());
+        use burn::tensor::DType;
+        // An explicit type: the device's default float type stays unset for the run's own
+        // precision to claim (`birads_model::precision`).
+        let t = Tensor::<birads_model::Cuda, 1>::ones([1], (&Default::default(), DType::F32));
         t.into_data().to_vec::<f32>().ok()
     });
     std::panic::set_hook(hook);
@@ -99,20 +102,30 @@ pub fn on_backend<W: OnBackend>(
             "--precision bf16 needs --device cuda (burn's CPU backend trains in f32); \
              --precision amp runs on the CPU"
         ),
-        (DeviceArg::Cpu, _) => work.run::<birads_model::CpuTrain>(),
+        (DeviceArg::Cpu, _) => run_on::<birads_model::CpuTrain, W>(work),
         #[cfg(feature = "cuda")]
         (DeviceArg::Cuda, PrecisionArg::Bf16) if unfused => {
-            work.run::<Autodiff<birads_model::CudaUnfusedBf16>>()
+            run_on::<Autodiff<birads_model::CudaUnfusedBf16>, W>(work)
         }
         #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, PrecisionArg::Bf16) => work.run::<Autodiff<birads_model::CudaBf16>>(),
+        (DeviceArg::Cuda, PrecisionArg::Bf16) => {
+            run_on::<Autodiff<birads_model::CudaBf16>, W>(work)
+        }
         #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, _) if unfused => work.run::<Autodiff<birads_model::CudaUnfused>>(),
+        (DeviceArg::Cuda, _) if unfused => run_on::<Autodiff<birads_model::CudaUnfused>, W>(work),
         #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, _) => work.run::<Autodiff<birads_model::Cuda>>(),
+        (DeviceArg::Cuda, _) => run_on::<Autodiff<birads_model::Cuda>, W>(work),
         #[cfg(not(feature = "cuda"))]
         (DeviceArg::Cuda, _) => anyhow::bail!(NO_CUDA),
     }
+}
+
+/// Run `work` on `B` once `B`'s device makes tensors of `B`'s float type: burn fixes one
+/// float type per device for the whole process, and a bf16 backend on a device that f32
+/// touched first would run in f32 (`birads_model::precision`).
+fn run_on<B: AutodiffBackend, W: OnBackend>(work: W) -> anyhow::Result<W::Output> {
+    birads_model::precision::claim_own::<B>(&Default::default())?;
+    work.run::<B>()
 }
 
 /// amp casts inside burn's modules: the fast engine's backbone would stay f32.

@@ -7,7 +7,8 @@ use burn::tensor::TensorMetadata;
 use super::{kernel, Scalars};
 use crate::cube::{Kernels, Launch};
 
-/// The update on backend `B`: `[p, g]` and the moments (none on the first step) → `[p, m, v]`.
+/// The update on backend `B`: `[p, g]` and the moments (none on the first step) → `[p, m, v]`,
+/// the moments in f32 (`kernel::MOMENTS`).
 pub fn update<B: Launch>(
     param: FloatTensor<B>,
     grad: FloatTensor<B>,
@@ -15,14 +16,10 @@ pub fn update<B: Launch>(
     s: Scalars,
 ) -> [FloatTensor<B>; 3] {
     let shape = param.shape();
-    let moment = match &moments {
-        Some([m, _]) => m.dtype(),
-        None => grad.dtype(),
-    };
     let outputs = [
         (shape.clone(), param.dtype()),
-        (shape.clone(), moment),
-        (shape, moment),
+        (shape.clone(), kernel::MOMENTS),
+        (shape, kernel::MOMENTS),
     ];
     match moments {
         Some([m, v]) => B::launch(

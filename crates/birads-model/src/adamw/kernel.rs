@@ -1,6 +1,6 @@
 //! AdamW's update of one parameter as one cubecl kernel: one thread per value, reading the
 //! parameter, its gradient and both moments (any strides, each in its own precision),
-//! computing in f32, writing the parameter and the moments contiguous.
+//! computing in f32, writing the parameter in its precision and the moments in f32.
 
 use burn::tensor::DType;
 use burn_cubecl::ops::permute;
@@ -14,6 +14,13 @@ use crate::cube::reduce::{empty, threads};
 
 /// Threads per cube.
 const ELEMENTWISE: u32 = 256;
+
+/// The moments' precision, whatever the parameter's (as AMP's optimisers keep them): in half
+/// precision (1 − β₂)·g² of a small gradient rounds to zero in f16 and to 8 bits in bf16, and
+/// a second moment that stays near zero makes every later step m/√v too large (a tenfold
+/// step after a hundred steps). Moments read back from a record in another precision are
+/// read in theirs and written in this one.
+pub(super) const MOMENTS: DType = DType::F32;
 
 /// Where the value at `o` in `out`'s buffer lies in `t`: `o` itself where `t` is laid out as
 /// `out` (`same`), else through its coordinates (`out` is dense, so the coordinate along `d`
@@ -40,14 +47,14 @@ fn at<F: Float, O: Float>(
 /// value of the outputs' buffer (`same`: which of p, g, m, v are laid out as the outputs).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn update_kernel<P: Float, G: Float, M: Float>(
+fn update_kernel<P: Float, G: Float, M: Float, N: Float>(
     param: &Tensor<P>,
     grad: &Tensor<G>,
     moment_1: &Tensor<M>,
     moment_2: &Tensor<M>,
     param_out: &mut Tensor<P>,
-    moment_1_out: &mut Tensor<M>,
-    moment_2_out: &mut Tensor<M>,
+    moment_1_out: &mut Tensor<N>,
+    moment_2_out: &mut Tensor<N>,
     beta_1: f32,
     beta_2: f32,
     factor_1: f32,
@@ -59,7 +66,7 @@ fn update_kernel<P: Float, G: Float, M: Float>(
     lr: f32,
     #[comptime] first: bool,
     #[comptime] same: [bool; 4],
-    #[define(P, G, M)] _dtypes: [StorageType; 3],
+    #[define(P, G, M, N)] _dtypes: [StorageType; 4],
 ) {
     let o = ABSOLUTE_POS;
     if o >= param_out.len() {
@@ -72,19 +79,18 @@ fn update_kernel<P: Float, G: Float, M: Float>(
         m += f32::cast_from(moment_1[at::<M, P>(moment_1, param_out, o, same[2])]) * beta_1;
         v += f32::cast_from(moment_2[at::<M, P>(moment_2, param_out, o, same[3])]) * beta_2;
     }
-    let m = M::cast_from(m);
-    let v = M::cast_from(v);
-    moment_1_out[o] = m;
-    moment_2_out[o] = v;
-    let m_hat = f32::cast_from(m) / correction_1;
-    let v_hat = f32::cast_from(v) / correction_2;
+    moment_1_out[o] = N::cast_from(m);
+    moment_2_out[o] = N::cast_from(v);
+    // The step from the moments as computed (the same as stored, in f32).
+    let m_hat = m / correction_1;
+    let v_hat = v / correction_2;
     let delta = m_hat / (v_hat.sqrt() + epsilon);
     let p = f32::cast_from(param[at::<P, P>(param, param_out, o, same[0])]);
     param_out[o] = P::cast_from(p * decay - delta * lr);
 }
 
 /// `[p, g]` and the moments `[m, v]` (none on the first step) → `[p, m, v]`, the parameter in
-/// its precision, the moments in theirs (the gradient's on the first step).
+/// its precision, the moments in f32 (`MOMENTS`).
 ///
 /// The outputs are laid out as the parameter (where that is a permutation of a contiguous
 /// tensor, else contiguous): the convolutions read their weights in that layout without a copy,
@@ -103,15 +109,14 @@ pub fn update<R: CubeRuntime>(
     let [m, v] = moments.unwrap_or_else(|| [grad.clone(), grad.clone()]);
     let shape = param.meta.shape().clone();
     let order = dense_order(&param).unwrap_or_else(|| (0..shape.num_dims()).collect());
-    let moment_dtype: DType = m.dtype;
     let like_param = |dtype| laid_out(&param, &order, dtype);
     let (param_out, m_out, v_out) = (
         like_param(param.dtype),
-        like_param(moment_dtype),
-        like_param(moment_dtype),
+        like_param(MOMENTS),
+        like_param(MOMENTS),
     );
     let same = [&param, &grad, &m, &v].map(|t| t.meta.strides() == param_out.meta.strides());
-    let dtypes = [param.dtype.into(), grad.dtype.into(), moment_dtype.into()];
+    let dtypes = [param.dtype, grad.dtype, m.dtype, MOMENTS].map(Into::into);
     let client = param.client.clone();
     let cube_dim = CubeDim::new_1d(threads(&client, ELEMENTWISE));
     let count = calculate_cube_count_elemwise(&client, shape.num_elements(), cube_dim);

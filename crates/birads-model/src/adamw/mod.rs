@@ -18,6 +18,15 @@
 //! m ← β₁·m + (1 − β₁)·g            v ← β₂·v + (1 − β₂)·g²      (first step: m, v from 0)
 //! p ← p·(1 − lr·λ) − lr · (m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε)
 //! ```
+//!
+//! The kernel keeps the moments in f32 whatever the parameter's precision, as AMP's
+//! optimisers do: in f16 a gradient below about 10⁻² has a (1 − β₂)·g² that rounds to zero
+//! or to a few bits, and a second moment stuck near zero makes the steps grow (m/√v; burn's
+//! own ε, 10⁻⁸, is zero in f16 too: 0/0 where a gradient is 0). With f32 parameters (the f32
+//! and amp runs) its steps equal burn's; with bf16 parameters (a bf16 run) burn's AdamW
+//! (`BIRADS_ADAMW_KERNEL=burn`) keeps bf16 moments and the kernel f32 ones. A record saved
+//! by a bf16 run stores the moments in bf16 (burn's recorder writes the backend's type); the
+//! kernel reads them in that precision and carries on in f32.
 
 #[cfg(feature = "cubecl-kernels")]
 pub mod cube;

@@ -185,3 +185,16 @@ pub fn bf16_if<B: Backend, const D: usize>(t: Tensor<B, D>, bf16: bool) -> Tenso
         t
     }
 }
+
+/// `data` as a tensor of `B`'s own float type (`B::FloatElem`) on its default device. burn
+/// keeps one default float type per device for the whole process
+/// (`birads_model::precision`): wgpu's f16 and f32 backends share a device, so `from_data`
+/// alone gives an f16 backend f32 tensors once an f32 test ran first.
+pub fn own_float<B: Backend, const D: usize>(data: TensorData) -> Tensor<B, D> {
+    Tensor::from_data(data, (&Default::default(), own_dtype::<B>()))
+}
+
+/// `B`'s own float type.
+pub fn own_dtype<B: Backend>() -> burn::tensor::DType {
+    <B::FloatElem as burn::tensor::Element>::dtype()
+}

@@ -357,7 +357,11 @@ impl<B: AutodiffBackend, O> Pass<'_, B, O> {
                 }
             };
         }
-        let z: Vec<f32> = logits.into_data().to_vec().expect("f32 logits");
+        let z: Vec<f32> = logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("logits");
         totals.correct += hits(cfg.task, &z, width, &t);
         totals.decisions += t.len();
         let grads = loss.backward();

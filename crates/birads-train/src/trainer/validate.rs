@@ -140,7 +140,12 @@ pub(super) fn validate<B: Backend, M: Net<B>>(
         let logits = batch_logits(model, fast, &b, device);
         let t = targets(cfg.task, &b);
         let width = logits.dims()[1];
-        let z: Vec<f32> = logits.clone().into_data().to_vec().expect("f32 logits");
+        let z: Vec<f32> = logits
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("logits");
         let l: f64 = batch_loss(cfg, logits, t.clone(), device)
             .into_scalar()
             .elem::<f64>();
