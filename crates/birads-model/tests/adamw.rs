@@ -1,13 +1,14 @@
-//! birads' AdamW (`birads_model::adamw`): on the CPU it is burn's AdamW step by step, and its
-//! records are burn's AdamW records in both directions (a run resumes across the two); on a
-//! cubecl backend (`--features wgpu`, Mesa's software Vulkan) its update kernel equals the
-//! formula computed on the host, with contiguous, permuted and gapped tensors, in f32 and f16, and a
-//! few training steps with the kernel equal burn's AdamW on the same backend.
+//! birads' AdamW and Adam (`birads_model::adamw`): on the CPU each is burn's step by step,
+//! and its records are burn's records in both directions (a run resumes across the two); on a
+//! cubecl backend (`--features wgpu`, Mesa's software Vulkan) their update kernel equals the
+//! formula computed on the host, with contiguous, permuted and gapped tensors, in f32 and f16,
+//! and a few training steps with the kernel equal burn's on the same backend.
 
-use birads_model::adamw::{self, AdamW};
+use birads_model::adamw::{self, Adam, AdamW};
 use birads_model::CpuTrain;
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
@@ -72,41 +73,66 @@ fn burns<B: AutodiffBackend>() -> impl Optimizer<Linear<B>, B> {
         .init::<B, Linear<B>>()
 }
 
-#[test]
-fn on_the_cpu_it_is_burns_adamw_and_records_go_both_ways() {
-    type B = CpuTrain;
+fn burns_adam<B: AutodiffBackend>() -> impl Optimizer<Linear<B>, B> {
+    AdamConfig::new()
+        .with_weight_decay(Some(WeightDecayConfig::new(WEIGHT_DECAY)))
+        .with_epsilon(EPSILON)
+        .init::<B, Linear<B>>()
+}
+
+/// On the CPU, `own()` takes the same steps as `theirs()` exactly, and each one's record
+/// loaded into the other continues an uninterrupted run.
+fn same_steps_and_records<O, T>(own: impl Fn() -> O, theirs: impl Fn() -> T)
+where
+    O: Optimizer<Linear<CpuTrain>, CpuTrain>,
+    T: Optimizer<Linear<CpuTrain>, CpuTrain>,
+{
     let device = Default::default();
-    B::seed(&device, 3);
-    let start = model::<B>(&device);
-    let (mut own, mut theirs) = (
-        AdamW::init::<B, Linear<B>>(WEIGHT_DECAY, EPSILON),
-        burns::<B>(),
-    );
-    let a = train(start.clone(), &mut own, 0, 2);
-    let b = train(start.clone(), &mut theirs, 0, 2);
+    CpuTrain::seed(&device, 3);
+    let start = model::<CpuTrain>(&device);
+    let (mut ours, mut burns) = (own(), theirs());
+    let a = train(start.clone(), &mut ours, 0, 2);
+    let b = train(start.clone(), &mut burns, 0, 2);
     assert_eq!(values(&a), values(&b));
     assert_ne!(values(&a), values(&start), "the steps moved the weights");
 
     // Each optimiser's record loaded into the other: the moments and the step count go along,
     // so the next steps are those of an uninterrupted run.
     let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
-    let own_bytes = recorder.record(own.to_record(), ()).unwrap();
-    let their_bytes = recorder.record(theirs.to_record(), ()).unwrap();
-    let mut theirs_resumed = burns::<B>().load_record(recorder.load(own_bytes, &device).unwrap());
-    let mut own_resumed = AdamW::init::<B, Linear<B>>(WEIGHT_DECAY, EPSILON)
-        .load_record(recorder.load(their_bytes, &device).unwrap());
-    let uninterrupted = train(a.clone(), &mut own, 2, 2);
+    let own_bytes = recorder.record(ours.to_record(), ()).unwrap();
+    let their_bytes = recorder.record(burns.to_record(), ()).unwrap();
+    let mut theirs_resumed = theirs().load_record(recorder.load(own_bytes, &device).unwrap());
+    let mut own_resumed = own().load_record(recorder.load(their_bytes, &device).unwrap());
+    let uninterrupted = train(a.clone(), &mut ours, 2, 2);
     let via_burn = train(a.clone(), &mut theirs_resumed, 2, 2);
     let via_own = train(b, &mut own_resumed, 2, 2);
     assert_eq!(values(&via_burn), values(&uninterrupted));
     assert_eq!(values(&via_own), values(&uninterrupted));
-    let restarted = train(a, &mut burns::<B>(), 2, 2);
+    let restarted = train(a, &mut theirs(), 2, 2);
     assert_ne!(
         values(&restarted),
         values(&uninterrupted),
         "without the record the moments start again"
     );
-    assert!(adamw::installed::<<B as AutodiffBackend>::InnerBackend>().is_none());
+    assert!(adamw::installed::<<CpuTrain as AutodiffBackend>::InnerBackend>().is_none());
+}
+
+#[test]
+fn on_the_cpu_it_is_burns_adamw_and_records_go_both_ways() {
+    type B = CpuTrain;
+    same_steps_and_records(
+        || AdamW::init::<B, Linear<B>>(WEIGHT_DECAY, EPSILON),
+        burns::<B>,
+    );
+}
+
+#[test]
+fn on_the_cpu_its_adam_is_burns_adam_and_records_go_both_ways() {
+    type B = CpuTrain;
+    same_steps_and_records(
+        || Adam::init::<B, Linear<B>>(WEIGHT_DECAY, EPSILON),
+        burns_adam::<B>,
+    );
 }
 
 #[cfg(feature = "wgpu")]
@@ -179,7 +205,8 @@ mod kernel {
     ) -> [Vec<f32>; 3] {
         let mut out = [vec![], vec![], vec![]];
         for i in 0..p.len() {
-            let (mut m, mut v) = (g[i] * s.factor_1, g[i] * g[i] * s.factor_2);
+            let g = g[i] + p[i] * s.l2;
+            let (mut m, mut v) = (g * s.factor_1, g * g * s.factor_2);
             if let Some((m0, v0)) = moments {
                 m += m0[i] * s.beta_1;
                 v += v0[i] * s.beta_2;
@@ -210,7 +237,16 @@ mod kernel {
     /// The kernel on `B` against `reference` within `limit` relative (per result, of its
     /// largest value), first and later steps, every case of `LAYOUTS`, in `dtype`.
     fn check<B: Launch>(dtype: FloatDType, round: fn(f32) -> f32, limit: f64) {
-        let s = AdamW::new(WEIGHT_DECAY, EPSILON).scalars(0.1, 7);
+        // AdamW's decay, and Adam's penalty instead.
+        for s in [
+            AdamW::new(WEIGHT_DECAY, EPSILON).scalars(0.1, 7),
+            Adam::new(WEIGHT_DECAY, EPSILON).scalars(0.1, 7),
+        ] {
+            check_with::<B>(s, dtype, round, limit);
+        }
+    }
+
+    fn check_with<B: Launch>(s: Scalars, dtype: FloatDType, round: fn(f32) -> f32, limit: f64) {
         // More values than one cube has threads; the moments as a few steps leave them;
         // gradients of ordinary size, and small ones, whose (1 − β₂)·g² f16 rounds to zero.
         let cases = [[3, 5, 2], [17, 9, 11]]
@@ -240,8 +276,9 @@ mod kernel {
                         let r = relative(&host(got), want);
                         assert!(
                             r <= limit,
-                            "{name} {shape:?} g {gradient:e} {layouts:?} first {first}: \
-                             {r:e} > {limit:e}"
+                            "{name} {shape:?} g {gradient:e} {layouts:?} first {first} \
+                             l2 {}: {r:e} > {limit:e}",
+                            s.l2
                         );
                     }
                 }
@@ -268,25 +305,43 @@ mod kernel {
     #[test]
     fn training_steps_with_the_kernel_equal_burns_adamw() {
         type B = Autodiff<Wgpu>;
+        steps_agree(
+            || AdamW::init::<B, Linear<B>>(WEIGHT_DECAY, EPSILON),
+            burns::<B>,
+        );
+    }
+
+    /// The same for Adam, the penalty added to the gradient.
+    #[test]
+    fn training_steps_with_the_kernel_equal_burns_adam() {
+        type B = Autodiff<Wgpu>;
+        steps_agree(
+            || Adam::init::<B, Linear<B>>(WEIGHT_DECAY, EPSILON),
+            burns_adam::<B>,
+        );
+    }
+
+    /// Four steps of `own()` with the kernel installed against `theirs()`, within 1e-6.
+    fn steps_agree<O, T>(own: impl Fn() -> O, theirs: impl Fn() -> T)
+    where
+        O: Optimizer<Linear<Autodiff<Wgpu>>, Autodiff<Wgpu>>,
+        T: Optimizer<Linear<Autodiff<Wgpu>>, Autodiff<Wgpu>>,
+    {
+        type B = Autodiff<Wgpu>;
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let device = Default::default();
         B::seed(&device, 5);
         let start = model::<B>(&device);
         cube::set::<Update, WgpuRuntime, f32, i32, u32>(true);
         assert!(adamw::installed::<Wgpu>().is_some());
-        let own = train(
-            start.clone(),
-            &mut AdamW::init::<B, Linear<B>>(WEIGHT_DECAY, EPSILON),
-            0,
-            4,
-        );
+        let ours = train(start.clone(), &mut own(), 0, 4);
         cube::set::<Update, WgpuRuntime, f32, i32, u32>(false);
         assert!(adamw::installed::<Wgpu>().is_none());
-        let theirs = train(start.clone(), &mut burns::<B>(), 0, 4);
-        let r = relative(&values(&own.valid()), &values(&theirs.valid()));
+        let burns = train(start.clone(), &mut theirs(), 0, 4);
+        let r = relative(&values(&ours.valid()), &values(&burns.valid()));
         assert!(r <= 1e-6, "{r:e}");
         assert!(
-            relative(&values(&own), &values(&start)) > 1e-3,
+            relative(&values(&ours), &values(&start)) > 1e-3,
             "the steps moved the weights"
         );
     }

@@ -10,14 +10,14 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use birads_model::adamw::AdamW;
+use birads_model::adamw::{Adam, AdamW};
 use birads_model::checkpoint::AnyModel;
 use birads_model::gradcheck::{
     compare, convnext_config, densenet_config, difference, f32s, gradient_cosine, moved, output_of,
     snapshot, Difference, Snapshot,
 };
 use birads_model::{CpuTrain, MyConvNeXtConfig, MyDenseNetConfig};
-use burn::optim::SimpleOptimizer;
+use burn::optim::{AdaptiveMomentumState, SimpleOptimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, FloatDType};
@@ -260,7 +260,7 @@ fn check_optimiser(a: &DeviceCheckArgs) -> anyhow::Result<bool> {
     };
     println!();
     println!(
-        "AdamW update on the device ({how}), two steps against burn's on the CPU: max rel. {relative:.2e} (limit {limit:.0e}) {}",
+        "AdamW and Adam updates on the device ({how}), two steps each against burn's on the CPU: max rel. {relative:.2e} (limit {limit:.0e}) {}",
         if ok { "ok" } else { "FAILED" }
     );
     Ok(ok)
@@ -273,8 +273,12 @@ impl OnBackend for OptimiserCheck {
     type Output = (f64, bool);
     fn run<B: AutodiffBackend>(self) -> anyhow::Result<(f64, bool)> {
         type Inner<B> = <B as AutodiffBackend>::InnerBackend;
-        let worst = adamw_difference::<Inner<B>, 4>([64, 32, 3, 3])?
-            .max(adamw_difference::<Inner<B>, 1>([4099])?);
+        let mut worst = 0f64;
+        for adam in [false, true] {
+            worst = worst
+                .max(adamw_difference::<Inner<B>, 4>([64, 32, 3, 3], adam)?)
+                .max(adamw_difference::<Inner<B>, 1>([4099], adam)?);
+        }
         Ok((
             worst,
             birads_model::adamw::installed::<Inner<B>>().is_some(),
@@ -282,7 +286,12 @@ impl OnBackend for OptimiserCheck {
     }
 }
 
-fn adamw_difference<B: Backend, const D: usize>(shape: [usize; D]) -> anyhow::Result<f64> {
+/// Two steps of AdamW (or, `adam`, of Adam with its L2 penalty) on `B` against the CPU: the
+/// largest relative difference of the parameter and the moments.
+fn adamw_difference<B: Backend, const D: usize>(
+    shape: [usize; D],
+    adam: bool,
+) -> anyhow::Result<f64> {
     let cpu = Default::default();
     <birads_model::Cpu as Backend>::seed(&cpu, 12);
     let random = |low, high| {
@@ -291,18 +300,27 @@ fn adamw_difference<B: Backend, const D: usize>(shape: [usize; D]) -> anyhow::Re
     let (p, g1, g2) = (random(-0.1, 0.1), random(-1.0, 1.0), random(-1.0, 1.0));
     fn two_steps<B: Backend, const D: usize>(
         [p, g1, g2]: [Tensor<B, D>; 3],
-    ) -> (Tensor<B, D>, Option<burn::optim::AdamWState<B, D>>) {
-        let optim = AdamW::new(0.05, 1e-8);
-        let (p, state) = optim.step(0.05, p, g1, None);
-        optim.step(0.02, p, g2, state)
+        adam: bool,
+    ) -> (Tensor<B, D>, Option<AdaptiveMomentumState<B, D>>) {
+        if adam {
+            let optim = Adam::new(0.05, 1e-8);
+            let (p, state) = optim.step(0.05, p, g1, None);
+            let (p, state) = optim.step(0.02, p, g2, state);
+            (p, state.map(|s| s.momentum))
+        } else {
+            let optim = AdamW::new(0.05, 1e-8);
+            let (p, state) = optim.step(0.05, p, g1, None);
+            let (p, state) = optim.step(0.02, p, g2, state);
+            (p, state.map(|s| s.momentum))
+        }
     }
-    let (want, want_state) = two_steps([p.clone(), g1.clone(), g2.clone()]);
+    let (want, want_state) = two_steps([p.clone(), g1.clone(), g2.clone()], adam);
     let device = Default::default();
     let on = |t: &Tensor<birads_model::Cpu, D>| Tensor::<B, D>::from_data(t.to_data(), &device);
-    let (got, got_state) = two_steps([on(&p), on(&g1), on(&g2)]);
+    let (got, got_state) = two_steps([on(&p), on(&g1), on(&g2)], adam);
     let (want_state, got_state) = (
-        want_state.context("AdamW's state")?.momentum,
-        got_state.context("AdamW's state")?.momentum,
+        want_state.context("the optimiser's state")?,
+        got_state.context("the optimiser's state")?,
     );
     let pairs = [
         ("parameter", f32s(got), f32s(want)),

@@ -42,7 +42,8 @@ fn at<F: Float, O: Float>(
     offset
 }
 
-/// `m ← β₁·m + (1 − β₁)·g`, `v ← β₂·v + (1 − β₂)·g²` (from zero when `first`), then
+/// `g ← g + l2·p` (Adam's penalty; 0 for AdamW), `m ← β₁·m + (1 − β₁)·g`,
+/// `v ← β₂·v + (1 − β₂)·g²` (from zero when `first`), then
 /// `p ← p·decay − lr·(m/c₁)/(√(v/c₂) + ε)`, in burn's order of operations; one thread per
 /// value of the outputs' buffer (`same`: which of p, g, m, v are laid out as the outputs).
 #[cube(launch)]
@@ -63,6 +64,7 @@ fn update_kernel<P: Float, G: Float, M: Float, N: Float>(
     correction_2: f32,
     epsilon: f32,
     decay: f32,
+    l2: f32,
     lr: f32,
     #[comptime] first: bool,
     #[comptime] same: [bool; 4],
@@ -72,7 +74,8 @@ fn update_kernel<P: Float, G: Float, M: Float, N: Float>(
     if o >= param_out.len() {
         terminate!();
     }
-    let g = f32::cast_from(grad[at::<G, P>(grad, param_out, o, same[1])]);
+    let p = f32::cast_from(param[at::<P, P>(param, param_out, o, same[0])]);
+    let g = f32::cast_from(grad[at::<G, P>(grad, param_out, o, same[1])]) + p * l2;
     let mut m = g * factor_1;
     let mut v = g * g * factor_2;
     if !first {
@@ -85,7 +88,6 @@ fn update_kernel<P: Float, G: Float, M: Float, N: Float>(
     let m_hat = m / correction_1;
     let v_hat = v / correction_2;
     let delta = m_hat / (v_hat.sqrt() + epsilon);
-    let p = f32::cast_from(param[at::<P, P>(param, param_out, o, same[0])]);
     param_out[o] = P::cast_from(p * decay - delta * lr);
 }
 
@@ -139,6 +141,7 @@ pub fn update<R: CubeRuntime>(
         s.correction_2,
         s.epsilon,
         s.decay,
+        s.l2,
         s.lr,
         first,
         same,

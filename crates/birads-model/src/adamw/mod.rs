@@ -19,6 +19,9 @@
 //! p ← p·(1 − lr·λ) − lr · (m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε)
 //! ```
 //!
+//! [`Adam`] (MyDenseNet's recipe) is the same kernel with the L2 penalty added to the gradient,
+//! `g ← g + λ·p`, and no decay; its state is burn's `AdamState`, its fallback burn's `Adam`.
+//!
 //! The kernel keeps the moments in f32 whatever the parameter's precision, as AMP's
 //! optimisers do: in f16 a gradient below about 10⁻² has a (1 − β₂)·g² that rounds to zero
 //! or to a few bits, and a second moment stuck near zero makes the steps grow (m/√v; burn's
@@ -35,7 +38,11 @@ mod kernel;
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, SimpleOptimizer};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{
+    AdamConfig, AdamState, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate,
+    SimpleOptimizer,
+};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::Tensor;
@@ -54,8 +61,10 @@ pub struct Scalars {
     pub correction_1: f32,
     pub correction_2: f32,
     pub epsilon: f32,
-    /// 1 − lr·λ, what the parameter is multiplied by before the step.
+    /// 1 − lr·λ, what the parameter is multiplied by before the step (AdamW; 1 for Adam).
     pub decay: f32,
+    /// λ·p added to the gradient before the moments (Adam's L2 penalty; 0 for AdamW).
+    pub l2: f32,
     pub lr: f32,
 }
 
@@ -87,8 +96,6 @@ const BETAS: (f32, f32) = (0.9, 0.999);
 pub struct AdamW {
     /// burn's, for the backends without the kernel.
     burn: burn::optim::AdamW,
-    beta_1: f32,
-    beta_2: f32,
     epsilon: f32,
     weight_decay: f32,
 }
@@ -102,8 +109,6 @@ impl AdamW {
             .with_epsilon(epsilon);
         AdamW {
             burn: config.build(),
-            beta_1: BETAS.0,
-            beta_2: BETAS.1,
             epsilon,
             weight_decay,
         }
@@ -119,18 +124,110 @@ impl AdamW {
 
     /// The scalars of step `time` (from 1) at learning rate `lr`, computed as burn does.
     pub fn scalars(&self, lr: LearningRate, time: usize) -> Scalars {
-        let t = time as i32;
-        Scalars {
-            beta_1: self.beta_1,
-            beta_2: self.beta_2,
-            factor_1: 1.0 - self.beta_1,
-            factor_2: 1.0 - self.beta_2,
-            correction_1: 1f32 - self.beta_1.powi(t),
-            correction_2: 1f32 - self.beta_2.powi(t),
-            epsilon: self.epsilon,
-            decay: (1.0 - lr * f64::from(self.weight_decay)) as f32,
-            lr: lr as f32,
+        let decay = (1.0 - lr * f64::from(self.weight_decay)) as f32;
+        scalars(self.epsilon, lr, time, decay, 0.0)
+    }
+}
+
+/// The scalars of step `time` with β = `BETAS`.
+fn scalars(epsilon: f32, lr: LearningRate, time: usize, decay: f32, l2: f32) -> Scalars {
+    let (beta_1, beta_2) = BETAS;
+    let t = time as i32;
+    Scalars {
+        beta_1,
+        beta_2,
+        factor_1: 1.0 - beta_1,
+        factor_2: 1.0 - beta_2,
+        correction_1: 1f32 - beta_1.powi(t),
+        correction_2: 1f32 - beta_2.powi(t),
+        epsilon,
+        decay,
+        l2,
+        lr: lr as f32,
+    }
+}
+
+/// One step of the kernel `update`; the state is burn's moments.
+fn kernel_step<B: Backend, const D: usize>(
+    update: UpdateFn<B>,
+    tensor: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    state: Option<AdaptiveMomentumState<B, D>>,
+    scalars: impl FnOnce(usize) -> Scalars,
+) -> (Tensor<B, D>, AdaptiveMomentumState<B, D>) {
+    let (time, moments) = match state {
+        Some(m) => (
+            m.time + 1,
+            Some([primitive(m.moment_1), primitive(m.moment_2)]),
+        ),
+        None => (1, None),
+    };
+    let [p, m, v] = update(primitive(tensor), primitive(grad), moments, scalars(time));
+    (
+        float(p),
+        AdaptiveMomentumState::new(time, float(m), float(v)),
+    )
+}
+
+/// Adam (the L2 penalty λ·p added to the gradient, as `torch.optim.Adam(weight_decay=λ)`) with
+/// β₁ = 0.9, β₂ = 0.999: [`AdamW`]'s kernel with the penalty in place of the decay; its
+/// state is burn's `AdamState`, and without the kernel its step is burn's `Adam` step.
+#[derive(Clone)]
+pub struct Adam {
+    /// burn's, for the backends without the kernel.
+    burn: burn::optim::Adam,
+    epsilon: f32,
+    weight_decay: f32,
+}
+
+impl Adam {
+    pub fn new(weight_decay: f32, epsilon: f32) -> Self {
+        let config = AdamConfig::new()
+            .with_beta_1(BETAS.0)
+            .with_beta_2(BETAS.1)
+            .with_weight_decay((weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay)))
+            .with_epsilon(epsilon);
+        Adam {
+            burn: config.build(),
+            epsilon,
+            weight_decay,
         }
+    }
+
+    /// The optimiser for module `M` (what burn's `AdamConfig::init` gives, with this step).
+    pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(
+        weight_decay: f32,
+        epsilon: f32,
+    ) -> OptimizerAdaptor<Adam, M, B> {
+        OptimizerAdaptor::from(Adam::new(weight_decay, epsilon))
+    }
+
+    /// The scalars of step `time` (from 1) at learning rate `lr`.
+    pub fn scalars(&self, lr: LearningRate, time: usize) -> Scalars {
+        scalars(self.epsilon, lr, time, 1.0, self.weight_decay)
+    }
+}
+
+impl<B: Backend> SimpleOptimizer<B> for Adam {
+    type State<const D: usize> = AdamState<B, D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        let Some(update) = installed::<B>() else {
+            return self.burn.step(lr, tensor, grad, state);
+        };
+        let momentum = state.map(|s| s.momentum);
+        let (p, momentum) = kernel_step(update, tensor, grad, momentum, |t| self.scalars(lr, t));
+        (p, Some(AdamState::new(momentum)))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
+        <burn::optim::Adam as SimpleOptimizer<B>>::to_device(state, device)
     }
 }
 
@@ -147,17 +244,9 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
         let Some(update) = installed::<B>() else {
             return self.burn.step(lr, tensor, grad, state);
         };
-        let (time, moments) = match state {
-            Some(AdamWState { momentum: m }) => (
-                m.time + 1,
-                Some([primitive(m.moment_1), primitive(m.moment_2)]),
-            ),
-            None => (1, None),
-        };
-        let scalars = self.scalars(lr, time);
-        let [p, m, v] = update(primitive(tensor), primitive(grad), moments, scalars);
-        let momentum = AdaptiveMomentumState::new(time, float(m), float(v));
-        (float(p), Some(AdamWState::new(momentum)))
+        let momentum = state.map(|s| s.momentum);
+        let (p, momentum) = kernel_step(update, tensor, grad, momentum, |t| self.scalars(lr, t));
+        (p, Some(AdamWState::new(momentum)))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {

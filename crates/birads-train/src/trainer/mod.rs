@@ -17,13 +17,11 @@ use std::path::{Path, PathBuf};
 
 use birads_data::rng::{derive, STREAM_MODEL};
 use birads_data::{Problem, Sample};
-use birads_model::adamw::AdamW;
+use birads_model::adamw::{Adam, AdamW};
 use birads_model::checkpoint::{load_any, AnyModel, ModelKind, Purpose};
 use birads_model::fast::train::UpdateRule;
 use birads_model::{MyConvNeXt, MyDenseNet};
 use burn::module::AutodiffModule;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::AdamConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -288,13 +286,8 @@ where
             run(job, model, optim, rule)
         }
         OptimizerKind::Adam => {
-            let optim = AdamConfig::new()
-                .with_weight_decay(
-                    (cfg.weight_decay > 0.0)
-                        .then(|| WeightDecayConfig::new(cfg.weight_decay as f32)),
-                )
-                .with_epsilon(1e-8)
-                .init::<B, M>();
+            // burn's Adam, with the update as AdamW's kernel on the GPU.
+            let optim = Adam::init::<B, M>(cfg.weight_decay as f32, 1e-8);
             let rule = UpdateRule::Adam;
             run(job, model, optim, rule)
         }
