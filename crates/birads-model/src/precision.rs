@@ -54,11 +54,17 @@ pub fn claim_own<B: Backend>(device: &B::Device) -> Result<(), PrecisionError> {
 /// the mismatch; a bf16 checkpoint gives bf16 parameters on the CPU); every load passes its
 /// model through here.
 pub fn to_device_float<B: Backend, M: Module<B>>(module: M, device: &B::Device) -> M {
-    let dtype = get_device_settings::<B>(device).float_dtype.into();
-    module.map(&mut Cast { dtype })
+    to_float(module, get_device_settings::<B>(device).float_dtype)
 }
 
-/// The mapper of [`to_device_float`].
+/// `module` with every float parameter and running statistic in `dtype`.
+pub fn to_float<B: Backend, M: Module<B>>(module: M, dtype: FloatDType) -> M {
+    module.map(&mut Cast {
+        dtype: dtype.into(),
+    })
+}
+
+/// The mapper of [`to_float`].
 struct Cast {
     dtype: DType,
 }
