@@ -11,64 +11,11 @@
 
 mod common;
 
-use birads_model::checkpoint::{self, AnyModel};
 use birads_model::CpuTrain;
-use birads_train::history::EpochRecord;
-use birads_train::trainer::{Engine, Quiet, RunOptions};
-use birads_train::{Task, TrainConfig};
+use birads_train::Task;
 use burn::backend::{Autodiff, Wgpu};
-use burn::tensor::backend::AutodiffBackend;
 
-use common::{data, quick};
-
-fn run<B: AutodiffBackend>(
-    cfg: &TrainConfig,
-    task: Task,
-    dir: &std::path::Path,
-    name: &str,
-) -> Vec<EpochRecord> {
-    let samples = data(task, dir);
-    let opts = RunOptions {
-        out: dir.join(name),
-        resume: false,
-        init: Some(dir.join("init.safetensors")),
-        engine: Engine::Burn,
-    };
-    birads_train::train::<B>(
-        cfg,
-        samples.clone(),
-        samples,
-        &opts,
-        &mut Quiet,
-        &Default::default(),
-    )
-    .unwrap()
-    .history
-}
-
-/// Initial weights written once, so both backends start from the same numbers; drawn from
-/// the config's seed, so every run of the test starts from the same ones (DenseNet's drift
-/// between the backends depends on the draw).
-fn write_init(cfg: &TrainConfig, task: Task, dir: &std::path::Path) {
-    let device = Default::default();
-    <CpuTrain as burn::tensor::backend::Backend>::seed(&device, cfg.seed);
-    let model: AnyModel<CpuTrain> = match task {
-        Task::Cls => AnyModel::ConvNeXt(
-            cfg.model
-                .convnext
-                .clone()
-                .with_num_classes(cfg.classes.len())
-                .init(&device),
-        ),
-        Task::Fea => AnyModel::DenseNet(cfg.model.densenet.clone().init(&device)),
-    };
-    checkpoint::save(
-        &model,
-        serde_json::Value::Null,
-        &dir.join("init.safetensors"),
-    )
-    .unwrap();
-}
+use common::{quick, train_from_init, write_init};
 
 /// Losses agree within `first` (relative) in the first epoch and the training loss within
 /// `later` after it.
@@ -78,8 +25,8 @@ fn agree(task: Task, epochs: u64, first: f64, later: f64) {
     let mut cfg = quick(task);
     cfg.epochs = epochs;
     write_init(&cfg, task, dir.path());
-    let cpu = run::<CpuTrain>(&cfg, task, dir.path(), "cpu");
-    let gpu = run::<Autodiff<Wgpu>>(&cfg, task, dir.path(), "wgpu");
+    let cpu = train_from_init::<CpuTrain>(&cfg, task, dir.path(), "cpu").history;
+    let gpu = train_from_init::<Autodiff<Wgpu>>(&cfg, task, dir.path(), "wgpu").history;
     assert_eq!(gpu.len(), epochs as usize);
     for (g, c) in gpu.iter().zip(&cpu) {
         eprintln!(

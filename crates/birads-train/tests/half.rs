@@ -12,61 +12,14 @@
 
 mod common;
 
-use birads_model::checkpoint::{self, AnyModel};
 use birads_model::CpuTrain;
-use birads_train::history::EpochRecord;
-use birads_train::trainer::{Engine, Quiet, RunOptions};
-use birads_train::{Task, TrainConfig};
+use birads_train::Task;
 use burn::backend::{Autodiff, Wgpu};
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::f16;
 
-use common::{data, quick};
+use common::{quick, train_from_init, write_init};
 
 type Half = Autodiff<Wgpu<f16>>;
-
-fn run<B: AutodiffBackend>(
-    cfg: &TrainConfig,
-    task: Task,
-    dir: &std::path::Path,
-    name: &str,
-) -> (Vec<EpochRecord>, std::path::PathBuf) {
-    let samples = data(task, dir);
-    let opts = RunOptions {
-        out: dir.join(name),
-        resume: false,
-        init: Some(dir.join("init.safetensors")),
-        engine: Engine::Burn,
-    };
-    let outcome = birads_train::train::<B>(
-        cfg,
-        samples.clone(),
-        samples,
-        &opts,
-        &mut Quiet,
-        &Default::default(),
-    )
-    .unwrap();
-    (outcome.history, outcome.last)
-}
-
-/// The same initial weights for both runs, drawn from the config's seed.
-fn write_init(cfg: &TrainConfig, task: Task, dir: &std::path::Path) {
-    let device = Default::default();
-    <CpuTrain as burn::tensor::backend::Backend>::seed(&device, cfg.seed);
-    let model: AnyModel<CpuTrain> = match task {
-        Task::Cls => AnyModel::ConvNeXt(
-            cfg.model
-                .convnext
-                .clone()
-                .with_num_classes(cfg.classes.len())
-                .init(&device),
-        ),
-        Task::Fea => AnyModel::DenseNet(cfg.model.densenet.clone().init(&device)),
-    };
-    let path = dir.join("init.safetensors");
-    checkpoint::save(&model, serde_json::Value::Null, &path).unwrap();
-}
 
 /// The float types of a safetensors file's tensors, with how many tensors have each.
 fn dtypes(path: &std::path::Path) -> Vec<(String, usize)> {
@@ -86,9 +39,9 @@ fn agree(task: Task, epochs: u64, tolerance: f64) {
     let mut cfg = quick(task);
     cfg.epochs = epochs;
     write_init(&cfg, task, dir.path());
-    let (cpu, _) = run::<CpuTrain>(&cfg, task, dir.path(), "cpu");
-    let (half, last) = run::<Half>(&cfg, task, dir.path(), "f16");
-    let kinds = dtypes(&last);
+    let cpu = train_from_init::<CpuTrain>(&cfg, task, dir.path(), "cpu").history;
+    let trained = train_from_init::<Half>(&cfg, task, dir.path(), "f16");
+    let (half, kinds) = (trained.history, dtypes(&trained.last));
     eprintln!("{task:?} f16 checkpoint tensors: {kinds:?}");
     assert!(
         kinds.iter().all(|(k, _)| k == "F16" || k.starts_with('I')),

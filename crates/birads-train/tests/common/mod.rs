@@ -1,4 +1,5 @@
-//! Synthetic training sets and a quick recipe shared by the training tests.
+//! Synthetic training sets, a quick recipe and a run from shared initial weights, for the
+//! training tests.
 #![allow(dead_code)]
 
 use birads_data::synth::{synthesize, SynthConfig};
@@ -75,4 +76,53 @@ pub fn quick(task: Task) -> TrainConfig {
         .with_dp1(0.0)
         .with_dp2(0.0);
     c
+}
+
+/// Initial weights for `cfg` and `task` in `dir/init.safetensors`, drawn from the config's
+/// seed on the CPU, so that runs on two backends start from the same numbers (and every run of
+/// a test from the same draw).
+pub fn write_init(cfg: &TrainConfig, task: Task, dir: &std::path::Path) {
+    use birads_model::checkpoint::{self, AnyModel};
+    use birads_model::CpuTrain;
+    let device = Default::default();
+    <CpuTrain as burn::tensor::backend::Backend>::seed(&device, cfg.seed);
+    let model: AnyModel<CpuTrain> = match task {
+        Task::Cls => AnyModel::ConvNeXt(
+            cfg.model
+                .convnext
+                .clone()
+                .with_num_classes(cfg.classes.len())
+                .init(&device),
+        ),
+        Task::Fea => AnyModel::DenseNet(cfg.model.densenet.clone().init(&device)),
+    };
+    let path = dir.join("init.safetensors");
+    checkpoint::save(&model, serde_json::Value::Null, &path).unwrap();
+}
+
+/// `cfg` trained on `B` with burn's autodiff from `write_init`'s weights, on `data`'s set
+/// (validated on the same images), into `dir/name`.
+pub fn train_from_init<B: burn::tensor::backend::AutodiffBackend>(
+    cfg: &TrainConfig,
+    task: Task,
+    dir: &std::path::Path,
+    name: &str,
+) -> birads_train::RunOutcome {
+    use birads_train::trainer::{Engine, Quiet, RunOptions};
+    let samples = data(task, dir);
+    let opts = RunOptions {
+        out: dir.join(name),
+        resume: false,
+        init: Some(dir.join("init.safetensors")),
+        engine: Engine::Burn,
+    };
+    birads_train::train::<B>(
+        cfg,
+        samples.clone(),
+        samples,
+        &opts,
+        &mut Quiet,
+        &Default::default(),
+    )
+    .unwrap()
 }
