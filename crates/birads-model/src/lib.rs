@@ -35,8 +35,10 @@ pub type Cuda = burn::backend::Cuda;
 /// (benchmarks measure what fusion buys).
 #[cfg(feature = "cuda")]
 pub type CudaUnfused = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
-/// burn's CUDA backend computing in bfloat16 (mixed-precision training: bf16 needs no loss
-/// scaling; inputs and checkpoints stay f32).
+/// burn's CUDA backend computing in bfloat16: the whole model in bf16 (bf16 needs no loss
+/// scaling; the optimisers' moments stay f32, `adamw`). Its runs claim the device's type first
+/// (`precision`), and their checkpoints hold bf16 tensors, which every loader casts to its
+/// device's type.
 #[cfg(feature = "cuda")]
 pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16>;
 /// `CudaBf16` without fusion.
