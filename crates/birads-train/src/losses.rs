@@ -1,5 +1,6 @@
 //! The recipe's losses, with PyTorch's definitions (checked against PyTorch fixtures).
 
+use birads_model::amp::in_dtype;
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 
@@ -58,12 +59,14 @@ pub fn soft_target_cross_entropy<B: Backend>(
 ) -> Tensor<B, 1> {
     let [n, k] = logits.dims();
     let device = logits.device();
+    // In the logits' type, which need not be the device's default (the f32 loss of a bf16
+    // model).
     let t = Tensor::<B, 2>::from_data(
         TensorData::new(
             table.iter().map(|&v| v as f32).collect::<Vec<f32>>(),
             [k, k],
         ),
-        &device,
+        (&device, logits.dtype()),
     );
     let q = t.select(0, targets);
     let logp = log_softmax(logits, 1);
@@ -99,7 +102,8 @@ pub fn feature_loss<B: Backend>(
             None => l,
         });
         let p = softmax(z, 1).slice([0..n, 1..2]).reshape([n]);
-        let yf = y.float();
+        // `float()` gives the device's default type; the loss is in the logits'.
+        let yf = in_dtype(y.float(), p.dtype());
         let tp = (p.clone() * yf.clone()).sum();
         let fp = (p.clone() * (yf.clone().neg() + 1.0)).sum();
         let fneg = ((p.neg() + 1.0) * yf).sum();

@@ -2,7 +2,9 @@
 //! decisions are right.
 
 use birads_data::loader::Batch;
+use birads_model::amp::in_dtype;
 use burn::prelude::*;
+use burn::tensor::DType;
 
 use crate::config::{Smoothing, Task, TrainConfig};
 use crate::losses::{
@@ -21,13 +23,16 @@ pub(super) fn targets(task: Task, b: &Batch) -> Vec<i64> {
     }
 }
 
-/// Loss of a batch of logits, on any backend.
+/// Loss of a batch of logits, on any backend, computed in f32 whatever the model's precision
+/// (as PyTorch AMP computes it): in a bf16 run the logits are cast up first, and their
+/// gradient comes back in bf16 through the cast.
 pub(super) fn batch_loss<B: Backend>(
     cfg: &TrainConfig,
     logits: Tensor<B, 2>,
     t: Vec<i64>,
     device: &B::Device,
 ) -> Tensor<B, 1> {
+    let logits = in_dtype(logits, DType::F32);
     let n = logits.dims()[0];
     match cfg.task {
         Task::Cls => {
@@ -53,6 +58,15 @@ pub(super) fn batch_loss<B: Backend>(
             .total
         }
     }
+}
+
+/// A loss's value in f64, from its own type (`into_scalar` would round an f32 loss to a bf16
+/// backend's element type).
+pub(super) fn value_of<B: Backend>(loss: Tensor<B, 1>) -> f64 {
+    loss.into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .expect("a loss")[0]
 }
 
 /// Correct predictions in a batch (features: per task, summed over tasks).

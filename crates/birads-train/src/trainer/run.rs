@@ -20,7 +20,7 @@ use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::objective::{batch_loss, hits, targets};
+use super::objective::{batch_loss, hits, targets, value_of};
 use super::state::{commit_epoch, meta, resume, resume_fast, TrainState};
 use super::validate::{selection_value, validate, ValResult};
 use super::{io, Engine, Job, Net, Observer, RunOptions, RunOutcome, TrainError};
@@ -341,7 +341,7 @@ impl<B: AutodiffBackend, O> Pass<'_, B, O> {
         let t = targets(cfg.task, b);
         let width = logits.dims()[1];
         let loss = batch_loss(cfg, logits.clone(), t.clone(), device);
-        let value: f64 = loss.clone().into_scalar().elem::<f64>();
+        let value = value_of(loss.clone());
         if !value.is_finite() {
             return match cfg.on_nan {
                 NanPolicy::Stop => Err(TrainError::NonFinite {

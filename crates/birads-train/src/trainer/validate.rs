@@ -8,7 +8,7 @@ use birads_infer::metrics;
 use birads_model::fast::FastModel;
 use burn::prelude::*;
 
-use super::objective::{batch_loss, targets};
+use super::objective::{batch_loss, targets, value_of};
 use super::{Net, Observer};
 use crate::config::{Task, TrainConfig};
 
@@ -146,9 +146,7 @@ pub(super) fn validate<B: Backend, M: Net<B>>(
             .convert::<f32>()
             .to_vec()
             .expect("logits");
-        let l: f64 = batch_loss(cfg, logits, t.clone(), device)
-            .into_scalar()
-            .elem::<f64>();
+        let l = value_of(batch_loss(cfg, logits, t.clone(), device));
         c.loss_sum += l * b.len() as f64;
         c.count += b.len();
         c.add(cfg.task, &z, width, &t);
