@@ -69,6 +69,15 @@ pub(super) fn value_of<B: Backend>(loss: Tensor<B, 1>) -> f64 {
         .expect("a loss")[0]
 }
 
+/// The logits `[N, K]` on the host, flattened, in f32 whatever the model's precision.
+pub(super) fn logit_values<B: Backend>(logits: Tensor<B, 2>) -> Vec<f32> {
+    logits
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("logits")
+}
+
 /// Correct predictions in a batch (features: per task, summed over tasks).
 pub(super) fn hits(task: Task, logits: &[f32], width: usize, t: &[i64]) -> usize {
     match task {

@@ -20,7 +20,7 @@ use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::objective::{batch_loss, hits, targets, value_of};
+use super::objective::{batch_loss, hits, logit_values, targets, value_of};
 use super::state::{commit_epoch, meta, resume, resume_fast, TrainState};
 use super::validate::{selection_value, validate, ValResult};
 use super::{io, Engine, Job, Net, Observer, RunOptions, RunOutcome, TrainError};
@@ -357,11 +357,7 @@ impl<B: AutodiffBackend, O> Pass<'_, B, O> {
                 }
             };
         }
-        let z: Vec<f32> = logits
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("logits");
+        let z = logit_values(logits);
         totals.correct += hits(cfg.task, &z, width, &t);
         totals.decisions += t.len();
         let grads = loss.backward();

@@ -8,7 +8,7 @@ use birads_infer::metrics;
 use birads_model::fast::FastModel;
 use burn::prelude::*;
 
-use super::objective::{batch_loss, targets, value_of};
+use super::objective::{batch_loss, logit_values, targets, value_of};
 use super::{Net, Observer};
 use crate::config::{Task, TrainConfig};
 
@@ -140,12 +140,7 @@ pub(super) fn validate<B: Backend, M: Net<B>>(
         let logits = batch_logits(model, fast, &b, device);
         let t = targets(cfg.task, &b);
         let width = logits.dims()[1];
-        let z: Vec<f32> = logits
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("logits");
+        let z = logit_values(logits.clone());
         let l = value_of(batch_loss(cfg, logits, t.clone(), device));
         c.loss_sum += l * b.len() as f64;
         c.count += b.len();
