@@ -308,16 +308,21 @@ fn adamw_difference<B: Backend, const D: usize>(
         [p, g1, g2]: [Tensor<B, D>; 3],
         adam: bool,
     ) -> (Tensor<B, D>, Option<AdaptiveMomentumState<B, D>>) {
+        fn steps<B: Backend, const D: usize, O>(
+            optim: O,
+            [p, g1, g2]: [Tensor<B, D>; 3],
+        ) -> (Tensor<B, D>, Option<AdaptiveMomentumState<B, D>>)
+        where
+            O: SimpleOptimizer<B, State<D> = birads_model::adamw::State<B, D>>,
+        {
+            let (p, state) = optim.step(0.05, p, g1, None);
+            let (p, state) = optim.step(0.02, p, g2, state);
+            (p, state.map(Into::into))
+        }
         if adam {
-            let optim = Adam::new(0.05, 1e-8);
-            let (p, state) = optim.step(0.05, p, g1, None);
-            let (p, state) = optim.step(0.02, p, g2, state);
-            (p, state.map(|s| s.momentum))
+            steps(Adam::new(0.05, 1e-8), [p, g1, g2])
         } else {
-            let optim = AdamW::new(0.05, 1e-8);
-            let (p, state) = optim.step(0.05, p, g1, None);
-            let (p, state) = optim.step(0.02, p, g2, state);
-            (p, state.map(|s| s.momentum))
+            steps(AdamW::new(0.05, 1e-8), [p, g1, g2])
         }
     }
     let (want, want_state) = two_steps([p.clone(), g1.clone(), g2.clone()], adam);

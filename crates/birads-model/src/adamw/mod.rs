@@ -9,8 +9,8 @@
 //! stream and one launch (`kernel.rs`): the parameter, its gradient and both moments read,
 //! the new parameter and moments written, everything computed in f32.
 //!
-//! [`AdamW`] is a `SimpleOptimizer` whose state is burn's `AdamWState`, so its records are
-//! burn's `AdamW` records: a run resumes with either. Where no kernel is installed (the CPU,
+//! [`AdamW`] is a `SimpleOptimizer` whose [`State`] is laid out as burn's `AdamWState`, so its
+//! records are burn's `AdamW` records: a run resumes with either. Where no kernel is installed (the CPU,
 //! and `BIRADS_ADAMW_KERNEL=burn`) its step is burn's `AdamW` step itself. The formula is
 //! burn's (and PyTorch's `torch.optim.AdamW`), in the same order:
 //!
@@ -20,29 +20,31 @@
 //! ```
 //!
 //! [`Adam`] (MyDenseNet's recipe) is the same kernel with the L2 penalty added to the gradient,
-//! `g ← g + λ·p`, and no decay; its state is burn's `AdamState`, its fallback burn's `Adam`.
+//! `g ← g + λ·p`, and no decay; its records are burn's `Adam` records, its fallback burn's `Adam`.
 //!
 //! The kernel keeps the moments in f32 whatever the parameter's precision, as AMP's
 //! optimisers do: in f16 a gradient below about 10⁻² has a (1 − β₂)·g² that rounds to zero
 //! or to a few bits, and a second moment stuck near zero makes the steps grow (m/√v; burn's
 //! own ε, 10⁻⁸, is zero in f16 too: 0/0 where a gradient is 0). With f32 parameters (the f32
 //! and amp runs) its steps equal burn's; with bf16 parameters (a bf16 run) burn's AdamW
-//! (`BIRADS_ADAMW_KERNEL=burn`) keeps bf16 moments and the kernel f32 ones. A record saved
-//! by a bf16 run stores the moments in bf16 (burn's recorder writes the backend's type); the
-//! kernel reads them in that precision and carries on in f32.
+//! (`BIRADS_ADAMW_KERNEL=burn`) keeps bf16 moments and the kernel f32 ones. A record keeps the
+//! moments in the recorder's precision (f32 in the trainer's), and they are read back in the
+//! type the step keeps them in ([`moment_dtype`]), so a resumed bf16 run takes the steps of the
+//! run that did not stop. The kernel also reads moments in their own type (bf16 moments from a
+//! record that a bf16 run with burn's step saved).
 
 #[cfg(feature = "cubecl-kernels")]
 pub mod cube;
 #[cfg(feature = "cubecl-kernels")]
 mod kernel;
+mod state;
+
+pub use state::{moment_dtype, Moment, Momentum, State};
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{
-    AdamConfig, AdamState, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate,
-    SimpleOptimizer,
-};
+use burn::optim::{AdamConfig, AdamWConfig, LearningRate, SimpleOptimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::Tensor;
@@ -147,31 +149,34 @@ fn scalars(epsilon: f32, lr: LearningRate, time: usize, decay: f32, l2: f32) -> 
     }
 }
 
-/// One step of the kernel `update`; the state is burn's moments.
+/// One step of the kernel `update`.
 fn kernel_step<B: Backend, const D: usize>(
     update: UpdateFn<B>,
     tensor: Tensor<B, D>,
     grad: Tensor<B, D>,
-    state: Option<AdaptiveMomentumState<B, D>>,
+    state: Option<State<B, D>>,
     scalars: impl FnOnce(usize) -> Scalars,
-) -> (Tensor<B, D>, AdaptiveMomentumState<B, D>) {
+) -> (Tensor<B, D>, State<B, D>) {
     let (time, moments) = match state {
-        Some(m) => (
+        Some(State { momentum: m }) => (
             m.time + 1,
-            Some([primitive(m.moment_1), primitive(m.moment_2)]),
+            Some([primitive(m.moment_1.0), primitive(m.moment_2.0)]),
         ),
         None => (1, None),
     };
     let [p, m, v] = update(primitive(tensor), primitive(grad), moments, scalars(time));
-    (
-        float(p),
-        AdaptiveMomentumState::new(time, float(m), float(v)),
-    )
+    let momentum = Momentum {
+        time,
+        moment_1: Moment(float(m)),
+        moment_2: Moment(float(v)),
+        max_moment_2: None,
+    };
+    (float(p), State { momentum })
 }
 
 /// Adam (the L2 penalty λ·p added to the gradient, as `torch.optim.Adam(weight_decay=λ)`) with
 /// β₁ = 0.9, β₂ = 0.999: [`AdamW`]'s kernel with the penalty in place of the decay; its
-/// state is burn's `AdamState`, and without the kernel its step is burn's `Adam` step.
+/// records are burn's `Adam` records, and without the kernel its step is burn's `Adam` step.
 #[derive(Clone)]
 pub struct Adam {
     /// burn's, for the backends without the kernel.
@@ -209,47 +214,47 @@ impl Adam {
 }
 
 impl<B: Backend> SimpleOptimizer<B> for Adam {
-    type State<const D: usize> = AdamState<B, D>;
+    type State<const D: usize> = State<B, D>;
 
     fn step<const D: usize>(
         &self,
         lr: LearningRate,
         tensor: Tensor<B, D>,
         grad: Tensor<B, D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        state: Option<State<B, D>>,
+    ) -> (Tensor<B, D>, Option<State<B, D>>) {
         let Some(update) = installed::<B>() else {
-            return self.burn.step(lr, tensor, grad, state);
+            let (p, s) = self.burn.step(lr, tensor, grad, state.map(Into::into));
+            return (p, s.map(|s| s.momentum.into()));
         };
-        let momentum = state.map(|s| s.momentum);
-        let (p, momentum) = kernel_step(update, tensor, grad, momentum, |t| self.scalars(lr, t));
-        (p, Some(AdamState::new(momentum)))
+        let (p, state) = kernel_step(update, tensor, grad, state, |t| self.scalars(lr, t));
+        (p, Some(state))
     }
 
-    fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
-        <burn::optim::Adam as SimpleOptimizer<B>>::to_device(state, device)
+    fn to_device<const D: usize>(state: State<B, D>, device: &B::Device) -> State<B, D> {
+        state.to_device(device)
     }
 }
 
 impl<B: Backend> SimpleOptimizer<B> for AdamW {
-    type State<const D: usize> = AdamWState<B, D>;
+    type State<const D: usize> = State<B, D>;
 
     fn step<const D: usize>(
         &self,
         lr: LearningRate,
         tensor: Tensor<B, D>,
         grad: Tensor<B, D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        state: Option<State<B, D>>,
+    ) -> (Tensor<B, D>, Option<State<B, D>>) {
         let Some(update) = installed::<B>() else {
-            return self.burn.step(lr, tensor, grad, state);
+            let (p, s) = self.burn.step(lr, tensor, grad, state.map(Into::into));
+            return (p, s.map(|s| s.momentum.into()));
         };
-        let momentum = state.map(|s| s.momentum);
-        let (p, momentum) = kernel_step(update, tensor, grad, momentum, |t| self.scalars(lr, t));
-        (p, Some(AdamWState::new(momentum)))
+        let (p, state) = kernel_step(update, tensor, grad, state, |t| self.scalars(lr, t));
+        (p, Some(state))
     }
 
-    fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
-        <burn::optim::AdamW as SimpleOptimizer<B>>::to_device(state, device)
+    fn to_device<const D: usize>(state: State<B, D>, device: &B::Device) -> State<B, D> {
+        state.to_device(device)
     }
 }
