@@ -179,7 +179,7 @@ export BIRADS W here
 step 00-machine 30 "nvidia-smi; nproc; free -g; ${PY:-true} -c 'import torch; print(torch.__version__, torch.version.cuda)'"
 
 # Point 3: outputs and every gradient against the CPU (f32 within 1e-4; amp and bf16 against
-# the CPU's own amp pass).
+# the CPU's own pass in the same precision).
 # On a failure, ConvNeXt again with burn's depthwise backward: is the own one at fault?
 device_check_f32() {
   $BIRADS bench device-check --device $DEVICE --precision f32 && return 0

@@ -8,9 +8,10 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::checkpoint::{self, AnyModel, ModelKind};
+use crate::precision::to_float;
 use crate::weights::WeightsError;
 use crate::{MyConvNeXtConfig, MyDenseNetConfig};
 
@@ -107,6 +108,24 @@ pub fn snapshot<B: AutodiffBackend>(
         output: f32s(output.inner()),
         grads: visitor.out,
     }
+}
+
+/// [`snapshot`] of a full-bf16 `m`: a copy of its weights ([`moved`], so that `m`'s running
+/// statistics are not shared) cast to bf16, the input and the output weights in bf16. The
+/// device's own float type may stay f32: nothing in a pass makes a float tensor of the
+/// device's type where its input's belongs (a mismatch would stop the pass).
+pub fn bf16_snapshot<B: AutodiffBackend>(
+    m: &AnyModel<B>,
+    x: Tensor<B, 4>,
+    r: Tensor<B, 2>,
+    dir: &std::path::Path,
+) -> Result<Snapshot, WeightsError> {
+    let bf16 = FloatDType::BF16;
+    let m = match moved::<B, B>(m, dir)? {
+        AnyModel::ConvNeXt(c) => AnyModel::ConvNeXt(to_float(c, bf16)),
+        AnyModel::DenseNet(d) => AnyModel::DenseNet(to_float(d, bf16)),
+    };
+    Ok(snapshot(&m, x.cast(bf16), r.cast(bf16)))
 }
 
 /// The values of `t` as f32, whatever its precision.

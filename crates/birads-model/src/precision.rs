@@ -57,7 +57,9 @@ pub fn to_device_float<B: Backend, M: Module<B>>(module: M, device: &B::Device) 
     to_float(module, get_device_settings::<B>(device).float_dtype)
 }
 
-/// `module` with every float parameter and running statistic in `dtype`.
+/// `module` with every float parameter and running statistic in `dtype`. burn's running
+/// statistics are shared between a module and its clones, so a clone kept elsewhere sees
+/// them cast too: cast a module of its own (a fresh load, `gradcheck::moved`).
 pub fn to_float<B: Backend, M: Module<B>>(module: M, dtype: FloatDType) -> M {
     module.map(&mut Cast {
         dtype: dtype.into(),

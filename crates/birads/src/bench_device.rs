@@ -13,8 +13,8 @@ use anyhow::{bail, Context};
 use birads_model::adamw::{Adam, AdamW};
 use birads_model::checkpoint::AnyModel;
 use birads_model::gradcheck::{
-    compare, convnext_config, densenet_config, difference, f32s, gradient_cosine, moved, output_of,
-    snapshot, Difference, Snapshot,
+    bf16_snapshot, compare, convnext_config, densenet_config, difference, f32s, gradient_cosine,
+    moved, output_of, snapshot, Difference, Snapshot,
 };
 use birads_model::{CpuTrain, MyConvNeXtConfig, MyDenseNetConfig};
 use burn::optim::{AdaptiveMomentumState, SimpleOptimizer};
@@ -24,7 +24,7 @@ use burn::tensor::{Distribution, FloatDType};
 use clap::Args;
 
 use crate::bench::median;
-use crate::train::{on_backend, DeviceArg, OnBackend, PrecisionArg};
+use crate::train::{on_backend, supported, DeviceArg, OnBackend, PrecisionArg};
 
 #[derive(Args)]
 pub struct DeviceCheckArgs {
@@ -62,9 +62,10 @@ struct Limits {
 /// f32: the tolerance on every tensor. Low precision: bf16 keeps 8 bits of mantissa, and where
 /// rounding makes two values equal a max-pool or CBAM's max picks another element, so a
 /// DenseNet's single gradients can move by tens of percent (crates/birads-model/tests/amp.rs).
-/// The yardstick is then the CPU's own mixed-precision pass: the device may differ from f32 at
-/// most twice as much as that pass does (plus a little), in the output and in the gradients'
-/// cosine taken as a whole.
+/// The yardstick is then the CPU's own pass in the same precision (amp: autocast; bf16: the
+/// model, input and output weights in bf16): the device may differ from f32 at most twice as
+/// much as that pass does (plus a little), in the output and in the gradients' cosine taken as
+/// a whole.
 fn limits(a: &DeviceCheckArgs, cpu_low: Option<(f64, f64)>) -> Limits {
     match cpu_low {
         None => Limits {
@@ -134,17 +135,21 @@ fn check_model(a: &DeviceCheckArgs, name: &str, dir: &std::path::Path) -> anyhow
     let t = Instant::now();
     let want = snapshot(&m, x.clone(), r.clone());
     let cpu_s = t.elapsed().as_secs_f64();
-    // Low precision: the CPU's own amp pass, the yardstick of `limits`.
-    let cpu_low = match a.precision {
+    // Low precision: the CPU's own pass in that precision, the yardstick of `limits`.
+    let low = match a.precision {
         PrecisionArg::F32 => None,
-        PrecisionArg::Amp | PrecisionArg::Bf16 => {
-            let low = {
-                let _amp = birads_model::amp::autocast(FloatDType::BF16);
-                snapshot(&m, x, r)
-            };
+        PrecisionArg::Amp => {
+            let _amp = birads_model::amp::autocast(FloatDType::BF16);
+            Some(snapshot(&m, x, r))
+        }
+        PrecisionArg::Bf16 => Some(bf16_snapshot(&m, x, r, dir)?),
+    };
+    let cpu_low = match low {
+        Some(low) => {
             let d = compare(&low, &want).map_err(anyhow::Error::msg)?;
             Some((d[0].relative, gradient_cosine(&low, &want)))
         }
+        None => None,
     };
     let t = Instant::now();
     let work = DeviceSnapshot {
@@ -214,6 +219,7 @@ fn check_model(a: &DeviceCheckArgs, name: &str, dir: &std::path::Path) -> anyhow
 }
 
 pub fn device_check(a: DeviceCheckArgs) -> anyhow::Result<u8> {
+    supported(a.device, a.precision)?;
     a.device.ready()?;
     println!(
         "device check: {} {} against the CPU in f32; batch {}, {}×{}, {} models, training mode (batch statistics), dropout off",
@@ -229,12 +235,13 @@ pub fn device_check(a: DeviceCheckArgs) -> anyhow::Result<u8> {
             "limits: every tensor (output and each gradient) within {:.0e} relative (max |Δ| / max |CPU|)",
             a.tolerance
         ),
-        _ => println!(
-            "limits: output and all gradients' cosine no further from f32 than twice the CPU's own amp pass (+1e-3)"
+        p => println!(
+            "limits: output and all gradients' cosine no further from f32 than twice the CPU's own {} pass (+1e-3)",
+            low_name(p)
         ),
     }
     println!();
-    println!("| model | gradients | output rel. | worst rel. (tensor) | least cosine (tensor) | all gradients' cosine | CPU amp: output rel. / cosine | CPU / device time | |");
+    println!("| model | gradients | output rel. | worst rel. (tensor) | least cosine (tensor) | all gradients' cosine | CPU {}: output rel. / cosine | CPU / device time | |", low_name(a.precision));
     println!("|---|---|---|---|---|---|---|---|---|");
     let dir = tempfile::tempdir().context("temporary folder")?;
     let mut ok = true;
@@ -357,6 +364,14 @@ fn device_name(d: DeviceArg) -> &'static str {
     match d {
         DeviceArg::Cpu => "cpu",
         DeviceArg::Cuda => "cuda",
+    }
+}
+
+/// The CPU pass a low precision is held to.
+fn low_name(p: PrecisionArg) -> &'static str {
+    match p {
+        PrecisionArg::Bf16 => "bf16",
+        _ => "amp",
     }
 }
 

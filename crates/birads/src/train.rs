@@ -84,6 +84,17 @@ pub trait OnBackend {
     fn run<B: AutodiffBackend>(self) -> anyhow::Result<Self::Output>;
 }
 
+/// Whether `device` runs `precision`: all but bf16 on the CPU.
+pub fn supported(device: DeviceArg, precision: PrecisionArg) -> anyhow::Result<()> {
+    if (device, precision) == (DeviceArg::Cpu, PrecisionArg::Bf16) {
+        anyhow::bail!(
+            "--precision bf16 needs --device cuda (burn's CPU backend trains in f32); \
+             --precision amp runs on the CPU"
+        );
+    }
+    Ok(())
+}
+
 /// Run `work` on the backend for `device` and `precision` (`unfused`: CUDA without kernel
 /// fusion), with autocast open on this thread for amp.
 #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
@@ -97,11 +108,8 @@ pub fn on_backend<W: OnBackend>(
     use burn::backend::Autodiff;
     let _amp = (precision == PrecisionArg::Amp)
         .then(|| birads_model::amp::autocast(burn::tensor::FloatDType::BF16));
+    supported(device, precision)?;
     match (device, precision) {
-        (DeviceArg::Cpu, PrecisionArg::Bf16) => anyhow::bail!(
-            "--precision bf16 needs --device cuda (burn's CPU backend trains in f32); \
-             --precision amp runs on the CPU"
-        ),
         (DeviceArg::Cpu, _) => run_on::<birads_model::CpuTrain, W>(work),
         #[cfg(feature = "cuda")]
         (DeviceArg::Cuda, PrecisionArg::Bf16) if unfused => {
