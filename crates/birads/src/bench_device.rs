@@ -135,22 +135,7 @@ fn check_model(a: &DeviceCheckArgs, name: &str, dir: &std::path::Path) -> anyhow
     let t = Instant::now();
     let want = snapshot(&m, x.clone(), r.clone());
     let cpu_s = t.elapsed().as_secs_f64();
-    // Low precision: the CPU's own pass in that precision, the yardstick of `limits`.
-    let low = match a.precision {
-        PrecisionArg::F32 => None,
-        PrecisionArg::Amp => {
-            let _amp = birads_model::amp::autocast(FloatDType::BF16);
-            Some(snapshot(&m, x, r))
-        }
-        PrecisionArg::Bf16 => Some(bf16_snapshot(&m, x, r, dir)?),
-    };
-    let cpu_low = match low {
-        Some(low) => {
-            let d = compare(&low, &want).map_err(anyhow::Error::msg)?;
-            Some((d[0].relative, gradient_cosine(&low, &want)))
-        }
-        None => None,
-    };
+    let cpu_low = yardstick(a.precision, &m, x, r, &want, dir)?;
     let t = Instant::now();
     let work = DeviceSnapshot {
         m: &m,
@@ -160,62 +145,120 @@ fn check_model(a: &DeviceCheckArgs, name: &str, dir: &std::path::Path) -> anyhow
     };
     let got = on_backend(a.device, a.precision, false, work)?;
     let device_s = t.elapsed().as_secs_f64();
-    let diffs = compare(&got, &want).map_err(anyhow::Error::msg)?;
-    let cosine = gradient_cosine(&got, &want);
-    let lim = limits(a, cpu_low);
-    let worst = diffs
-        .iter()
-        .max_by(|p, q| p.relative.total_cmp(&q.relative))
-        .expect("the output at least");
-    let least = diffs
-        .iter()
-        .min_by(|p, q| p.cosine.total_cmp(&q.cosine))
-        .expect("the output at least");
-    // amp keeps f32 parameters, so f32 gradients; bf16 holds the whole model in bf16 (an
-    // f32 gradient there would mean the run fell back to f32: `birads_model::precision`).
-    let expected = match a.precision {
-        PrecisionArg::Bf16 => burn::tensor::DType::BF16,
-        _ => burn::tensor::DType::F32,
-    };
-    let wrong_dtype: Vec<&str> = got
-        .grads
-        .iter()
-        .filter(|g| g.1 != expected)
-        .map(|g| g.0.as_str())
-        .collect();
-    let over: Vec<&Difference> = match lim.each {
-        Some(e) => diffs.iter().filter(|d| d.relative > e).collect(),
-        None => Vec::new(),
-    };
-    let ok = diffs[0].relative <= lim.output
-        && cosine >= lim.all_gradients
-        && over.is_empty()
-        && wrong_dtype.is_empty();
+    let verdict = Verdict::of(a, &got, &want, cpu_low)?;
     let yardstick = cpu_low
         .map(|(o, c)| format!("{o:.2e} / {c:.6}"))
         .unwrap_or("–".into());
+    let (worst, least) = (&verdict.worst, &verdict.least);
     println!(
-        "| {name} | {} | {:.2e} | {:.2e} ({}) | {:.6} ({}) | {cosine:.6} | {yardstick} | {cpu_s:.1} s / {device_s:.1} s | {} |",
+        "| {name} | {} | {:.2e} | {:.2e} ({}) | {:.6} ({}) | {:.6} | {yardstick} | {cpu_s:.1} s / {device_s:.1} s | {} |",
         got.grads.len(),
-        diffs[0].relative,
+        verdict.output,
         worst.relative,
         worst.name,
         least.cosine,
         least.name,
-        if ok { "ok" } else { "FAILED" }
+        verdict.cosine,
+        if verdict.ok { "ok" } else { "FAILED" }
     );
-    for d in over.iter().take(10) {
+    for d in verdict.over.iter().take(10) {
         println!(
             "    over {:.1e}: {} ({:.2e})",
-            lim.each.unwrap_or(0.0),
-            d.name,
-            d.relative
+            a.tolerance, d.name, d.relative
         );
     }
-    for n in wrong_dtype.iter().take(5) {
-        println!("    gradient of {n} is not {expected:?}");
+    for n in verdict.wrong_dtype.iter().take(5) {
+        println!("    gradient of {n} is not {:?}", verdict.expected);
     }
-    Ok(ok)
+    Ok(verdict.ok)
+}
+
+/// Low precision: how far the CPU's own pass in that precision is from f32 (`want`), as the
+/// output's relative difference and all gradients' cosine: the yardstick of [`limits`].
+fn yardstick(
+    precision: PrecisionArg,
+    m: &AnyModel<CpuTrain>,
+    x: Tensor<CpuTrain, 4>,
+    r: Tensor<CpuTrain, 2>,
+    want: &Snapshot,
+    dir: &std::path::Path,
+) -> anyhow::Result<Option<(f64, f64)>> {
+    let low = match precision {
+        PrecisionArg::F32 => return Ok(None),
+        PrecisionArg::Amp => {
+            let _amp = birads_model::amp::autocast(FloatDType::BF16);
+            snapshot(m, x, r)
+        }
+        PrecisionArg::Bf16 => bf16_snapshot(m, x, r, dir)?,
+    };
+    let d = compare(&low, want).map_err(anyhow::Error::msg)?;
+    Ok(Some((d[0].relative, gradient_cosine(&low, want))))
+}
+
+/// The device's pass against the CPU's in f32.
+struct Verdict {
+    /// The output's relative difference and all gradients' cosine.
+    output: f64,
+    cosine: f64,
+    /// The tensor furthest off, and the one of least cosine.
+    worst: Difference,
+    least: Difference,
+    /// f32: the tensors beyond the tolerance.
+    over: Vec<Difference>,
+    /// The gradient type the run's precision keeps, and the gradients in another.
+    expected: burn::tensor::DType,
+    wrong_dtype: Vec<String>,
+    ok: bool,
+}
+
+impl Verdict {
+    fn of(
+        a: &DeviceCheckArgs,
+        got: &Snapshot,
+        want: &Snapshot,
+        cpu_low: Option<(f64, f64)>,
+    ) -> anyhow::Result<Self> {
+        let diffs = compare(got, want).map_err(anyhow::Error::msg)?;
+        let cosine = gradient_cosine(got, want);
+        let lim = limits(a, cpu_low);
+        let worst = diffs
+            .iter()
+            .max_by(|p, q| p.relative.total_cmp(&q.relative));
+        let least = diffs.iter().min_by(|p, q| p.cosine.total_cmp(&q.cosine));
+        let (worst, least) = (worst.cloned(), least.cloned());
+        let (worst, least) = (worst.context("no output")?, least.context("no output")?);
+        // amp keeps f32 parameters, so f32 gradients; bf16 holds the whole model in bf16 (an
+        // f32 gradient there would mean the run fell back to f32: `birads_model::precision`).
+        let expected = match a.precision {
+            PrecisionArg::Bf16 => burn::tensor::DType::BF16,
+            _ => burn::tensor::DType::F32,
+        };
+        let wrong_dtype: Vec<String> = got
+            .grads
+            .iter()
+            .filter(|g| g.1 != expected)
+            .map(|g| g.0.clone())
+            .collect();
+        let over: Vec<Difference> = match lim.each {
+            Some(e) => diffs.iter().filter(|d| d.relative > e).cloned().collect(),
+            None => Vec::new(),
+        };
+        let output = diffs[0].relative;
+        let ok = output <= lim.output
+            && cosine >= lim.all_gradients
+            && over.is_empty()
+            && wrong_dtype.is_empty();
+        Ok(Verdict {
+            output,
+            cosine,
+            worst,
+            least,
+            over,
+            expected,
+            wrong_dtype,
+            ok,
+        })
+    }
 }
 
 pub fn device_check(a: DeviceCheckArgs) -> anyhow::Result<u8> {
