@@ -149,14 +149,24 @@ fn scalars(epsilon: f32, lr: LearningRate, time: usize, decay: f32, l2: f32) -> 
     }
 }
 
-/// One step of the kernel `update`.
-fn kernel_step<B: Backend, const D: usize>(
-    update: UpdateFn<B>,
-    tensor: Tensor<B, D>,
-    grad: Tensor<B, D>,
+/// One step of either optimiser: the installed kernel's with the scalars of the step's time,
+/// or without one, the step of burn's optimiser `burn` (its state burn's, converted both ways).
+fn step<B: Backend, O, const D: usize>(
+    burn: &O,
+    lr: LearningRate,
+    [tensor, grad]: [Tensor<B, D>; 2],
     state: Option<State<B, D>>,
     scalars: impl FnOnce(usize) -> Scalars,
-) -> (Tensor<B, D>, State<B, D>) {
+) -> (Tensor<B, D>, Option<State<B, D>>)
+where
+    O: SimpleOptimizer<B>,
+    O::State<D>: From<State<B, D>>,
+    State<B, D>: From<O::State<D>>,
+{
+    let Some(update) = installed::<B>() else {
+        let (p, s) = burn.step(lr, tensor, grad, state.map(Into::into));
+        return (p, s.map(Into::into));
+    };
     let (time, moments) = match state {
         Some(State { momentum: m }) => (
             m.time + 1,
@@ -171,7 +181,7 @@ fn kernel_step<B: Backend, const D: usize>(
         moment_2: Moment(float(v)),
         max_moment_2: None,
     };
-    (float(p), State { momentum })
+    (float(p), Some(State { momentum }))
 }
 
 /// Adam (the L2 penalty λ·p added to the gradient, as `torch.optim.Adam(weight_decay=λ)`) with
@@ -223,12 +233,9 @@ impl<B: Backend> SimpleOptimizer<B> for Adam {
         grad: Tensor<B, D>,
         state: Option<State<B, D>>,
     ) -> (Tensor<B, D>, Option<State<B, D>>) {
-        let Some(update) = installed::<B>() else {
-            let (p, s) = self.burn.step(lr, tensor, grad, state.map(Into::into));
-            return (p, s.map(|s| s.momentum.into()));
-        };
-        let (p, state) = kernel_step(update, tensor, grad, state, |t| self.scalars(lr, t));
-        (p, Some(state))
+        step(&self.burn, lr, [tensor, grad], state, |t| {
+            self.scalars(lr, t)
+        })
     }
 
     fn to_device<const D: usize>(state: State<B, D>, device: &B::Device) -> State<B, D> {
@@ -246,12 +253,9 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
         grad: Tensor<B, D>,
         state: Option<State<B, D>>,
     ) -> (Tensor<B, D>, Option<State<B, D>>) {
-        let Some(update) = installed::<B>() else {
-            let (p, s) = self.burn.step(lr, tensor, grad, state.map(Into::into));
-            return (p, s.map(|s| s.momentum.into()));
-        };
-        let (p, state) = kernel_step(update, tensor, grad, state, |t| self.scalars(lr, t));
-        (p, Some(state))
+        step(&self.burn, lr, [tensor, grad], state, |t| {
+            self.scalars(lr, t)
+        })
     }
 
     fn to_device<const D: usize>(state: State<B, D>, device: &B::Device) -> State<B, D> {

@@ -115,3 +115,15 @@ impl<B: Backend, const D: usize> From<State<B, D>> for AdamState<B, D> {
         AdamState::new(s.into())
     }
 }
+
+impl<B: Backend, const D: usize> From<AdamWState<B, D>> for State<B, D> {
+    fn from(s: AdamWState<B, D>) -> Self {
+        s.momentum.into()
+    }
+}
+
+impl<B: Backend, const D: usize> From<AdamState<B, D>> for State<B, D> {
+    fn from(s: AdamState<B, D>) -> Self {
+        s.momentum.into()
+    }
+}
