@@ -13,7 +13,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
-use burn::tensor::{Distribution, FloatDType};
+use burn::tensor::{DType, Distribution, FloatDType};
 
 std::thread_local! {
     static EVAL_WITH_GRADIENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -54,16 +54,35 @@ pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, p: f64) -> Tensor<B,
     x * mask / keep
 }
 
-/// Stochastic depth in torchvision's "row" mode: each sample's residual branch is dropped
-/// with probability `p` and survivors are scaled by `1/(1-p)`.
-pub fn drop_path<B: Backend>(x: Tensor<B, 4>, p: f64) -> Tensor<B, 4> {
-    if p <= 0.0 || !training::<B>(&x.device()) {
-        return x;
+/// [`dropout`] in two halves: the mask for a tensor of `shape` and type `dtype` drawn now
+/// (none when nothing is dropped), applied later by [`DropoutMask::apply`] with the same
+/// values. With a shape of `[N, 1, 1, 1]` it is stochastic depth in torchvision's "row" mode:
+/// each sample's residual branch dropped with probability `p`, survivors scaled by `1/(1-p)`. Drawn before the operation whose output it masks, the draw no longer stands
+/// between that operation and the masking: burn-fusion then fuses an elementwise step
+/// between them (a cast under amp) with the masking, one launch where there were two.
+pub struct DropoutMask<B: Backend, const D: usize> {
+    mask: Option<(Tensor<B, D>, f64)>,
+}
+
+impl<B: Backend, const D: usize> DropoutMask<B, D> {
+    pub fn draw(shape: [usize; D], dtype: DType, p: f64, device: &B::Device) -> Self {
+        if p <= 0.0 || !training::<B>(device) {
+            return DropoutMask { mask: None };
+        }
+        let keep = 1.0 - p;
+        let options = (device, dtype);
+        let mask = Tensor::random(shape, Distribution::Bernoulli(keep), options);
+        DropoutMask {
+            mask: Some((mask, keep)),
+        }
     }
-    let keep = 1.0 - p;
-    let [n, _, _, _] = x.dims();
-    let mask = Tensor::<B, 4>::random([n, 1, 1, 1], Distribution::Bernoulli(keep), &x.device());
-    x * mask / keep
+
+    pub fn apply(self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self.mask {
+            Some((mask, keep)) => x * mask / keep,
+            None => x,
+        }
+    }
 }
 
 /// `x · scale[c] + shift[c]` over the channels of an NCHW tensor. The per-channel vectors

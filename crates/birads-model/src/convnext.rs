@@ -10,7 +10,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
 use crate::amp;
-use crate::blocks::{conv2d, drop_path, dropout, linear, Init, LayerNorm2d};
+use crate::blocks::{conv2d, dropout, linear, DropoutMask, Init, LayerNorm2d};
 use crate::depthwise;
 use crate::gelu::gelu;
 use crate::layer_norm;
@@ -72,6 +72,13 @@ impl<B: Backend> CnBlock<B> {
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [n, c, h, w] = x.dims();
+        // The stochastic-depth and dropout masks are drawn first (in the order `drop_path`
+        // and `dropout` draw them, nothing else between draws at random): with no draw
+        // between the last product and the block's end, burn-fusion makes the layer scale,
+        // stochastic depth, residual sum and dropout one launch (`DropoutMask`).
+        let (device, dtype) = (x.device(), self.pwconv2.weight.val().dtype());
+        let drop_path = DropoutMask::draw([n, 1, 1, 1], dtype, self.drop_path, &device);
+        let dropout = DropoutMask::draw([n, h, w, c], dtype, self.dropout, &device);
         let residual = x.clone().permute([0, 2, 3, 1]);
         // Channels-last rows, contiguous after the reshape: LayerNorm and both Linears run on
         // a plain [N·H·W, C] matrix and the layer scale is a broadcast along rows (the CPU
@@ -90,8 +97,8 @@ impl<B: Backend> CnBlock<B> {
         // underneath, as the next block's depthwise convolution takes its input on the GPU
         // backends (an elementwise result is written in the order of its dimensions, and
         // burn-cubecl's convolutions first copy an input that is not channels-last).
-        let y = drop_path(rows.reshape([n, h, w, c]), self.drop_path);
-        let sum = dropout(y + residual, self.dropout);
+        let y = drop_path.apply(rows.reshape([n, h, w, c]));
+        let sum = dropout.apply(y + residual);
         sum.permute([0, 3, 1, 2])
     }
 }

@@ -18,7 +18,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::amp;
-use crate::blocks::{conv2d, dropout, BatchNorm2d, Cbam, Init};
+use crate::blocks::{conv2d, dropout, BatchNorm2d, Cbam, DropoutMask, Init};
 use crate::gelu::gelu;
 use crate::layer_norm;
 
@@ -61,9 +61,18 @@ pub struct DenseLayer<B: Backend> {
 impl<B: Backend> DenseLayer<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let low = amp::compute_dtype();
+        // The dropout mask is drawn first, so that under amp the cast of the last
+        // convolution's output and the masking are one launch (`DropoutMask`); the values
+        // are those of `dropout` after the convolutions (nothing between draws at random).
+        let [n, _, h, w] = x.dims();
+        let weight = self.conv2.weight.val();
+        let out = [n, weight.dims()[0], h, w];
+        let mask = DropoutMask::draw(out, weight.dtype(), self.dropout, &x.device());
         let y = amp::conv2d_as_computed(&self.conv1, self.norm1.forward_relu_for(x, low));
-        let y = amp::conv2d(&self.conv2, self.norm2.forward_relu_for(y, low));
-        dropout(y, self.dropout)
+        mask.apply(amp::conv2d(
+            &self.conv2,
+            self.norm2.forward_relu_for(y, low),
+        ))
     }
 }
 
