@@ -10,9 +10,9 @@
 //! the new parameter and moments written, everything computed in f32.
 //!
 //! [`AdamW`] is a `SimpleOptimizer` whose [`State`] is laid out as burn's `AdamWState`, so its
-//! records are burn's `AdamW` records: a run resumes with either. Where no kernel is installed (the CPU,
-//! and `BIRADS_ADAMW_KERNEL=burn`) its step is burn's `AdamW` step itself. The formula is
-//! burn's (and PyTorch's `torch.optim.AdamW`), in the same order:
+//! records are burn's `AdamW` records: a run resumes with either. Where no kernel is installed
+//! (the CPU, and `BIRADS_ADAMW_KERNEL=burn`) its step is burn's `AdamW` step itself. The
+//! formula is burn's (and PyTorch's `torch.optim.AdamW`), in the same order:
 //!
 //! ```text
 //! m ← β₁·m + (1 − β₁)·g            v ← β₂·v + (1 − β₂)·g²      (first step: m, v from 0)
@@ -20,7 +20,8 @@
 //! ```
 //!
 //! [`Adam`] (MyDenseNet's recipe) is the same kernel with the L2 penalty added to the gradient,
-//! `g ← g + λ·p`, and no decay; its records are burn's `Adam` records, its fallback burn's `Adam`.
+//! `g ← g + λ·p`, and no decay; its records are burn's `Adam` records, its fallback burn's
+//! `Adam`.
 //!
 //! The kernel keeps the moments in f32 whatever the parameter's precision, as AMP's
 //! optimisers do: in f16 a gradient below about 10⁻² has a (1 − β₂)·g² that rounds to zero
