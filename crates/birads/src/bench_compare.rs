@@ -18,7 +18,7 @@ use clap::Args;
 
 use crate::bench::median;
 use crate::train::{
-    amp_needs_burn, on_backend, DeviceArg, OnBackend, PrecisionArg, TrainEngineArg,
+    amp_needs_burn, on_backend, supported, DeviceArg, OnBackend, PrecisionArg, TrainEngineArg,
 };
 
 pub(crate) const PY_PIPELINE: &str = include_str!("../../../scripts/bench_pipeline.py");
@@ -619,6 +619,7 @@ fn train_rows(a: &TrainBenchArgs, work: &Path) -> anyhow::Result<Vec<TrainRow>> 
 }
 
 pub fn train(a: TrainBenchArgs) -> anyhow::Result<u8> {
+    supported(a.device, a.precision)?;
     a.device.ready()?;
     let tmp = tempfile::tempdir()?;
     println!(

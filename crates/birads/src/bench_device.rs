@@ -498,6 +498,7 @@ fn birads_infer_rate(name: &str, batch: usize, a: &InferBenchArgs) -> anyhow::Re
 }
 
 pub fn infer(a: InferBenchArgs) -> anyhow::Result<u8> {
+    supported(a.device, a.precision)?;
     a.device.ready()?;
     let work = tempfile::tempdir()?;
     let script = work.path().join("bench_pipeline.py");

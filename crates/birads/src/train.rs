@@ -692,6 +692,7 @@ pub fn train_with(
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<u8> {
+    supported(a.engine.device, a.engine.precision)?;
     a.engine.device.ready()?;
     let mut cfg = config(&a)?;
     let out = a

@@ -94,3 +94,68 @@ fn cuda_is_refused_clearly_without_the_feature() {
         );
     }
 }
+
+/// bf16 needs a GPU: on the CPU every command that takes `--precision` refuses it before it
+/// prints, reads or writes anything (`train` is given data that does not exist, so a later
+/// refusal would be a different error), and says what runs instead.
+#[test]
+fn bf16_on_the_cpu_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out = out.to_str().unwrap();
+    for args in [
+        vec![
+            "bench",
+            "device-check",
+            "--device",
+            "cpu",
+            "--precision",
+            "bf16",
+            "--small",
+        ],
+        vec![
+            "bench",
+            "train",
+            "--device",
+            "cpu",
+            "--precision",
+            "bf16",
+            "--no-python",
+        ],
+        vec![
+            "bench",
+            "infer",
+            "--device",
+            "cpu",
+            "--precision",
+            "bf16",
+            "--no-python",
+        ],
+        vec![
+            "train",
+            "cls",
+            "--data",
+            "no-such-data",
+            "--out",
+            out,
+            "--device",
+            "cpu",
+            "--precision",
+            "bf16",
+        ],
+    ] {
+        let o = birads(&args);
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("bf16 needs --device cuda") && err.contains("amp runs on the CPU"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            o.stdout.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    assert!(!dir.path().join("run").exists(), "train wrote its folder");
+}
