@@ -103,47 +103,14 @@ fn bf16_on_the_cpu_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let out = out.to_str().unwrap();
-    for args in [
-        vec![
-            "bench",
-            "device-check",
-            "--device",
-            "cpu",
-            "--precision",
-            "bf16",
-            "--small",
-        ],
-        vec![
-            "bench",
-            "train",
-            "--device",
-            "cpu",
-            "--precision",
-            "bf16",
-            "--no-python",
-        ],
-        vec![
-            "bench",
-            "infer",
-            "--device",
-            "cpu",
-            "--precision",
-            "bf16",
-            "--no-python",
-        ],
-        vec![
-            "train",
-            "cls",
-            "--data",
-            "no-such-data",
-            "--out",
-            out,
-            "--device",
-            "cpu",
-            "--precision",
-            "bf16",
-        ],
+    let on_the_cpu_in_bf16 = ["--device", "cpu", "--precision", "bf16"];
+    for command in [
+        &["bench", "device-check", "--small"][..],
+        &["bench", "train", "--no-python"],
+        &["bench", "infer", "--no-python"],
+        &["train", "cls", "--data", "no-such-data", "--out", out],
     ] {
+        let args = [command, &on_the_cpu_in_bf16].concat();
         let o = birads(&args);
         assert_ne!(o.status.code(), Some(0), "{args:?}");
         let err = String::from_utf8_lossy(&o.stderr);
