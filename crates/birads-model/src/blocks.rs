@@ -46,20 +46,17 @@ impl Drop for EvalWithGradients {
 
 /// Dropout (inverted scaling) in training; identity otherwise.
 pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, p: f64) -> Tensor<B, D> {
-    if p <= 0.0 || !training::<B>(&x.device()) {
-        return x;
-    }
-    let keep = 1.0 - p;
-    let mask = x.random_like(Distribution::Bernoulli(keep));
-    x * mask / keep
+    DropoutMask::draw(x.dims(), x.dtype(), p, &x.device()).apply(x)
 }
 
 /// [`dropout`] in two halves: the mask for a tensor of `shape` and type `dtype` drawn now
-/// (none when nothing is dropped), applied later by [`DropoutMask::apply`] with the same
-/// values. With a shape of `[N, 1, 1, 1]` it is stochastic depth in torchvision's "row" mode:
-/// each sample's residual branch dropped with probability `p`, survivors scaled by `1/(1-p)`. Drawn before the operation whose output it masks, the draw no longer stands
-/// between that operation and the masking: burn-fusion then fuses an elementwise step
-/// between them (a cast under amp) with the masking, one launch where there were two.
+/// (none when nothing is dropped), applied later by [`DropoutMask::apply`]. With a shape of
+/// `[N, 1, 1, 1]` it is stochastic depth in torchvision's "row" mode: each sample's residual
+/// branch dropped with probability `p`, survivors scaled by `1/(1-p)`.
+///
+/// Drawn before the operation whose output it masks, the draw no longer stands between that
+/// operation and the masking: burn-fusion then fuses an elementwise step between them (a cast
+/// under amp) with the masking, one launch where there were two.
 pub struct DropoutMask<B: Backend, const D: usize> {
     mask: Option<(Tensor<B, D>, f64)>,
 }

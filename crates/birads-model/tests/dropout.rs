@@ -1,7 +1,8 @@
-//! `blocks::DropoutMask`, dropout drawn ahead of the tensor it masks: the same values as
-//! `blocks::dropout` from the same draw, stochastic depth per sample with a `[N, 1, 1, 1]`
-//! mask, no draw at all where nothing is dropped, and the mask in the type asked for. One test:
-//! the backend's random generator is shared by the whole process.
+//! `blocks::DropoutMask`, dropout drawn ahead of the tensor it masks, and `blocks::dropout`,
+//! which draws and applies it at once: a Bernoulli mask and its scaling, stochastic depth per
+//! sample with a `[N, 1, 1, 1]` mask, no draw at all where nothing is dropped, and the mask in
+//! the type asked for. One test: the backend's random generator is shared by the whole
+//! process.
 
 use birads_model::blocks::{dropout, DropoutMask, EvalWithGradients};
 use birads_model::{Cpu, CpuTrain};
@@ -23,13 +24,17 @@ fn a_mask_drawn_ahead_is_dropouts_mask() {
     let p = 0.3;
     let x = Tensor::<CpuTrain, 4>::random([3, 4, 5, 6], Distribution::Uniform(0.5, 1.5), &device);
 
-    // The same draw as `dropout`, applied later, gives the same values.
+    // A Bernoulli(1 − p) draw, applied later, scaled by 1/(1 − p); `dropout` is the same.
     CpuTrain::seed(&device, 21);
-    let want = values(dropout(x.clone(), p));
+    let keep =
+        Tensor::<CpuTrain, 4>::random([3, 4, 5, 6], Distribution::Bernoulli(1.0 - p), &device);
+    let want = values(x.clone() * keep / (1.0 - p));
     CpuTrain::seed(&device, 21);
     let mask = DropoutMask::<CpuTrain, 4>::draw([3, 4, 5, 6], DType::F32, p, &device);
     let got = values(mask.apply(x.clone()));
     assert_eq!(got, want);
+    CpuTrain::seed(&device, 21);
+    assert_eq!(values(dropout(x.clone(), p)), want, "dropout");
     let kept = got.iter().filter(|&&v| v != 0.0).count();
     assert!(kept > 0 && kept < got.len(), "{kept} of {} kept", got.len());
     let x_values = values(x.clone());

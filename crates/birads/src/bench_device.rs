@@ -224,9 +224,9 @@ impl Verdict {
         let worst = diffs
             .iter()
             .max_by(|p, q| p.relative.total_cmp(&q.relative));
+        let worst = worst.cloned().context("no output")?;
         let least = diffs.iter().min_by(|p, q| p.cosine.total_cmp(&q.cosine));
-        let (worst, least) = (worst.cloned(), least.cloned());
-        let (worst, least) = (worst.context("no output")?, least.context("no output")?);
+        let least = least.cloned().context("no output")?;
         // amp keeps f32 parameters, so f32 gradients; bf16 holds the whole model in bf16 (an
         // f32 gradient there would mean the run fell back to f32: `birads_model::precision`).
         let expected = match a.precision {
