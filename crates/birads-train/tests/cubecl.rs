@@ -15,7 +15,7 @@ use birads_model::CpuTrain;
 use birads_train::Task;
 use burn::backend::{Autodiff, Wgpu};
 
-use common::{quick, train_from_init, write_init};
+use common::{assert_histories_agree, quick, train_from_init, write_init};
 
 /// Losses agree within `first` (relative) in the first epoch and the training loss within
 /// `later` after it.
@@ -27,31 +27,11 @@ fn agree(task: Task, epochs: u64, first: f64, later: f64) {
     write_init(&cfg, task, dir.path());
     let cpu = train_from_init::<CpuTrain>(&cfg, task, dir.path(), "cpu").history;
     let gpu = train_from_init::<Autodiff<Wgpu>>(&cfg, task, dir.path(), "wgpu").history;
-    assert_eq!(gpu.len(), epochs as usize);
-    for (g, c) in gpu.iter().zip(&cpu) {
-        eprintln!(
-            "{task:?} epoch {}: train loss {} (CPU {}), val loss {:?} (CPU {:?})",
-            g.epoch, g.train_loss, c.train_loss, g.val_loss, c.val_loss
-        );
-        let tolerance = if g.epoch == 1 { first } else { later };
-        let close = |x: f64, y: f64| (x - y).abs() <= tolerance * y.abs().max(1.0);
-        assert!(
-            close(g.train_loss, c.train_loss),
-            "{task:?} epoch {} train loss",
-            g.epoch
-        );
-        // The validation loss too, where the tolerance does not widen.
-        let check_val = g.epoch == 1 || later == first;
-        assert!(
-            !check_val || close(g.val_loss.unwrap(), c.val_loss.unwrap()),
-            "{task:?} epoch {} val loss",
-            g.epoch
-        );
-    }
-    assert!(
-        gpu.last().unwrap().train_loss < gpu[0].train_loss,
-        "{task:?} learns"
-    );
+    // The validation loss too, where the tolerance does not widen.
+    let tolerance = |epoch| if epoch == 1 { first } else { later };
+    let check_val = |epoch| epoch == 1 || later == first;
+    let what = format!("{task:?} wgpu against the CPU");
+    assert_histories_agree(&what, epochs, &gpu, &cpu, tolerance, check_val);
 }
 
 #[test]

@@ -17,7 +17,7 @@ use birads_train::Task;
 use burn::backend::{Autodiff, Wgpu};
 use burn::tensor::f16;
 
-use common::{quick, train_from_init, write_init};
+use common::{assert_histories_agree, quick, train_from_init, write_init};
 
 type Half = Autodiff<Wgpu<f16>>;
 
@@ -47,25 +47,8 @@ fn agree(task: Task, epochs: u64, tolerance: f64) {
         kinds.iter().all(|(k, _)| k == "F16" || k.starts_with('I')),
         "{task:?}: the trained parameters are not all f16: {kinds:?}"
     );
-    assert_eq!(half.len(), epochs as usize);
-    for (h, c) in half.iter().zip(&cpu) {
-        eprintln!(
-            "{task:?} epoch {}: train loss {} (CPU {}), val loss {:?} (CPU {:?})",
-            h.epoch, h.train_loss, c.train_loss, h.val_loss, c.val_loss
-        );
-        let error = (h.train_loss - c.train_loss).abs() / c.train_loss.abs().max(1.0);
-        assert!(
-            error <= tolerance,
-            "{task:?} epoch {}: train loss {} against the CPU's {} ({error:.2e})",
-            h.epoch,
-            h.train_loss,
-            c.train_loss
-        );
-    }
-    assert!(
-        half.last().unwrap().train_loss < half[0].train_loss,
-        "{task:?} learns in f16"
-    );
+    let what = format!("{task:?} f16 against the CPU's f32");
+    assert_histories_agree(&what, epochs, &half, &cpu, |_| tolerance, |_| false);
 }
 
 #[test]

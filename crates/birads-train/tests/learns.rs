@@ -9,7 +9,7 @@ use birads_model::CpuTrain;
 use birads_train::trainer::{Engine, Quiet, RunOptions};
 use birads_train::{Task, TrainConfig};
 
-use common::{data, quick, synth};
+use common::{assert_histories_agree, data, quick, synth};
 
 /// burn's CPU backend has one global RNG (seeded by the trainer): tests that train must not
 /// interleave, or their initial weights depend on scheduling.
@@ -97,25 +97,9 @@ fn the_fast_engine_retraces_burns_autodiff() {
             .history
         };
         let (fast, burn) = (run(Engine::Fast), run(Engine::Burn));
-        assert_eq!(fast.len(), epochs as usize);
-        for (f, b) in fast.iter().zip(&burn) {
-            let tolerance = if f.epoch == 1 { first } else { later };
-            let close = |x: f64, y: f64| (x - y).abs() <= tolerance * y.abs().max(1.0);
-            assert!(
-                close(f.train_loss, b.train_loss)
-                    && (f.epoch > 1 || close(f.val_loss.unwrap(), b.val_loss.unwrap())),
-                "{task:?} epoch {}: fast {} / {:?}, burn {} / {:?}",
-                f.epoch,
-                f.train_loss,
-                f.val_loss,
-                b.train_loss,
-                b.val_loss
-            );
-        }
-        assert!(
-            fast.last().unwrap().train_loss < fast[0].train_loss,
-            "{task:?} learns"
-        );
+        let tolerance = |epoch| if epoch == 1 { first } else { later };
+        let what = format!("{task:?} fast engine against burn");
+        assert_histories_agree(&what, epochs, &fast, &burn, tolerance, |epoch| epoch == 1);
     }
 }
 

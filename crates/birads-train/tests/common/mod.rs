@@ -126,3 +126,44 @@ pub fn train_from_init<B: burn::tensor::backend::AutodiffBackend>(
     )
     .unwrap()
 }
+
+/// Two runs of `epochs` epochs agree: `got` has every epoch, each epoch's training loss is
+/// within `tolerance(epoch)` of `want`'s (relative to the larger of |want| and 1), and so is
+/// its validation loss where `check_val(epoch)`; and `got` learns (its last training loss is
+/// below its first). `what` names the comparison in the messages.
+pub fn assert_histories_agree(
+    what: &str,
+    epochs: u64,
+    got: &[birads_train::history::EpochRecord],
+    want: &[birads_train::history::EpochRecord],
+    tolerance: impl Fn(u64) -> f64,
+    check_val: impl Fn(u64) -> bool,
+) {
+    assert_eq!(got.len(), epochs as usize, "{what}: epochs");
+    for (g, w) in got.iter().zip(want) {
+        eprintln!(
+            "{what} epoch {}: train loss {} ({}), val loss {:?} ({:?})",
+            g.epoch, g.train_loss, w.train_loss, g.val_loss, w.val_loss
+        );
+        let tolerance = tolerance(g.epoch);
+        let close = |x: f64, y: f64| (x - y).abs() <= tolerance * y.abs().max(1.0);
+        assert!(
+            close(g.train_loss, w.train_loss),
+            "{what} epoch {}: train loss {} against {} (tolerance {tolerance:e})",
+            g.epoch,
+            g.train_loss,
+            w.train_loss
+        );
+        assert!(
+            !check_val(g.epoch) || close(g.val_loss.unwrap(), w.val_loss.unwrap()),
+            "{what} epoch {}: val loss {:?} against {:?} (tolerance {tolerance:e})",
+            g.epoch,
+            g.val_loss,
+            w.val_loss
+        );
+    }
+    assert!(
+        got.last().unwrap().train_loss < got[0].train_loss,
+        "{what}: learns"
+    );
+}
