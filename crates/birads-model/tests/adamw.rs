@@ -246,44 +246,123 @@ mod kernel {
         }
     }
 
+    /// One case: the inputs on the device, and what the host computes from them.
+    struct Case<B: Backend> {
+        what: String,
+        shape: [usize; 3],
+        inputs: adamw::Item<Tensor<B, 3>>,
+        want: [Vec<f32>; 3],
+    }
+
+    /// A parameter of `shape` laid out as `layouts`, with gradients in ±`gradient`, at its
+    /// first step or a later one; the host's update of it by `s`.
+    fn case<B: Backend>(
+        shape: [usize; 3],
+        gradient: f64,
+        layouts: [Layout; 4],
+        first: bool,
+        (s, dtype, round): (Scalars, FloatDType, fn(f32) -> f32),
+    ) -> Case<B> {
+        let [lp, lg, lm, lv] = layouts;
+        let p = input::<B>(shape, (-1.0, 1.0), dtype, lp);
+        let g = input::<B>(shape, (-gradient, gradient), dtype, lg);
+        let m = input::<B>(shape, (-0.05, 0.05), dtype, lm);
+        let v = input::<B>(shape, (1e-4, 3e-3), dtype, lv);
+        assert_eq!(g.dtype(), DType::from(dtype));
+        let (hp, hg, hm, hv) = (host(&p), host(&g), host(&m), host(&v));
+        let want = reference(&hp, &hg, (!first).then_some((&hm, &hv)), s, round);
+        Case {
+            what: format!(
+                "{shape:?} g {gradient:e} {layouts:?} first {first} l2 {}",
+                s.l2
+            ),
+            shape,
+            inputs: adamw::Item {
+                param: p,
+                grad: g,
+                moments: (!first).then_some([m, v]),
+            },
+            want,
+        }
+    }
+
+    /// All of `cases` updated by one call of the kernel, each against the host within
+    /// `limit`.
+    fn update_all<B: Launch>(cases: Vec<Case<B>>, s: Scalars, dtype: FloatDType, limit: f64) {
+        let (mut items, mut expected) = (vec![], vec![]);
+        for Case {
+            what,
+            shape,
+            inputs,
+            want,
+        } in cases
+        {
+            items.push(adamw::Item {
+                param: primitive(inputs.param),
+                grad: primitive(inputs.grad),
+                moments: inputs.moments.map(|m| m.map(primitive)),
+            });
+            expected.push((what, shape, want));
+        }
+        let results = update::<B>(items, s);
+        assert_eq!(results.len(), expected.len(), "an update per parameter");
+        let dtypes = [DType::from(dtype), DType::F32, DType::F32];
+        for (got, (what, shape, want)) in results.into_iter().zip(expected) {
+            let got = got.map(float::<B, 3>);
+            for (((name, got), want), dtype) in
+                ["p", "m", "v"].iter().zip(&got).zip(&want).zip(dtypes)
+            {
+                assert_eq!(got.dtype(), dtype, "{name}");
+                assert_eq!(got.dims(), shape, "{name}");
+                let r = relative(&host(got), want);
+                assert!(r <= limit, "{name} {what}: {r:e} > {limit:e}");
+            }
+        }
+    }
+
+    /// Every case in one call: parameters whose layouts and steps differ are updated in
+    /// separate launches of the one operation, and each must come back as its own.
     fn check_with<B: Launch>(s: Scalars, dtype: FloatDType, round: fn(f32) -> f32, limit: f64) {
         // More values than one cube has threads; the moments as a few steps leave them;
         // gradients of ordinary size, and small ones, whose (1 − β₂)·g² f16 rounds to zero.
-        let cases = [[3, 5, 2], [17, 9, 11]]
-            .into_iter()
-            .flat_map(|shape| [(shape, 0.5), (shape, 1e-4)]);
-        for (shape, gradient) in cases {
-            for layouts in LAYOUTS {
-                for first in [true, false] {
-                    let [lp, lg, lm, lv] = layouts;
-                    let p = input::<B>(shape, (-1.0, 1.0), dtype, lp);
-                    let g = input::<B>(shape, (-gradient, gradient), dtype, lg);
-                    let m = input::<B>(shape, (-0.05, 0.05), dtype, lm);
-                    let v = input::<B>(shape, (1e-4, 3e-3), dtype, lv);
-                    assert_eq!(g.dtype(), DType::from(dtype));
-                    let (hp, hg, hm, hv) = (host(&p), host(&g), host(&m), host(&v));
-                    let want = reference(&hp, &hg, (!first).then_some((&hm, &hv)), s, round);
-                    let moments = (!first).then(|| [primitive(m), primitive(v)]);
-                    let got = update::<B>(primitive(p), primitive(g), moments, s)
-                        .map(|t| float::<B, 3>(t));
-                    let dtypes = [DType::from(dtype), DType::F32, DType::F32];
-                    let names = ["p", "m", "v"];
-                    for (((name, got), want), dtype) in
-                        names.iter().zip(&got).zip(&want).zip(dtypes)
-                    {
-                        assert_eq!(got.dtype(), dtype, "{name}");
-                        assert_eq!(got.dims(), shape, "{name}");
-                        let r = relative(&host(got), want);
-                        assert!(
-                            r <= limit,
-                            "{name} {shape:?} g {gradient:e} {layouts:?} first {first} \
-                             l2 {}: {r:e} > {limit:e}",
-                            s.l2
-                        );
+        let mut cases = vec![];
+        for shape in [[3, 5, 2], [17, 9, 11]] {
+            for gradient in [0.5, 1e-4] {
+                for layouts in LAYOUTS {
+                    for first in [true, false] {
+                        cases.push(case::<B>(
+                            shape,
+                            gradient,
+                            layouts,
+                            first,
+                            (s, dtype, round),
+                        ));
                     }
                 }
             }
         }
+        update_all::<B>(cases, s, dtype, limit);
+    }
+
+    /// More parameters alike than one launch takes (32), of sizes from one value to more
+    /// than a cube's threads: the launches split them, and every one is updated.
+    #[test]
+    fn many_parameters_split_over_launches() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let s = AdamW::new(WEIGHT_DECAY, EPSILON).scalars(0.1, 3);
+        let shapes = (0..75).map(|i| [1 + i % 4, 1 + i % 7, 1 + (i * 13) % 29]);
+        let cases = shapes
+            .map(|shape| {
+                case::<Unfused>(
+                    shape,
+                    0.5,
+                    [Contiguous; 4],
+                    false,
+                    (s, FloatDType::F32, |x| x),
+                )
+            })
+            .collect();
+        update_all::<Unfused>(cases, s, FloatDType::F32, 1e-6);
     }
 
     /// f32: the formula's rounding, with room for the device contracting a product and a sum
@@ -319,6 +398,21 @@ mod kernel {
             || Adam::init::<B, Linear<B>>(WEIGHT_DECAY, EPSILON),
             burns_adam::<B>,
         );
+    }
+
+    /// The device check's two steps (`adamw::check`: 41 tensors, more than a launch takes) on
+    /// wgpu with the kernel, through fusion, against burn's steps on the CPU.
+    #[test]
+    fn the_device_check_of_the_optimiser_passes_on_wgpu() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        cube::set::<Update, WgpuRuntime, f32, i32, u32>(true);
+        for adam in [false, true] {
+            let want = adamw::check::two_steps::<CpuTrain>(adam);
+            let got = adamw::check::two_steps::<Autodiff<Wgpu>>(adam);
+            let worst = adamw::check::worst(&got, &want).unwrap();
+            assert!(worst <= 1e-5, "adam {adam}: {worst:e}");
+        }
+        cube::set::<Update, WgpuRuntime, f32, i32, u32>(false);
     }
 
     /// Four steps of `own()` with the kernel installed against `theirs()`, within 1e-6.

@@ -6,57 +6,22 @@
 //! moments, the parameter in its own type) is installed in place of the cubecl kernel, which
 //! `tests/adamw.rs` checks against the formula on wgpu.
 
-use birads_model::adamw::{self, AdamW, Scalars, State};
+#[path = "common/host_update.rs"]
+mod host_update;
+
+use birads_model::adamw::{self, AdamW, Optimiser, State};
 use birads_model::precision::claim;
 use birads_model::{Cpu, CpuTrain};
 use burn::module::ParamId;
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::ops::{FloatTensor, FloatTensorOps};
-use burn::tensor::TensorMetadata;
-use burn::tensor::{DType, FloatDType, TensorPrimitive};
+use burn::tensor::{DType, FloatDType};
 
 type B = CpuTrain;
-type Adaptor = OptimizerAdaptor<AdamW, Linear<B>, B>;
+type Adaptor = Optimiser<AdamW, Linear<B>, B>;
 const RATES: [f64; 4] = [1e-2, 5e-3, 2e-3, 1e-3];
-
-/// The update on the host, in f32, as the kernel computes it.
-fn host_update(
-    p: FloatTensor<Cpu>,
-    g: FloatTensor<Cpu>,
-    moments: Option<[FloatTensor<Cpu>; 2]>,
-    s: Scalars,
-) -> [FloatTensor<Cpu>; 3] {
-    let shape = p.shape();
-    let n = shape.num_elements();
-    let flat = |t: FloatTensor<Cpu>| {
-        Tensor::<Cpu, 1>::from_primitive(TensorPrimitive::Float(Cpu::float_reshape(
-            t,
-            Shape::new([n]),
-        )))
-    };
-    let p = flat(p);
-    let dtype = p.dtype();
-    let p = p.cast(FloatDType::F32);
-    let g = flat(g).cast(FloatDType::F32) + p.clone().mul_scalar(s.l2);
-    let (m, v) = match moments {
-        Some([m, v]) => (flat(m).cast(FloatDType::F32), flat(v).cast(FloatDType::F32)),
-        None => (g.zeros_like(), g.zeros_like()),
-    };
-    let m = m.mul_scalar(s.beta_1) + g.clone().mul_scalar(s.factor_1);
-    let v = v.mul_scalar(s.beta_2) + g.powi_scalar(2).mul_scalar(s.factor_2);
-    let step = m.clone().div_scalar(s.correction_1)
-        / (v.clone()
-            .div_scalar(s.correction_2)
-            .sqrt()
-            .add_scalar(s.epsilon));
-    let p = p.mul_scalar(s.decay) - step.mul_scalar(s.lr);
-    let back = |t: Tensor<Cpu, 1>| Cpu::float_reshape(t.into_primitive().tensor(), shape.clone());
-    [back(p.cast(dtype)), back(m), back(v)]
-}
 
 fn train(mut model: Linear<B>, optim: &mut Adaptor, from: usize, steps: usize) -> Linear<B> {
     for (i, &lr) in RATES.iter().enumerate().skip(from).take(steps) {
@@ -126,7 +91,7 @@ fn resume_keeps(moment_type: DType) {
 #[test]
 fn a_bf16_run_resumes_with_the_moments_it_saved() {
     claim::<Cpu>(&Default::default(), FloatDType::BF16).expect("a fresh device");
-    adamw::install::<Cpu>(host_update);
+    adamw::install::<Cpu>(host_update::update);
     resume_keeps(DType::F32);
     // burn's step (no kernel) keeps the moments in the device's type, and reads them so.
     adamw::uninstall::<Cpu>();

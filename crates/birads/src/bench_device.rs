@@ -10,14 +10,13 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use birads_model::adamw::{Adam, AdamW};
+use birads_model::adamw;
 use birads_model::checkpoint::AnyModel;
 use birads_model::gradcheck::{
-    bf16_snapshot, compare, convnext_config, densenet_config, difference, f32s, gradient_cosine,
-    moved, output_of, snapshot, Difference, Snapshot,
+    bf16_snapshot, compare, convnext_config, densenet_config, gradient_cosine, moved, output_of,
+    snapshot, Difference, Snapshot,
 };
 use birads_model::{CpuTrain, MyConvNeXtConfig, MyDenseNetConfig};
-use burn::optim::{AdaptiveMomentumState, SimpleOptimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, FloatDType};
@@ -295,12 +294,12 @@ pub fn device_check(a: DeviceCheckArgs) -> anyhow::Result<u8> {
     Ok(if ok { 0 } else { 1 })
 }
 
-/// AdamW on the device (`birads_model::adamw`: its own update kernel where installed) against
-/// burn's AdamW on the CPU: two steps of a convolution-shaped and a bias-shaped tensor from
-/// the same values and gradients, the parameters and both moments compared (max |Δ| / max
-/// |CPU| per tensor). The learning rates are large so that the step, not the parameter,
-/// dominates what is compared. f32 within 1e-5: the same formula in the same order, where a
-/// GPU may fuse a multiply and an add; bf16 keeps 8 bits (within 1e-2).
+/// AdamW and Adam on the device (`birads_model::adamw`: its own update kernel where
+/// installed) against burn's on the CPU: two steps through the trainer's optimiser of 41
+/// parameter tensors (more than one launch of the kernel takes) from the same values and
+/// gradients, the parameters and both moments compared (max |Δ| / max |CPU| per tensor,
+/// `adamw::check`). f32 within 1e-5: the same formula in the same order, where a GPU may fuse
+/// a multiply and an add; bf16 keeps 8 bits (within 1e-2).
 fn check_optimiser(a: &DeviceCheckArgs) -> anyhow::Result<bool> {
     let (relative, kernel) = on_backend(a.device, a.precision, false, OptimiserCheck)?;
     let limit = if a.precision == PrecisionArg::Bf16 {
@@ -316,7 +315,7 @@ fn check_optimiser(a: &DeviceCheckArgs) -> anyhow::Result<bool> {
     };
     println!();
     println!(
-        "AdamW and Adam updates on the device ({how}), two steps each against burn's on the CPU: max rel. {relative:.2e} (limit {limit:.0e}) {}",
+        "AdamW and Adam updates on the device ({how}), 41 tensors, two steps each against burn's on the CPU: max rel. {relative:.2e} (limit {limit:.0e}) {}",
         if ok { "ok" } else { "FAILED" }
     );
     Ok(ok)
@@ -328,79 +327,15 @@ impl OnBackend for OptimiserCheck {
     /// The largest relative difference, and whether the own kernel ran.
     type Output = (f64, bool);
     fn run<B: AutodiffBackend>(self) -> anyhow::Result<(f64, bool)> {
-        type Inner<B> = <B as AutodiffBackend>::InnerBackend;
         let mut worst = 0f64;
         for adam in [false, true] {
-            worst = worst
-                .max(adamw_difference::<Inner<B>, 4>([64, 32, 3, 3], adam)?)
-                .max(adamw_difference::<Inner<B>, 1>([4099], adam)?);
+            let want = adamw::check::two_steps::<CpuTrain>(adam);
+            let got = adamw::check::two_steps::<B>(adam);
+            worst = worst.max(adamw::check::worst(&got, &want).map_err(anyhow::Error::msg)?);
         }
-        Ok((
-            worst,
-            birads_model::adamw::installed::<Inner<B>>().is_some(),
-        ))
+        let kernel = adamw::installed::<<B as AutodiffBackend>::InnerBackend>().is_some();
+        Ok((worst, kernel))
     }
-}
-
-/// Two steps of AdamW (or, `adam`, of Adam with its L2 penalty) on `B` against the CPU: the
-/// largest relative difference of the parameter and the moments.
-fn adamw_difference<B: Backend, const D: usize>(
-    shape: [usize; D],
-    adam: bool,
-) -> anyhow::Result<f64> {
-    let cpu = Default::default();
-    <birads_model::Cpu as Backend>::seed(&cpu, 12);
-    let random = |low, high| {
-        Tensor::<birads_model::Cpu, D>::random(shape, Distribution::Uniform(low, high), &cpu)
-    };
-    let (p, g1, g2) = (random(-0.1, 0.1), random(-1.0, 1.0), random(-1.0, 1.0));
-    fn two_steps<B: Backend, const D: usize>(
-        [p, g1, g2]: [Tensor<B, D>; 3],
-        adam: bool,
-    ) -> (Tensor<B, D>, Option<AdaptiveMomentumState<B, D>>) {
-        fn steps<B: Backend, const D: usize, O>(
-            optim: O,
-            [p, g1, g2]: [Tensor<B, D>; 3],
-        ) -> (Tensor<B, D>, Option<AdaptiveMomentumState<B, D>>)
-        where
-            O: SimpleOptimizer<B, State<D> = birads_model::adamw::State<B, D>>,
-        {
-            let (p, state) = optim.step(0.05, p, g1, None);
-            let (p, state) = optim.step(0.02, p, g2, state);
-            (p, state.map(Into::into))
-        }
-        if adam {
-            steps(Adam::new(0.05, 1e-8), [p, g1, g2])
-        } else {
-            steps(AdamW::new(0.05, 1e-8), [p, g1, g2])
-        }
-    }
-    let (want, want_state) = two_steps([p.clone(), g1.clone(), g2.clone()], adam);
-    let device = Default::default();
-    let on = |t: &Tensor<birads_model::Cpu, D>| Tensor::<B, D>::from_data(t.to_data(), &device);
-    let (got, got_state) = two_steps([on(&p), on(&g1), on(&g2)], adam);
-    let (want_state, got_state) = (
-        want_state.context("the optimiser's state")?,
-        got_state.context("the optimiser's state")?,
-    );
-    let pairs = [
-        ("parameter", f32s(got), f32s(want)),
-        (
-            "first moment",
-            f32s(got_state.moment_1),
-            f32s(want_state.moment_1),
-        ),
-        (
-            "second moment",
-            f32s(got_state.moment_2),
-            f32s(want_state.moment_2),
-        ),
-    ];
-    let mut worst = 0f64;
-    for (name, g, w) in &pairs {
-        worst = worst.max(difference(name, g, w).map_err(anyhow::Error::msg)?.relative);
-    }
-    Ok(worst)
 }
 
 fn device_name(d: DeviceArg) -> &'static str {

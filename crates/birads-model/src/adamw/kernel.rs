@@ -1,4 +1,4 @@
-//! AdamW's update of one parameter as one cubecl kernel: one thread per value, reading the
+//! AdamW's update of many parameters as one cubecl kernel: one thread per value, reading the
 //! parameter, its gradient and both moments (any strides, each in its own precision),
 //! computing in f32, writing the parameter in its precision and the moments in f32.
 
@@ -9,7 +9,7 @@ use burn_cubecl::CubeRuntime;
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
-use super::Scalars;
+use super::{Item, Scalars};
 use crate::cube::reduce::{empty, threads};
 
 /// Threads per cube.
@@ -44,18 +44,19 @@ fn at<F: Float, O: Float>(
 
 /// `g ← g + l2·p` (Adam's penalty; 0 for AdamW), `m ← β₁·m + (1 − β₁)·g`,
 /// `v ← β₂·v + (1 − β₂)·g²` (from zero when `first`), then
-/// `p ← p·decay − lr·(m/c₁)/(√(v/c₂) + ε)`, in burn's order of operations; one thread per
-/// value of the outputs' buffer (`same`: which of p, g, m, v are laid out as the outputs).
+/// `p ← p·decay − lr·(m/c₁)/(√(v/c₂) + ε)`, in burn's order of operations, for several
+/// parameters at once: one thread per value of the outputs' buffers taken one after the other
+/// (`same`: which of p, g, m, v are laid out as the outputs, for all of them).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn update_kernel<P: Float, G: Float, M: Float, N: Float>(
-    param: &Tensor<P>,
-    grad: &Tensor<G>,
-    moment_1: &Tensor<M>,
-    moment_2: &Tensor<M>,
-    param_out: &mut Tensor<P>,
-    moment_1_out: &mut Tensor<N>,
-    moment_2_out: &mut Tensor<N>,
+    params: &Sequence<Tensor<P>>,
+    grads: &Sequence<Tensor<G>>,
+    moments_1: &Sequence<Tensor<M>>,
+    moments_2: &Sequence<Tensor<M>>,
+    params_out: &mut Sequence<Tensor<P>>,
+    moments_1_out: &mut Sequence<Tensor<N>>,
+    moments_2_out: &mut Sequence<Tensor<N>>,
     beta_1: f32,
     beta_2: f32,
     factor_1: f32,
@@ -70,29 +71,99 @@ fn update_kernel<P: Float, G: Float, M: Float, N: Float>(
     #[comptime] same: [bool; 4],
     #[define(P, G, M, N)] _dtypes: [StorageType; 4],
 ) {
-    let o = ABSOLUTE_POS;
-    if o >= param_out.len() {
-        terminate!();
+    let position = ABSOLUTE_POS;
+    let mut start = 0usize;
+    #[unroll]
+    for i in 0..params_out.len() {
+        let param_out = params_out.index_mut(i);
+        let end = start + param_out.len();
+        if position >= start && position < end {
+            let o = position - start;
+            let param = params.index(i);
+            let grad = grads.index(i);
+            let p = f32::cast_from(param[at::<P, P>(param, param_out, o, same[0])]);
+            let g = f32::cast_from(grad[at::<G, P>(grad, param_out, o, same[1])]) + p * l2;
+            let mut m = g * factor_1;
+            let mut v = g * g * factor_2;
+            if !first {
+                let moment_1 = moments_1.index(i);
+                let moment_2 = moments_2.index(i);
+                m += f32::cast_from(moment_1[at::<M, P>(moment_1, param_out, o, same[2])]) * beta_1;
+                v += f32::cast_from(moment_2[at::<M, P>(moment_2, param_out, o, same[3])]) * beta_2;
+            }
+            let moment_1_out = moments_1_out.index_mut(i);
+            let moment_2_out = moments_2_out.index_mut(i);
+            moment_1_out[o] = N::cast_from(m);
+            moment_2_out[o] = N::cast_from(v);
+            // The step from the moments as computed (the same as stored, in f32).
+            let m_hat = m / correction_1;
+            let v_hat = v / correction_2;
+            let delta = m_hat / (v_hat.sqrt() + epsilon);
+            param_out[o] = P::cast_from(p * decay - delta * lr);
+        }
+        start = end;
     }
-    let p = f32::cast_from(param[at::<P, P>(param, param_out, o, same[0])]);
-    let g = f32::cast_from(grad[at::<G, P>(grad, param_out, o, same[1])]) + p * l2;
-    let mut m = g * factor_1;
-    let mut v = g * g * factor_2;
-    if !first {
-        m += f32::cast_from(moment_1[at::<M, P>(moment_1, param_out, o, same[2])]) * beta_1;
-        v += f32::cast_from(moment_2[at::<M, P>(moment_2, param_out, o, same[3])]) * beta_2;
-    }
-    moment_1_out[o] = N::cast_from(m);
-    moment_2_out[o] = N::cast_from(v);
-    // The step from the moments as computed (the same as stored, in f32).
-    let m_hat = m / correction_1;
-    let v_hat = v / correction_2;
-    let delta = m_hat / (v_hat.sqrt() + epsilon);
-    param_out[o] = P::cast_from(p * decay - delta * lr);
 }
 
-/// `[p, g]` and the moments `[m, v]` (none on the first step) → `[p, m, v]`, the parameter in
-/// its precision, the moments in f32 (`MOMENTS`).
+/// The most parameters one launch updates: each binds seven buffers, and a kernel of many
+/// is unrolled parameter by parameter (compiled once per group size and layout).
+const MOST_PER_LAUNCH: usize = 32;
+
+/// One parameter made ready for the kernel: its inputs (the gradient in place of the moments
+/// on its first step), its outputs, laid out as the parameter, and what groups it with others.
+struct Prepared<R: CubeRuntime> {
+    inputs: [CubeTensor<R>; 4],
+    outputs: [CubeTensor<R>; 3],
+    key: Key,
+}
+
+/// What parameters updated by one launch share: the kernel's element types and comptime
+/// arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    dtypes: [DType; 4],
+    first: bool,
+    same: [bool; 4],
+}
+
+impl<R: CubeRuntime> Prepared<R> {
+    fn new(item: Item<CubeTensor<R>>) -> Self {
+        let Item {
+            param,
+            grad,
+            moments,
+        } = item;
+        let first = moments.is_none();
+        let [m, v] = moments.unwrap_or_else(|| [grad.clone(), grad.clone()]);
+        let order = dense_order(&param).unwrap_or_else(|| (0..param.meta.num_dims()).collect());
+        let like_param = |dtype| laid_out(&param, &order, dtype);
+        let outputs = [
+            like_param(param.dtype),
+            like_param(MOMENTS),
+            like_param(MOMENTS),
+        ];
+        let inputs = [param, grad, m, v];
+        let same = inputs
+            .each_ref()
+            .map(|t| t.meta.strides() == outputs[0].meta.strides());
+        let dtypes = [inputs[0].dtype, inputs[1].dtype, inputs[2].dtype, MOMENTS];
+        let key = Key {
+            dtypes,
+            first,
+            same,
+        };
+        Prepared {
+            inputs,
+            outputs,
+            key,
+        }
+    }
+}
+
+/// The updates of `items`, each `[p, g]` and the moments `[m, v]` (none on a first step) →
+/// `[p, m, v]`, the parameter in its precision, the moments in f32 (`MOMENTS`): the
+/// parameters that share a [`Key`] in launches of up to [`MOST_PER_LAUNCH`] (fewer where the
+/// device binds fewer buffers).
 ///
 /// The outputs are laid out as the parameter (where that is a permutation of a contiguous
 /// tensor, else contiguous): the convolutions read their weights in that layout without a copy,
@@ -102,37 +173,47 @@ fn update_kernel<P: Float, G: Float, M: Float, N: Float>(
 /// out as the gradient instead, the weights cost MyDenseNet 252 more launches per f32 step,
 /// copies before its convolutions.)
 pub fn update<R: CubeRuntime>(
-    param: CubeTensor<R>,
-    grad: CubeTensor<R>,
-    moments: Option<[CubeTensor<R>; 2]>,
+    items: Vec<Item<CubeTensor<R>>>,
     s: Scalars,
-) -> [CubeTensor<R>; 3] {
-    let first = moments.is_none();
-    let [m, v] = moments.unwrap_or_else(|| [grad.clone(), grad.clone()]);
-    let shape = param.meta.shape().clone();
-    let order = dense_order(&param).unwrap_or_else(|| (0..shape.num_dims()).collect());
-    let like_param = |dtype| laid_out(&param, &order, dtype);
-    let (param_out, m_out, v_out) = (
-        like_param(param.dtype),
-        like_param(MOMENTS),
-        like_param(MOMENTS),
-    );
-    let same = [&param, &grad, &m, &v].map(|t| t.meta.strides() == param_out.meta.strides());
-    let dtypes = [param.dtype, grad.dtype, m.dtype, MOMENTS].map(Into::into);
-    let client = param.client.clone();
-    let cube_dim = CubeDim::new_1d(threads(&client, ELEMENTWISE));
-    let count = calculate_cube_count_elemwise(&client, shape.num_elements(), cube_dim);
+) -> Vec<[CubeTensor<R>; 3]> {
+    let Some(client) = items.first().map(|item| item.param.client.clone()) else {
+        return Vec::new();
+    };
+    let bindings = client.properties().hardware.max_bindings as usize;
+    let per_launch = (bindings.saturating_sub(1) / 7).clamp(1, MOST_PER_LAUNCH);
+    let prepared: Vec<Prepared<R>> = items.into_iter().map(Prepared::new).collect();
+    let results = prepared.iter().map(|p| p.outputs.clone()).collect();
+    let mut groups: Vec<(Key, Vec<&Prepared<R>>)> = Vec::new();
+    for p in &prepared {
+        match groups.iter_mut().find(|(key, _)| *key == p.key) {
+            Some((_, group)) => group.push(p),
+            None => groups.push((p.key, vec![p])),
+        }
+    }
+    for (key, group) in &groups {
+        for chunk in group.chunks(per_launch) {
+            launch(&client, chunk, *key, s);
+        }
+    }
+    results
+}
+
+/// One launch of the kernel over `chunk`, which shares `key`.
+fn launch<R: CubeRuntime>(client: &ComputeClient<R>, chunk: &[&Prepared<R>], key: Key, s: Scalars) {
+    let total: usize = chunk.iter().map(|p| p.outputs[0].meta.num_elements()).sum();
+    let cube_dim = CubeDim::new_1d(threads(client, ELEMENTWISE));
+    let count = calculate_cube_count_elemwise(client, total, cube_dim);
     update_kernel::launch::<R>(
-        &client,
+        client,
         count,
         cube_dim,
-        param.into_tensor_arg(),
-        grad.into_tensor_arg(),
-        m.into_tensor_arg(),
-        v.into_tensor_arg(),
-        param_out.clone().into_tensor_arg(),
-        m_out.clone().into_tensor_arg(),
-        v_out.clone().into_tensor_arg(),
+        sequence(chunk, |p| &p.inputs[0]),
+        sequence(chunk, |p| &p.inputs[1]),
+        sequence(chunk, |p| &p.inputs[2]),
+        sequence(chunk, |p| &p.inputs[3]),
+        sequence(chunk, |p| &p.outputs[0]),
+        sequence(chunk, |p| &p.outputs[1]),
+        sequence(chunk, |p| &p.outputs[2]),
         s.beta_1,
         s.beta_2,
         s.factor_1,
@@ -143,11 +224,25 @@ pub fn update<R: CubeRuntime>(
         s.decay,
         s.l2,
         s.lr,
-        first,
-        same,
-        dtypes,
+        key.first,
+        key.same,
+        key.dtypes.map(Into::into),
     );
-    [param_out, m_out, v_out]
+}
+
+/// The tensors that `pick` takes from each of `chunk`, as one argument of the kernel.
+fn sequence<R, T>(
+    chunk: &[&Prepared<R>],
+    pick: impl Fn(&Prepared<R>) -> &CubeTensor<R>,
+) -> SequenceArg<R, T>
+where
+    R: CubeRuntime,
+    T: LaunchArg<RuntimeArg<R> = TensorArg<R>>,
+{
+    chunk
+        .iter()
+        .map(|p| pick(p).clone().into_tensor_arg())
+        .collect()
 }
 
 /// `t`'s dimensions from the slowest to the fastest in memory, where `t` is a permutation of

@@ -1,16 +1,20 @@
-//! AdamW with its update as one kernel per parameter on the cubecl backends.
+//! AdamW and Adam with the whole optimiser step as a few kernel launches on the cubecl
+//! backends.
 //!
 //! burn's `AdamW` updates a parameter with about 18 tensor operations (the two moments, their
 //! bias corrections, the step, the decay). burn-fusion fuses them into one or two launches,
 //! but it records, matches and plans every one of them on its device thread: for MyDenseNet's
-//! 364 parameters that was about 6,000 operations and 15 ms of host work per training step
+//! parameters that was about 6,000 operations and 15 ms of host work per training step
 //! (`examples/host_time.rs`), a quarter of the step's host work and more than PyTorch AMP
-//! takes for the whole step on a GPU. Here the update is one operation in burn-fusion's
-//! stream and one launch (`kernel.rs`): the parameter, its gradient and both moments read,
-//! the new parameter and moments written, everything computed in f32.
+//! takes for the whole step on a GPU. Here the step of all parameters is one operation in
+//! burn-fusion's stream ([`Optimiser`]), and the kernel (`kernel.rs`) updates up to 32
+//! parameter tensors per launch (MyDenseNet's 406 in 13 on CUDA, as PyTorch's multi-tensor
+//! AdamW does): the parameter, its gradient and both moments read, the new parameter and
+//! moments written, everything computed in f32.
 //!
-//! [`AdamW`] is a `SimpleOptimizer` whose [`State`] is laid out as burn's `AdamWState`, so its
-//! records are burn's `AdamW` records: a run resumes with either. Where no kernel is installed
+//! [`AdamW`] is a `SimpleOptimizer` whose [`State`] is laid out as burn's `AdamWState`, and
+//! [`Optimiser`]'s record is burn's adaptor's, so its records are burn's `AdamW` records: a run
+//! resumes with either. Where no kernel is installed
 //! (the CPU, and `BIRADS_ADAMW_KERNEL=burn`) its step is burn's `AdamW` step itself. The
 //! formula is burn's (and PyTorch's `torch.optim.AdamW`), in the same order:
 //!
@@ -34,16 +38,18 @@
 //! run that did not stop. The kernel also reads moments in their own type (bf16 moments from a
 //! record that a bf16 run with burn's step saved).
 
+pub mod check;
 #[cfg(feature = "cubecl-kernels")]
 pub mod cube;
 #[cfg(feature = "cubecl-kernels")]
 mod kernel;
+mod optimiser;
 mod state;
 
+pub use optimiser::{Optimiser, Rule};
 pub use state::{moment_dtype, Moment, Momentum, State};
 
 use burn::module::AutodiffModule;
-use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamWConfig, LearningRate, SimpleOptimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -71,10 +77,17 @@ pub struct Scalars {
     pub lr: f32,
 }
 
-/// One update on a backend's primitives: `[p, g, m, v]` (no moments on the first step) →
-/// `[p, m, v]`.
-pub type UpdateFn<B> =
-    fn(FloatTensor<B>, FloatTensor<B>, Option<[FloatTensor<B>; 2]>, Scalars) -> [FloatTensor<B>; 3];
+/// One parameter's update: the parameter, its gradient, and its moments (none on its first
+/// step).
+pub struct Item<T> {
+    pub param: T,
+    pub grad: T,
+    pub moments: Option<[T; 2]>,
+}
+
+/// The updates of parameters at the same step, on a backend's primitives: each `[p, g, m, v]`
+/// (no moments on a first step) → `[p, m, v]`, in the order given.
+pub type UpdateFn<B> = fn(Vec<Item<FloatTensor<B>>>, Scalars) -> Vec<[FloatTensor<B>; 3]>;
 
 /// Use `update` on `B` from now on (unless `BIRADS_ADAMW_KERNEL=burn`).
 pub fn install<B: Backend>(update: UpdateFn<B>) {
@@ -117,12 +130,13 @@ impl AdamW {
         }
     }
 
-    /// The optimiser for module `M` (what burn's `AdamWConfig::init` gives, with this step).
+    /// The optimiser for module `M` (what burn's `AdamWConfig::init` gives, with this step;
+    /// its records are burn's).
     pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(
         weight_decay: f32,
         epsilon: f32,
-    ) -> OptimizerAdaptor<AdamW, M, B> {
-        OptimizerAdaptor::from(AdamW::new(weight_decay, epsilon))
+    ) -> Optimiser<AdamW, M, B> {
+        Optimiser::new(AdamW::new(weight_decay, epsilon))
     }
 
     /// The scalars of step `time` (from 1) at learning rate `lr`, computed as burn does.
@@ -175,7 +189,14 @@ where
         ),
         None => (1, None),
     };
-    let [p, m, v] = update(primitive(tensor), primitive(grad), moments, scalars(time));
+    let item = Item {
+        param: primitive(tensor),
+        grad: primitive(grad),
+        moments,
+    };
+    let [p, m, v] = update(vec![item], scalars(time))
+        .pop()
+        .expect("an update per parameter");
     let momentum = Momentum {
         time,
         moment_1: Moment(float(m)),
@@ -210,17 +231,32 @@ impl Adam {
         }
     }
 
-    /// The optimiser for module `M` (what burn's `AdamConfig::init` gives, with this step).
+    /// The optimiser for module `M` (what burn's `AdamConfig::init` gives, with this step;
+    /// its records are burn's).
     pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(
         weight_decay: f32,
         epsilon: f32,
-    ) -> OptimizerAdaptor<Adam, M, B> {
-        OptimizerAdaptor::from(Adam::new(weight_decay, epsilon))
+    ) -> Optimiser<Adam, M, B> {
+        Optimiser::new(Adam::new(weight_decay, epsilon))
     }
 
     /// The scalars of step `time` (from 1) at learning rate `lr`.
     pub fn scalars(&self, lr: LearningRate, time: usize) -> Scalars {
         scalars(self.epsilon, lr, time, 1.0, self.weight_decay)
+    }
+}
+
+impl<B: Backend> Rule<B> for Adam {
+    fn scalars(&self, lr: LearningRate, time: usize) -> Scalars {
+        Adam::scalars(self, lr, time)
+    }
+
+    fn into_state<const D: usize>(state: State<B, D>) -> State<B, D> {
+        state
+    }
+
+    fn from_state<const D: usize>(state: State<B, D>) -> State<B, D> {
+        state
     }
 }
 
@@ -241,6 +277,20 @@ impl<B: Backend> SimpleOptimizer<B> for Adam {
 
     fn to_device<const D: usize>(state: State<B, D>, device: &B::Device) -> State<B, D> {
         state.to_device(device)
+    }
+}
+
+impl<B: Backend> Rule<B> for AdamW {
+    fn scalars(&self, lr: LearningRate, time: usize) -> Scalars {
+        AdamW::scalars(self, lr, time)
+    }
+
+    fn into_state<const D: usize>(state: State<B, D>) -> State<B, D> {
+        state
+    }
+
+    fn from_state<const D: usize>(state: State<B, D>) -> State<B, D> {
+        state
     }
 }
 

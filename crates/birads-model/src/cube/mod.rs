@@ -32,6 +32,9 @@ pub type Fused<R, F, I, BT> = Fusion<Cube<R, F, I, BT>>;
 pub type Kernel<R, const IN: usize, const OUT: usize> =
     Box<dyn Fn([CubeTensor<R>; IN]) -> [CubeTensor<R>; OUT] + Send + Sync>;
 
+/// A computation on any number of tensors (as many outputs as the launch names).
+pub type AnyKernel<R> = Box<dyn Fn(Vec<CubeTensor<R>>) -> Vec<CubeTensor<R>> + Send + Sync>;
+
 /// Shape and element type of a kernel's output.
 pub type Spec = (Shape, DType);
 
@@ -42,12 +45,30 @@ pub trait Launch: Backend {
 
     /// `kernel` on `inputs`; `outputs` says what it returns (fusion needs to know before it
     /// runs). `id` names the operation in burn-fusion's logs.
+    fn launch_all(
+        id: &'static str,
+        inputs: Vec<FloatTensor<Self>>,
+        outputs: Vec<Spec>,
+        kernel: AnyKernel<Self::Runtime>,
+    ) -> Vec<FloatTensor<Self>>;
+
+    /// [`Launch::launch_all`] with a number of inputs and outputs fixed in the types.
     fn launch<const IN: usize, const OUT: usize>(
         id: &'static str,
         inputs: [FloatTensor<Self>; IN],
         outputs: [Spec; OUT],
         kernel: Kernel<Self::Runtime, IN, OUT>,
-    ) -> [FloatTensor<Self>; OUT];
+    ) -> [FloatTensor<Self>; OUT] {
+        let kernel: AnyKernel<Self::Runtime> = Box::new(move |inputs| {
+            let inputs = inputs
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("the inputs launched"));
+            kernel(inputs).into()
+        });
+        Self::launch_all(id, inputs.into(), outputs.into(), kernel)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("the outputs launched"))
+    }
 }
 
 impl<R, F, I, BT> Launch for Cube<R, F, I, BT>
@@ -59,13 +80,15 @@ where
 {
     type Runtime = R;
 
-    fn launch<const IN: usize, const OUT: usize>(
+    fn launch_all(
         _id: &'static str,
-        inputs: [CubeTensor<R>; IN],
-        _outputs: [Spec; OUT],
-        kernel: Kernel<R, IN, OUT>,
-    ) -> [CubeTensor<R>; OUT] {
-        kernel(inputs)
+        inputs: Vec<CubeTensor<R>>,
+        outputs: Vec<Spec>,
+        kernel: AnyKernel<R>,
+    ) -> Vec<CubeTensor<R>> {
+        let results = kernel(inputs);
+        assert_eq!(results.len(), outputs.len(), "the outputs declared");
+        results
     }
 }
 
@@ -78,51 +101,47 @@ where
 {
     type Runtime = R;
 
-    fn launch<const IN: usize, const OUT: usize>(
+    fn launch_all(
         id: &'static str,
-        inputs: [FusionTensor<FusionCubeRuntime<R>>; IN],
-        outputs: [Spec; OUT],
-        kernel: Kernel<R, IN, OUT>,
-    ) -> [FusionTensor<FusionCubeRuntime<R>>; OUT] {
+        inputs: Vec<FusionTensor<FusionCubeRuntime<R>>>,
+        outputs: Vec<Spec>,
+        kernel: AnyKernel<R>,
+    ) -> Vec<FusionTensor<FusionCubeRuntime<R>>> {
         let client = inputs
             .first()
             .expect("a kernel with at least one input")
             .client
             .clone();
         let streams = OperationStreams::with_inputs(inputs.iter());
-        let outputs = outputs
-            .map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype));
-        let inputs = inputs.map(FusionTensor::into_ir);
+        let outputs: Vec<_> = outputs
+            .into_iter()
+            .map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype))
+            .collect();
+        let inputs: Vec<_> = inputs.into_iter().map(FusionTensor::into_ir).collect();
         let desc = CustomOpIr::new(id, &inputs, &outputs);
-        let operation = Custom::<R, Cube<R, F, I, BT>, IN, OUT> {
+        let operation = Custom::<R, Cube<R, F, I, BT>> {
             desc: desc.clone(),
             kernel,
             _backend: PhantomData,
         };
-        let results = client.register(streams, OperationIr::Custom(desc), operation);
-        results
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("burn-fusion returns the outputs registered"))
+        client.register(streams, OperationIr::Custom(desc), operation)
     }
 }
 
 /// A kernel as one custom operation in burn-fusion's stream.
-struct Custom<R: CubeRuntime, B, const IN: usize, const OUT: usize> {
+struct Custom<R: CubeRuntime, B> {
     desc: CustomOpIr,
-    kernel: Kernel<R, IN, OUT>,
+    kernel: AnyKernel<R>,
     _backend: PhantomData<fn() -> B>,
 }
 
-impl<R: CubeRuntime, B, const IN: usize, const OUT: usize> std::fmt::Debug
-    for Custom<R, B, IN, OUT>
-{
+impl<R: CubeRuntime, B> std::fmt::Debug for Custom<R, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Custom").field("desc", &self.desc).finish()
     }
 }
 
-impl<R, F, I, BT, const IN: usize, const OUT: usize> Operation<FusionCubeRuntime<R>>
-    for Custom<R, Cube<R, F, I, BT>, IN, OUT>
+impl<R, F, I, BT> Operation<FusionCubeRuntime<R>> for Custom<R, Cube<R, F, I, BT>>
 where
     R: CubeRuntime,
     F: FloatElement,
@@ -130,12 +149,19 @@ where
     BT: BoolElement,
 {
     fn execute(&self, handles: &mut HandleContainer<FusionHandle<FusionCubeRuntime<R>>>) {
-        let (inputs, outputs) = self.desc.as_fixed::<IN, OUT>();
-        let inputs = inputs
-            .each_ref()
-            .map(|t| handles.get_float_tensor::<Cube<R, F, I, BT>>(t));
+        let inputs = self
+            .desc
+            .inputs
+            .iter()
+            .map(|t| handles.get_float_tensor::<Cube<R, F, I, BT>>(t))
+            .collect();
         let results = (self.kernel)(inputs);
-        for (ir, result) in outputs.iter().zip(results) {
+        assert_eq!(
+            results.len(),
+            self.desc.outputs.len(),
+            "the outputs declared"
+        );
+        for (ir, result) in self.desc.outputs.iter().zip(results) {
             handles.register_float_tensor::<Cube<R, F, I, BT>>(&ir.id, result);
         }
     }
