@@ -182,13 +182,7 @@ where
         let (p, s) = burn.step(lr, tensor, grad, state.map(Into::into));
         return (p, s.map(Into::into));
     };
-    let (time, moments) = match state {
-        Some(State { momentum: m }) => (
-            m.time + 1,
-            Some([primitive(m.moment_1.0), primitive(m.moment_2.0)]),
-        ),
-        None => (1, None),
-    };
+    let (time, moments) = State::next(state);
     let item = Item {
         param: primitive(tensor),
         grad: primitive(grad),
@@ -197,13 +191,7 @@ where
     let [p, m, v] = update(vec![item], scalars(time))
         .pop()
         .expect("an update per parameter");
-    let momentum = Momentum {
-        time,
-        moment_1: Moment(float(m)),
-        moment_2: Moment(float(v)),
-        max_moment_2: None,
-    };
-    (float(p), Some(State { momentum }))
+    (float(p), Some(State::after(time, [m, v])))
 }
 
 /// Adam (the L2 penalty λ·p added to the gradient, as `torch.optim.Adam(weight_decay=λ)`) with

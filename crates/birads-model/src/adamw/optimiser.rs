@@ -22,7 +22,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::Tensor;
 use hashbrown::HashMap;
 
-use super::{installed, Item, Moment, Momentum, Scalars, State};
+use super::{installed, Item, Scalars, State};
 use crate::own_ops::{float, primitive};
 
 /// An update rule that the kernel runs ([`super::AdamW`], [`super::Adam`]): its scalars at a
@@ -176,13 +176,7 @@ impl<O: Rule<B::InnerBackend>, B: AutodiffBackend> ModuleVisitor<B> for Gather<'
             .records
             .remove(&param.id)
             .map(|r| O::into_state(O::to_device(r.into_state::<D>(), &device)));
-        let (time, moments) = match state {
-            Some(State { momentum: m }) => (
-                m.time + 1,
-                Some([primitive(m.moment_1.0), primitive(m.moment_2.0)]),
-            ),
-            None => (1, None),
-        };
+        let (time, moments) = State::next(state);
         let item = Item {
             param: primitive(on(param.val(), &device).inner()),
             grad: primitive(grad),
@@ -206,13 +200,7 @@ impl<O: Rule<B::InnerBackend>, B: AutodiffBackend> ModuleMapper<B> for Scatter<'
         let Some((time, [p, m, v])) = self.updated.remove(&id) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
-        let momentum = Momentum {
-            time,
-            moment_1: Moment(float(m)),
-            moment_2: Moment(float(v)),
-            max_moment_2: None,
-        };
-        let state = O::from_state::<D>(State { momentum });
+        let state = O::from_state::<D>(State::after(time, [m, v]));
         self.records.insert(id, AdaptorRecord::from_state(state));
         let value = Tensor::from_inner(float(p));
         Param::from_mapped_value(id, require(value, tensor.is_require_grad()), mapper)

@@ -10,15 +10,42 @@
 use burn::optim::{AdamState, AdamWState, AdaptiveMomentumState};
 use burn::record::{PrecisionSettings, Record};
 use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{get_device_settings, DType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::installed;
+use crate::own_ops::{float, primitive};
 
 /// The state of one parameter: [`AdamW`](super::AdamW)'s and [`Adam`](super::Adam)'s.
 #[derive(Record, Clone)]
 pub struct State<B: Backend, const D: usize> {
     pub momentum: Momentum<B, D>,
+}
+
+impl<B: Backend, const D: usize> State<B, D> {
+    /// The step that follows `state` (1 without one) and the moments it starts from (none on
+    /// a first step), as the update takes them.
+    pub fn next(state: Option<Self>) -> (usize, Option<[FloatTensor<B>; 2]>) {
+        match state {
+            Some(State { momentum: m }) => (
+                m.time + 1,
+                Some([primitive(m.moment_1.0), primitive(m.moment_2.0)]),
+            ),
+            None => (1, None),
+        }
+    }
+
+    /// The state after step `time`, whose update gave moments `m` and `v`.
+    pub fn after(time: usize, [m, v]: [FloatTensor<B>; 2]) -> Self {
+        let momentum = Momentum {
+            time,
+            moment_1: Moment(float(m)),
+            moment_2: Moment(float(v)),
+            max_moment_2: None,
+        };
+        State { momentum }
+    }
 }
 
 /// burn's `AdaptiveMomentumState` with [`Moment`]s.
