@@ -344,7 +344,7 @@ mod kernel {
         update_all::<B>(cases, s, dtype, limit);
     }
 
-    /// More parameters alike than one launch takes (32), of sizes from one value to more
+    /// More parameters alike than one launch takes (8), of sizes from one value to more
     /// than a cube's threads: the launches split them, and every one is updated.
     #[test]
     fn many_parameters_split_over_launches() {

@@ -11,7 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use super::{Adam, AdamW, Optimiser, Rule, State};
 use crate::gradcheck::{difference, f32s};
 
-/// Convolution weights and vectors: 41 tensors (the kernel takes up to 32 per launch), from
+/// Convolution weights and vectors: 41 tensors (the kernel takes up to 8 per launch), from
 /// 3 to 18,432 values.
 #[derive(Module, Debug)]
 pub struct Parameters<B: Backend> {

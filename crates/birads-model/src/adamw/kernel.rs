@@ -105,9 +105,13 @@ fn update_kernel<P: Float, G: Float, M: Float, N: Float>(
     }
 }
 
-/// The most parameters one launch updates: each binds seven buffers, and a kernel of many
-/// is unrolled parameter by parameter (compiled once per group size and layout).
-const MOST_PER_LAUNCH: usize = 32;
+/// The most parameters one launch updates. Each binds seven buffers, and on CUDA every buffer
+/// is a kernel argument: its address and, as cubecl passes it from compute capability 6.0 on,
+/// its static metadata (five values of up to 8 bytes), about 48 bytes a buffer, 336 a
+/// parameter. Eight parameters (2.7 KB) stay inside the 4 KB of kernel arguments that drivers
+/// before CUDA 12.1 allow. The kernel is unrolled parameter by parameter (compiled once per
+/// group size and layout).
+const MOST_PER_LAUNCH: usize = 8;
 
 /// One parameter made ready for the kernel: its inputs (the gradient in place of the moments
 /// on its first step), its outputs, laid out as the parameter, and what groups it with others.

@@ -7,9 +7,9 @@
 //! parameters that was about 6,000 operations and 15 ms of host work per training step
 //! (`examples/host_time.rs`), a quarter of the step's host work and more than PyTorch AMP
 //! takes for the whole step on a GPU. Here the step of all parameters is one operation in
-//! burn-fusion's stream ([`Optimiser`]), and the kernel (`kernel.rs`) updates up to 32
-//! parameter tensors per launch (MyDenseNet's 406 in 13 on CUDA, as PyTorch's multi-tensor
-//! AdamW does): the parameter, its gradient and both moments read, the new parameter and
+//! burn-fusion's stream ([`Optimiser`]), and the kernel (`kernel.rs`) updates up to 8
+//! parameter tensors per launch (MyDenseNet's 406 in 51, as PyTorch's multi-tensor AdamW
+//! updates many per launch): the parameter, its gradient and both moments read, the new parameter and
 //! moments written, everything computed in f32.
 //!
 //! [`AdamW`] is a `SimpleOptimizer` whose [`State`] is laid out as burn's `AdamWState`, and
