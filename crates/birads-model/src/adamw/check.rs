@@ -82,40 +82,29 @@ fn steps<B: AutodiffBackend, O: Rule<B::InnerBackend>>(rule: O) -> Vec<(String, 
     }
     let mut record = optim.to_record();
     let mut out = Vec::new();
-    let mut push =
-        |what: String, p: Tensor<B::InnerBackend, 1>, state: State<B::InnerBackend, 1>| {
-            let m = state.momentum;
-            out.push((what.clone(), f32s(p)));
-            out.push((format!("{what}, first moment"), f32s(m.moment_1.0)));
-            out.push((format!("{what}, second moment"), f32s(m.moment_2.0)));
-        };
     for (i, w) in module.weights.iter().enumerate() {
         let state = O::into_state(record.remove(&w.id).expect("a state").into_state::<4>());
-        push(
-            format!("weight {i}"),
-            w.val().inner().flatten(0, 3),
-            flat(state),
-        );
+        out.extend(named(format!("weight {i}"), w.val().inner(), state));
     }
     for (i, v) in module.vectors.iter().enumerate() {
         let state = O::into_state(record.remove(&v.id).expect("a state").into_state::<1>());
-        push(format!("vector {i}"), v.val().inner(), state);
+        out.extend(named(format!("vector {i}"), v.val().inner(), state));
     }
     out
 }
 
-/// `state` with its moments flattened.
-fn flat<B: Backend, const D: usize>(state: State<B, D>) -> State<B, 1> {
+/// A parameter `p` called `what` and its moments, as f32.
+fn named<B: Backend, const D: usize>(
+    what: String,
+    p: Tensor<B, D>,
+    state: State<B, D>,
+) -> [(String, Vec<f32>); 3] {
     let m = state.momentum;
-    let flatten = |t: Tensor<B, D>| t.flatten(0, D - 1);
-    State {
-        momentum: super::Momentum {
-            time: m.time,
-            moment_1: super::Moment(flatten(m.moment_1.0)),
-            moment_2: super::Moment(flatten(m.moment_2.0)),
-            max_moment_2: None,
-        },
-    }
+    [
+        (what.clone(), f32s(p)),
+        (format!("{what}, first moment"), f32s(m.moment_1.0)),
+        (format!("{what}, second moment"), f32s(m.moment_2.0)),
+    ]
 }
 
 /// The largest relative difference (max |Δ| / max |want| per tensor) of `got` from `want`.

@@ -8,15 +8,15 @@
 //! (`examples/host_time.rs`), a quarter of the step's host work and more than PyTorch AMP
 //! takes for the whole step on a GPU. Here the step of all parameters is one operation in
 //! burn-fusion's stream ([`Optimiser`]), and the kernel (`kernel.rs`) updates up to 8
-//! parameter tensors per launch (MyDenseNet's 406 in 51, as PyTorch's multi-tensor AdamW
-//! updates many per launch): the parameter, its gradient and both moments read, the new parameter and
-//! moments written, everything computed in f32.
+//! parameter tensors per launch (MyDenseNet's 406 in 51; PyTorch's multi-tensor AdamW also
+//! updates many per launch): the parameter, its gradient and both moments read, the new
+//! parameter and moments written, everything computed in f32.
 //!
 //! [`AdamW`] is a `SimpleOptimizer` whose [`State`] is laid out as burn's `AdamWState`, and
-//! [`Optimiser`]'s record is burn's adaptor's, so its records are burn's `AdamW` records: a run
-//! resumes with either. Where no kernel is installed
-//! (the CPU, and `BIRADS_ADAMW_KERNEL=burn`) its step is burn's `AdamW` step itself. The
-//! formula is burn's (and PyTorch's `torch.optim.AdamW`), in the same order:
+//! [`Optimiser`]'s record is burn's adaptor's, so its records are burn's `AdamW` records: a
+//! run resumes with either. Where no kernel is installed (the CPU, and
+//! `BIRADS_ADAMW_KERNEL=burn`) its step is burn's `AdamW` step itself. The formula is burn's
+//! (and PyTorch's `torch.optim.AdamW`), in the same order:
 //!
 //! ```text
 //! m ← β₁·m + (1 − β₁)·g            v ← β₂·v + (1 − β₂)·g²      (first step: m, v from 0)

@@ -61,11 +61,6 @@ where
         }
     }
 
-    /// The rule.
-    pub fn rule(&self) -> &O {
-        &self.rule
-    }
-
     fn step_all(&mut self, lr: LearningRate, module: M, mut grads: GradAdaptor) -> M {
         let Some(update) = installed::<B::InnerBackend>() else {
             return module.map(&mut EachAlone {
