@@ -218,6 +218,8 @@ step 06-train-amp-burn-batchnorm-b32 60 "BIRADS_BATCHNORM=burn $BIRADS bench tra
 step 06-train-amp-burn-bnkernels-b32 60 "BIRADS_BATCHNORM_KERNELS=burn $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 # burn's AdamW operations instead of birads' update kernel (host work: README "host work per step").
 step 06-train-amp-burn-adamw-b32 60 "BIRADS_ADAMW_KERNEL=burn $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
+# burn's casts of the weights both ways instead of amp's own (README: "The weights' casts").
+step 06-train-amp-burn-casts-b32 60 "BIRADS_AMP_CASTS=burn $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-dwkernel-b32 60 "BIRADS_DEPTHWISE_KERNEL=burn $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-layernorm-b32 60 "BIRADS_LAYERNORM=burn $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 03-device-check-bf16 90 "$BIRADS bench device-check --device $DEVICE --precision bf16"

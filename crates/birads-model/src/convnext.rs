@@ -222,6 +222,8 @@ impl<B: Backend> MyConvNeXt<B> {
 
     /// `[N, 3, H, W]` normalised images → `[N, classes]` logits.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        // Under amp, the weights' casts for the products, made at once (`amp::cast_weights`).
+        let _casts = amp::cast_weights(self);
         self.head(self.features(x))
     }
 }

@@ -299,6 +299,8 @@ impl<B: Backend> MyDenseNet<B> {
 
     /// `[N, 3, H, W]` normalised images → `[N, tasks, 2]` (or `[N, 1, classes]`) logits.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 3> {
+        // Under amp, the weights' casts for the products, made at once (`amp::cast_weights`).
+        let _casts = amp::cast_weights(self);
         self.head(self.features(x))
     }
 }

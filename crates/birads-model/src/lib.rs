@@ -46,14 +46,15 @@ pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16>;
 pub type CudaUnfusedBf16 =
     burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, burn::tensor::bf16, i32, u8>;
 
-/// Install birads' own backward passes (`batch_norm`, `depthwise`, `gelu`, `layer_norm`) and
-/// kernels (`batch_norm::cube`, `depthwise::cube`, `layer_norm::cube`, and AdamW's update,
-/// `adamw::cube`) on the GPU training backends this build has: CUDA's (feature `cuda`) and
+/// Install birads' own backward passes (`batch_norm`, `depthwise`, `gelu`, `layer_norm`, amp's
+/// weight casts) and kernels (`batch_norm::cube`, `depthwise::cube`, `layer_norm::cube`, AdamW's
+/// update, `adamw::cube`, and the casts of many tensors, `amp::cube`) on the GPU training backends this build has: CUDA's (feature `cuda`) and
 /// wgpu's (feature `wgpu`, the software-Vulkan check of the same kernels).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub fn install_gpu_ops() {
     fn both<B: burn::tensor::backend::Backend>() {
         use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+        amp::install::<B, NoCheckpointing>();
         batch_norm::install::<B, NoCheckpointing>();
         depthwise::install::<B, NoCheckpointing>();
         gelu::install::<B, NoCheckpointing>();
@@ -70,7 +71,9 @@ pub fn install_gpu_ops() {
         cube::set::<layer_norm::cube::Rows, CudaRuntime, f32, i32, u8>(true);
         cube::set::<layer_norm::cube::Rows, CudaRuntime, bf16, i32, u8>(true);
         cube::set::<adamw::cube::Update, CudaRuntime, f32, i32, u8>(true);
+        cube::set::<amp::cube::Casts, CudaRuntime, f32, i32, u8>(true);
         cube::set::<adamw::cube::Update, CudaRuntime, bf16, i32, u8>(true);
+        cube::set::<amp::cube::Casts, CudaRuntime, bf16, i32, u8>(true);
         both::<Cuda>();
         both::<CudaBf16>();
         both::<CudaUnfused>();
@@ -83,6 +86,7 @@ pub fn install_gpu_ops() {
         cube::set::<depthwise::cube::WeightGradient, WgpuRuntime, f32, i32, u32>(true);
         cube::set::<layer_norm::cube::Rows, WgpuRuntime, f32, i32, u32>(true);
         cube::set::<adamw::cube::Update, WgpuRuntime, f32, i32, u32>(true);
+        cube::set::<amp::cube::Casts, WgpuRuntime, f32, i32, u32>(true);
         both::<burn::backend::Wgpu>();
         both::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
         // f16 (wgpu has no bf16): the software check of CUDA's bf16 backend.
@@ -91,6 +95,7 @@ pub fn install_gpu_ops() {
         cube::set::<depthwise::cube::WeightGradient, WgpuRuntime, f16, i32, u32>(true);
         cube::set::<layer_norm::cube::Rows, WgpuRuntime, f16, i32, u32>(true);
         cube::set::<adamw::cube::Update, WgpuRuntime, f16, i32, u32>(true);
+        cube::set::<amp::cube::Casts, WgpuRuntime, f16, i32, u32>(true);
         both::<burn::backend::Wgpu<f16>>();
         both::<CubeBackend<WgpuRuntime, f16, i32, u32>>();
     }

@@ -3,14 +3,14 @@
 //! computing in f32, writing the parameter in its precision and the moments in f32.
 
 use burn::tensor::DType;
-use burn_cubecl::ops::permute;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeRuntime;
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
 use super::{Item, Scalars};
-use crate::cube::reduce::{empty, threads};
+use crate::cube::many::{at, laid_out_like, launches, per_launch, sequence};
+use crate::cube::reduce::threads;
 
 /// Threads per cube.
 const ELEMENTWISE: u32 = 256;
@@ -21,26 +21,6 @@ const ELEMENTWISE: u32 = 256;
 /// step after a hundred steps). Moments read back from a record in another precision are
 /// read in theirs and written in this one.
 pub(super) const MOMENTS: DType = DType::F32;
-
-/// Where the value at `o` in `out`'s buffer lies in `t`: `o` itself where `t` is laid out as
-/// `out` (`same`), else through its coordinates (`out` is dense, so the coordinate along `d`
-/// is `o / stride(d) mod shape(d)` in any order of its dimensions).
-#[cube]
-fn at<F: Float, O: Float>(
-    t: &Tensor<F>,
-    out: &Tensor<O>,
-    o: usize,
-    #[comptime] same: bool,
-) -> usize {
-    let mut offset = o;
-    if !same {
-        offset = 0;
-        for d in 0..t.rank() {
-            offset += (o / out.stride(d)) % out.shape(d) * t.stride(d);
-        }
-    }
-    offset
-}
 
 /// `g ← g + l2·p` (Adam's penalty; 0 for AdamW), `m ← β₁·m + (1 − β₁)·g`,
 /// `v ← β₂·v + (1 − β₂)·g²` (from zero when `first`), then
@@ -139,8 +119,7 @@ impl<R: CubeRuntime> Prepared<R> {
         } = item;
         let first = moments.is_none();
         let [m, v] = moments.unwrap_or_else(|| [grad.clone(), grad.clone()]);
-        let order = dense_order(&param).unwrap_or_else(|| (0..param.meta.num_dims()).collect());
-        let like_param = |dtype| laid_out(&param, &order, dtype);
+        let like_param = |dtype| laid_out_like(&param, dtype);
         let outputs = [
             like_param(param.dtype),
             like_param(MOMENTS),
@@ -183,23 +162,12 @@ pub fn update<R: CubeRuntime>(
     let Some(client) = items.first().map(|item| item.param.client.clone()) else {
         return Vec::new();
     };
-    let bindings = client.properties().hardware.max_bindings as usize;
-    let per_launch = (bindings.saturating_sub(1) / 7).clamp(1, MOST_PER_LAUNCH);
+    let most = per_launch(&client, 7, MOST_PER_LAUNCH);
     let prepared: Vec<Prepared<R>> = items.into_iter().map(Prepared::new).collect();
-    let results = prepared.iter().map(|p| p.outputs.clone()).collect();
-    let mut groups: Vec<(Key, Vec<&Prepared<R>>)> = Vec::new();
-    for p in &prepared {
-        match groups.iter_mut().find(|(key, _)| *key == p.key) {
-            Some((_, group)) => group.push(p),
-            None => groups.push((p.key, vec![p])),
-        }
+    for (key, chunk) in launches(&prepared, |p| p.key, most) {
+        launch(&client, &chunk, key, s);
     }
-    for (key, group) in &groups {
-        for chunk in group.chunks(per_launch) {
-            launch(&client, chunk, *key, s);
-        }
-    }
-    results
+    prepared.into_iter().map(|p| p.outputs).collect()
 }
 
 /// One launch of the kernel over `chunk`, which shares `key`.
@@ -232,47 +200,4 @@ fn launch<R: CubeRuntime>(client: &ComputeClient<R>, chunk: &[&Prepared<R>], key
         key.same,
         key.dtypes.map(Into::into),
     );
-}
-
-/// The tensors that `pick` takes from each of `chunk`, as one argument of the kernel.
-fn sequence<R, T>(
-    chunk: &[&Prepared<R>],
-    pick: impl Fn(&Prepared<R>) -> &CubeTensor<R>,
-) -> SequenceArg<R, T>
-where
-    R: CubeRuntime,
-    T: LaunchArg<RuntimeArg<R> = TensorArg<R>>,
-{
-    chunk
-        .iter()
-        .map(|p| pick(p).clone().into_tensor_arg())
-        .collect()
-}
-
-/// `t`'s dimensions from the slowest to the fastest in memory, where `t` is a permutation of
-/// a contiguous tensor (dimensions of size 1, whose stride means nothing, anywhere).
-fn dense_order<R: CubeRuntime>(t: &CubeTensor<R>) -> Option<Vec<usize>> {
-    let (shape, strides) = (t.meta.shape(), t.meta.strides());
-    let mut order: Vec<usize> = (0..shape.num_dims()).collect();
-    order.sort_by_key(|&d| (std::cmp::Reverse(strides[d]), shape[d] == 1));
-    let mut expected = 1;
-    for &d in order.iter().rev() {
-        if shape[d] != 1 && strides[d] != expected {
-            return None;
-        }
-        expected *= shape[d];
-    }
-    Some(order)
-}
-
-/// An uninitialised tensor of `like`'s shape whose dimensions lie in memory in `order`
-/// (slowest first).
-fn laid_out<R: CubeRuntime>(like: &CubeTensor<R>, order: &[usize], dtype: DType) -> CubeTensor<R> {
-    let shape = like.meta.shape();
-    let stored: Vec<usize> = order.iter().map(|&d| shape[d]).collect();
-    let mut back = vec![0; order.len()];
-    for (j, &d) in order.iter().enumerate() {
-        back[d] = j;
-    }
-    permute(empty(like, stored.into(), dtype), &back)
 }

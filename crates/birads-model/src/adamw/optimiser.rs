@@ -144,6 +144,9 @@ impl<O: SimpleOptimizer<B::InnerBackend>, B: AutodiffBackend> ModuleMapper<B>
             .records
             .remove(&id)
             .map(|r| O::to_device(r.into_state(), &device));
+        // A gradient amp's casts handed on in the product's precision (`amp::casts`) is
+        // widened first (exactly); burn's steps take one precision.
+        let grad = crate::amp::in_dtype(grad, tensor.dtype());
         let (value, state) = self
             .rule
             .step(self.lr, on(tensor, &device).inner(), grad, state);

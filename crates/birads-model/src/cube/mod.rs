@@ -7,6 +7,7 @@
 //! cubecl runtime `R`, with the pieces they share in `reduce.rs`; the operations that use
 //! them are written once against `B: Launch`.
 
+pub mod many;
 pub mod reduce;
 
 pub use crate::own_ops::{float, primitive};

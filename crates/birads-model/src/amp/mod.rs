@@ -5,8 +5,11 @@
 //! the split AMP makes, and the reason it keeps f32 accuracy where a model held entirely in
 //! bf16 loses the small updates that bf16's 8-bit mantissa rounds away.
 //!
-//! The casts are ordinary autodiff operations, so the backward pass runs the products in
-//! the low precision too and each gradient arrives in f32 at its f32 parameter.
+//! The casts are autodiff operations, so the backward pass runs the products in the low
+//! precision too. Each gradient arrives at its f32 parameter with the values of an f32 cast:
+//! in f32 through burn's casts, or in the low precision where the own casts are installed (the
+//! GPU backends, `casts.rs`: the weights are cast once per forward pass, all together, and
+//! their gradients are handed on for the optimiser to widen).
 //!
 //! Where a normalisation's own pass sits next to a product, the cast between them is left out:
 //! the product's output stays in the low precision (`conv2d_as_computed`) and the
@@ -17,6 +20,16 @@
 //!
 //! The scope is per thread, as autocast's is: the training loop enters it around forward and
 //! loss; data loading on other threads is unaffected.
+
+mod casts;
+#[cfg(feature = "cubecl-kernels")]
+pub mod cube;
+#[cfg(feature = "cubecl-kernels")]
+mod kernel;
+
+pub use casts::{
+    cast_weights, install, install_kernel, uninstall, uninstall_kernel, CastsFn, WeightCasts,
+};
 
 use std::cell::Cell;
 
@@ -105,11 +118,11 @@ pub fn conv2d_as_computed<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tens
         conv.groups,
     );
     // `x` may be in `low` already: a BatchNorm before it writes it so (`forward_relu_for`).
-    let low = DType::from(low);
+    // The weight's cast may have been made at the pass's start (`cast_weights`).
     conv2d_op(
-        in_dtype(x, low),
-        conv.weight.val().cast(low),
-        conv.bias.as_ref().map(|b| b.val().cast(low)),
+        in_dtype(x, low.into()),
+        casts::weight(&conv.weight, low),
+        conv.bias.as_ref().map(|b| casts::weight(b, low)),
         options,
     )
 }
@@ -119,12 +132,11 @@ pub fn linear<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -
     let Some(low) = compute_dtype() else {
         return linear.forward(x);
     };
-    let (weight, low) = (linear.weight.val(), DType::from(low));
-    let back = weight.dtype();
+    let back = linear.weight.val().dtype();
     let y = linear_op(
-        in_dtype(x, low),
-        weight.cast(low),
-        linear.bias.as_ref().map(|b| b.val().cast(low)),
+        in_dtype(x, low.into()),
+        casts::weight(&linear.weight, low),
+        linear.bias.as_ref().map(|b| casts::weight(b, low)),
     );
     y.cast(back)
 }
