@@ -105,18 +105,22 @@ pub fn cast_weights<B: Backend, M: Module<B>>(module: &M) -> Option<WeightCasts>
     if MADE.with(|m| m.borrow().is_some()) {
         return None;
     }
-    let mut wanted = Wanted::<B> {
-        cast: CAST.with(|c| c.borrow().clone()),
-        ids: Vec::new(),
-        tensors: Vec::new(),
-    };
-    module.visit(&mut wanted);
-    let cast = if wanted.tensors.is_empty() {
+    // The set is borrowed while the module is visited: reading a parameter does not cast.
+    let (ids, tensors) = CAST.with(|cast| {
+        let mut wanted = Wanted::<B> {
+            cast: &cast.borrow(),
+            ids: Vec::new(),
+            tensors: Vec::new(),
+        };
+        module.visit(&mut wanted);
+        (wanted.ids, wanted.tensors)
+    });
+    let cast = if tensors.is_empty() {
         Vec::new()
     } else {
-        casts(wanted.tensors, dtype)
+        casts(tensors, dtype)
     };
-    let tensors: HashMap<ParamId, FloatTensor<B>> = wanted.ids.into_iter().zip(cast).collect();
+    let tensors: HashMap<ParamId, FloatTensor<B>> = ids.into_iter().zip(cast).collect();
     MADE.with(|m| {
         *m.borrow_mut() = Some(Made {
             dtype,
@@ -127,13 +131,13 @@ pub fn cast_weights<B: Backend, M: Module<B>>(module: &M) -> Option<WeightCasts>
 }
 
 /// Collects the parameters to cast.
-struct Wanted<B: Backend> {
-    cast: HashSet<ParamId>,
+struct Wanted<'a, B: Backend> {
+    cast: &'a HashSet<ParamId>,
     ids: Vec<ParamId>,
     tensors: Vec<FloatTensor<B>>,
 }
 
-impl<B: Backend> ModuleVisitor<B> for Wanted<B> {
+impl<B: Backend> ModuleVisitor<B> for Wanted<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if self.cast.contains(&param.id) {
             self.ids.push(param.id);
@@ -177,33 +181,27 @@ pub(super) fn weight<B: Backend, const D: usize>(
 
 /// `tensors` in `dtype`, each as it is where it is in `dtype` already: with `B`'s kernel where
 /// one is installed and more than one needs a cast, else burn's cast each.
-fn cast_all<B: Backend>(tensors: Vec<FloatTensor<B>>, dtype: FloatDType) -> Vec<FloatTensor<B>> {
-    let kernel = own_ops::installed::<CastsFn<B>>();
-    let (to_cast, positions): (Vec<_>, Vec<usize>) = tensors
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| t.dtype() != dtype.into())
-        .map(|(i, t)| (t.clone(), i))
-        .unzip();
-    match kernel {
+fn cast_all<B: Backend>(
+    mut tensors: Vec<FloatTensor<B>>,
+    dtype: FloatDType,
+) -> Vec<FloatTensor<B>> {
+    let to_cast: Vec<usize> = (0..tensors.len())
+        .filter(|&i| tensors[i].dtype() != dtype.into())
+        .collect();
+    match own_ops::installed::<CastsFn<B>>() {
         Some(casts) if to_cast.len() > 1 => {
-            let mut out = tensors;
-            for (i, t) in positions.into_iter().zip(casts(to_cast, dtype)) {
-                out[i] = t;
+            let cast = casts(to_cast.iter().map(|&i| tensors[i].clone()).collect(), dtype);
+            for (i, t) in to_cast.into_iter().zip(cast) {
+                tensors[i] = t;
             }
-            out
         }
-        _ => tensors
-            .into_iter()
-            .map(|t| {
-                if t.dtype() == dtype.into() {
-                    t
-                } else {
-                    B::float_cast(t, dtype)
-                }
-            })
-            .collect(),
+        _ => {
+            for i in to_cast {
+                tensors[i] = B::float_cast(tensors[i].clone(), dtype);
+            }
+        }
     }
+    tensors
 }
 
 /// The casts on `Autodiff<B, C>`: made together, each its own node with [`PassOn`].
