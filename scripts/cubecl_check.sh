@@ -8,24 +8,16 @@
 # against the CPU, before device time is spent on them. About 10 minutes of tests after the
 # build.
 #
-#   bash scripts/cubecl_check.sh          # installs mesa-vulkan-drivers when missing
+#   bash scripts/cubecl_check.sh          # installs mesa-vulkan-drivers when missing (lavapipe.sh)
 #   bash scripts/cubecl_check.sh --count  # kernel launches per training step instead
 #   bash scripts/cubecl_check.sh --host [--amp]  # the CPU time per step burn and cubecl spend
 #                                                # (perf), f32 or the benchmark's mixed precision
 #
-# Not part of CI: the wgpu build adds 12 to 19 minutes on two cores.
+# CI (scripts/test.sh) runs the kernels' own tests, the fast part of this; the whole models'
+# passes and trainings here take another 10 minutes or more on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
-  echo "installing Mesa's software Vulkan driver (lavapipe)"
-  sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
-  $sudo_ apt-get install -y -q mesa-vulkan-drivers libvulkan1 >/dev/null
-fi
-# Only the software driver: a real GPU's driver, where there is one, is not what this checks.
-# wgpu's Vulkan loader asks for a runtime folder; a root shell may have none.
-export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
-export VK_ICD_FILENAMES
-VK_ICD_FILENAMES=$(ls /usr/share/vulkan/icd.d/lvp_icd*.json | head -1)
+. scripts/lavapipe.sh
 if [ "${1:-}" = --count ]; then
   # Kernel launches per training step, phase by phase: f32 and amp, with and without fusion,
   # with burn's depthwise, LayerNorm or BatchNorm backward, or without the own kernels inside

@@ -197,8 +197,8 @@ step 04-train-amp-b32 150 "$BIRADS bench train --device $DEVICE --precision amp 
 # Point 3 in f32 (device_check_f32 above), after the headline figure.
 step 01-device-check-f32 150 device_check_f32
 step 04-train-amp-b64 150 "$BIRADS bench train --device $DEVICE --precision amp --engine burn --batch 64 --runs 3 --warmup 3 $(pyflag)"
-# Is a step host-bound (burn's CPU work, README "host work per step")? Then batch 8 takes about
-# as long per step as batch 32.
+# Is a step host-bound (burn's CPU work, docs/gpu/README.md "host work per step")? Then batch 8
+# takes about as long per step as batch 32.
 step 04-train-amp-b8 60 "$BIRADS bench train --device $DEVICE --precision amp --engine burn --batch 8 --runs 3 --warmup 3 --no-python"
 
 # Point 4: inference throughput beside PyTorch (batch 1 and 32), f32 as predict runs it.
@@ -216,9 +216,11 @@ step 06-train-amp-nofusion-b32 100 "$BIRADS bench train --device $DEVICE --preci
 step 06-train-amp-burn-depthwise-b32 100 "BIRADS_DEPTHWISE=burn $BIRADS bench train --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-batchnorm-b32 60 "BIRADS_BATCHNORM=burn $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-bnkernels-b32 60 "BIRADS_BATCHNORM_KERNELS=burn $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
-# burn's AdamW operations instead of birads' update kernel (host work: README "host work per step").
+# burn's AdamW operations instead of birads' update kernel (host work: docs/gpu/README.md,
+# "host work per step").
 step 06-train-amp-burn-adamw-b32 60 "BIRADS_ADAMW_KERNEL=burn $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
-# burn's casts of the weights both ways instead of amp's own (README: "The weights' casts").
+# burn's casts of the weights both ways instead of amp's own (docs/gpu/README.md: "The
+# weights' casts").
 step 06-train-amp-burn-casts-b32 60 "BIRADS_AMP_CASTS=burn $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-dwkernel-b32 60 "BIRADS_DEPTHWISE_KERNEL=burn $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"
 step 06-train-amp-burn-layernorm-b32 60 "BIRADS_LAYERNORM=burn $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 3 --warmup 3 --no-python"

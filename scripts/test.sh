@@ -3,8 +3,13 @@
 #   - Debian's chromium + chromium-driver (the web page's end-to-end test),
 #   - a Python environment in target/py with maturin, pytest, numpy, onnx and onnxruntime
 #     (no PyTorch),
-# then the Rust suite (`cargo test --workspace`) and the Python suite (`pytest python/tests`)
-# against the Python package laid out as its wheel lays it out (python/birads + the extension).
+#   - Mesa's software Vulkan driver (scripts/lavapipe.sh),
+# then the Rust suite (`cargo test --workspace`), the Python suite (`pytest python/tests`)
+# against the Python package laid out as its wheel lays it out (python/birads + the extension),
+# and birads' own GPU kernels on burn's wgpu backend over the software driver, each against a
+# plain reference or burn's operations (issue #15: the same cubecl kernels CUDA runs, tested
+# without a GPU; about 8 minutes of build and 1 of tests on two cores; the whole models' passes
+# and trainings on that backend are in scripts/cubecl_check.sh, 10 minutes more).
 # The extension is compiled in the same cargo invocation as the tests: built alone (as maturin
 # builds it) the dependencies resolve to other feature sets and half the tree compiles again,
 # minutes on a 2-core CI machine. `--wheel` also builds and installs the real wheel with pip
@@ -25,6 +30,7 @@ if ! command -v chromedriver >/dev/null; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
+. scripts/lavapipe.sh
 
 py=target/py/bin/python
 if ! "$py" -c "import maturin, pytest, numpy, onnx, onnxruntime" 2>/dev/null; then
@@ -57,3 +63,9 @@ fi
 
 echo "== Python tests"
 PYTHONPATH="$pkg" BIRADS_BIN="$target/debug/birads" "$py" -m pytest -q python/tests
+
+echo "== birads' GPU kernels on wgpu (Mesa's software Vulkan driver)"
+# Every kernel test; only the whole models' passes are left to scripts/cubecl_check.sh.
+cargo test -p birads-model --features wgpu --locked \
+  --test cubecl --test adamw --test amp_kernel -- --test-threads 1 \
+  --skip _pass_on_cubecl_equals --skip passes_with_the_own_casts_equal
