@@ -231,6 +231,9 @@ step 13-device-check-burn-gelu 60 "! BIRADS_GELU=burn $BIRADS bench device-check
 
 # Where a ConvNeXt step's time goes, kernel by kernel (cubecl's profiler; compressed log).
 step 12-profile 90 "CUBECL_DEBUG_LOG=$W/cubecl.log CUBECL_DEBUG_OPTION=profile $BIRADS bench train --models convnext --device $DEVICE --precision amp --engine burn --batch 32 --runs 1 --warmup 2 --no-python; gzip -c $W/cubecl.log > $OUT/12-cubecl-profile.log.gz; ls -l $OUT/12-cubecl-profile.log.gz"
+# The same for MyDenseNet, whose backward on the software driver is a third copies (284 + 203
+# of 1,511 launches around the im2col convolutions autotune picks there): are they on CUDA?
+step 12-profile-densenet 90 "CUBECL_DEBUG_LOG=$W/cubecl-dn.log CUBECL_DEBUG_OPTION=profile $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 1 --warmup 2 --no-python; gzip -c $W/cubecl-dn.log > $OUT/12-cubecl-profile-densenet.log.gz; ls -l $OUT/12-cubecl-profile-densenet.log.gz"
 
 cp -r "$CACHE/autotune" "$OUT/" 2> /dev/null && du -sh "$CACHE"/* "$OUT/autotune"
 echo "== done in $(( $(date +%s) - start )) s, $failed step(s) failed; outputs in $OUT"
