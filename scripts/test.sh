@@ -8,7 +8,7 @@
 # against the Python package laid out as its wheel lays it out (python/birads + the extension),
 # and birads' own GPU kernels on burn's wgpu backend over the software driver, each against a
 # plain reference or burn's operations (issue #15: the same cubecl kernels CUDA runs, tested
-# without a GPU; about 8 minutes of build and 1 of tests on two cores; the whole models' passes
+# without a GPU; about 9 minutes of build and 1 of tests on two cores; the whole models' passes
 # and trainings on that backend are in scripts/cubecl_check.sh, 10 minutes more).
 # The extension is compiled in the same cargo invocation as the tests: built alone (as maturin
 # builds it) the dependencies resolve to other feature sets and half the tree compiles again,
