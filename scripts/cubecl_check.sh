@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU training code paths without a GPU (issue #15, point 6): the `tests/cubecl.rs` of
+# The GPU training code paths without a GPU (issue #15, point 6): the `tests/cubecl` of
 # birads-model and birads-train on burn's wgpu backend, which runs the same burn-cubecl
 # kernels, burn-fusion and autotune as burn's CUDA backend, on Mesa's software Vulkan driver
 # (lavapipe). Checks birads' own operations (depthwise backward, exact GELU backward, the

@@ -6,7 +6,7 @@
 //! `x Φ(x)` exactly, while burn-backend's default `gelu_backward`, which burn-cubecl inherits
 //! (CUDA, wgpu), is the derivative of the tanh approximation. On the cubecl backends that puts
 //! every ConvNeXt gradient 2–6·10⁻⁴ (relative) away from an f64 pass, where the CPU's f32 pass
-//! is within 10⁻⁶ (`tests/cubecl.rs`): more than `birads bench device-check` allows.
+//! is within 10⁻⁶ (`tests/cubecl/`): more than `birads bench device-check` allows.
 //!
 //! Here the backward is `g · (Φ(x) + x φ(x))`, written with burn's erf and exp: one fused
 //! elementwise kernel on CUDA. Where nothing is installed, `gelu` is burn's.

@@ -1,7 +1,7 @@
 //! amp's weight casts made at once (`amp::cast_weights`), with each gradient handed on in the
 //! product's precision, give the passes and steps of burn's casts: on the CPU, with a host
 //! function in the place of the cubecl kernel (its own process, as installing is global). The
-//! GPU backends install the same operation with the kernel (`tests/cubecl.rs` checks the kernel).
+//! GPU backends install the same operation with the kernel (`tests/amp_kernel.rs` checks the kernel).
 
 use std::sync::Mutex;
 

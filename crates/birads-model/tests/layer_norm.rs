@@ -2,7 +2,7 @@
 //! installed on the GPU training backends): its forward against burn's `LayerNorm`, the
 //! closed-form backward against burn's autodiff of the same forward in f64, then a whole
 //! MyConvNeXt with it installed on the CPU's autodiff backend against burn's operations.
-//! (`tests/cubecl.rs` checks the kernels that run it on the cubecl backends.)
+//! (`tests/cubecl/` checks the kernels that run it on the cubecl backends.)
 
 mod common;
 

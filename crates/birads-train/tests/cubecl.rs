@@ -46,6 +46,6 @@ fn densenet_trains_on_cubecl_as_on_the_cpu() {
     // tree reductions differ from the CPU's more than the two CPU engines do. Over three
     // initial draws the first epoch's validation loss came 1.6–4.0·10⁻³ apart, so the limit
     // is 10⁻² in every epoch; the gradients themselves are held to 10⁻⁴ by birads-model's
-    // `tests/cubecl.rs`.
+    // `tests/cubecl/`.
     agree(Task::Fea, 2, 1e-2, 1e-2);
 }
