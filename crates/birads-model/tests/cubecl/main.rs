@@ -121,9 +121,9 @@ impl Amp {
 /// precision, which wgpu lacks; f16 has the same path: load, widen to f32, accumulate, round
 /// back). The inputs are the f16 values; the sums are f32, so only the stored result's
 /// rounding (2⁻¹¹ relative, held to 1e-3, and half a subnormal step below 2⁻¹⁴: results of a
-/// few 10⁻⁶ occur) is added to the f32 limits. The depthwise
-/// reference is burn's f32 backward of the unrounded inputs: their f16 rounding moves the
-/// gradient by a few 10⁻⁴ of its largest value (held to 2e-3).
+/// few 10⁻⁶ occur) is added to the f32 limits. The depthwise reference is burn's f32 backward
+/// of the unrounded inputs: their f16 rounding moves the gradient by a few 10⁻⁴ of its largest
+/// value (held to 2e-3).
 #[test]
 fn the_kernels_take_half_precision_tensors() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
