@@ -15,11 +15,20 @@ use common::{assert_histories_agree, data, quick, synth};
 /// interleave, or their initial weights depend on scheduling.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn fit(task: Task) -> f64 {
+/// The accuracy after training on `samples` alone, evaluated on them, and the majority
+/// class's accuracy on them.
+fn fit(task: Task) -> (f64, f64) {
     let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let samples = data(task, dir.path());
-    let cfg = quick(task);
+    let mut cfg = quick(task);
+    // MyDenseNet at `quick`'s 5e-3 ended at 0.78–0.84 depending on the epoch count and on
+    // the CPU (gemm's AVX2 and AVX-512 kernels round differently), just above the majority's
+    // 0.67; at 2e-3 it ends at 0.86–0.875 for 24 to 48 epochs.
+    if task == Task::Fea {
+        cfg.learning_rate = 2e-3;
+    }
+    let baseline = majority(task, &samples);
     let opts = RunOptions {
         out: dir.path().join("run"),
         resume: false,
@@ -43,24 +52,45 @@ fn fit(task: Task) -> f64 {
         last.train_accuracy, first.train_loss, last.train_loss
     );
     // Evaluated with the inference model on the training images themselves.
-    last.val_accuracy.unwrap()
+    (last.val_accuracy.unwrap(), baseline)
+}
+
+/// The accuracy of always answering the most frequent label (per feature for the features).
+fn majority(task: Task, samples: &[Sample]) -> f64 {
+    match task {
+        Task::Cls => {
+            let mut counts = std::collections::HashMap::new();
+            for s in samples {
+                *counts.entry(s.class).or_insert(0usize) += 1;
+            }
+            *counts.values().max().unwrap_or(&0) as f64 / samples.len() as f64
+        }
+        Task::Fea => {
+            let share = |f: usize| {
+                let labels: Vec<bool> = samples.iter().filter_map(|s| s.features[f]).collect();
+                let yes = labels.iter().filter(|&&y| y).count();
+                yes.max(labels.len() - yes) as f64 / labels.len() as f64
+            };
+            (0..4).map(share).sum::<f64>() / 4.0
+        }
+    }
 }
 
 #[test]
 fn convnext_fits_a_small_training_set() {
-    let acc = fit(Task::Cls);
+    let (acc, majority) = fit(Task::Cls);
     assert!(
-        acc >= 0.8,
-        "BI-RADS training accuracy {acc} after 24 epochs"
+        acc >= 0.8 && acc >= majority + 0.1,
+        "BI-RADS training accuracy {acc} after 24 epochs (majority class {majority})"
     );
 }
 
 #[test]
 fn densenet_fits_a_small_training_set() {
-    let acc = fit(Task::Fea);
+    let (acc, majority) = fit(Task::Fea);
     assert!(
-        acc >= 0.8,
-        "feature training accuracy {acc} after 32 epochs"
+        acc >= 0.8 && acc >= majority + 0.1,
+        "feature training accuracy {acc} after 32 epochs (majority {majority})"
     );
 }
 
