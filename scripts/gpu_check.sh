@@ -229,6 +229,13 @@ step 03-device-check-bf16 90 "$BIRADS bench device-check --device $DEVICE --prec
 # software driver one of the matmul kernels it may choose computes wrong values
 # (docs/gpu/README.md, "A known problem"); batch 4 above does not reach batch 32's choices.
 step 02-device-check-amp-b32 150 "$BIRADS bench device-check --device $DEVICE --precision amp --batch 32"
+# Every matmul kernel autotune may choose, each on its own, on the linear layers' and 1×1
+# convolutions' products of a batch-32 step, against an f64 reference (bf16 as amp computes
+# them, then f32): is any of them wrong on CUDA, as one is on the software driver?
+step 02-matmuls-b32 120 "r=0; for p in bf16 f32; do $BIRADS bench matmuls --device $DEVICE --precision \$p --batch 32 || r=1; done; exit \$r"
+# The same for the small models of the precision step (step 08), whose MyDenseNet has 1×1
+# convolutions over 24, 72, 120… channels: the pattern of the wrong kernel on the software driver.
+step 02-matmuls-small 60 "$BIRADS bench matmuls --device $DEVICE --precision bf16 --config $here/configs/precision-fea.toml"
 # burn's own GELU backward (the tanh approximation's derivative) on CUDA: expected to break the
 # f32 limit on ConvNeXt, as it does on wgpu (2–6e-4); passing would make the own one moot.
 step 13-device-check-burn-gelu 60 "! BIRADS_GELU=burn $BIRADS bench device-check --device $DEVICE --precision f32 --models convnext"

@@ -17,6 +17,7 @@ pub mod fast;
 pub mod gelu;
 pub mod gradcheck;
 pub mod layer_norm;
+pub mod matmuls;
 mod own_ops;
 pub mod precision;
 pub mod weights;

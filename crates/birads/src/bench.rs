@@ -41,6 +41,10 @@ pub enum BenchCommand {
     /// device against the CPU in f32: outputs and every parameter gradient compared; exits
     /// non-zero when a limit is broken.
     DeviceCheck(crate::bench_device::DeviceCheckArgs),
+    /// Is each matrix-product kernel burn's autotune may choose right on the GPU? Every
+    /// candidate on its own, on the linear layers' and 1×1 convolutions' products of a
+    /// training step, against an f64 reference; exits non-zero when one is wrong.
+    Matmuls(crate::bench_matmuls::MatmulsArgs),
 }
 
 #[derive(Args)]
@@ -121,6 +125,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<u8> {
         BenchCommand::Train(a) => crate::bench_compare::train(a),
         BenchCommand::Infer(a) => crate::bench_device::infer(a),
         BenchCommand::DeviceCheck(a) => crate::bench_device::device_check(a),
+        BenchCommand::Matmuls(a) => crate::bench_matmuls::matmuls(a),
     }
 }
 

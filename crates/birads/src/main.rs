@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_compare;
 mod bench_device;
+mod bench_matmuls;
 mod cv;
 mod data;
 mod demo;

@@ -83,6 +83,7 @@ fn relative(got: &[f32], want: &[f32]) -> f64 {
 mod batch_norm_kernels;
 mod depthwise_backward;
 mod layer_norm_kernels;
+mod matmul_kernels;
 mod models;
 
 use batch_norm_kernels::check_batch_norm_kernels;

@@ -1,0 +1,106 @@
+//! `birads_model::matmuls` on the software driver: every kernel of burn's matmul autotune run
+//! on its own against the f64 reference, and the wrong one it finds there.
+
+use super::*;
+use birads_model::matmuls::{candidates, check, Outcome, Product, Verdict};
+
+/// A 1×1 convolution's forward (`x·Wᵀ`, the weight `16 × k` seen transposed) at batch 2 on
+/// 16×16, as in the small MyDenseNet of `tests/cubecl/models.rs`.
+fn conv1x1(k: usize, rhs_transposed: bool) -> Product {
+    Product {
+        batch: 1,
+        m: 512,
+        n: 16,
+        k,
+        lhs_transposed: false,
+        rhs_transposed,
+    }
+}
+
+fn verdict<'a>(outcomes: &'a [Outcome], kernel: &str) -> &'a Verdict {
+    &outcomes
+        .iter()
+        .find(|o| o.kernel == kernel)
+        .unwrap_or_else(|| panic!("{kernel} not among {outcomes:?}"))
+        .verdict
+}
+
+fn checked(p: Product) -> Vec<Outcome> {
+    let outcomes = check::<WgpuRuntime, f32>(&Default::default(), p, 7, 1e-5);
+    println!("{p}");
+    for o in &outcomes {
+        println!("  {:<40} {:?}", o.kernel, o.verdict);
+    }
+    outcomes
+}
+
+fn assert_right(p: Product, outcomes: &[Outcome], kernels: &[&str]) {
+    for kernel in kernels {
+        let v = verdict(outcomes, kernel);
+        assert!(
+            matches!(v, Verdict::Right(e) if *e < 1e-6),
+            "{p} {kernel}: {v:?}"
+        );
+    }
+}
+
+#[test]
+fn the_candidates_are_autotunes_list() {
+    let names: Vec<String> = candidates().iter().map(|s| s.to_string()).collect();
+    assert_eq!(names.len(), 29, "{names:?}");
+    assert_eq!(names[0], "matmul_naive");
+    // Autotune's cache stores choices as indices into this list (docs/gpu/README.md).
+    assert_eq!(names[6], "matmul_double_unit_max_tile_size");
+    assert_eq!(names[7], "matmul_simple_unit_min_tile_size");
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+}
+
+const UNIT: [&str; 5] = [
+    "matmul_naive",
+    "matmul_simple_unit_max_tile_size",
+    "matmul_simple_unit_min_tile_size",
+    "matmul_double_unit_max_tile_size",
+    "matmul_double_unit_min_tile_size",
+];
+
+/// With k a multiple of 16 every kernel that runs here is right: the naive one (autotune's
+/// fallback), the simple and double-buffered unit kernels, each with its largest and smallest
+/// tiles. The others refuse the product (no plane operations, no tensor cores on lavapipe).
+#[test]
+fn each_autotune_candidate_runs_on_its_own_and_is_judged() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let p = conv1x1(32, true);
+    let outcomes = checked(p);
+    assert_right(p, &outcomes, &UNIT);
+    let ran = outcomes
+        .iter()
+        .filter(|o| !matches!(o.verdict, Verdict::Refused(_)))
+        .count();
+    assert_eq!(ran, UNIT.len(), "{p}: {outcomes:?}");
+}
+
+/// The known problem of docs/gpu/README.md, reduced to one product: the double-buffered unit
+/// kernel (cubek 0.2), with either tile size, is wrong when the right side is column-major
+/// (the transposed weight) and k is 24, a multiple of its vector width 8 but not of 16; the
+/// same product with a row-major right side is right, and so is every other unit kernel.
+/// Should this start to fail because the kernel became right, the bug is gone: update
+/// docs/gpu/README.md and this test.
+#[test]
+fn the_double_unit_kernel_is_wrong_for_a_column_major_right_side_with_k_24() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let row_major = conv1x1(24, false);
+    assert_right(row_major, &checked(row_major), &UNIT);
+    let column_major = conv1x1(24, true);
+    let outcomes = checked(column_major);
+    assert_right(column_major, &outcomes, &UNIT[..3]);
+    for kernel in &UNIT[3..] {
+        let v = verdict(&outcomes, kernel);
+        assert!(
+            matches!(v, Verdict::Wrong { error, .. } if *error > 0.1),
+            "{column_major} {kernel}: {v:?}"
+        );
+    }
+}
