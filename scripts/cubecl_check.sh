@@ -62,6 +62,7 @@ if [ "${1:-}" = --host ]; then
   done
   exit 0
 fi
-cargo test -p birads-model --features wgpu --test cubecl --test adamw --test amp_kernel -- --test-threads 1 "$@"
+cargo test -p birads-model --features wgpu --test cubecl --test adamw --test amp_kernel -- --test-threads 1 \
+  --include-ignored "$@"
 # half.rs: training in f16 (wgpu's stand-in for CUDA's bf16), its own process.
 cargo test -p birads-train --features wgpu --test cubecl --test half -- --test-threads 1 "$@"

@@ -5,11 +5,15 @@
 #     (no PyTorch),
 #   - Mesa's software Vulkan driver (scripts/lavapipe.sh),
 # then the Rust suite (`cargo test --workspace`), the Python suite (`pytest python/tests`)
-# against the Python package laid out as its wheel lays it out (python/birads + the extension),
-# and birads' own GPU kernels on burn's wgpu backend over the software driver, each against a
-# plain reference or burn's operations (issue #15: the same cubecl kernels CUDA runs, tested
-# without a GPU; about 9 minutes of build and 1 of tests on two cores; the whole models' passes
-# and trainings on that backend are in scripts/cubecl_check.sh, 10 minutes more).
+# against the Python package laid out as its wheel lays it out (python/birads + the extension).
+# The Rust suite includes birads' own GPU kernels on burn's wgpu backend over the software
+# driver, each against a plain reference or burn's operations (issue #15: the same cubecl
+# kernels CUDA runs, tested without a GPU): birads-model's `wgpu` feature is on for the whole
+# workspace. The feature only adds modules (the CPU code is the same), and with it on for every
+# crate, each crate compiles once: turned on for birads-model alone, burn and everything under
+# it resolve to other features (serde, burn-std, burn-backend …) and compile a second time,
+# 12 minutes on two cores. The whole models' passes and trainings on that backend are ignored
+# here and run by scripts/cubecl_check.sh (10 minutes more).
 # The extension is compiled in the same cargo invocation as the tests: built alone (as maturin
 # builds it) the dependencies resolve to other feature sets and half the tree compiles again,
 # minutes on a 2-core CI machine. `--wheel` also builds and installs the real wheel with pip
@@ -42,11 +46,12 @@ fi
 
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 export PYO3_PYTHON="$PWD/$py"
+features=(--features birads-model/wgpu)
 echo "== building the tests, the binary and the Python extension"
-cargo build --workspace --locked --lib --bins --tests --examples
+cargo build --workspace --locked "${features[@]}" --lib --bins --tests --examples
 
-echo "== Rust tests"
-BIRADS_PYTHON="$PWD/$py" cargo test --workspace --locked
+echo "== Rust tests (birads' GPU kernels among them, on Mesa's software Vulkan driver)"
+BIRADS_PYTHON="$PWD/$py" cargo test --workspace --locked "${features[@]}"
 
 echo "== the Python package"
 pkg="$target/py-pkg"
@@ -64,9 +69,3 @@ fi
 echo "== Python tests"
 PYTHONPATH="$pkg" BIRADS_BIN="$target/debug/birads" "$py" -m pytest -q python/tests
 
-echo "== birads' GPU kernels on wgpu (Mesa's software Vulkan driver)"
-# Every kernel test; the whole models' passes (tests/cubecl/models.rs and amp_kernel's passes
-# test) are left to scripts/cubecl_check.sh.
-cargo test -p birads-model --features wgpu --locked \
-  --test cubecl --test adamw --test amp_kernel -- --test-threads 1 \
-  --skip models:: --skip passes_with_the_own_casts_equal

@@ -85,6 +85,7 @@ fn two_passes(m: &AnyModel<CpuTrain>, outputs: usize, dir: &std::path::Path) -> 
 }
 
 #[test]
+#[ignore = "both models' passes on the software driver, minutes: scripts/cubecl_check.sh"]
 fn passes_with_the_own_casts_equal_passes_with_burns() {
     birads_model::install_gpu_ops();
     let dir = tempfile::tempdir().unwrap();

@@ -15,13 +15,11 @@ use burn::tensor::{Distribution, FloatDType};
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 
 use common::{
-    assert_own_depthwise_ran, assert_passes_agree, depthwise_reference, max_abs_diff,
-    DEPTHWISE_CASES,
+    assert_own_depthwise_ran, assert_passes_agree, depthwise_reference, max_abs_diff, serial,
+    DEPTHWISE_CASES, OWN_PASS_LIMIT,
 };
 
 type B = CpuTrain;
-
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().unwrap()
@@ -38,7 +36,7 @@ fn assert_close(what: &str, got: Vec<f32>, want: Vec<f32>) {
 
 #[test]
 fn both_gradients_equal_burns_convolution_backward() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let device = Default::default();
     <B as Backend>::seed(&device, 3);
     for case in DEPTHWISE_CASES {
@@ -60,7 +58,7 @@ fn convnext() -> AnyModel<B> {
 
 #[test]
 fn convnext_gradients_are_the_same_with_the_own_backward() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let device = Default::default();
     <B as Backend>::seed(&device, 5);
     let model = convnext();
@@ -75,7 +73,7 @@ fn convnext_gradients_are_the_same_with_the_own_backward() {
     };
     uninstall::<Cpu, NoCheckpointing>();
     assert_own_depthwise_ran(&own, &burn_pass);
-    assert_passes_agree(&own, &burn_pass, 1e-5);
+    assert_passes_agree(&own, &burn_pass, OWN_PASS_LIMIT);
     // Under autocast the own backward runs on bf16 inputs: close to f32 as a whole.
     let cosine = gradient_cosine(&own_amp, &burn_pass);
     assert!(

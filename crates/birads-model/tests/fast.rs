@@ -13,7 +13,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 
 mod common;
-use common::{convnext_config, densenet_config, max_abs_diff, read_f32};
+use common::{convnext_config, densenet_config, max_abs_diff, read_f32, serial};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -137,6 +137,7 @@ fn input(n: usize, side: usize) -> Tensor<Cpu, 4> {
 
 #[test]
 fn fast_convnext_equals_the_burn_path() {
+    let _serial = serial();
     // Full widths at 64 px, batch 1 (whole-matrix products) and 3 (row chunks).
     Cpu::seed(&Default::default(), 7);
     let model = convnext_with_active_blocks(&MyConvNeXtConfig::new());
@@ -154,6 +155,7 @@ fn fast_convnext_equals_the_burn_path() {
 
 #[test]
 fn fast_densenet_equals_the_burn_path() {
+    let _serial = serial();
     Cpu::seed(&Default::default(), 11);
     let model = densenet_with_statistics(&MyDenseNetConfig::new());
     let fast = FastDenseNet::from_model(&model);
@@ -171,6 +173,7 @@ fn fast_densenet_equals_the_burn_path() {
 /// The BI-RADS grader on the DenseNet backbone: one head of class logits.
 #[test]
 fn fast_densenet_grader_equals_the_burn_path() {
+    let _serial = serial();
     Cpu::seed(&Default::default(), 12);
     let cfg = MyDenseNetConfig::new()
         .with_growth(12)
@@ -188,6 +191,7 @@ fn fast_densenet_grader_equals_the_burn_path() {
 
 #[test]
 fn every_vector_width_gives_the_same_outputs() {
+    let _serial = serial();
     // AVX2 and baseline code paths of the elementwise kernels, run on whatever this CPU is
     // (the default picks the widest unit at run time).
     Cpu::seed(&Default::default(), 5);

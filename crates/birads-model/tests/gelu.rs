@@ -13,9 +13,7 @@ use burn::prelude::*;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Distribution, FloatDType};
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
-use common::assert_passes_agree;
-
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+use common::{assert_passes_agree, serial, OWN_PASS_LIMIT};
 
 fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
     t.into_data().convert::<f64>().to_vec().unwrap()
@@ -49,7 +47,7 @@ fn exact_backward_is_the_derivative_of_the_forward() {
 
 #[test]
 fn exact_backward_equals_burn_flexs_gelu_backward() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let x = grid::<CpuTrain>(FloatDType::F32).require_grad();
     let device = Default::default();
     let r = Tensor::<CpuTrain, 1>::random(x.dims(), Distribution::Uniform(-1.0, 1.0), &device);
@@ -63,7 +61,7 @@ fn exact_backward_equals_burn_flexs_gelu_backward() {
 
 #[test]
 fn convnext_gradients_are_the_same_with_the_own_gelu() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let device = Default::default();
     <CpuTrain as Backend>::seed(&device, 9);
     let model = AnyModel::ConvNeXt(convnext_config(true).init(&device));
@@ -74,7 +72,7 @@ fn convnext_gradients_are_the_same_with_the_own_gelu() {
     install::<Cpu, NoCheckpointing>();
     let own = snapshot(&model, x, r);
     uninstall::<Cpu, NoCheckpointing>();
-    let diffs = assert_passes_agree(&own, &burns, 1e-5);
+    let diffs = assert_passes_agree(&own, &burns, OWN_PASS_LIMIT);
     // Behind the head's first GELU the two differ by rounding (else the own one never ran);
     // the last layer's gradient does not pass through a GELU.
     let by_name = |n: &str| diffs.iter().find(|d| d.name == n).unwrap().relative;

@@ -15,16 +15,15 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 
-use common::max_abs_diff;
+use common::{max_abs_diff, serial};
 
 type B = CpuTrain;
 
 /// burn's CPU random numbers come from one global generator: each test holds this lock and
 /// seeds it, so its models and inputs are the same on every run.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn seeded(seed: u64) -> std::sync::MutexGuard<'static, ()> {
-    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = serial();
     <B as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
     guard
 }

@@ -7,10 +7,11 @@
 //! (`birads_model::matmuls`) on the linear layers' and 1×1 convolutions' products of both
 //! models at the training batch and compares it with an f64 reference. A wrong kernel that
 //! autotune also finds fastest for that product's bucket would train wrong: the exit code is
-//! 1 when any kernel is wrong.
+//! 1 when any kernel is wrong. Each row also says of which stage lengths along k the product's
+//! k is an odd multiple, where cubek's multi-stage kernels read past the operands.
 
 use anyhow::bail;
-use birads_model::matmuls::{Outcome, Product, Verdict};
+use birads_model::matmuls::{odd_stages, Outcome, Product, Verdict};
 use clap::Args;
 
 use crate::train::{DeviceArg, PrecisionArg};
@@ -101,16 +102,24 @@ pub fn matmuls(a: MatmulsArgs) -> anyhow::Result<u8> {
         a.limit
     );
     println!();
-    println!("| model | product | shape | kernels ran | right | worst right error | wrong |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| model | product | shape | k odd in stages of | kernels ran | right | worst right error | wrong |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     let mut wrong = 0;
     for model in &a.models {
         for (seed, (name, product)) in products(&a, model)?.into_iter().enumerate() {
             let outcomes = run(product, bf16, seed as u64, a.limit)?;
             let row = summarise(&outcomes);
             wrong += row.wrong.len();
+            let odd = odd_stages(product.k);
             println!(
-                "| {model} | {name} | {product} | {} | {} | {:.1e} | {} |",
+                "| {model} | {name} | {product} | {} | {} | {} | {:.1e} | {} |",
+                if odd.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{odd:?}")
+                },
                 row.ran,
                 row.right,
                 row.worst_right,

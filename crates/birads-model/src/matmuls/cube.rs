@@ -4,7 +4,6 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
-use burn_cubecl::kernel::matmul::init_matmul_output;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{CubeRuntime, FloatElement};
 use cubek::matmul::components::tile::TileMatmulKind;
@@ -19,7 +18,7 @@ use cubek::matmul::routines::{BlueprintStrategy, Routine, TileSizeSelection};
 use cubek::std::InputBinding;
 use rayon::prelude::*;
 
-use super::{judge, values, Outcome, Product, Verdict};
+use super::{judge, operands, Outcome, Product, Verdict};
 use crate::cube::Cube;
 
 type Backend<R, F> = Cube<R, F, i32, u32>;
@@ -110,20 +109,20 @@ struct Inputs<R: CubeRuntime> {
     terms: Vec<f64>,
 }
 
-/// A `batch × rows × cols` tensor on the device; `transposed`: stored as `batch × cols × rows`
-/// and viewed through swapped strides.
+/// A `batch × rows × cols` tensor on the device holding `stored`; `transposed`: stored as
+/// `batch × cols × rows` and viewed through swapped strides.
 fn side<R: CubeRuntime, F: FloatElement>(
     device: &R::Device,
     [batch, rows, cols]: [usize; 3],
     transposed: bool,
-    seed: u64,
+    stored: Vec<f32>,
 ) -> (CubeTensor<R>, Vec<f64>) {
-    let stored = if transposed {
+    let shape = if transposed {
         [batch, cols, rows]
     } else {
         [batch, rows, cols]
     };
-    let data = TensorData::new(values(batch * rows * cols, seed), stored).convert::<F>();
+    let data = TensorData::new(stored, shape).convert::<F>();
     let mut t = Tensor::<Backend<R, F>, 3>::from_data(data, device);
     if transposed {
         t = t.swap_dims(1, 2);
@@ -138,8 +137,9 @@ fn side<R: CubeRuntime, F: FloatElement>(
 }
 
 fn inputs<R: CubeRuntime, F: FloatElement>(device: &R::Device, p: Product, seed: u64) -> Inputs<R> {
-    let (lhs, a) = side::<R, F>(device, [p.batch, p.m, p.k], p.lhs_transposed, seed);
-    let (rhs, b) = side::<R, F>(device, [p.batch, p.k, p.n], p.rhs_transposed, seed ^ 0x5a5a);
+    let (a, b) = operands(p, seed);
+    let (lhs, a) = side::<R, F>(device, [p.batch, p.m, p.k], p.lhs_transposed, a);
+    let (rhs, b) = side::<R, F>(device, [p.batch, p.k, p.n], p.rhs_transposed, b);
     // One row of the output per task: the largest products have 10⁵ rows.
     let mut want = vec![0.0; p.batch * p.m * p.n];
     let mut terms = vec![0.0; want.len()];
@@ -169,16 +169,15 @@ fn inputs<R: CubeRuntime, F: FloatElement>(device: &R::Device, p: Product, seed:
     }
 }
 
-/// Runs `strategy` on the inputs; the output as f32, or why it could not run.
+/// Runs `strategy` on the inputs of product `p`; the output as f32, or why it could not run.
 fn launch<R: CubeRuntime, F: FloatElement>(
     device: &R::Device,
+    p: Product,
     inputs: &Inputs<R>,
     strategy: &Strategy,
 ) -> Result<Vec<f32>, String> {
     let dtype = F::dtype();
-    let empty = init_matmul_output(&inputs.lhs, &inputs.rhs, dtype);
-    let shape = empty.meta.shape().clone();
-    let nan = Tensor::<Backend<R, F>, 3>::full([shape[0], shape[1], shape[2]], f32::NAN, device);
+    let nan = Tensor::<Backend<R, F>, 3>::full([p.batch, p.m, p.n], f32::NAN, device);
     let out: CubeTensor<R> = nan.into_primitive().tensor();
     let client = out.client.clone();
     let run = || {
@@ -228,12 +227,28 @@ pub fn check<R: CubeRuntime, F: FloatElement>(
         .iter()
         .map(|strategy| Outcome {
             kernel: strategy.to_string(),
-            verdict: match launch::<R, F>(device, &inputs, strategy) {
+            verdict: match launch::<R, F>(device, p, &inputs, strategy) {
                 Ok(got) => judge(&got, &inputs.want, &inputs.terms, limit),
                 Err(why) => Verdict::Refused(why),
             },
         })
         .collect()
+}
+
+/// What the candidate named `kernel` (its name in autotune's list) gives for product `p` on
+/// the inputs of [`check`] for `seed`: the whole output, row-major, NaN where it wrote nothing;
+/// or why it did not run.
+pub fn output<R: CubeRuntime, F: FloatElement>(
+    device: &R::Device,
+    p: Product,
+    seed: u64,
+    kernel: &str,
+) -> Result<Vec<f32>, String> {
+    let strategy = candidates()
+        .into_iter()
+        .find(|s| s.to_string() == kernel)
+        .ok_or_else(|| format!("{kernel} is not among autotune's candidates"))?;
+    launch::<R, F>(device, p, &inputs::<R, F>(device, p, seed), &strategy)
 }
 
 /// [`check`] on the first CUDA device, in f32 or (`bf16`) bf16.

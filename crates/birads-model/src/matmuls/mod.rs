@@ -22,7 +22,7 @@ pub mod cube;
 #[cfg(feature = "cuda")]
 pub use cube::check_cuda;
 #[cfg(feature = "cubecl-kernels")]
-pub use cube::{candidates, check};
+pub use cube::{candidates, check, output};
 
 /// `batch` products of an m×k matrix by a k×n one. A side that is `transposed` is stored as
 /// its transpose, a view with swapped strides (the weight of `x · Wᵀ`, or `gᵀ` in a weight
@@ -198,9 +198,30 @@ fn named(
     all
 }
 
+/// The stage lengths along k (8, 16, 32, 64) of which `k` is an odd multiple. cubek 0.2's
+/// multi-stage (double-buffered, ordered, specialised) kernels run an even number of stages
+/// and check bounds along k only when k is not a multiple of a stage: for these lengths they
+/// read one stage past the end of the operands (docs/gpu/README.md, "A known problem").
+/// Their stage is 8 for the unit kernels on the software driver, and, read from cubek's tile
+/// selection, 32 for the tensor-core kernels on CUDA.
+pub fn odd_stages(k: usize) -> Vec<usize> {
+    [8, 16, 32, 64]
+        .into_iter()
+        .filter(|&s| k % s == 0 && (k / s) % 2 == 1)
+        .collect()
+}
+
+/// The two sides of product `p` as [`check`] puts them on the device for `seed`, flat and
+/// as stored (a transposed side as its transpose), before their rounding to the precision.
+pub fn operands(p: Product, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    (
+        values(p.batch * p.m * p.k, seed),
+        values(p.batch * p.k * p.n, seed ^ 0x5a5a),
+    )
+}
+
 /// Deterministic values in [−1, 1] (a multiplicative hash of the index and the seed): no
 /// dependency for what needs only to be unstructured.
-#[cfg_attr(not(feature = "cubecl-kernels"), allow(dead_code))]
 fn values(count: usize, seed: u64) -> Vec<f32> {
     (0..count as u64)
         .map(|i| {
@@ -257,6 +278,19 @@ mod tests {
             Verdict::Wrong { index, error, .. } => assert_eq!((index, error), (2, f64::INFINITY)),
             v => panic!("{v:?}"),
         }
+    }
+
+    #[test]
+    fn odd_stage_counts_are_found_for_each_stage_length() {
+        assert_eq!(odd_stages(24), vec![8]);
+        assert_eq!(odd_stages(96), vec![32]);
+        assert_eq!(odd_stages(32), vec![32]);
+        assert_eq!(odd_stages(1568), vec![32]);
+        assert_eq!(odd_stages(48), vec![16]);
+        assert_eq!(odd_stages(64), vec![64]);
+        assert!(odd_stages(128).is_empty());
+        assert!(odd_stages(20).is_empty());
+        assert!(odd_stages(6).is_empty());
     }
 
     #[test]

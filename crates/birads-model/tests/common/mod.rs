@@ -9,6 +9,24 @@ use birads_model::{MyConvNeXtConfig, MyDenseNet, MyDenseNetConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
+/// The tests of one binary run on parallel threads, and burn's CPU backend draws every random
+/// tensor and parameter from one global generator. A test that seeds it and draws holds this
+/// lock throughout: otherwise another test's draws can come between its seed and its own, and
+/// its inputs, and so its result, depend on timing.
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How far a pass with one of birads' own CPU operations may be from burn's pass of the same
+/// model and inputs, per tensor, relative to its largest value. Both passes are f32 and differ
+/// by the rounding of one operation, which the backward carries through up to a hundred layers
+/// and which depends on the CPU (gemm picks its kernels at run time): MyDenseNet's BatchNorm
+/// test measured 1.4·10⁻⁵ on an AVX2 machine (AMD Zen 3). A wrong operation is off by 10⁻² or
+/// more. `bench device-check` holds CUDA to the same limit.
+pub const OWN_PASS_LIMIT: f64 = 1e-4;
+
 pub fn read_f32(path: &Path) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap();
     bytes

@@ -2,7 +2,7 @@
 //! on its own against the f64 reference, and the wrong one it finds there.
 
 use super::*;
-use birads_model::matmuls::{candidates, check, Outcome, Product, Verdict};
+use birads_model::matmuls::{candidates, check, operands, output, Outcome, Product, Verdict};
 
 /// A 1×1 convolution's forward (`x·Wᵀ`, the weight `16 × k` seen transposed) at batch 2 on
 /// 16×16, as in the small MyDenseNet of `tests/cubecl/models.rs`.
@@ -102,5 +102,81 @@ fn the_double_unit_kernel_is_wrong_for_a_column_major_right_side_with_k_24() {
             matches!(v, Verdict::Wrong { error, .. } if *error > 0.1),
             "{column_major} {kernel}: {v:?}"
         );
+    }
+}
+
+/// What a kernel computes that sums over `k_run ≥ k` and reads each side's storage past the
+/// end of a row or column of length k without bounds: the next row's or column's first
+/// values where the storage goes on, zero past the end of the buffer (the software driver's
+/// robust buffer access). With `k_run = k` this is the plain product.
+fn over_read(p: Product, a: &[f32], b: &[f32], k_run: usize) -> Vec<f64> {
+    assert_eq!(p.batch, 1);
+    let at = |v: &[f32], i: usize| v.get(i).map_or(0.0, |&x| f64::from(x));
+    let mut out = vec![0.0; p.m * p.n];
+    for i in 0..p.m {
+        for j in 0..p.n {
+            out[i * p.n + j] = (0..k_run)
+                .map(|l| {
+                    let ai = if p.lhs_transposed {
+                        l * p.m + i
+                    } else {
+                        i * p.k + l
+                    };
+                    let bi = if p.rhs_transposed {
+                        j * p.k + l
+                    } else {
+                        l * p.n + j
+                    };
+                    at(a, ai) * at(b, bi)
+                })
+                .sum();
+        }
+    }
+    out
+}
+
+fn largest_difference(x: impl IntoIterator<Item = f64>, y: &[f64]) -> f64 {
+    x.into_iter()
+        .zip(y)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Why the double-buffered unit kernel is wrong (docs/gpu/README.md): cubek 0.2's
+/// double-buffered global matmul runs an even number of stages along k ("assumes an even
+/// number of stages"), and skips the bounds check on k when k is a multiple of one stage (8
+/// here). For k = 24 or 40, an odd number of stages, it reads one stage (8 values) past the
+/// end of each row of the left side and each column of the right side. Every element of its
+/// output equals that over-read sum, in each of the three layouts burn hands it. Whether the
+/// result is wrong then depends on what lies past the end: only with a row-major left side
+/// and a column-major right side do both reads land on other values of the operands; the
+/// other layouts run off the end of a buffer, where this driver reads zeros. A GPU whose
+/// out-of-bounds reads are not zero (CUDA makes no such promise) may be wrong in any layout.
+#[test]
+fn the_double_unit_kernel_reads_one_stage_past_k() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for k in [24, 40] {
+        for (lhs_transposed, rhs_transposed) in [(false, false), (false, true), (true, false)] {
+            let p = Product {
+                lhs_transposed,
+                rhs_transposed,
+                ..conv1x1(k, false)
+            };
+            let (a, b) = operands(p, 7);
+            let right = over_read(p, &a, &b, k);
+            let model = over_read(p, &a, &b, k.next_multiple_of(16));
+            for kernel in &UNIT[3..] {
+                let got = output::<WgpuRuntime, f32>(&Default::default(), p, 7, kernel)
+                    .unwrap_or_else(|why| panic!("{p} {kernel}: {why}"));
+                let off = largest_difference(got.iter().map(|&g| f64::from(g)), &model);
+                assert!(off < 1e-4, "{p} {kernel}: {off} from the over-read sum");
+            }
+            let wrong = largest_difference(model.iter().copied(), &right);
+            assert_eq!(
+                wrong > 0.1,
+                !lhs_transposed && rhs_transposed,
+                "{p}: the over-read sum is {wrong} from the product"
+            );
+        }
     }
 }
