@@ -19,8 +19,6 @@ use common::{
     uniform as random, values_f64 as values, OWN_AND_BF16_INPUT, OWN_PASS_LIMIT,
 };
 
-/// Installing is global per backend: tests that install run one at a time.
-
 #[test]
 fn closed_form_backward_equals_burns_autodiff_in_f64() {
     let _serial = serial();

@@ -20,8 +20,6 @@ use common::{
     values_f64 as values, OWN_AND_BF16_INPUT, OWN_PASS_LIMIT,
 };
 
-/// Installing is global per backend: tests that install run one at a time.
-
 /// Rows off centre and of different scale, as LayerNorm meets them.
 fn rows_input<B: Backend>(r: usize, c: usize) -> Tensor<B, 2> {
     random::<B, 2>([r, c], -1.0, 1.0) * random([r, 1], 0.5, 3.0) + random([r, 1], -2.0, 2.0)

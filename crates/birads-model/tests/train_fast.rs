@@ -19,9 +19,8 @@ use common::{max_abs_diff, serial};
 
 type B = CpuTrain;
 
-/// burn's CPU random numbers come from one global generator: each test holds this lock and
-/// seeds it, so its models and inputs are the same on every run.
-
+/// burn's CPU random numbers come from one global generator: each test holds the binary's lock
+/// (`common::serial`) and seeds it, so its models and inputs are the same on every run.
 fn seeded(seed: u64) -> std::sync::MutexGuard<'static, ()> {
     let guard = serial();
     <B as burn::tensor::backend::Backend>::seed(&Default::default(), seed);

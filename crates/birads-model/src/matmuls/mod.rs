@@ -207,7 +207,7 @@ fn named(
 pub fn odd_stages(k: usize) -> Vec<usize> {
     [8, 16, 32, 64]
         .into_iter()
-        .filter(|&s| k % s == 0 && (k / s) % 2 == 1)
+        .filter(|&s| k.is_multiple_of(s) && !(k / s).is_multiple_of(2))
         .collect()
 }
 

@@ -12,7 +12,8 @@ use burn::tensor::Distribution;
 /// The tests of one binary run on parallel threads, and burn's CPU backend draws every random
 /// tensor and parameter from one global generator. A test that seeds it and draws holds this
 /// lock throughout: otherwise another test's draws can come between its seed and its own, and
-/// its inputs, and so its result, depend on timing.
+/// its inputs, and so its result, depend on timing. Installing one of birads' own operations is
+/// global to a backend too: a test that installs one holds the lock as well.
 pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
