@@ -286,7 +286,7 @@ fn per_channel<B: Backend>(v: &[f32]) -> Tensor<B, 1> {
 
 #[test]
 fn batch_norm_kernels_equal_a_plain_reference() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     // Fewer values per channel than threads, more and not a multiple, one value, and
     // MyDenseNet's last block at batch 2 (1,024 channels of 7×7).
     for shape in [[3, 5, 37, 1], [4, 3, 7, 43], [1, 2, 1, 1], [2, 1024, 7, 7]] {
@@ -303,7 +303,7 @@ fn batch_norm_kernels_equal_a_plain_reference() {
 /// reads the gradient in it.
 #[test]
 fn batch_norm_kernels_read_and_write_the_products_precision() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     for shape in [[3, 5, 37, 1], [2, 64, 7, 7]] {
         for (strided, relu) in [(false, true), (true, true), (true, false)] {
             for amp in Amp::MIXED {

@@ -5,7 +5,7 @@ use super::*;
 
 #[test]
 fn depthwise_gradients_on_cubecl_equal_burns_cpu_backward() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let device = Default::default();
     <CpuTrain as Backend>::seed(&device, 3);
     for case in DEPTHWISE_CASES {
@@ -52,7 +52,7 @@ pub(super) fn check_depthwise_kernel<B: Launch>(limit: f64) {
 
 #[test]
 fn depthwise_weight_kernel_equals_burns_cpu_backward() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     <CpuTrain as Backend>::seed(&Default::default(), 4);
     check_depthwise_kernel::<Unfused>(1e-5);
     check_depthwise_kernel::<G>(1e-5);

@@ -125,7 +125,7 @@ const LAYER_NORM_SHAPES: [[usize; 2]; 5] = [[3, 5], [37, 96], [98, 768], [1, 33]
 
 #[test]
 fn layer_norm_kernels_equal_a_plain_reference() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     <Cpu as Backend>::seed(&Default::default(), 8);
     for shape in LAYER_NORM_SHAPES {
         for strided in [false, true] {
@@ -141,7 +141,7 @@ fn layer_norm_kernels_equal_a_plain_reference() {
 /// gradient in it; the statistics and ∂γ, ∂β stay f32.
 #[test]
 fn layer_norm_kernels_read_and_write_the_products_precision() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     <Cpu as Backend>::seed(&Default::default(), 8);
     for shape in [[37, 96], [4001, 40]] {
         for strided in [false, true] {
@@ -157,7 +157,7 @@ fn layer_norm_kernels_read_and_write_the_products_precision() {
 /// alone, through the models' `layer_norm::rows`, and gives burn's LayerNorm of the CPU.
 #[test]
 fn layer_norm_inference_runs_the_forward_kernel() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let device = Default::default();
     <Cpu as Backend>::seed(&device, 9);
     let config = burn::nn::LayerNormConfig::new(96).with_epsilon(1e-6);

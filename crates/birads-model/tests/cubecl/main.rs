@@ -26,6 +26,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+use common::serial;
+
 use birads_model::amp::in_dtype_if;
 use birads_model::batch_norm::cube::{own_kernels, BatchNorm};
 use birads_model::batch_norm::{OwnKernels, Running, Saved};
@@ -64,8 +66,6 @@ const LIMIT: f64 = 1e-4;
 /// BatchNorm's ε and momentum.
 const EPSILON: f64 = 1e-5;
 const MOMENTUM: f64 = 0.1;
-
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().unwrap()
@@ -127,7 +127,7 @@ impl Amp {
 /// value (held to 2e-3).
 #[test]
 fn the_kernels_take_half_precision_tensors() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     <Cpu as Backend>::seed(&Default::default(), 4);
     for shape in [[3, 5, 37, 1], [2, 64, 7, 7]] {
         for (strided, relu) in [(false, true), (true, false)] {

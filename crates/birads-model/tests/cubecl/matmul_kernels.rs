@@ -71,7 +71,7 @@ const UNIT: [&str; 5] = [
 /// tiles. The others refuse the product (no plane operations, no tensor cores on lavapipe).
 #[test]
 fn each_autotune_candidate_runs_on_its_own_and_is_judged() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let p = conv1x1(32, true);
     let outcomes = checked(p);
     assert_right(p, &outcomes, &UNIT);
@@ -90,7 +90,7 @@ fn each_autotune_candidate_runs_on_its_own_and_is_judged() {
 /// docs/gpu/README.md and this test.
 #[test]
 fn the_double_unit_kernel_is_wrong_for_a_column_major_right_side_with_k_24() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let row_major = conv1x1(24, false);
     assert_right(row_major, &checked(row_major), &UNIT);
     let column_major = conv1x1(24, true);
@@ -154,7 +154,7 @@ fn largest_difference(x: impl IntoIterator<Item = f64>, y: &[f64]) -> f64 {
 /// out-of-bounds reads are not zero (CUDA makes no such promise) may be wrong in any layout.
 #[test]
 fn the_double_unit_kernel_reads_one_stage_past_k() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     for k in [24, 40] {
         for (lhs_transposed, rhs_transposed) in [(false, false), (false, true), (true, false)] {
             let p = Product {

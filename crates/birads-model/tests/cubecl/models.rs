@@ -87,7 +87,7 @@ fn with_own_ops<T>(own_depthwise: bool, own_layer_norm: bool, f: impl FnOnce() -
 #[test]
 #[ignore = "a whole model's pass on the software driver, minutes: scripts/cubecl_check.sh"]
 fn convnext_pass_on_cubecl_equals_the_cpu_with_burns_or_the_own_operations() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let model = AnyModel::ConvNeXt(convnext_config(true).init(&Default::default()));
     let (burns, want) = with_own_ops(false, false, || passes(&model, 5));
     let (own_depthwise, _) = with_own_ops(true, false, || passes(&model, 5));
@@ -112,7 +112,7 @@ fn convnext_pass_on_cubecl_equals_the_cpu_with_burns_or_the_own_operations() {
 #[test]
 #[ignore = "a whole model's pass on the software driver, minutes: scripts/cubecl_check.sh"]
 fn densenet_pass_on_cubecl_equals_the_cpu() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let model = AnyModel::DenseNet(densenet_config(true).init(&Default::default()));
     let (got, want, [running, want_running]) =
         with_own_ops(false, false, || passes_and_running(&model, 7));
