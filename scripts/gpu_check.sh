@@ -6,6 +6,8 @@
 #   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda --target-dir target/cuda
 #   mkdir -p target/gpu && strip -o target/gpu/birads target/cuda/release/birads
 #   gzip -f target/gpu/birads        # 113 MB stripped, 30 MB compressed (carry limit: 64 MiB)
+#   # optionally the same build with cubek-matmul patched (scripts/cubek_patch.sh), as
+#   # target/gpu/birads-patched.gz: steps 02-matmuls-*-patched run it
 #   # there (GPU, no Rust), from the repository root, carrying target/gpu:
 #   OUT=/some/folder bash scripts/gpu_check.sh [target/gpu/birads.gz]
 #
@@ -236,6 +238,15 @@ step 02-matmuls-b32 120 "r=0; for p in bf16 f32; do $BIRADS bench matmuls --devi
 # The same for the small models of the precision step (step 08), whose MyDenseNet has 1×1
 # convolutions over 24, 72, 120… channels: the pattern of the wrong kernel on the software driver.
 step 02-matmuls-small 60 "$BIRADS bench matmuls --device $DEVICE --precision bf16 --config $here/configs/precision-fea.toml"
+# The same two with cubek-matmul's bounds along k patched (scripts/cubek_patch.sh), when that
+# build was carried as target/gpu/birads-patched.gz (PATCHED=file): wrong kernels above that
+# are right here were the over-read of an odd stage.
+PATCHED=${PATCHED:-$here/target/gpu/birads-patched.gz}
+if [ -f "$PATCHED" ]; then
+  gunzip -c "$PATCHED" > "$W/birads-patched" && chmod +x "$W/birads-patched"
+  step 02-matmuls-b32-patched 120 "r=0; for p in bf16 f32; do $W/birads-patched bench matmuls --device $DEVICE --precision \$p --batch 32 || r=1; done; exit \$r"
+  step 02-matmuls-small-patched 60 "$W/birads-patched bench matmuls --device $DEVICE --precision bf16 --config $here/configs/precision-fea.toml"
+fi
 # burn's own GELU backward (the tanh approximation's derivative) on CUDA: expected to break the
 # f32 limit on ConvNeXt, as it does on wgpu (2–6e-4); passing would make the own one moot.
 step 13-device-check-burn-gelu 60 "! BIRADS_GELU=burn $BIRADS bench device-check --device $DEVICE --precision f32 --models convnext"

@@ -180,3 +180,32 @@ fn the_double_unit_kernel_reads_one_stage_past_k() {
         }
     }
 }
+
+/// The fix that `scripts/cubek_patch.sh` applies to cubek-matmul 0.2.0 (bounds along k checked
+/// unless k is a multiple of two stages): every unit kernel then computes the product for k an
+/// odd multiple of its stage, in the three layouts. Ignored in the plain build, where the two
+/// tests above show the over-read; run it with the patch:
+/// `bash scripts/cubek_patch.sh test --workspace --features birads-model/wgpu --test cubecl --
+/// --include-ignored patched_cubek` (there the two tests above fail: the kernel is right).
+#[test]
+#[ignore = "needs cubek-matmul patched by scripts/cubek_patch.sh"]
+fn patched_cubek_unit_kernels_are_right_for_k_an_odd_multiple_of_a_stage() {
+    let _serial = serial();
+    for k in [24, 40, 56] {
+        for (lhs_transposed, rhs_transposed) in [(false, false), (false, true), (true, false)] {
+            let p = Product {
+                lhs_transposed,
+                rhs_transposed,
+                ..conv1x1(k, false)
+            };
+            let (a, b) = operands(p, 7);
+            let right = over_read(p, &a, &b, k);
+            for kernel in &UNIT {
+                let got = output::<WgpuRuntime, f32>(&Default::default(), p, 7, kernel)
+                    .unwrap_or_else(|why| panic!("{p} {kernel}: {why}"));
+                let off = largest_difference(got.iter().map(|&g| f64::from(g)), &right);
+                assert!(off < 1e-4, "{p} {kernel}: {off} from the product");
+            }
+        }
+    }
+}
