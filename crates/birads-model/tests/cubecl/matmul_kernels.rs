@@ -142,6 +142,28 @@ fn largest_difference(x: impl IntoIterator<Item = f64>, y: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// `conv1x1(k)` for each k in the three layouts burn hands a matmul: both row-major, the
+/// right side column-major, the left side column-major.
+fn in_three_layouts(ks: &[usize]) -> impl Iterator<Item = Product> + '_ {
+    ks.iter().flat_map(|&k| {
+        [(false, false), (false, true), (true, false)].map(|(lhs_transposed, rhs_transposed)| {
+            Product {
+                lhs_transposed,
+                rhs_transposed,
+                ..conv1x1(k, false)
+            }
+        })
+    })
+}
+
+/// One kernel's whole output for `p` (operands of seed 7), widened to f64.
+fn kernel_output(p: Product, kernel: &str) -> impl Iterator<Item = f64> {
+    output::<WgpuRuntime, f32>(&Default::default(), p, 7, kernel)
+        .unwrap_or_else(|why| panic!("{p} {kernel}: {why}"))
+        .into_iter()
+        .map(f64::from)
+}
+
 /// Why the double-buffered unit kernel is wrong (docs/gpu/README.md): cubek 0.2's
 /// double-buffered global matmul runs an even number of stages along k ("assumes an even
 /// number of stages"), and skips the bounds check on k when k is a multiple of one stage (8
@@ -155,29 +177,20 @@ fn largest_difference(x: impl IntoIterator<Item = f64>, y: &[f64]) -> f64 {
 #[test]
 fn the_double_unit_kernel_reads_one_stage_past_k() {
     let _serial = serial();
-    for k in [24, 40] {
-        for (lhs_transposed, rhs_transposed) in [(false, false), (false, true), (true, false)] {
-            let p = Product {
-                lhs_transposed,
-                rhs_transposed,
-                ..conv1x1(k, false)
-            };
-            let (a, b) = operands(p, 7);
-            let right = over_read(p, &a, &b, k);
-            let model = over_read(p, &a, &b, k.next_multiple_of(16));
-            for kernel in &UNIT[3..] {
-                let got = output::<WgpuRuntime, f32>(&Default::default(), p, 7, kernel)
-                    .unwrap_or_else(|why| panic!("{p} {kernel}: {why}"));
-                let off = largest_difference(got.iter().map(|&g| f64::from(g)), &model);
-                assert!(off < 1e-4, "{p} {kernel}: {off} from the over-read sum");
-            }
-            let wrong = largest_difference(model.iter().copied(), &right);
-            assert_eq!(
-                wrong > 0.1,
-                !lhs_transposed && rhs_transposed,
-                "{p}: the over-read sum is {wrong} from the product"
-            );
+    for p in in_three_layouts(&[24, 40]) {
+        let (a, b) = operands(p, 7);
+        let right = over_read(p, &a, &b, p.k);
+        let model = over_read(p, &a, &b, p.k.next_multiple_of(16));
+        for kernel in &UNIT[3..] {
+            let off = largest_difference(kernel_output(p, kernel), &model);
+            assert!(off < 1e-4, "{p} {kernel}: {off} from the over-read sum");
         }
+        let wrong = largest_difference(model.iter().copied(), &right);
+        assert_eq!(
+            wrong > 0.1,
+            !p.lhs_transposed && p.rhs_transposed,
+            "{p}: the over-read sum is {wrong} from the product"
+        );
     }
 }
 
@@ -191,21 +204,12 @@ fn the_double_unit_kernel_reads_one_stage_past_k() {
 #[ignore = "needs cubek-matmul patched by scripts/cubek_patch.sh"]
 fn patched_cubek_unit_kernels_are_right_for_k_an_odd_multiple_of_a_stage() {
     let _serial = serial();
-    for k in [24, 40, 56] {
-        for (lhs_transposed, rhs_transposed) in [(false, false), (false, true), (true, false)] {
-            let p = Product {
-                lhs_transposed,
-                rhs_transposed,
-                ..conv1x1(k, false)
-            };
-            let (a, b) = operands(p, 7);
-            let right = over_read(p, &a, &b, k);
-            for kernel in &UNIT {
-                let got = output::<WgpuRuntime, f32>(&Default::default(), p, 7, kernel)
-                    .unwrap_or_else(|why| panic!("{p} {kernel}: {why}"));
-                let off = largest_difference(got.iter().map(|&g| f64::from(g)), &right);
-                assert!(off < 1e-4, "{p} {kernel}: {off} from the product");
-            }
+    for p in in_three_layouts(&[24, 40, 56]) {
+        let (a, b) = operands(p, 7);
+        let right = over_read(p, &a, &b, p.k);
+        for kernel in &UNIT {
+            let off = largest_difference(kernel_output(p, kernel), &right);
+            assert!(off < 1e-4, "{p} {kernel}: {off} from the product");
         }
     }
 }
