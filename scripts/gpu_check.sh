@@ -25,9 +25,15 @@ BIRADS=${1:-target/gpu/birads.gz}
 OUT=${OUT:-$(mktemp -d)}
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
-if [[ $BIRADS == *.gz ]]; then
-  gunzip -c "$BIRADS" > "$W/birads" && chmod +x "$W/birads" && BIRADS=$W/birads
-fi
+# unpacked FILE NAME: FILE itself, or where it was unzipped to (in $W, as NAME) when it ends in .gz.
+unpacked() {
+  if [[ $1 == *.gz ]]; then
+    gunzip -c "$1" > "$W/$2" && chmod +x "$W/$2" && echo "$W/$2"
+  else
+    echo "$1"
+  fi
+}
+BIRADS=$(unpacked "$BIRADS" birads)
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/precision_common.sh"
 export -f synth_data data_digest
@@ -231,22 +237,25 @@ step 03-device-check-bf16 90 "$BIRADS bench device-check --device $DEVICE --prec
 # software driver one of the matmul kernels it may choose computes wrong values
 # (docs/gpu/README.md, "A known problem"); batch 4 above does not reach batch 32's choices.
 step 02-device-check-amp-b32 150 "$BIRADS bench device-check --device $DEVICE --precision amp --batch 32"
-# Every matmul kernel autotune may choose, each on its own, on the linear layers' and 1×1
-# convolutions' products of a batch-32 step, against an f64 reference (bf16 as amp computes
-# them, then f32): is any of them wrong on CUDA, as one is on the software driver?
-step 02-matmuls-b32 120 "r=0; for p in bf16 f32; do $BIRADS bench matmuls --device $DEVICE --precision \$p --batch 32 || r=1; done; exit \$r"
-# The same for the small models of the precision step (step 08), whose MyDenseNet has 1×1
-# convolutions over 24, 72, 120… channels: the pattern of the wrong kernel on the software driver.
-step 02-matmuls-small 60 "$BIRADS bench matmuls --device $DEVICE --precision bf16 --config $here/configs/precision-fea.toml"
+# matmul_steps SUFFIX BINARY:
+# - 02-matmuls-b32: every matmul kernel autotune may choose, each on its own, on the linear
+#   layers' and 1×1 convolutions' products of a batch-32 step, against an f64 reference (bf16
+#   as amp computes them, then f32): is any of them wrong on CUDA, as one is on the software
+#   driver?
+# - 02-matmuls-small: the same for the small models of the precision step (step 08), whose
+#   MyDenseNet has 1×1 convolutions over 24, 72, 120… channels: the pattern of the wrong kernel
+#   on the software driver.
+matmul_steps() {
+  local bin=$2
+  step 02-matmuls-b32$1 120 "r=0; for p in bf16 f32; do $bin bench matmuls --device $DEVICE --precision \$p --batch 32 || r=1; done; exit \$r"
+  step 02-matmuls-small$1 60 "$bin bench matmuls --device $DEVICE --precision bf16 --config $here/configs/precision-fea.toml"
+}
+matmul_steps "" "$BIRADS"
 # The same two with cubek-matmul's bounds along k patched (scripts/cubek_patch.sh), when that
 # build was carried as target/gpu/birads-patched.gz (PATCHED=file): wrong kernels above that
 # are right here were the over-read of an odd stage.
 PATCHED=${PATCHED:-$here/target/gpu/birads-patched.gz}
-if [ -f "$PATCHED" ]; then
-  gunzip -c "$PATCHED" > "$W/birads-patched" && chmod +x "$W/birads-patched"
-  step 02-matmuls-b32-patched 120 "r=0; for p in bf16 f32; do $W/birads-patched bench matmuls --device $DEVICE --precision \$p --batch 32 || r=1; done; exit \$r"
-  step 02-matmuls-small-patched 60 "$W/birads-patched bench matmuls --device $DEVICE --precision bf16 --config $here/configs/precision-fea.toml"
-fi
+[ -f "$PATCHED" ] && matmul_steps -patched "$(unpacked "$PATCHED" birads-patched)"
 # burn's own GELU backward (the tanh approximation's derivative) on CUDA: expected to break the
 # f32 limit on ConvNeXt, as it does on wgpu (2–6e-4); passing would make the own one moot.
 step 13-device-check-burn-gelu 60 "! BIRADS_GELU=burn $BIRADS bench device-check --device $DEVICE --precision f32 --models convnext"
