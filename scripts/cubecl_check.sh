@@ -3,9 +3,10 @@
 # birads-model and birads-train on burn's wgpu backend, which runs the same burn-cubecl
 # kernels, burn-fusion and autotune as burn's CUDA backend, on Mesa's software Vulkan driver
 # (lavapipe). Checks birads' own operations (depthwise backward, exact GELU backward, the
-# BatchNorm, LayerNorm and AdamW kernels), one forward and backward of both models, and a few
-# epochs of training in f32 and in f16 (`tests/half.rs`, the stand-in for CUDA's bf16), all
-# against the CPU, before device time is spent on them. About 10 minutes of tests after the
+# BatchNorm, LayerNorm and AdamW kernels), one forward and backward of both models, a few
+# epochs of training in f32 and in f16 (`tests/half.rs`, the stand-in for CUDA's bf16), and the
+# binary's `predict` and `bench device-check` with `--device wgpu`, all against the CPU, before
+# device time is spent on them. About 10 minutes of tests after the
 # build.
 #
 #   bash scripts/cubecl_check.sh          # installs mesa-vulkan-drivers when missing (lavapipe.sh)
@@ -66,3 +67,5 @@ cargo test -p birads-model --features wgpu --test cubecl --test adamw --test amp
   --include-ignored "$@"
 # half.rs: training in f16 (wgpu's stand-in for CUDA's bf16), its own process.
 cargo test -p birads-train --features wgpu --test cubecl --test half -- --test-threads 1 "$@"
+# The binary's `--device wgpu`: predict with both models and the device check (tests/device.rs).
+cargo test -p birads --features wgpu --test device -- --include-ignored on_wgpu "$@"

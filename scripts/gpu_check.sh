@@ -15,7 +15,10 @@
 # the rest still run; the exit status is the number of failed steps. PyTorch (for the
 # side-by-side figures) is used when `python3 -c 'import torch'` works; ONLY=step1,step2
 # runs a subset (names as in the step list below). DEVICE=cpu runs the same commands on the
-# CPU, to try the script itself on a machine without a GPU (with ONLY= the cheap steps).
+# CPU, to try the script itself on a machine without a GPU (with ONLY= the cheap steps);
+# DEVICE=wgpu, with a birads built with `--features wgpu`, runs its f32 steps through the GPU
+# code paths on Mesa's software Vulkan driver (`. scripts/lavapipe.sh` first), e.g.
+# ONLY=09-predict,10-serve,02-matmuls-small (amp and bf16 are CUDA's: those steps fail there).
 # Autotune's choices come back in OUT/autotune: copied to target/gpu/autotune and carried with
 # the binary, they spare a later call its tuning on the same GPU model (KERNEL_CACHE=dir keeps
 # the compiled kernels elsewhere than target/gpu-cache).
@@ -248,7 +251,10 @@ step 02-device-check-amp-b32 150 "$BIRADS bench device-check --device $DEVICE --
 matmul_steps() {
   local bin=$2
   step 02-matmuls-b32$1 120 "r=0; for p in bf16 f32; do $bin bench matmuls --device $DEVICE --precision \$p --batch 32 || r=1; done; exit \$r"
-  step 02-matmuls-small$1 60 "$bin bench matmuls --device $DEVICE --precision bf16 --config $here/configs/precision-fea.toml"
+  # (f32 on wgpu, which has no bf16: the script's rehearsal without a GPU.)
+  local low=bf16
+  [ "$DEVICE" = wgpu ] && low=f32
+  step 02-matmuls-small$1 60 "$bin bench matmuls --device $DEVICE --precision $low --config $here/configs/precision-fea.toml"
 }
 matmul_steps "" "$BIRADS"
 # The same two with cubek-matmul's bounds along k patched (scripts/cubek_patch.sh), when that

@@ -9,7 +9,8 @@
 # The Rust suite includes birads' own GPU kernels on burn's wgpu backend over the software
 # driver, each against a plain reference or burn's operations (issue #15: the same cubecl
 # kernels CUDA runs, tested without a GPU): birads-model's `wgpu` feature is on for the whole
-# workspace. The feature only adds modules (the CPU code is the same), and with it on for every
+# workspace, and the binary's, whose `--device wgpu` tests (tests/device.rs) run the GPU paths
+# of predict and the device check there. The feature only adds modules (the CPU code is the same), and with it on for every
 # crate, each crate compiles once: turned on for birads-model alone, burn and everything under
 # it resolve to other features (serde, burn-std, burn-backend …) and compile a second time,
 # 12 minutes on two cores. The whole models' passes and trainings on that backend are ignored
@@ -46,7 +47,7 @@ fi
 
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 export PYO3_PYTHON="$PWD/$py"
-features=(--features birads-model/wgpu)
+features=(--features birads-model/wgpu,birads/wgpu)
 echo "== building the tests, the binary and the Python extension"
 cargo build --workspace --locked "${features[@]}" --lib --bins --tests --examples
 

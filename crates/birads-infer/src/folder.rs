@@ -14,7 +14,7 @@ use birads_model::Cpu;
 
 use crate::csvout::{write_cla_pre, write_cla_prob, write_fea_pre, write_fea_prob};
 use crate::loaded::{load_model, LoadError};
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 use crate::predict::BurnRunner;
 use crate::predict::Runner;
 use crate::predict::{ClsPrediction, FeaPrediction};
@@ -30,6 +30,8 @@ pub enum Engine {
     Burn,
     /// burn's CUDA backend on the first NVIDIA GPU (a build with the `cuda` feature).
     Cuda,
+    /// burn's wgpu backend on the first GPU it finds (a build with the `wgpu` feature).
+    Wgpu,
 }
 
 /// A model ready to predict, with its class list and where it came from.
@@ -52,6 +54,7 @@ pub fn load_predictor(
         Engine::Fast => Some(Box::new(FastModel::from_model(&loaded.model))),
         Engine::Burn => None,
         Engine::Cuda => Some(cuda_runner(path, purpose)?),
+        Engine::Wgpu => Some(wgpu_runner(path, purpose)?),
     };
     Ok(Loaded {
         predictor: Predictor {
@@ -66,19 +69,39 @@ pub fn load_predictor(
     })
 }
 
-/// The same weights on the GPU, for `Engine::Cuda`.
+/// The same weights on a GPU backend `B`, for `Engine::Cuda` and `Engine::Wgpu`.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn gpu_runner<B: burn::tensor::backend::Backend>(
+    path: &Path,
+    purpose: Purpose,
+) -> Result<Box<dyn Runner>, LoadError> {
+    let device = Default::default();
+    let loaded = load_model::<B>(path, purpose, &device)?;
+    Ok(Box::new(BurnRunner::<B>::new(loaded.model, device)))
+}
+
 #[cfg(feature = "cuda")]
 fn cuda_runner(path: &Path, purpose: Purpose) -> Result<Box<dyn Runner>, LoadError> {
-    use birads_model::Cuda;
-    let device = Default::default();
-    let loaded = load_model::<Cuda>(path, purpose, &device)?;
-    Ok(Box::new(BurnRunner::<Cuda>::new(loaded.model, device)))
+    gpu_runner::<birads_model::Cuda>(path, purpose)
 }
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_runner(_path: &Path, _purpose: Purpose) -> Result<Box<dyn Runner>, LoadError> {
     Err(LoadError::Unavailable(
         "this birads was built without CUDA; rebuild with `cargo build --release --features cuda`"
+            .into(),
+    ))
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_runner(path: &Path, purpose: Purpose) -> Result<Box<dyn Runner>, LoadError> {
+    gpu_runner::<birads_model::Wgpu>(path, purpose)
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_runner(_path: &Path, _purpose: Purpose) -> Result<Box<dyn Runner>, LoadError> {
+    Err(LoadError::Unavailable(
+        "this birads was built without wgpu; rebuild with `cargo build --release --features wgpu`"
             .into(),
     ))
 }

@@ -46,6 +46,15 @@ pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16>;
 #[cfg(feature = "cuda")]
 pub type CudaUnfusedBf16 =
     burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, burn::tensor::bf16, i32, u8>;
+/// burn's wgpu backend (feature `wgpu`): any GPU with Vulkan, Metal or DirectX 12, with the
+/// same burn-cubecl kernels, fusion and autotuning as `Cuda` (and, without a GPU, Mesa's
+/// software Vulkan driver, on which the tests run the GPU code paths).
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu;
+/// `Wgpu` without fusion.
+#[cfg(feature = "wgpu")]
+pub type WgpuUnfused =
+    burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
 
 /// Install birads' own backward passes (`batch_norm`, `depthwise`, `gelu`, `layer_norm`, amp's
 /// weight casts) and kernels (`batch_norm::cube`, `depthwise::cube`, `layer_norm::cube`, AdamW's
@@ -88,8 +97,8 @@ pub fn install_gpu_ops() {
         cube::set::<layer_norm::cube::Rows, WgpuRuntime, f32, i32, u32>(true);
         cube::set::<adamw::cube::Update, WgpuRuntime, f32, i32, u32>(true);
         cube::set::<amp::cube::Casts, WgpuRuntime, f32, i32, u32>(true);
-        both::<burn::backend::Wgpu>();
-        both::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
+        both::<Wgpu>();
+        both::<WgpuUnfused>();
         // f16 (wgpu has no bf16): the software check of CUDA's bf16 backend.
         use burn::tensor::f16;
         cube::set::<batch_norm::cube::BatchNorm, WgpuRuntime, f16, i32, u32>(true);

@@ -216,6 +216,20 @@ impl TrainConfig {
     }
 
     /// Parse a TOML file: fields left out take the task's defaults.
+    /// A config file's own recipe: the task its `task` key names (BI-RADS grading when it
+    /// names none), for readers that take any task's models (`birads bench matmuls`).
+    pub fn from_toml_own_task(text: &str) -> Result<Self, String> {
+        let table = text.parse::<toml::Table>().map_err(|e| e.to_string())?;
+        let task = match table.get("task") {
+            Some(t) => t
+                .clone()
+                .try_into::<Task>()
+                .map_err(|e| format!("task: {e}"))?,
+            None => Task::Cls,
+        };
+        Self::from_toml(text, task)
+    }
+
     pub fn from_toml(text: &str, task: Task) -> Result<Self, String> {
         // Merge: defaults as a TOML table, the file's keys on top (one level of nesting).
         let mut base = toml::Value::try_from(Self::for_task(task)).map_err(|e| e.to_string())?;
@@ -413,6 +427,17 @@ mod tests {
         assert_eq!(f.batch_size, 256);
         let back = TrainConfig::from_toml(&f.to_toml(), Task::Fea).unwrap();
         assert_eq!(back.to_toml(), f.to_toml());
+    }
+
+    #[test]
+    fn a_file_read_for_its_own_task_gets_that_tasks_defaults() {
+        let f = TrainConfig::from_toml_own_task("task = \"fea\"\nepochs = 3").unwrap();
+        assert_eq!((f.task, f.epochs), (Task::Fea, 3));
+        assert_eq!(f.optimizer, OptimizerKind::Adam);
+        let c = TrainConfig::from_toml_own_task("epochs = 3").unwrap();
+        assert_eq!((c.task, c.optimizer), (Task::Cls, OptimizerKind::AdamW));
+        let e = TrainConfig::from_toml_own_task("task = \"both\"").unwrap_err();
+        assert!(e.starts_with("task:"), "{e}");
     }
 
     #[test]

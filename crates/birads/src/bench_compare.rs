@@ -17,9 +17,8 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
 use crate::bench::median;
-use crate::train::{
-    amp_needs_burn, on_backend, supported, DeviceArg, OnBackend, PrecisionArg, TrainEngineArg,
-};
+use crate::device::{on_backend, supported, DeviceArg, OnBackend, PrecisionArg};
+use crate::train::{amp_needs_burn, TrainEngineArg};
 
 pub(crate) const PY_PIPELINE: &str = include_str!("../../../scripts/bench_pipeline.py");
 pub(crate) const PY_MODEL_DEFS: &str = include_str!("../../../scripts/make_model_fixtures.py");
@@ -92,9 +91,10 @@ pub struct TrainBenchArgs {
 
 impl TrainBenchArgs {
     fn engine(&self) -> TrainEngineArg {
-        self.engine.unwrap_or(match self.device {
-            DeviceArg::Cpu => TrainEngineArg::Fast,
-            DeviceArg::Cuda => TrainEngineArg::Burn,
+        self.engine.unwrap_or(if self.device.is_gpu() {
+            TrainEngineArg::Burn
+        } else {
+            TrainEngineArg::Fast
         })
     }
 }
@@ -560,8 +560,11 @@ fn birads_rate(name: &str, a: &TrainBenchArgs) -> anyhow::Result<f64> {
         }
     }
     amp_needs_burn(a.precision, a.engine() == TrainEngineArg::Burn)?;
-    if a.device == DeviceArg::Cuda && a.engine() == TrainEngineArg::Fast {
-        bail!("the fast training path runs on the CPU; use --engine burn with --device cuda");
+    if a.device.is_gpu() && a.engine() == TrainEngineArg::Fast {
+        bail!(
+            "the fast training path runs on the CPU; use --engine burn with --device {}",
+            a.device.name()
+        );
     }
     on_backend(a.device, a.precision, a.no_fusion, Rate(name, a))
 }
@@ -576,7 +579,8 @@ fn train_rows(a: &TrainBenchArgs, work: &Path) -> anyhow::Result<Vec<TrainRow>> 
     let mut rows = Vec::new();
     for name in &a.models {
         let ours = birads_rate(name, a)?;
-        let theirs = if a.no_python {
+        // PyTorch has no wgpu (Vulkan) device to compare with.
+        let theirs = if a.no_python || a.device == DeviceArg::Wgpu {
             None
         } else {
             let mut c = Command::new(&a.python);
@@ -593,13 +597,10 @@ fn train_rows(a: &TrainBenchArgs, work: &Path) -> anyhow::Result<Vec<TrainRow>> 
                 "--warmup",
                 &a.warmup.max(1).to_string(),
             ]);
-            match a.device {
-                DeviceArg::Cpu => {
-                    c.args(["--threads", &rayon::current_num_threads().to_string()]);
-                }
-                DeviceArg::Cuda => {
-                    c.args(["--device", "cuda"]);
-                }
+            if a.device.is_gpu() {
+                c.args(["--device", a.device.name()]);
+            } else {
+                c.args(["--threads", &rayon::current_num_threads().to_string()]);
             }
             if a.precision != PrecisionArg::F32 {
                 c.arg("--amp");
@@ -627,10 +628,7 @@ pub fn train(a: TrainBenchArgs) -> anyhow::Result<u8> {
         a.batch,
         a.size,
         a.size,
-        match a.device {
-            DeviceArg::Cpu => "cpu",
-            DeviceArg::Cuda => "cuda",
-        },
+        a.device.name(),
         match a.precision {
             PrecisionArg::F32 => "f32",
             PrecisionArg::Bf16 => "bf16 (PyTorch: AMP autocast bf16)",

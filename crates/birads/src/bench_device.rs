@@ -23,7 +23,7 @@ use burn::tensor::{Distribution, FloatDType};
 use clap::Args;
 
 use crate::bench::median;
-use crate::train::{on_backend, supported, DeviceArg, OnBackend, PrecisionArg};
+use crate::device::{on_backend, supported, DeviceArg, OnBackend, PrecisionArg};
 
 #[derive(Args)]
 pub struct DeviceCheckArgs {
@@ -272,7 +272,7 @@ pub fn device_check(a: DeviceCheckArgs) -> anyhow::Result<u8> {
     a.device.ready()?;
     println!(
         "device check: {} {} against the CPU in f32; batch {}, {}×{}, {} models, training mode (batch statistics), dropout off",
-        device_name(a.device),
+        a.device.name(),
         precision_name(a.precision),
         a.batch,
         a.size,
@@ -342,13 +342,6 @@ impl OnBackend for OptimiserCheck {
         }
         let kernel = adamw::installed::<<B as AutodiffBackend>::InnerBackend>().is_some();
         Ok((worst, kernel))
-    }
-}
-
-fn device_name(d: DeviceArg) -> &'static str {
-    match d {
-        DeviceArg::Cpu => "cpu",
-        DeviceArg::Cuda => "cuda",
     }
 }
 
@@ -451,7 +444,7 @@ pub fn infer(a: InferBenchArgs) -> anyhow::Result<u8> {
     )?;
     println!(
         "inference benchmark (burn's modules; probabilities read back): {} {}, {}×{}, {} runs ≥ 1 s, medians",
-        device_name(a.device),
+        a.device.name(),
         precision_name(a.precision),
         a.size,
         a.size,
@@ -463,7 +456,8 @@ pub fn infer(a: InferBenchArgs) -> anyhow::Result<u8> {
     for name in &a.models {
         for &batch in &a.batches {
             let ours = birads_infer_rate(name, batch, &a)?;
-            let theirs = (!a.no_python)
+            // PyTorch has no wgpu (Vulkan) device to compare with.
+            let theirs = (!a.no_python && a.device != DeviceArg::Wgpu)
                 .then(|| {
                     let mut c = std::process::Command::new(&a.python);
                     c.arg(&script).args([
@@ -477,7 +471,7 @@ pub fn infer(a: InferBenchArgs) -> anyhow::Result<u8> {
                         "--runs",
                         &a.runs.to_string(),
                         "--device",
-                        device_name(a.device),
+                        a.device.name(),
                     ]);
                     if a.precision != PrecisionArg::F32 {
                         c.arg("--amp");

@@ -14,7 +14,7 @@ use anyhow::bail;
 use birads_model::matmuls::{odd_stages, Outcome, Product, Verdict};
 use clap::Args;
 
-use crate::train::{DeviceArg, PrecisionArg};
+use crate::device::{DeviceArg, PrecisionArg};
 
 #[derive(Args)]
 pub struct MatmulsArgs {
@@ -85,15 +85,17 @@ pub fn summarise(outcomes: &[Outcome]) -> Row {
 }
 
 pub fn matmuls(a: MatmulsArgs) -> anyhow::Result<u8> {
-    if a.device != DeviceArg::Cuda {
-        bail!("`bench matmuls` checks the kernels of burn's GPU backend: --device cuda");
+    if !a.device.is_gpu() {
+        bail!("`bench matmuls` checks the kernels of burn's GPU backends: --device cuda or wgpu");
     }
+    crate::device::supported(a.device, a.precision)?;
     a.device.ready()?;
     let bf16 = a.precision != PrecisionArg::F32;
     println!(
-        "matmul kernels on CUDA, {}: each of autotune's candidates on its own, on the products of one \
+        "matmul kernels on {}, {}: each of autotune's candidates on its own, on the products of one \
          training step ({} models), against an f64 reference of the same rounded inputs; \
          error = |Δ| / Σ|aᵢbᵢ|, right within {:.0e}",
+        a.device.name(),
         if bf16 { "bf16" } else { "f32" },
         match &a.config {
             Some(path) => format!("{}'s", path.display()),
@@ -109,7 +111,7 @@ pub fn matmuls(a: MatmulsArgs) -> anyhow::Result<u8> {
     let mut wrong = 0;
     for model in &a.models {
         for (seed, (name, product)) in products(&a, model)?.into_iter().enumerate() {
-            let outcomes = run(product, bf16, seed as u64, a.limit)?;
+            let outcomes = run(a.device, product, bf16, seed as u64, a.limit)?;
             let row = summarise(&outcomes);
             wrong += row.wrong.len();
             let odd = odd_stages(product.k);
@@ -141,7 +143,7 @@ fn products(a: &MatmulsArgs, model: &str) -> anyhow::Result<Vec<(String, Product
     use birads_model::matmuls::{convnext_products, densenet_products};
     let (models, batch, size) = match &a.config {
         Some(path) => {
-            let cfg = crate::train::read_config(path, birads_train::Task::Cls)?;
+            let cfg = crate::train::read_config_own_task(path)?;
             let size = a.size.unwrap_or(cfg.preprocess.size as usize);
             (cfg.model, a.batch.unwrap_or(cfg.batch_size), size)
         }
@@ -157,14 +159,23 @@ fn products(a: &MatmulsArgs, model: &str) -> anyhow::Result<Vec<(String, Product
     })
 }
 
-#[cfg(feature = "cuda")]
-fn run(p: Product, bf16: bool, seed: u64, limit: f64) -> anyhow::Result<Vec<Outcome>> {
-    Ok(birads_model::matmuls::check_cuda(p, bf16, seed, limit))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn run(_: Product, _: bool, _: u64, _: f64) -> anyhow::Result<Vec<Outcome>> {
-    unreachable!("DeviceArg::ready refuses CUDA in a build without it")
+/// Every candidate on `p` on `device` (a GPU that `DeviceArg::ready` accepted; bf16 on CUDA
+/// only, as `supported` says).
+#[cfg_attr(not(all(feature = "cuda", feature = "wgpu")), allow(unused_variables))]
+fn run(
+    device: DeviceArg,
+    p: Product,
+    bf16: bool,
+    seed: u64,
+    limit: f64,
+) -> anyhow::Result<Vec<Outcome>> {
+    match device {
+        #[cfg(feature = "cuda")]
+        DeviceArg::Cuda => Ok(birads_model::matmuls::check_cuda(p, bf16, seed, limit)),
+        #[cfg(feature = "wgpu")]
+        DeviceArg::Wgpu => Ok(birads_model::matmuls::check_wgpu(p, seed, limit)),
+        other => bail!("--device {}: not in this build", other.name()),
+    }
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ fn train_one(data: &Path, out: &Path, task: Task, a: &DemoArgs) -> anyhow::Resul
         // The defaults of `birads train` (see `TrainEngineArg::resolve`).
         engine: crate::train::TrainEngineArg::resolve(
             a.engine,
-            crate::train::DeviceArg::Cpu,
+            crate::device::DeviceArg::Cpu,
             task,
         )?,
     };
@@ -108,8 +108,8 @@ fn train_one(data: &Path, out: &Path, task: Task, a: &DemoArgs) -> anyhow::Resul
         train,
         val,
         &opts,
-        crate::train::DeviceArg::Cpu,
-        crate::train::PrecisionArg::F32,
+        crate::device::DeviceArg::Cpu,
+        crate::device::PrecisionArg::F32,
     )
 }
 
@@ -183,7 +183,7 @@ fn predict(test: &Path, pred: &Path, cls: &RunOutcome, fea: &RunOutcome) -> anyh
         batch_size: 16,
         tta: false,
         engine: crate::predict::EngineArg::Fast,
-        device: crate::train::DeviceArg::Cpu,
+        device: crate::device::DeviceArg::Cpu,
         fusion: None,
         report: None,
     })?;

@@ -15,6 +15,7 @@ mod bench_matmuls;
 mod cv;
 mod data;
 mod demo;
+mod device;
 mod eval;
 mod explain;
 mod export;
@@ -90,19 +91,24 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// Log levels unless `RUST_LOG` says otherwise: birads' own messages from `info`, other
+/// crates' from `warn` (the GPU runtimes describe every adapter and device at `info`).
+const LOG_LEVELS: &str =
+    "warn,birads=info,birads_data=info,birads_model=info,birads_infer=info,birads_train=info";
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(LOG_LEVELS)),
         )
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()
         .init();
     let cli = Cli::parse();
-    // birads' own backward passes on the CUDA training backends (see birads_model::depthwise).
-    #[cfg(feature = "cuda")]
+    // birads' own backward passes and kernels on the GPU backends (see birads_model::depthwise).
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
     birads_model::install_gpu_ops();
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),

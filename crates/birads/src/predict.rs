@@ -43,10 +43,11 @@ pub struct PredictArgs {
     /// both give the same outputs to about 1e-6.
     #[arg(long, value_enum, default_value_t = EngineArg::Fast)]
     pub engine: EngineArg,
-    /// Where the models run: the CPU (with --engine), or `cuda`, the first NVIDIA GPU through
-    /// burn's CUDA backend (a build with `--features cuda`; the same outputs to about 1e-5).
+    /// Where the models run: the CPU (with --engine), `cuda`, the first NVIDIA GPU through
+    /// burn's CUDA backend (a build with `--features cuda`), or `wgpu`, the first GPU burn's
+    /// wgpu backend finds (`--features wgpu`); on a GPU the same outputs to about 1e-5.
     #[arg(long, value_enum, default_value = "cpu")]
-    pub device: crate::train::DeviceArg,
+    pub device: crate::device::DeviceArg,
     /// A fusion model from `birads fuse`: the fused category of every image both models saw,
     /// written to OUTPUT/fused/ (cla_pre.csv, cla_prob.csv; `birads eval --pred OUTPUT/fused`).
     #[arg(long)]
@@ -68,11 +69,13 @@ pub enum EngineArg {
 }
 
 /// The inference engine for `--engine` on `--device`.
-pub fn engine(engine: EngineArg, device: crate::train::DeviceArg) -> Engine {
+pub fn engine(engine: EngineArg, device: crate::device::DeviceArg) -> Engine {
+    use crate::device::DeviceArg;
     match (device, engine) {
-        (crate::train::DeviceArg::Cuda, _) => Engine::Cuda,
-        (_, EngineArg::Fast) => Engine::Fast,
-        (_, EngineArg::Burn) => Engine::Burn,
+        (DeviceArg::Cuda, _) => Engine::Cuda,
+        (DeviceArg::Wgpu, _) => Engine::Wgpu,
+        (DeviceArg::Cpu, EngineArg::Fast) => Engine::Fast,
+        (DeviceArg::Cpu, EngineArg::Burn) => Engine::Burn,
     }
 }
 

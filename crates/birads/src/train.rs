@@ -12,128 +12,14 @@ use birads_train::{Task, TrainConfig};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, ValueEnum};
 
+use crate::device::{on_backend, supported, DeviceArg, OnBackend, PrecisionArg};
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TaskArg {
     /// BI-RADS grading (MyConvNeXt).
     Cls,
     /// Lesion features (MyDenseNet).
     Fea,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DeviceArg {
-    Cpu,
-    /// NVIDIA GPU (build with `--features cuda`).
-    Cuda,
-}
-
-impl DeviceArg {
-    /// A clear error instead of a panic deep in the CUDA runtime when the GPU cannot be used:
-    /// a build without CUDA, no NVIDIA driver, or no device.
-    pub fn ready(self) -> anyhow::Result<()> {
-        match self {
-            DeviceArg::Cpu => Ok(()),
-            DeviceArg::Cuda => cuda_ready(),
-        }
-    }
-}
-
-#[cfg(not(feature = "cuda"))]
-const NO_CUDA: &str =
-    "this birads was built without CUDA; rebuild with `cargo build --release --features cuda`";
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_ready() -> anyhow::Result<()> {
-    anyhow::bail!(NO_CUDA)
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_ready() -> anyhow::Result<()> {
-    // cudarc loads the driver library on first use and panics when it is missing.
-    // SAFETY: dlopen with a valid C string; the handle is closed again at once.
-    let driver = unsafe { libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_LAZY) };
-    if driver.is_null() {
-        anyhow::bail!(
-            "--device cuda: no NVIDIA driver here (libcuda.so.1 not found; is this a GPU machine?)"
-        );
-    }
-    // SAFETY: the handle came from dlopen above.
-    unsafe { libc::dlclose(driver) };
-    // A device must answer a first small operation; its failures arrive as panics.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let probe = std::panic::catch_unwind(|| {
-        use burn::prelude::*;
-        use burn::tensor::DType;
-        // An explicit type: the device's default float type stays unset for the run's own
-        // precision to claim (`birads_model::precision`).
-        let t = Tensor::<birads_model::Cuda, 1>::ones([1], (&Default::default(), DType::F32));
-        t.into_data().to_vec::<f32>().ok()
-    });
-    std::panic::set_hook(hook);
-    match probe {
-        Ok(Some(v)) if v == [1.0] => Ok(()),
-        _ => anyhow::bail!("--device cuda: the NVIDIA driver is here but no CUDA device answered"),
-    }
-}
-
-/// Work generic over the autodiff backend (training, its benchmark, the device check):
-/// `on_backend` runs it on the backend that `--device` and `--precision` select.
-pub trait OnBackend {
-    type Output;
-    fn run<B: AutodiffBackend>(self) -> anyhow::Result<Self::Output>;
-}
-
-/// Whether `device` runs `precision`: all but bf16 on the CPU.
-pub fn supported(device: DeviceArg, precision: PrecisionArg) -> anyhow::Result<()> {
-    if (device, precision) == (DeviceArg::Cpu, PrecisionArg::Bf16) {
-        anyhow::bail!(
-            "--precision bf16 needs --device cuda (burn's CPU backend trains in f32); \
-             --precision amp runs on the CPU"
-        );
-    }
-    Ok(())
-}
-
-/// Run `work` on the backend for `device` and `precision` (`unfused`: CUDA without kernel
-/// fusion), with autocast open on this thread for amp.
-#[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
-pub fn on_backend<W: OnBackend>(
-    device: DeviceArg,
-    precision: PrecisionArg,
-    unfused: bool,
-    work: W,
-) -> anyhow::Result<W::Output> {
-    #[cfg(feature = "cuda")]
-    use burn::backend::Autodiff;
-    let _amp = (precision == PrecisionArg::Amp)
-        .then(|| birads_model::amp::autocast(burn::tensor::FloatDType::BF16));
-    supported(device, precision)?;
-    match (device, precision) {
-        (DeviceArg::Cpu, _) => run_on::<birads_model::CpuTrain, W>(work),
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, PrecisionArg::Bf16) if unfused => {
-            run_on::<Autodiff<birads_model::CudaUnfusedBf16>, W>(work)
-        }
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, PrecisionArg::Bf16) => {
-            run_on::<Autodiff<birads_model::CudaBf16>, W>(work)
-        }
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, _) if unfused => run_on::<Autodiff<birads_model::CudaUnfused>, W>(work),
-        #[cfg(feature = "cuda")]
-        (DeviceArg::Cuda, _) => run_on::<Autodiff<birads_model::Cuda>, W>(work),
-        #[cfg(not(feature = "cuda"))]
-        (DeviceArg::Cuda, _) => anyhow::bail!(NO_CUDA),
-    }
-}
-
-/// Run `work` on `B` once `B`'s device makes tensors of `B`'s float type: burn fixes one
-/// float type per device for the whole process, and a bf16 backend on a device that f32
-/// touched first would run in f32 (`birads_model::precision`).
-fn run_on<B: AutodiffBackend, W: OnBackend>(work: W) -> anyhow::Result<W::Output> {
-    birads_model::precision::claim_own::<B>(&Default::default())?;
-    work.run::<B>()
 }
 
 /// amp casts inside burn's modules: the fast engine's backbone would stay f32.
@@ -149,13 +35,13 @@ pub fn amp_needs_burn(precision: PrecisionArg, burn_engine: bool) -> anyhow::Res
 pub enum TrainEngineArg {
     /// The dedicated CPU path (5–7× burn's autodiff there).
     Fast,
-    /// burn's autodiff (any device; the only one with --device cuda).
+    /// burn's autodiff (any device; the only one on a GPU).
     Burn,
 }
 
 impl TrainEngineArg {
     /// The engine for `task` on `device`: the asked one, or the default (fast on the CPU,
-    /// burn with CUDA). The task is taken so that a per-model default stays possible.
+    /// burn on a GPU). The task is taken so that a per-model default stays possible.
     pub fn resolve(
         asked: Option<Self>,
         device: DeviceArg,
@@ -163,24 +49,15 @@ impl TrainEngineArg {
     ) -> anyhow::Result<birads_train::trainer::Engine> {
         use birads_train::trainer::Engine;
         match (asked, device) {
-            (Some(Self::Fast), DeviceArg::Cuda) => {
-                anyhow::bail!("--engine fast runs on the CPU; use --engine burn with --device cuda")
-            }
-            (Some(Self::Burn), _) | (None, DeviceArg::Cuda) => Ok(Engine::Burn),
-            (Some(Self::Fast), DeviceArg::Cpu) | (None, DeviceArg::Cpu) => Ok(Engine::Fast),
+            (Some(Self::Fast), d) if d.is_gpu() => anyhow::bail!(
+                "--engine fast runs on the CPU; use --engine burn with --device {}",
+                d.name()
+            ),
+            (Some(Self::Burn), _) => Ok(Engine::Burn),
+            (_, d) if d.is_gpu() => Ok(Engine::Burn),
+            (Some(Self::Fast) | None, _) => Ok(Engine::Fast),
         }
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PrecisionArg {
-    F32,
-    /// Everything in bfloat16: weights, activations, gradients and optimiser state (CUDA only).
-    Bf16,
-    /// Mixed precision as PyTorch AMP does it: f32 weights and optimiser state, convolutions
-    /// and linear layers computed in bfloat16, normalisation and losses in f32 (burn engine;
-    /// on the CPU it runs, slowly, for checking).
-    Amp,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -262,7 +139,7 @@ pub struct EngineArgs {
     /// scaling needed with bf16); bf16 (all bf16, --device cuda only).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
-    /// Training engine [default: fast on the CPU, burn with --device cuda]. A resumed run
+    /// Training engine [default: fast on the CPU, burn on a GPU]. A resumed run
     /// keeps the engine it started with.
     #[arg(long, value_enum)]
     pub engine: Option<TrainEngineArg>,
@@ -299,9 +176,21 @@ fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
 
 /// A config file, with the task's defaults for what it leaves out.
 pub fn read_config(path: &Path, task: Task) -> anyhow::Result<TrainConfig> {
+    parse_config(path, |text| TrainConfig::from_toml(text, task))
+}
+
+/// A training config for the task it names itself (see `TrainConfig::from_toml_own_task`).
+pub fn read_config_own_task(path: &Path) -> anyhow::Result<TrainConfig> {
+    parse_config(path, TrainConfig::from_toml_own_task)
+}
+
+fn parse_config(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<TrainConfig, String>,
+) -> anyhow::Result<TrainConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    TrainConfig::from_toml(&text, task).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 impl RecipeArgs {

@@ -262,3 +262,10 @@ pub fn check_cuda(p: Product, bf16: bool, seed: u64, limit: f64) -> Vec<Outcome>
         check::<CudaRuntime, f32>(&device, p, seed, limit)
     }
 }
+
+/// [`check`] on the first device of burn's wgpu backend, in f32 (wgpu has no bf16).
+#[cfg(feature = "wgpu")]
+pub fn check_wgpu(p: Product, seed: u64, limit: f64) -> Vec<Outcome> {
+    use burn::backend::wgpu::WgpuRuntime;
+    check::<WgpuRuntime, f32>(&Default::default(), p, seed, limit)
+}

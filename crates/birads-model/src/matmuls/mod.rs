@@ -21,6 +21,8 @@ use crate::{MyConvNeXtConfig, MyDenseNetConfig};
 pub mod cube;
 #[cfg(feature = "cuda")]
 pub use cube::check_cuda;
+#[cfg(feature = "wgpu")]
+pub use cube::check_wgpu;
 #[cfg(feature = "cubecl-kernels")]
 pub use cube::{candidates, check, output};
 

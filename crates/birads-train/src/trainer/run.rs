@@ -286,8 +286,9 @@ impl<B: AutodiffBackend, O> Pass<'_, B, O> {
             .into_iter()
             .enumerate();
         loop {
-            // The previous step ended with its loss read back (a device sync), so this is
-            // time the device sits idle for want of data.
+            // Time the host waits for data. The previous step read its loss back after the
+            // forward pass (a device sync), so on a GPU its backward pass and update may still
+            // be running meanwhile: an upper bound on the time the device waits for data.
             let waited = Instant::now();
             let Some((bi, b)) = batches_in.next() else {
                 break;

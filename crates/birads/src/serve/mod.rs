@@ -74,10 +74,11 @@ pub struct ServeArgs {
     /// Images that may wait for inference; beyond that requests get 503 + Retry-After.
     #[arg(long, default_value_t = 32)]
     pub queue: usize,
-    /// Where the models run: the CPU (the dedicated fast path) or `cuda`, the first NVIDIA
-    /// GPU (a build with `--features cuda`). Grad-CAM heatmaps are computed on the CPU.
+    /// Where the models run: the CPU (the dedicated fast path), `cuda`, the first NVIDIA GPU
+    /// (a build with `--features cuda`), or `wgpu`, the first GPU burn's wgpu backend finds
+    /// (`--features wgpu`). Grad-CAM heatmaps are computed on the CPU.
     #[arg(long, value_enum, default_value = "cpu")]
-    pub device: crate::train::DeviceArg,
+    pub device: crate::device::DeviceArg,
     /// Most requests sharing one forward pass.
     #[arg(long, default_value_t = 8)]
     pub max_batch: usize,
@@ -164,7 +165,7 @@ impl From<PrepareError> for ApiError {
 fn predictor(
     path: &std::path::Path,
     kind: Purpose,
-    device: crate::train::DeviceArg,
+    device: crate::device::DeviceArg,
 ) -> anyhow::Result<(Predictor<Cpu>, LoadedModel<CpuTrain>, Vec<String>)> {
     let engine = crate::predict::engine(crate::predict::EngineArg::Fast, device);
     let (predictor, classes) = birads_infer::folder::load_predictor(path, kind, false, engine)
