@@ -141,7 +141,9 @@ serve_both() {
   $BIRADS serve --addr 127.0.0.1:18081 > $W/serve-cpu.log 2>&1 & local p1=$!
   $BIRADS serve --addr 127.0.0.1:18082 --device $DEVICE > $W/serve-cuda.log 2>&1 & local p2=$!
   trap "kill $p1 $p2 2> /dev/null" EXIT
-  for i in $(seq 60); do curl -sf 127.0.0.1:18081/health > /dev/null && curl -sf 127.0.0.1:18082/health > /dev/null && break; sleep 1; done
+  # The GPU server listens once it has compiled and autotuned for every batch size it forms.
+  for i in $(seq 85); do curl -sf 127.0.0.1:18081/health > /dev/null && curl -sf 127.0.0.1:18082/health > /dev/null && break; sleep 1; done
+  grep -h "warmed up" $W/serve-cuda.log || true
   curl -sf --data-binary @$img 127.0.0.1:18081/v1/predict > $W/serve-cpu.json
   curl -sf --data-binary @$img 127.0.0.1:18082/v1/predict > $W/serve-cuda.json
   python3 - $W/serve-cpu.json $W/serve-cuda.json <<'PY'

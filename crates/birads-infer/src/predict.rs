@@ -180,6 +180,22 @@ impl<B: Backend> Predictor<B> {
         p.chunks(width.max(1)).map(|c| c.to_vec()).collect()
     }
 
+    /// One pass of blank images at every batch size a server of `max_batch` forms, in powers
+    /// of two (the sizes burn's autotune keys round batches to). On a GPU the first pass at a
+    /// size compiles its kernels and times autotune's candidates for its convolutions and
+    /// products: seconds on a GPU, minutes on a software driver, which a client's first
+    /// request would otherwise wait for. Returns the sizes run.
+    pub fn warm_up(&self, max_batch: usize) -> Vec<usize> {
+        let size = self.preprocess.size as usize;
+        let sizes: Vec<usize> = std::iter::successors(Some(1usize), |n| Some(n * 2))
+            .take_while(|&n| n <= max_batch.max(1).next_power_of_two())
+            .collect();
+        for &n in &sizes {
+            self.probabilities(vec![0.0; n * 3 * size * size], n, size);
+        }
+        sizes
+    }
+
     /// Probabilities of every sample that could be read, with its index in `samples`, in
     /// order; batches decode in parallel; `progress` is called with the number of images done
     /// after each batch.
@@ -282,6 +298,44 @@ mod tests {
             flip_horizontally(&img, 3),
             [2., 1., 0., 5., 4., 3., 8., 7., 6., 11., 10., 9.]
         );
+    }
+
+    /// Records each batch it is given (shared with the test through the `Arc`).
+    struct Counting(std::sync::Mutex<Vec<(usize, usize)>>);
+
+    impl super::Runner for std::sync::Arc<Counting> {
+        fn probabilities(&self, images: &[f32], n: usize, size: usize, _: bool) -> Vec<f32> {
+            assert_eq!(images.len(), n * 3 * size * size);
+            self.0.lock().unwrap().push((n, size));
+            vec![0.5; n * 2]
+        }
+    }
+
+    #[test]
+    fn warm_up_runs_every_batch_size_autotune_tells_apart_through_the_runner() {
+        use birads_model::checkpoint::AnyModel;
+        use birads_model::{Cpu, MyConvNeXtConfig};
+        let device = Default::default();
+        let model = MyConvNeXtConfig::new()
+            .with_dims(vec![8, 8, 8, 8])
+            .with_depths(vec![1, 1, 1, 1])
+            .init::<Cpu>(&device);
+        let mut preprocess = birads_data::pipeline::Preprocess::original_inference();
+        preprocess.size = 32;
+        let counting = std::sync::Arc::new(Counting(Default::default()));
+        let p = super::Predictor {
+            model: AnyModel::ConvNeXt(model),
+            preprocess,
+            device,
+            tta: false,
+            runner: Some(Box::new(counting.clone())),
+        };
+        for (max_batch, want) in [(8, vec![1, 2, 4, 8]), (5, vec![1, 2, 4, 8]), (1, vec![1])] {
+            counting.0.lock().unwrap().clear();
+            assert_eq!(p.warm_up(max_batch), want);
+            let seen: Vec<(usize, usize)> = want.iter().map(|&n| (n, 32)).collect();
+            assert_eq!(*counting.0.lock().unwrap(), seen, "max_batch {max_batch}");
+        }
     }
 
     #[test]

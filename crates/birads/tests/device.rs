@@ -165,7 +165,7 @@ fn wgpu_refuses_the_low_precisions() {
 /// makes such products, these do not.
 #[cfg(feature = "wgpu")]
 mod on_wgpu {
-    use super::support::{birads, busbra, text};
+    use super::support::{birads, busbra, start_server_with, text};
     use birads_data::pipeline::Preprocess;
     use birads_model::checkpoint::{save, AnyModel};
     use birads_model::{Cpu, MyConvNeXtConfig, MyDenseNetConfig};
@@ -237,6 +237,58 @@ mod on_wgpu {
         assert_eq!(row[9], "ok", "{row:?}");
     }
 
+    /// A reduced MyConvNeXt checkpoint for 64 px images in `dir`, its path.
+    fn small_convnext_checkpoint(dir: &Path) -> std::path::PathBuf {
+        // 64 px: the shapes autotune has to time on the software driver, and so the test's
+        // time, shrink with the image.
+        let pre = Preprocess {
+            size: 64,
+            ..Preprocess::original_inference()
+        };
+        let extra = serde_json::json!({ "preprocess": pre, "classes": birads_data::BIRADS6 });
+        let path = dir.join("cls.safetensors");
+        save(&convnext(), extra, &path).unwrap();
+        path
+    }
+
+    /// `birads serve --device wgpu`: warmed up at every batch size it forms (`--max-batch` 8)
+    /// before it listens, so that no request waits for the first passes' compiling and
+    /// autotuning (with the builtin model they took the first requests past the server's
+    /// 30 s: 408); then the CPU server's label and probabilities within 1e-5.
+    #[test]
+    fn serve_on_wgpu_answers_the_first_request_as_the_cpu_does() {
+        Cpu::seed(&Default::default(), 6);
+        let dir = tempfile::tempdir().unwrap();
+        let weights = small_convnext_checkpoint(dir.path());
+        let w = weights.to_str().unwrap();
+        let image = std::fs::read(busbra().join("images/busbra_0001-l.jpg")).unwrap();
+        let answer = |device: &str| -> serde_json::Value {
+            let s = start_server_with(&["--cla-weights", w, "--device", device]);
+            let warmed = s
+                .before
+                .iter()
+                .any(|l| l.contains("batches of [1, 2, 4, 8]"));
+            assert_eq!(warmed, device == "wgpu", "{device}: {:?}", s.before);
+            let r = ureq::post(&format!("{}/v1/predict", s.base))
+                .timeout(std::time::Duration::from_secs(20))
+                .send_bytes(&image)
+                .unwrap_or_else(|e| panic!("{device}: {e}"));
+            serde_json::from_str(&r.into_string().unwrap()).unwrap()
+        };
+        let (cpu, gpu) = (answer("cpu"), answer("wgpu"));
+        assert_eq!(cpu["birads"]["label"], gpu["birads"]["label"]);
+        let (p, q) = (
+            &cpu["birads"]["probabilities"],
+            &gpu["birads"]["probabilities"],
+        );
+        let classes = p.as_object().unwrap();
+        assert_eq!(classes.len(), 6, "{p}");
+        for (c, v) in classes {
+            let (a, b) = (v.as_f64().unwrap(), q[c].as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-5, "{c}: cpu {a}, wgpu {b}");
+        }
+    }
+
     /// `birads predict --device wgpu` with the BI-RADS model: the CPU's labels, probabilities
     /// within 1e-5, on real BUS-BRA images.
     #[test]
@@ -256,16 +308,15 @@ mod on_wgpu {
         Cpu::seed(&Default::default(), 5);
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        // 64 px: the shapes autotune has to time on the software driver, and so the test's
-        // time, shrink with the image.
-        let pre = Preprocess {
-            size: 64,
-            ..Preprocess::original_inference()
-        };
-        let extra = serde_json::json!({ "preprocess": pre, "classes": birads_data::BIRADS6 });
-        save(&convnext(), extra.clone(), &d.join("cls.safetensors")).unwrap();
+        let cls = small_convnext_checkpoint(d);
+        let fea = d.join("fea.safetensors");
         if features {
-            save(&densenet(), extra, &d.join("fea.safetensors")).unwrap();
+            let pre = Preprocess {
+                size: 64,
+                ..Preprocess::original_inference()
+            };
+            let extra = serde_json::json!({ "preprocess": pre, "classes": birads_data::BIRADS6 });
+            save(&densenet(), extra, &fea).unwrap();
         }
         let images = d.join("images");
         std::fs::create_dir(&images).unwrap();
@@ -277,7 +328,6 @@ mod on_wgpu {
         for p in names.iter().step_by(400) {
             std::os::unix::fs::symlink(p, images.join(p.file_name().unwrap())).unwrap();
         }
-        let (cls, fea) = (d.join("cls.safetensors"), d.join("fea.safetensors"));
         for device in ["cpu", "wgpu"] {
             let out = d.join(device);
             let mut args = vec![

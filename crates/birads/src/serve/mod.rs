@@ -174,6 +174,21 @@ fn predictor(
     Ok((predictor, for_explain, classes))
 }
 
+/// Compile and autotune the GPU's kernels for every batch size the server forms before it
+/// listens, so that no request waits for them (or times out: a first pass on a GPU backend
+/// compiles and autotunes for seconds, on a software driver for minutes).
+fn warm_up<'a>(predictors: impl Iterator<Item = &'a Predictor<Cpu>>, max_batch: usize) {
+    let t = std::time::Instant::now();
+    let mut sizes = Vec::new();
+    for p in predictors {
+        sizes = p.warm_up(max_batch);
+    }
+    println!(
+        "warmed up on the GPU (kernels compiled, autotuned for batches of {sizes:?}) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+}
+
 /// The fusion model of `--fusion`, checked against the models it fuses.
 fn load_fusion(
     a: &ServeArgs,
@@ -208,6 +223,12 @@ pub fn run(mut a: ServeArgs) -> anyhow::Result<u8> {
         .map(|p| predictor(p, Purpose::Features, a.device))
         .transpose()?;
     let fusion = load_fusion(&a, cls.as_ref().map(|c| c.2.as_slice()), fea.is_some())?;
+    if a.device.is_gpu() {
+        warm_up(
+            [&cls, &fea].into_iter().flatten().map(|c| &c.0),
+            a.max_batch,
+        );
+    }
     let classes = cls
         .as_ref()
         .map(|c| c.2.clone())

@@ -20,6 +20,8 @@ impl Drop for Kill {
 pub struct Server {
     _child: Kill,
     pub base: String,
+    /// What it printed before it listened.
+    pub before: Vec<String>,
 }
 
 /// Runs the `birads` binary under test.
@@ -50,29 +52,43 @@ pub fn fixtures() -> PathBuf {
 
 /// Starts `birads serve` on a free port with the small fixture models and `extra` flags.
 pub fn start_server(extra: &[&str]) -> Server {
+    let cls = fixtures().join("myconvnext_small.pth");
+    let fea = fixtures().join("mydensenet_small.pth");
+    let weights = [
+        "--cla-weights",
+        cls.to_str().unwrap(),
+        "--fea-weights",
+        fea.to_str().unwrap(),
+    ];
+    start_server_with(&[&weights[..], extra].concat())
+}
+
+/// Starts `birads serve` on a free port with `args` (weights and flags), once it listens:
+/// the lines it prints before (notes, a GPU's warm-up) are skipped.
+pub fn start_server_with(args: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_birads"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--cla-weights"])
-        .arg(fixtures().join("myconvnext_small.pth"))
-        .arg("--fea-weights")
-        .arg(fixtures().join("mydensenet_small.pth"))
-        .args(extra)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
         .env_remove("BIRADS_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start birads serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut before = Vec::new();
+    let base = loop {
+        match lines.next() {
+            Some(Ok(line)) => match line.strip_prefix("listening on ") {
+                Some(base) => break base.trim().to_string(),
+                None => before.push(line),
+            },
+            _ => panic!("birads serve stopped before listening; it printed {before:?}"),
+        }
+    };
     Server {
         _child: Kill(child),
         base,
+        before,
     }
 }
 
