@@ -87,10 +87,7 @@ fn cuda_runner(path: &Path, purpose: Purpose) -> Result<Box<dyn Runner>, LoadErr
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_runner(_path: &Path, _purpose: Purpose) -> Result<Box<dyn Runner>, LoadError> {
-    Err(LoadError::Unavailable(
-        "this birads was built without CUDA; rebuild with `cargo build --release --features cuda`"
-            .into(),
-    ))
+    Err(not_built("cuda"))
 }
 
 #[cfg(feature = "wgpu")]
@@ -100,9 +97,14 @@ fn wgpu_runner(path: &Path, purpose: Purpose) -> Result<Box<dyn Runner>, LoadErr
 
 #[cfg(not(feature = "wgpu"))]
 fn wgpu_runner(_path: &Path, _purpose: Purpose) -> Result<Box<dyn Runner>, LoadError> {
-    Err(LoadError::Unavailable(
-        "this birads was built without wgpu; rebuild with `cargo build --release --features wgpu`"
-            .into(),
+    Err(not_built("wgpu"))
+}
+
+/// A GPU backend this build lacks, and how to build it in.
+#[cfg(not(all(feature = "cuda", feature = "wgpu")))]
+fn not_built(feature: &str) -> LoadError {
+    LoadError::Unavailable(format!(
+        "this birads was built without {feature}; rebuild with `cargo build --release --features {feature}`"
     ))
 }
 

@@ -51,10 +51,6 @@ pub type CudaUnfusedBf16 =
 /// software Vulkan driver, on which the tests run the GPU code paths).
 #[cfg(feature = "wgpu")]
 pub type Wgpu = burn::backend::Wgpu;
-/// `Wgpu` without fusion.
-#[cfg(feature = "wgpu")]
-pub type WgpuUnfused =
-    burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
 
 /// Install birads' own backward passes (`batch_norm`, `depthwise`, `gelu`, `layer_norm`, amp's
 /// weight casts) and kernels (`batch_norm::cube`, `depthwise::cube`, `layer_norm::cube`, AdamW's
@@ -98,7 +94,7 @@ pub fn install_gpu_ops() {
         cube::set::<adamw::cube::Update, WgpuRuntime, f32, i32, u32>(true);
         cube::set::<amp::cube::Casts, WgpuRuntime, f32, i32, u32>(true);
         both::<Wgpu>();
-        both::<WgpuUnfused>();
+        both::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
         // f16 (wgpu has no bf16): the software check of CUDA's bf16 backend.
         use burn::tensor::f16;
         cube::set::<batch_norm::cube::BatchNorm, WgpuRuntime, f16, i32, u32>(true);

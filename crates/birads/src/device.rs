@@ -184,15 +184,14 @@ fn on_cuda<W: OnBackend>(_: PrecisionArg, _: bool, _: W) -> anyhow::Result<W::Ou
     anyhow::bail!(NO_CUDA)
 }
 
+/// wgpu with fusion only: what fusion buys is measured on CUDA (`bench train --no-fusion`),
+/// and a second wgpu backend would compile all the generic training code once more.
 #[cfg(feature = "wgpu")]
 fn on_wgpu<W: OnBackend>(unfused: bool, work: W) -> anyhow::Result<W::Output> {
-    use birads_model::{Wgpu, WgpuUnfused};
-    use burn::backend::Autodiff;
     if unfused {
-        run_on::<Autodiff<WgpuUnfused>, W>(work)
-    } else {
-        run_on::<Autodiff<Wgpu>, W>(work)
+        anyhow::bail!("--no-fusion runs on --device cuda; wgpu always fuses");
     }
+    run_on::<burn::backend::Autodiff<birads_model::Wgpu>, W>(work)
 }
 
 #[cfg(not(feature = "wgpu"))]
