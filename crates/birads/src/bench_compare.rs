@@ -579,8 +579,7 @@ fn train_rows(a: &TrainBenchArgs, work: &Path) -> anyhow::Result<Vec<TrainRow>> 
     let mut rows = Vec::new();
     for name in &a.models {
         let ours = birads_rate(name, a)?;
-        // PyTorch has no wgpu (Vulkan) device to compare with.
-        let theirs = if a.no_python || a.device == DeviceArg::Wgpu {
+        let theirs = if a.no_python || !a.device.in_pytorch() {
             None
         } else {
             let mut c = Command::new(&a.python);

@@ -456,8 +456,7 @@ pub fn infer(a: InferBenchArgs) -> anyhow::Result<u8> {
     for name in &a.models {
         for &batch in &a.batches {
             let ours = birads_infer_rate(name, batch, &a)?;
-            // PyTorch has no wgpu (Vulkan) device to compare with.
-            let theirs = (!a.no_python && a.device != DeviceArg::Wgpu)
+            let theirs = (!a.no_python && a.device.in_pytorch())
                 .then(|| {
                     let mut c = std::process::Command::new(&a.python);
                     c.arg(&script).args([

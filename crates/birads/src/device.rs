@@ -40,6 +40,12 @@ impl DeviceArg {
         }
     }
 
+    /// Whether PyTorch has this device, for the benchmarks' side-by-side figures (it has no
+    /// wgpu one).
+    pub fn in_pytorch(self) -> bool {
+        self != DeviceArg::Wgpu
+    }
+
     /// A GPU, where only burn's engine runs.
     pub fn is_gpu(self) -> bool {
         self != DeviceArg::Cpu
@@ -221,6 +227,12 @@ mod tests {
         assert!(ok(Wgpu, F32) && !ok(Wgpu, Amp) && !ok(Wgpu, Bf16));
         let e = supported(Wgpu, Amp).unwrap_err().to_string();
         assert!(e.contains("--device wgpu computes in f32"), "{e}");
+    }
+
+    #[test]
+    fn pytorch_is_compared_on_the_devices_it_has() {
+        assert!(DeviceArg::Cpu.in_pytorch() && DeviceArg::Cuda.in_pytorch());
+        assert!(!DeviceArg::Wgpu.in_pytorch());
     }
 
     #[test]
