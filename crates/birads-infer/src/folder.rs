@@ -103,9 +103,7 @@ fn wgpu_runner(_path: &Path, _purpose: Purpose) -> Result<Box<dyn Runner>, LoadE
 /// A GPU backend this build lacks, and how to build it in.
 #[cfg(not(all(feature = "cuda", feature = "wgpu")))]
 fn not_built(feature: &str) -> LoadError {
-    LoadError::Unavailable(format!(
-        "this birads was built without {feature}; rebuild with `cargo build --release --features {feature}`"
-    ))
+    LoadError::Unavailable(birads_model::not_built(feature))
 }
 
 /// What `predict_folder` does.

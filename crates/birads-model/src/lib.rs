@@ -52,6 +52,15 @@ pub type CudaUnfusedBf16 =
 #[cfg(feature = "wgpu")]
 pub type Wgpu = burn::backend::Wgpu;
 
+/// What a build without the GPU backend `feature` (`"cuda"` or `"wgpu"`) says when asked for
+/// it, and how to build it in; the binary and `birads-infer` both answer with it.
+pub fn not_built(feature: &str) -> String {
+    format!(
+        "this birads was built without {feature}; rebuild with \
+         `cargo build --release --features {feature}`"
+    )
+}
+
 /// Install birads' own backward passes (`batch_norm`, `depthwise`, `gelu`, `layer_norm`, amp's
 /// weight casts) and kernels (`batch_norm::cube`, `depthwise::cube`, `layer_norm::cube`, AdamW's
 /// update, `adamw::cube`, and the casts of many tensors, `amp::cube`) on the GPU training backends this build has: CUDA's (feature `cuda`) and

@@ -63,16 +63,8 @@ impl DeviceArg {
 }
 
 #[cfg(not(feature = "cuda"))]
-const NO_CUDA: &str =
-    "this birads was built without CUDA; rebuild with `cargo build --release --features cuda`";
-
-#[cfg(not(feature = "wgpu"))]
-const NO_WGPU: &str =
-    "this birads was built without wgpu; rebuild with `cargo build --release --features wgpu`";
-
-#[cfg(not(feature = "cuda"))]
 fn cuda_ready() -> anyhow::Result<()> {
-    anyhow::bail!(NO_CUDA)
+    anyhow::bail!(birads_model::not_built("cuda"))
 }
 
 #[cfg(feature = "cuda")]
@@ -96,7 +88,7 @@ fn cuda_ready() -> anyhow::Result<()> {
 
 #[cfg(not(feature = "wgpu"))]
 fn wgpu_ready() -> anyhow::Result<()> {
-    anyhow::bail!(NO_WGPU)
+    anyhow::bail!(birads_model::not_built("wgpu"))
 }
 
 #[cfg(feature = "wgpu")]
@@ -187,7 +179,7 @@ fn on_cuda<W: OnBackend>(
 
 #[cfg(not(feature = "cuda"))]
 fn on_cuda<W: OnBackend>(_: PrecisionArg, _: bool, _: W) -> anyhow::Result<W::Output> {
-    anyhow::bail!(NO_CUDA)
+    anyhow::bail!(birads_model::not_built("cuda"))
 }
 
 /// wgpu with fusion only: what fusion buys is measured on CUDA (`bench train --no-fusion`),
@@ -202,7 +194,7 @@ fn on_wgpu<W: OnBackend>(unfused: bool, work: W) -> anyhow::Result<W::Output> {
 
 #[cfg(not(feature = "wgpu"))]
 fn on_wgpu<W: OnBackend>(_: bool, _: W) -> anyhow::Result<W::Output> {
-    anyhow::bail!(NO_WGPU)
+    anyhow::bail!(birads_model::not_built("wgpu"))
 }
 
 /// Run `work` on `B` once `B`'s device makes tensors of `B`'s float type: burn fixes one
