@@ -215,7 +215,6 @@ impl TrainConfig {
         }
     }
 
-    /// Parse a TOML file: fields left out take the task's defaults.
     /// A config file's own recipe: the task its `task` key names (BI-RADS grading when it
     /// names none), for readers that take any task's models (`birads bench matmuls`).
     pub fn from_toml_own_task(text: &str) -> Result<Self, String> {
@@ -230,6 +229,7 @@ impl TrainConfig {
         Self::from_toml(text, task)
     }
 
+    /// Parse a TOML file: fields left out take the task's defaults.
     pub fn from_toml(text: &str, task: Task) -> Result<Self, String> {
         // Merge: defaults as a TOML table, the file's keys on top (one level of nesting).
         let mut base = toml::Value::try_from(Self::for_task(task)).map_err(|e| e.to_string())?;

@@ -17,7 +17,7 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
 use crate::bench::median;
-use crate::device::{on_backend, supported, DeviceArg, OnBackend, PrecisionArg};
+use crate::device::{on_backend, DeviceArg, OnBackend, PrecisionArg};
 use crate::train::{amp_needs_burn, TrainEngineArg};
 
 pub(crate) const PY_PIPELINE: &str = include_str!("../../../scripts/bench_pipeline.py");
@@ -619,8 +619,7 @@ fn train_rows(a: &TrainBenchArgs, work: &Path) -> anyhow::Result<Vec<TrainRow>> 
 }
 
 pub fn train(a: TrainBenchArgs) -> anyhow::Result<u8> {
-    supported(a.device, a.precision)?;
-    a.device.ready()?;
+    a.device.ready_for(a.precision)?;
     let tmp = tempfile::tempdir()?;
     println!(
         "training benchmark: batch {}, {}×{}, {:?} {:?}, {} runs ≥ 1 s, medians",

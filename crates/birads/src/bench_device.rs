@@ -23,7 +23,7 @@ use burn::tensor::{Distribution, FloatDType};
 use clap::Args;
 
 use crate::bench::median;
-use crate::device::{on_backend, supported, DeviceArg, OnBackend, PrecisionArg};
+use crate::device::{on_backend, DeviceArg, OnBackend, PrecisionArg};
 
 #[derive(Args)]
 pub struct DeviceCheckArgs {
@@ -268,8 +268,7 @@ impl Verdict {
 }
 
 pub fn device_check(a: DeviceCheckArgs) -> anyhow::Result<u8> {
-    supported(a.device, a.precision)?;
-    a.device.ready()?;
+    a.device.ready_for(a.precision)?;
     println!(
         "device check: {} {} against the CPU in f32; batch {}, {}×{}, {} models, training mode (batch statistics), dropout off",
         a.device.name(),
@@ -433,8 +432,7 @@ fn birads_infer_rate(name: &str, batch: usize, a: &InferBenchArgs) -> anyhow::Re
 }
 
 pub fn infer(a: InferBenchArgs) -> anyhow::Result<u8> {
-    supported(a.device, a.precision)?;
-    a.device.ready()?;
+    a.device.ready_for(a.precision)?;
     let work = tempfile::tempdir()?;
     let script = work.path().join("bench_pipeline.py");
     std::fs::write(&script, crate::bench_compare::PY_PIPELINE)?;

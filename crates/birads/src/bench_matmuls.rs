@@ -88,8 +88,7 @@ pub fn matmuls(a: MatmulsArgs) -> anyhow::Result<u8> {
     if !a.device.is_gpu() {
         bail!("`bench matmuls` checks the kernels of burn's GPU backends: --device cuda or wgpu");
     }
-    crate::device::supported(a.device, a.precision)?;
-    a.device.ready()?;
+    a.device.ready_for(a.precision)?;
     let bf16 = a.precision != PrecisionArg::F32;
     println!(
         "matmul kernels on {}, {}: each of autotune's candidates on its own, on the products of one \

@@ -67,8 +67,7 @@ fn recipe(a: &CvArgs, classes: &ClassList) -> anyhow::Result<TrainConfig> {
 }
 
 pub fn run(a: CvArgs) -> anyhow::Result<u8> {
-    crate::device::supported(a.engine.device, a.engine.precision)?;
-    a.engine.device.ready()?;
+    a.engine.device.ready_for(a.engine.precision)?;
     let partition = Partition::read(&a.folds)?;
     let ds = crate::read_dataset(&a.data)?;
     let mut skipped = 0;

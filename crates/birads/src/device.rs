@@ -51,6 +51,13 @@ impl DeviceArg {
         self != DeviceArg::Cpu
     }
 
+    /// Whether a run on this device in `precision` can start: a precision it computes in
+    /// ([`supported`]) and a device that answers ([`DeviceArg::ready`]).
+    pub fn ready_for(self, precision: PrecisionArg) -> anyhow::Result<()> {
+        supported(self, precision)?;
+        self.ready()
+    }
+
     /// A clear error instead of a panic deep in a GPU runtime when the device cannot be used:
     /// a build without its feature, no driver, or no device.
     pub fn ready(self) -> anyhow::Result<()> {

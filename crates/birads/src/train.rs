@@ -12,7 +12,7 @@ use birads_train::{Task, TrainConfig};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, ValueEnum};
 
-use crate::device::{on_backend, supported, DeviceArg, OnBackend, PrecisionArg};
+use crate::device::{on_backend, DeviceArg, OnBackend, PrecisionArg};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TaskArg {
@@ -581,8 +581,7 @@ pub fn train_with(
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<u8> {
-    supported(a.engine.device, a.engine.precision)?;
-    a.engine.device.ready()?;
+    a.engine.device.ready_for(a.engine.precision)?;
     let mut cfg = config(&a)?;
     let out = a
         .resume
