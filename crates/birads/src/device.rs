@@ -137,7 +137,7 @@ pub trait OnBackend {
 
 /// Whether `device` runs `precision`: the CPU all but bf16, wgpu f32 only (it has no bf16,
 /// and f16 products would need loss scaling).
-pub fn supported(device: DeviceArg, precision: PrecisionArg) -> anyhow::Result<()> {
+fn supported(device: DeviceArg, precision: PrecisionArg) -> anyhow::Result<()> {
     match (device, precision) {
         (DeviceArg::Cpu, PrecisionArg::Bf16) => anyhow::bail!(
             "--precision bf16 needs --device cuda (burn's CPU backend trains in f32); \
