@@ -8,6 +8,8 @@
 #   gzip -f target/gpu/birads        # 113 MB stripped, 30 MB compressed (carry limit: 64 MiB)
 #   # optionally the same build with cubek-matmul patched (scripts/cubek_patch.sh), as
 #   # target/gpu/birads-patched.gz: steps 02-matmuls-*-patched run it
+#   # and, still here, whether NVRTC and ptxas take every kernel it launches (no GPU needed):
+#   bash scripts/cuda_dry_run.sh target/cuda/release/birads
 #   # there (GPU, no Rust), from the repository root, carrying target/gpu:
 #   OUT=/some/folder bash scripts/gpu_check.sh [target/gpu/birads.gz]
 #
@@ -189,7 +191,20 @@ PY
 export -f loader_share
 export BIRADS W here
 
-step 00-machine 30 "nvidia-smi; nproc; free -g; ${PY:-true} -c 'import torch; print(torch.__version__, torch.version.cuda)'"
+# The CUDA headers NVRTC compiles cubecl's kernels with, where cubecl looks for them: without
+# include/crt/mma.h every tensor-core matmul fails to compile and autotune quietly goes on
+# without them (found with scripts/cuda_dry_run.sh, on pip's wheels).
+cuda_headers() {
+  local root=${CUDA_PATH:-}
+  for d in /usr/local/cuda /opt/cuda /usr; do [ -n "$root" ] || { [ -e $d/include/cuda_runtime.h ] && root=$d; }; done
+  echo "CUDA headers: ${root:-none found} (CUDA_PATH=${CUDA_PATH:-unset})"
+  for f in include/cuda_runtime.h include/cuda_bf16.h include/mma.h include/crt/mma.h include/cccl; do
+    [ -e "$root/$f" ] && echo "  $f" || echo "  $f MISSING"
+  done
+  ls "$root"/lib64/libnvrtc.so* "$root"/lib/libnvrtc.so* 2> /dev/null | head -3
+}
+export -f cuda_headers
+step 00-machine 30 "nvidia-smi; nproc; free -g; cuda_headers; ${PY:-true} -c 'import torch; print(torch.__version__, torch.version.cuda)'"
 
 # Point 3: outputs and every gradient against the CPU (f32 within 1e-4; amp and bf16 against
 # the CPU's own pass in the same precision).
@@ -274,6 +289,15 @@ step 12-profile 90 "CUBECL_DEBUG_LOG=$W/cubecl.log CUBECL_DEBUG_OPTION=profile $
 # of 1,511 launches around the im2col convolutions autotune picks there): are they on CUDA?
 step 12-profile-densenet 90 "CUBECL_DEBUG_LOG=$W/cubecl-dn.log CUBECL_DEBUG_OPTION=profile $BIRADS bench train --models densenet --device $DEVICE --precision amp --engine burn --batch 32 --runs 1 --warmup 2 --no-python; gzip -c $W/cubecl-dn.log > $OUT/12-cubecl-profile-densenet.log.gz; ls -l $OUT/12-cubecl-profile-densenet.log.gz"
 
-cp -r "$CACHE/autotune" "$OUT/" 2> /dev/null && du -sh "$CACHE"/* "$OUT/autotune"
+# Candidates autotune lost to an error (it goes on without them, silently): one line each.
+python3 "$here/scripts/cuda_dry_run/autotune_failures.py" "$CACHE/autotune" > "$OUT/autotune-failures.txt" 2>&1
+echo "autotune: $(grep -c 'failed to compile' "$OUT/autotune-failures.txt") candidates failed to compile, $(grep -c 'candidate failed:' "$OUT/autotune-failures.txt") failed otherwise (OUT/autotune-failures.txt)"
+# A failed candidate's record holds its whole kernel source: past 40 MB the cache comes back
+# compressed (tar xzf it into target/gpu to carry it).
+if [ "$(du -sm "$CACHE/autotune" 2> /dev/null | cut -f1)" -le 40 ] 2> /dev/null; then
+  cp -r "$CACHE/autotune" "$OUT/" 2> /dev/null && du -sh "$CACHE"/* "$OUT/autotune"
+else
+  tar czf "$OUT/autotune.tgz" -C "$CACHE" autotune 2> /dev/null && du -sh "$CACHE"/* "$OUT/autotune.tgz"
+fi
 echo "== done in $(( $(date +%s) - start )) s, $failed step(s) failed; outputs in $OUT"
 exit $failed
