@@ -111,17 +111,24 @@ CUresult cuDeviceGetAttribute(int *value, CUdevice_attribute attribute, CUdevice
   return CUDA_SUCCESS;
 }
 
-/* Contexts, streams and events are tokens; nothing runs asynchronously. */
+/* Contexts, streams and events are tokens; nothing runs asynchronously, so waiting for one of
+ * them, or making one current, has nothing to do. */
+#define NOTHING_TO_DO(name, type)                                                               \
+  CUresult name(type token) {                                                                   \
+    (void)token;                                                                                \
+    return CUDA_SUCCESS;                                                                        \
+  }
+NOTHING_TO_DO(cuCtxSetCurrent, CUcontext)
+NOTHING_TO_DO(cuStreamSynchronize, CUstream)
+NOTHING_TO_DO(cuStreamQuery, CUstream)
+NOTHING_TO_DO(cuEventSynchronize, CUevent)
+NOTHING_TO_DO(cuEventQuery, CUevent)
+
 static int token;
 
 CUresult cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice dev) {
   (void)dev;
   *ctx = (CUcontext)&token;
-  return CUDA_SUCCESS;
-}
-
-CUresult cuCtxSetCurrent(CUcontext ctx) {
-  (void)ctx;
   return CUDA_SUCCESS;
 }
 
@@ -141,16 +148,6 @@ CUresult cuStreamCreate(CUstream *stream, unsigned int flags) {
 CUresult cuStreamCreateWithPriority(CUstream *stream, unsigned int flags, int priority) {
   (void)priority;
   return cuStreamCreate(stream, flags);
-}
-
-CUresult cuStreamSynchronize(CUstream stream) {
-  (void)stream;
-  return CUDA_SUCCESS;
-}
-
-CUresult cuStreamQuery(CUstream stream) {
-  (void)stream;
-  return CUDA_SUCCESS;
 }
 
 CUresult cuStreamDestroy(CUstream stream) {
@@ -173,16 +170,6 @@ CUresult cuEventCreate(CUevent *event, unsigned int flags) {
 CUresult cuEventRecord(CUevent event, CUstream stream) {
   (void)stream;
   clock_gettime(CLOCK_MONOTONIC, (struct timespec *)event);
-  return CUDA_SUCCESS;
-}
-
-CUresult cuEventSynchronize(CUevent event) {
-  (void)event;
-  return CUDA_SUCCESS;
-}
-
-CUresult cuEventQuery(CUevent event) {
-  (void)event;
   return CUDA_SUCCESS;
 }
 
@@ -395,6 +382,17 @@ static unsigned swizzle_span(CUtensorMapSwizzle swizzle) {
   }
 }
 
+/* The innermost extent copied (a box's first dimension, an im2col pixel's channels), in
+ * elements: a multiple of 16 bytes, within the swizzle's span. */
+static const char *inner_rules(cuuint32_t elements, CUtensorMapDataType type,
+                               CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle) {
+  unsigned inner = elements * element_bytes(type);
+  if (interleave != CU_TENSOR_MAP_INTERLEAVE_NONE || !element_bytes(type)) return NULL;
+  if (inner % 16) return "an inner extent not a multiple of 16 bytes";
+  if (swizzle_span(swizzle) && inner > swizzle_span(swizzle)) return "an inner extent wider than its swizzle";
+  return NULL;
+}
+
 CUresult cuTensorMapEncodeTiled(CUtensorMap *map, CUtensorMapDataType type, cuuint32_t rank,
                                 void *address, const cuuint64_t *dims, const cuuint64_t *strides,
                                 const cuuint32_t *box, const cuuint32_t *element_strides,
@@ -410,12 +408,8 @@ CUresult cuTensorMapEncodeTiled(CUtensorMap *map, CUtensorMapDataType type, cuui
                box[i], (int)type);
       return refuse_map("tiled", why);
     }
-  unsigned inner = box[0] * element_bytes(type);
-  if (interleave == CU_TENSOR_MAP_INTERLEAVE_NONE && element_bytes(type)) {
-    if (inner % 16) return refuse_map("tiled", "an inner box not a multiple of 16 bytes");
-    if (swizzle_span(swizzle) && inner > swizzle_span(swizzle))
-      return refuse_map("tiled", "an inner box wider than its swizzle");
-  }
+  why = inner_rules(box[0], type, interleave, swizzle);
+  if (why) return refuse_map("tiled", why);
   memset(map, 0, sizeof *map);
   return CUDA_SUCCESS;
 }
@@ -432,12 +426,8 @@ CUresult cuTensorMapEncodeIm2col(CUtensorMap *map, CUtensorMapDataType type, cuu
   if (why) return refuse_map("im2col", why);
   if (channels == 0 || channels > 256) return refuse_map("im2col", "channels per pixel not in 1..256");
   if (pixels == 0 || pixels > 1024) return refuse_map("im2col", "pixels per column not in 1..1024");
-  unsigned inner = channels * element_bytes(type);
-  if (interleave == CU_TENSOR_MAP_INTERLEAVE_NONE && element_bytes(type)) {
-    if (inner % 16) return refuse_map("im2col", "channels per pixel not a multiple of 16 bytes");
-    if (swizzle_span(swizzle) && inner > swizzle_span(swizzle))
-      return refuse_map("im2col", "channels per pixel wider than their swizzle");
-  }
+  why = inner_rules(channels, type, interleave, swizzle);
+  if (why) return refuse_map("im2col", why);
   memset(map, 0, sizeof *map);
   return CUDA_SUCCESS;
 }
