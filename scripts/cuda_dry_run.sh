@@ -105,7 +105,8 @@ run_step() {
       data
       "$BIRADS" serve --addr 127.0.0.1:18093 --device cuda & local pid=$!
       local ok=1
-      for _ in $(seq 120); do curl -sf 127.0.0.1:18093/health > /dev/null && { ok=0; break; }; sleep 1; done
+      # It listens once it has compiled and tuned for every batch size it forms: minutes here.
+      for _ in $(seq 1200); do curl -sf 127.0.0.1:18093/health > /dev/null && { ok=0; break; }; sleep 1; done
       [ $ok = 0 ] && curl -sf --data-binary @"$(ls "$W"/synth/testA/cla/* | head -1)" 127.0.0.1:18093/v1/predict > /dev/null || ok=1
       kill $pid; wait $pid 2> /dev/null
       return $ok ;;
