@@ -139,8 +139,14 @@ for s in $STEPS; do
   bad_ptx=$(find "$ptx" -name '*.ptx' -print0 | xargs -0 -r -P "$(nproc)" -I{} sh -c \
     "'$CUDA/bin/ptxas' -arch=$arch -o /dev/null {} > {}.log 2>&1 || echo {}" | wc -l)
   # Autotune records a candidate that failed (to compile, or to launch) in its cache and goes on
-  # without it; those records say which, and why.
-  python3 "$here/scripts/cuda_dry_run/autotune_failures.py" "$W/autotune" > "$D/out/$s-autotune.txt"
+  # without it; those records say which, and why. The cache is the run's: only what this step
+  # added is its own (compared without the counts of keys, which grow from step to step).
+  python3 "$here/scripts/cuda_dry_run/autotune_failures.py" "$W/autotune" > "$W/failures-now.txt"
+  sed 's/ ([0-9]* keys)//' "$W/failures-before.txt" 2> /dev/null > "$W/failures-seen.txt"
+  while IFS= read -r line; do
+    grep -qxF "$(sed 's/ ([0-9]* keys)//' <<< "$line")" "$W/failures-seen.txt" || echo "$line"
+  done < "$W/failures-now.txt" > "$D/out/$s-autotune.txt"
+  mv "$W/failures-now.txt" "$W/failures-before.txt"
   problems=$(cat "$D/out/$s.txt" "$D/out/$s-autotune.txt" |
     grep -c -E "failed to compile|Compilation Error|panicked at|error while loading|^Error")
   verdict=ok
