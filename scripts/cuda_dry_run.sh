@@ -26,6 +26,13 @@
 # Steps (all by default, in this order): train-amp, device-check-amp, train-bf16,
 # device-check-bf16, device-check-f32, matmuls-bf16, predict, serve, infer, train-f32,
 # train-nofusion, matmuls-f32, burn-ops (amp with each of birads' own operations switched off).
+# Two more, for the device, not among the default steps:
+#   gpu-check  scripts/gpu_check.sh's own steps, as the device will run them (ONLY= as there,
+#              time limits ×TIME_SCALE, default 30), into the kernel cache target/cuda-dry/kernels
+#   kernels    that cache assembled for the GPU (cuda_dry_run/assemble_kernels.py, ptxas) and
+#              packed as target/gpu/kernels-sm_90a.tar.xz for gpu_check.sh: the device then
+#              neither compiles nor assembles the kernels it finds there. Run both on the
+#              binary that will be carried (stripped): the archive names it by its SHA-256.
 # Output: target/cuda-dry/out/STEP.txt and one line per step; the exit status is the number of
 # failed steps.
 #
@@ -110,8 +117,41 @@ run_step() {
       [ $ok = 0 ] && curl -sf --data-binary @"$(ls "$W"/synth/testA/cla/* | head -1)" 127.0.0.1:18093/v1/predict > /dev/null || ok=1
       kill $pid; wait $pid 2> /dev/null
       return $ok ;;
+    gpu-check)
+      # Its comparisons of values fail here (its exit status counts them), so only what
+      # compiled is judged; every step's whole output is copied into this step's log. The
+      # cache is this binary's (a run in parts, with ONLY=, adds to it); step kernels
+      # assembles it, so its modules are not assembled here.
+      local sha
+      sha=$(sha256sum < "$BIRADS" | cut -d' ' -f1)
+      [ "$(cat "$D/kernels/binary_sha256" 2> /dev/null)" = "$sha" ] || rm -rf "$D/kernels"
+      mkdir -p "$D/kernels" && echo "$sha" > "$D/kernels/binary_sha256"
+      (unset FAKE_CUDA_PTX_DIR
+        OUT=$D/out/gpu-check KERNEL_CACHE=$D/kernels KERNELS=none TIME_SCALE=${TIME_SCALE:-30} \
+          values bash "$here/scripts/gpu_check.sh" "$BIRADS")
+      tail -n +1 "$D"/out/gpu-check/*.txt ;;
+    kernels) pack_kernels ;;
     *) echo "unknown step $1"; return 2 ;;
   esac
+}
+
+# The kernel cache of step gpu-check, assembled for the device's architecture and packed with
+# what gpu_check.sh checks before it uses it: the binary it was made with, the assembler's CUDA.
+pack_kernels() {
+  python3 -c 'import cbor2' 2> /dev/null || export PYTHONPATH=$D/py
+  python3 -c 'import cbor2' 2> /dev/null || python3 -m pip install -q --target "$D/py" cbor2 || return 1
+  local arch=sm_${FAKE_CUDA_SM}
+  [ "$FAKE_CUDA_SM" -ge 90 ] && arch=${arch}a
+  python3 "$here/scripts/cuda_dry_run/assemble_kernels.py" "$D/kernels" --ptxas "$CUDA/bin/ptxas" --arch "$arch" || return 1
+  {
+    echo "binary_sha256 $(sha256sum < "$BIRADS" | cut -d' ' -f1)"
+    echo "ptxas_major $("$CUDA/bin/ptxas" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')"
+    echo "arch $arch"
+  } > "$D/kernels/kernels-for.txt"
+  cat "$D/kernels/kernels-for.txt"
+  mkdir -p "$here/target/gpu"
+  tar cJf "$here/target/gpu/kernels-$arch.tar.xz" -C "$D/kernels" cuda kernels-for.txt || return 1
+  ls -l "$here/target/gpu/kernels-$arch.tar.xz"
 }
 
 failed=0

@@ -24,6 +24,12 @@
 # Autotune's choices come back in OUT/autotune: copied to target/gpu/autotune and carried with
 # the binary, they spare a later call its tuning on the same GPU model (KERNEL_CACHE=dir keeps
 # the compiled kernels elsewhere than target/gpu-cache).
+# The kernels themselves can come ready: `bash scripts/cuda_dry_run.sh BINARY gpu-check kernels`
+# runs this script's steps here on the stand-in driver and leaves every kernel they compiled,
+# assembled for sm_90a, in target/gpu/kernels-sm_90a.tar.xz (carried with the binary it was
+# made with; a different binary or a driver older than the assembler is refused below, and
+# then the device compiles as before). TIME_SCALE=N multiplies every time limit (the stand-in
+# compiles on 2 cores).
 set -uo pipefail
 export DEVICE=${DEVICE:-cuda}
 BIRADS=${1:-target/gpu/birads.gz}
@@ -52,6 +58,30 @@ mkdir -p "$OUT"
 CACHE=${KERNEL_CACHE:-$here/target/gpu-cache}
 mkdir -p "$CACHE"
 [ -d "$here/target/gpu/autotune" ] && cp -rn "$here/target/gpu/autotune" "$CACHE/"
+export TIME_SCALE=${TIME_SCALE:-1}
+# kernels_ready ARCHIVE: the kernels assembled ahead of time for this binary, into the cache
+# (kernels already there, from an earlier call, are kept).
+kernels_ready() {
+  local k=$W/kernels
+  mkdir -p "$k" && tar xJf "$1" -C "$k" || return 1
+  local made_for assembler driver
+  made_for=$(awk '$1 == "binary_sha256" { print $2 }' "$k/kernels-for.txt")
+  assembler=$(awk '$1 == "ptxas_major" { print $2 }' "$k/kernels-for.txt")
+  driver=$(nvidia-smi 2> /dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -1)
+  [ -z "${FAKE_CUDA_SM:-}" ] || driver=$assembler # the stand-in (cuda_dry_run.sh)
+  if [ "$made_for" != "$(sha256sum < "$BIRADS" | cut -d' ' -f1)" ]; then
+    echo "kernels: $1 was made for another birads binary; compiling on the device"
+  elif [ -z "$driver" ] || [ "$driver" -lt "$assembler" ]; then
+    echo "kernels: the driver (CUDA ${driver:-?}) is older than their assembler (CUDA $assembler); compiling on the device"
+  else
+    cp -rn "$k/cuda" "$CACHE/" && echo "kernels: $(kernel_count) ready in the cache, assembled for $(awk '$1 == "arch" { print $2 }' "$k/kernels-for.txt")"
+  fi
+}
+# How many kernels the cache holds (one line each in its table of contents).
+kernel_count() { cat "$CACHE"/cuda/*/ptx/toc* 2> /dev/null | wc -l; }
+KERNELS=${KERNELS:-$here/target/gpu/kernels-sm_90a.tar.xz}
+[ "$DEVICE" = cuda ] && [ -f "$KERNELS" ] && kernels_ready "$KERNELS"
+kernels_at_start=$(kernel_count)
 cat > "$W/cubecl.toml" <<EOF
 [compilation]
 cache = { file = "$CACHE" }
@@ -75,19 +105,20 @@ step() {
   shift 2
   case ",${ONLY:-$name}," in *",$name,"*) ;; *) return 0 ;; esac
   local t0=$(date +%s)
-  if [ $(( t0 - start )) -ge "${DEADLINE:-470}" ]; then
+  if [ $(( t0 - start )) -ge $(( ${DEADLINE:-470} * TIME_SCALE )) ]; then
     echo "== $name skipped: the time is up"
     failed=$((failed + 1))
     return 0
   fi
   # Nothing runs past HARD seconds (default 570: one device call may last 600).
-  local left=$(( ${HARD:-570} - (t0 - start) ))
+  local left=$(( ${HARD:-570} * TIME_SCALE - (t0 - start) ))
+  limit=$(( limit * TIME_SCALE ))
   [ "$limit" -le "$left" ] || limit=$left
   echo "== $name (≤ ${limit} s; $(( t0 - start )) s in)"
   (cd "$W" && timeout "$limit" bash -c "$*") > "$OUT/$name.txt" 2>&1
   local rc=$?
   tail -n 40 "$OUT/$name.txt"
-  echo "-- $name: exit $rc, $(( $(date +%s) - t0 )) s"
+  echo "-- $name: exit $rc, $(( $(date +%s) - t0 )) s, $(kernel_count) kernels in the cache"
   [ $rc -eq 0 ] || failed=$((failed + 1))
 }
 
@@ -144,7 +175,7 @@ serve_both() {
   $BIRADS serve --addr 127.0.0.1:18082 --device $DEVICE > $W/serve-cuda.log 2>&1 & local p2=$!
   trap "kill $p1 $p2 2> /dev/null" EXIT
   # The GPU server listens once it has compiled and autotuned for every batch size it forms.
-  for i in $(seq 85); do curl -sf 127.0.0.1:18081/health > /dev/null && curl -sf 127.0.0.1:18082/health > /dev/null && break; sleep 1; done
+  for i in $(seq $(( 85 * TIME_SCALE ))); do curl -sf 127.0.0.1:18081/health > /dev/null && curl -sf 127.0.0.1:18082/health > /dev/null && break; sleep 1; done
   grep -h "warmed up" $W/serve-cuda.log || true
   curl -sf --data-binary @$img 127.0.0.1:18081/v1/predict > $W/serve-cpu.json
   curl -sf --data-binary @$img 127.0.0.1:18082/v1/predict > $W/serve-cuda.json
@@ -299,5 +330,6 @@ if [ "$(du -sm "$CACHE/autotune" 2> /dev/null | cut -f1)" -le 40 ] 2> /dev/null;
 else
   tar czf "$OUT/autotune.tgz" -C "$CACHE" autotune 2> /dev/null && du -sh "$CACHE"/* "$OUT/autotune.tgz"
 fi
+echo "kernels: $(( $(kernel_count) - kernels_at_start )) compiled on this machine, $kernels_at_start were in the cache at the start"
 echo "== done in $(( $(date +%s) - start )) s, $failed step(s) failed; outputs in $OUT"
 exit $failed

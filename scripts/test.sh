@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every test of birads on a fresh machine, setting up what is missing first:
 #   - Debian's chromium + chromium-driver (the web page's end-to-end test),
-#   - a Python environment in target/py with maturin, pytest, numpy, onnx and onnxruntime
-#     (no PyTorch),
+#   - a Python environment in target/py with maturin, pytest, numpy, onnx, onnxruntime and
+#     cbor2 (the kernel cache's records, scripts/cuda_dry_run/assemble_kernels.py; no PyTorch),
 #   - Mesa's software Vulkan driver (scripts/lavapipe.sh),
 # then the Rust suite (`cargo test --workspace`), the Python suite (`pytest python/tests`)
 # against the Python package laid out as its wheel lays it out (python/birads + the extension).
@@ -38,11 +38,11 @@ fi
 . scripts/lavapipe.sh
 
 py=target/py/bin/python
-if ! "$py" -c "import maturin, pytest, numpy, onnx, onnxruntime" 2>/dev/null; then
-  echo "== setting up $py (maturin, pytest, numpy, onnx, onnxruntime)"
+if ! "$py" -c "import maturin, pytest, numpy, onnx, onnxruntime, cbor2" 2>/dev/null; then
+  echo "== setting up $py (maturin, pytest, numpy, onnx, onnxruntime, cbor2)"
   python3 -m venv target/py
   "$py" -m pip install -q --upgrade pip
-  "$py" -m pip install -q "maturin>=1.5,<2" pytest numpy onnx onnxruntime
+  "$py" -m pip install -q "maturin>=1.5,<2" pytest numpy onnx onnxruntime "cbor2>=5,<6"
 fi
 
 target="${CARGO_TARGET_DIR:-$PWD/target}"

@@ -33,13 +33,13 @@
 #define MAX_SHARED_OPTIN (227 * 1024)
 #define MAX_SHARED_DEFAULT (48 * 1024)
 
-static atomic_long modules, launches, bad_launches, bad_maps, allocated;
+static atomic_long modules, cubins, launches, bad_launches, bad_maps, allocated;
 
 static void report(void) {
   fprintf(stderr,
-          "fake libcuda: %ld modules loaded, %ld launches (%ld refused), %ld tensor maps "
-          "refused, %ld allocations\n",
-          modules, launches, bad_launches, bad_maps, allocated);
+          "fake libcuda: %ld modules loaded (%ld cubins), %ld launches (%ld refused), %ld "
+          "tensor maps refused, %ld allocations\n",
+          modules, cubins, launches, bad_launches, bad_maps, allocated);
 }
 
 static int sm(void) {
@@ -260,24 +260,79 @@ CUresult cuMemcpy2DAsync(const CUDA_MEMCPY2D *copy, CUstream stream) {
   return CUDA_SUCCESS;
 }
 
-/* Modules: each PTX image is written out for ptxas; a function is its module's token. */
+/* Modules: PTX (from NVRTC) or a cubin (ELF, assembled ahead of time for the GPU:
+ * cuda_dry_run/assemble_kernels.py), which the driver takes alike. A PTX image is written out for
+ * ptxas; a cubin must be for this device's architecture, as on the device. A function is its
+ * module's token, and it must be an entry point of the module cubecl loaded last (cubecl asks
+ * for the function right after loading its module; the image is not kept beyond that). */
+#define EM_CUDA 190
+static char *last_image;
+static size_t last_size;
+static long last_module;
+
+/* An ELF image's length (its section headers come last in ptxas' cubins); 0 if not a cubin. */
+static size_t cubin_size(const unsigned char *image) {
+  if (memcmp(image, "\177ELF", 4) != 0 || image[4] != 2) return 0;
+  unsigned short machine, entry_size, entries;
+  unsigned long long section_headers;
+  memcpy(&machine, image + 18, 2);
+  memcpy(&section_headers, image + 40, 8);
+  memcpy(&entry_size, image + 58, 2);
+  memcpy(&entries, image + 60, 2);
+  return machine == EM_CUDA ? section_headers + (size_t)entry_size * entries : 0;
+}
+
 CUresult cuModuleLoadData(CUmodule *module, const void *image) {
   long n = atomic_fetch_add(&modules, 1);
-  const char *dir = getenv("FAKE_CUDA_PTX_DIR");
-  if (dir) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%06ld.ptx", dir, n);
-    FILE *f = fopen(path, "w");
-    if (!f) return CUDA_ERROR_INVALID_IMAGE;
-    fputs((const char *)image, f);
-    fclose(f);
+  size_t size = cubin_size(image);
+  if (size) {
+    unsigned flags;
+    memcpy(&flags, (const char *)image + 48, 4);
+    if ((int)((flags >> 8) & 0xff) != sm()) {
+      fprintf(stderr, "fake libcuda: refused: a cubin for sm_%u on sm_%d\n", (flags >> 8) & 0xff,
+              sm());
+      return CUDA_ERROR_NO_BINARY_FOR_GPU;
+    }
+    atomic_fetch_add(&cubins, 1);
+  } else if (memcmp(image, "\177ELF", 4) == 0) {
+    fprintf(stderr, "fake libcuda: refused: an ELF image that is not a CUDA cubin\n");
+    return CUDA_ERROR_INVALID_IMAGE;
+  } else {
+    size = strlen(image) + 1;
+    const char *dir = getenv("FAKE_CUDA_PTX_DIR");
+    if (dir) {
+      char path[4096];
+      snprintf(path, sizeof path, "%s/%06ld.ptx", dir, n);
+      FILE *f = fopen(path, "w");
+      if (!f) return CUDA_ERROR_INVALID_IMAGE;
+      fputs((const char *)image, f);
+      fclose(f);
+    }
   }
+  free(last_image);
+  last_image = malloc(size);
+  memcpy(last_image, image, size);
+  last_size = size, last_module = n + 1;
   *module = (CUmodule)(n + 1);
   return CUDA_SUCCESS;
 }
 
+/* Is NAME an entry point of the image: `.entry NAME(` in PTX, the symbol's name in a cubin? */
+static int has_entry(const char *name) {
+  size_t len = strlen(name);
+  if (cubin_size((const unsigned char *)last_image))
+    return memmem(last_image, last_size, name, len + 1) != NULL;
+  for (const char *p = last_image; (p = strstr(p, ".entry ")) != NULL; p += 7)
+    if (strncmp(p + 7, name, len) == 0 && (p[7 + len] == '(' || p[7 + len] == ' ')) return 1;
+  return 0;
+}
+
 CUresult cuModuleGetFunction(CUfunction *function, CUmodule module, const char *name) {
-  (void)name;
+  if ((long)module == last_module && !has_entry(name)) {
+    fprintf(stderr, "fake libcuda: refused: no entry point %s in module %ld\n", name,
+            (long)module);
+    return CUDA_ERROR_NOT_FOUND;
+  }
   *function = (CUfunction)module;
   return CUDA_SUCCESS;
 }

@@ -46,8 +46,11 @@ int main(void) {
   /* Launches against the device's limits. */
   CUmodule module;
   CUfunction f;
-  expect(cuModuleLoadData(&module, "// PTX\n") == CUDA_SUCCESS, "a module loads");
-  cuModuleGetFunction(&f, module, "k");
+  expect(cuModuleLoadData(&module, ".visible .entry k(\n)\n{\n}\n") == CUDA_SUCCESS,
+         "a PTX module loads");
+  expect(cuModuleGetFunction(&f, module, "kk") != CUDA_SUCCESS,
+         "a function the module does not have is refused");
+  expect(cuModuleGetFunction(&f, module, "k") == CUDA_SUCCESS, "its entry point is found");
   expect(launch(f, 1, 1024, 0) == CUDA_SUCCESS, "1,024 threads launch");
   expect(launch(f, 1, 1025, 0) != CUDA_SUCCESS, "1,025 threads are refused");
   expect(launch(f, 65536, 32, 0) != CUDA_SUCCESS, "a grid of 65,536 in y is refused");
@@ -59,6 +62,27 @@ int main(void) {
   expect(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 300 * 1024) !=
              CUDA_SUCCESS,
          "300 KiB cannot be asked for");
+
+  /* Cubins: an ELF image for EM_CUDA, the architecture in bits 8-15 of its flags (as ptxas
+   * 13 writes them), its length up to the end of its section headers. */
+  unsigned char cubin[160] = {0x7f, 'E', 'L', 'F', 2, 1, 1};
+  unsigned short machine = 190, entry_size = 64, entries = 1;
+  unsigned long long section_headers = 64;
+  unsigned flags = (90 << 8) | 4;
+  memcpy(cubin + 18, &machine, 2), memcpy(cubin + 40, &section_headers, 8);
+  memcpy(cubin + 48, &flags, 4), memcpy(cubin + 58, &entry_size, 2), memcpy(cubin + 60, &entries, 2);
+  memcpy(cubin + 100, "cube_kernel", 12);
+  expect(cuModuleLoadData(&module, cubin) == CUDA_SUCCESS, "a cubin for sm_90 loads");
+  expect(cuModuleGetFunction(&f, module, "cube_kernel") == CUDA_SUCCESS &&
+             cuModuleGetFunction(&f, module, "cube") != CUDA_SUCCESS,
+         "a cubin's entry point is found by its whole name");
+  flags = (80 << 8) | 4;
+  memcpy(cubin + 48, &flags, 4);
+  expect(cuModuleLoadData(&module, cubin) == CUDA_ERROR_NO_BINARY_FOR_GPU,
+         "a cubin for sm_80 is refused on sm_90");
+  machine = 62;
+  memcpy(cubin + 18, &machine, 2);
+  expect(cuModuleLoadData(&module, cubin) != CUDA_SUCCESS, "an x86-64 ELF image is refused");
 
   /* Tensor maps against cuda.h's rules. */
   static CUtensorMap map __attribute__((aligned(64)));
