@@ -5,13 +5,16 @@
 #   # here (Rust, no GPU):
 #   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda --target-dir target/cuda
 #   mkdir -p target/gpu && strip -o target/gpu/birads target/cuda/release/birads
-#   gzip -f target/gpu/birads        # 113 MB stripped, 30 MB compressed (carry limit: 64 MiB)
-#   # optionally the same build with cubek-matmul patched (scripts/cubek_patch.sh), as
-#   # target/gpu/birads-patched.gz: steps 02-matmuls-*-patched run it
 #   # and, still here, whether NVRTC and ptxas take every kernel it launches (no GPU needed):
 #   bash scripts/cuda_dry_run.sh target/cuda/release/birads
+#   # and the kernels of this script's steps, ready-made for the device (on the binary as it
+#   # will be carried; about 1 hour on 2 cores for the first seven steps, 33 MB):
+#   bash scripts/cuda_dry_run.sh target/gpu/birads gpu-check kernels gpu-check-ready
+#   xz -f target/gpu/birads   # 119 MB stripped, 21 MB compressed (gzip: 31; carry limit: 64 MiB)
+#   # optionally the same build with cubek-matmul patched (scripts/cubek_patch.sh), as
+#   # target/gpu/birads-patched.gz: steps 02-matmuls-*-patched run it
 #   # there (GPU, no Rust), from the repository root, carrying target/gpu:
-#   OUT=/some/folder bash scripts/gpu_check.sh [target/gpu/birads.gz]
+#   OUT=/some/folder bash scripts/gpu_check.sh [target/gpu/birads.xz or .gz]
 #
 # Each step has its own time limit and writes OUT/NN-name.txt; a failed step is reported and
 # the rest still run; the exit status is the number of failed steps. PyTorch (for the
@@ -32,17 +35,26 @@
 # compiles on 2 cores).
 set -uo pipefail
 export DEVICE=${DEVICE:-cuda}
-BIRADS=${1:-target/gpu/birads.gz}
+BIRADS=${1:-$(ls target/gpu/birads.xz target/gpu/birads.gz 2> /dev/null | head -1)}
 OUT=${OUT:-$(mktemp -d)}
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
-# unpacked FILE NAME: FILE itself, or where it was unzipped to (in $W, as NAME) when it ends in .gz.
-unpacked() {
-  if [[ $1 == *.gz ]]; then
-    gunzip -c "$1" > "$W/$2" && chmod +x "$W/$2" && echo "$W/$2"
+# unxz FILE: its contents, with xz or, where xz is missing, Python's lzma.
+unxz() {
+  if command -v xz > /dev/null; then
+    xz -dc "$1"
   else
-    echo "$1"
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$1"
   fi
+}
+# unpacked FILE NAME: FILE itself, or where it was unpacked to (in $W, as NAME) when it ends in
+# .gz or .xz (xz: 21 MB where gzip makes 31, room for the kernels under the 64 MiB carried).
+unpacked() {
+  case $1 in
+    *.gz) gunzip -c "$1" > "$W/$2" && chmod +x "$W/$2" && echo "$W/$2" ;;
+    *.xz) unxz "$1" > "$W/$2" && chmod +x "$W/$2" && echo "$W/$2" ;;
+    *) echo "$1" ;;
+  esac
 }
 BIRADS=$(unpacked "$BIRADS" birads)
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,7 +75,7 @@ export TIME_SCALE=${TIME_SCALE:-1}
 # (kernels already there, from an earlier call, are kept).
 kernels_ready() {
   local k=$W/kernels
-  mkdir -p "$k" && tar xJf "$1" -C "$k" || return 1
+  mkdir -p "$k" && unxz "$1" | tar xf - -C "$k" || return 1
   local made_for assembler driver
   made_for=$(awk '$1 == "binary_sha256" { print $2 }' "$k/kernels-for.txt")
   assembler=$(awk '$1 == "ptxas_major" { print $2 }' "$k/kernels-for.txt")

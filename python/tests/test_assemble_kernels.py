@@ -88,6 +88,10 @@ def test_each_ptx_becomes_its_cubin_and_a_refused_one_keeps_its_ptx(tmp_path):
         assert now["value"]["shared_mem_bytes"] == 1024
     assert (chunk.parent / "toc.json.log").read_text() == "table of contents, left as it is\n"
     assert not list(chunk.parent.glob("*.tmp"))
+    listed = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "cache"), "--list-ptx"],
+                            capture_output=True, text=True)
+    assert listed.returncode == 0 and listed.stdout.split() == ["conv_direct"], listed
+    assert read_cache(chunk) == after  # listing changes nothing
 
     # Again, with an assembler that takes everything: only the PTX left is assembled.
     (tmp_path / "ok").mkdir()

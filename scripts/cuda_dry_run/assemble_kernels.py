@@ -20,8 +20,8 @@ the exit status is then 1. Running it again on an assembled cache changes nothin
 Needs the cbor2 package (the records are CBOR, written by ciborium).
 """
 import argparse
+import array
 import concurrent.futures
-import io
 import os
 import subprocess
 import sys
@@ -39,28 +39,28 @@ def chunks(cache):
 
 
 def read_records(path):
-    """The chunk's records; a last one cut short (a process killed while writing it) is left
-    out, as cubecl itself stops reading there: that kernel is compiled again where needed."""
-    records, data = [], path.read_bytes()
-    f = io.BytesIO(data)
-    while f.tell() < len(data):
-        at = f.tell()
-        try:
-            records.append(cbor2.load(f))
-        except cbor2.CBORDecodeEOF:
-            print(f"{path}: the record at byte {at} is cut short; left out")
-            break
-    return records
+    """The chunk's records one by one; a last one cut short (a process killed while writing
+    it) is left out, as cubecl itself stops reading there: that kernel is compiled again where
+    needed. (A chunk holds a few hundred MB of PTX: it is not decoded all at once.)"""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        while f.tell() < size:
+            at = f.tell()
+            try:
+                yield cbor2.load(f)
+            except cbor2.CBORDecodeEOF:
+                print(f"{path}: the record at byte {at} is cut short; left out")
+                return
 
 
 def to_bytes(values):
     """The PTX or cubin of a record: ciborium writes a Vec<c_char> as an array of small ints."""
-    return bytes(v & 0xFF for v in values)
+    return array.array("b", values).tobytes()
 
 
 def to_values(data):
     """Bytes as the signed chars of a Vec<c_char> (what ciborium reads back)."""
-    return [b - 256 if b > 127 else b for b in data]
+    return array.array("b", data).tolist()
 
 
 def assemble(index, ptx, name, ptxas, arch, folder):
@@ -80,40 +80,65 @@ def assemble(index, ptx, name, ptxas, arch, folder):
     return cubin, None
 
 
+def batches(records, size):
+    batch = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def convert(path, ptxas, arch, jobs):
-    """Rewrites one chunk in place (atomically); returns (kernels, assembled, already, failed)."""
-    records = read_records(path)
-    todo = [r for r in records if not to_bytes(r["value"]["ptx"]).startswith(ELF)]
+    """Rewrites one chunk (atomically: into a new file, renamed over it at the end), a batch of
+    records at a time; returns (kernels, assembled, already cubins, failed)."""
+    n = done = already = 0
     failed = []
-    with tempfile.TemporaryDirectory() as folder, \
-            concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-        results = pool.map(lambda ir: assemble(ir[0], to_bytes(ir[1]["value"]["ptx"]),
-                                               ir[1]["value"]["entrypoint_name"], ptxas, arch,
-                                               folder),
-                           enumerate(todo))
-        for record, (cubin, why) in zip(todo, results):
-            if cubin is None:
-                failed.append(f"{record['value']['entrypoint_name']}: {why}")
-            else:
-                record["value"]["ptx"] = to_values(cubin)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        for record in records:
-            cbor2.dump(record, f)
+    with tempfile.TemporaryDirectory() as folder, open(tmp, "wb") as out, \
+            concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        for batch in batches(read_records(path), 8 * jobs):
+            codes = [to_bytes(r["value"]["ptx"]) for r in batch]
+            todo = [i for i, code in enumerate(codes) if not code.startswith(ELF)]
+            results = pool.map(lambda i: assemble(n + i, codes[i],
+                                                  batch[i]["value"]["entrypoint_name"], ptxas,
+                                                  arch, folder), todo)
+            for i, (cubin, why) in zip(todo, results):
+                if cubin is None:
+                    failed.append(f"{batch[i]['value']['entrypoint_name']}: {why}")
+                else:
+                    batch[i]["value"]["ptx"] = to_values(cubin)
+                    done += 1
+            for record in batch:
+                cbor2.dump(record, out)
+            n += len(batch)
+            already += len(batch) - len(todo)
     os.replace(tmp, path)
-    return len(records), len(todo) - len(failed), len(records) - len(todo), failed
+    return n, done, already, failed
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cache", help="the folder cubecl.toml's [compilation] cache names")
-    ap.add_argument("--ptxas", required=True)
+    ap.add_argument("--ptxas", help="required unless --list-ptx")
+    ap.add_argument("--list-ptx", action="store_true",
+                    help="only name the kernels still in PTX (one line each), change nothing")
     ap.add_argument("--arch", default="sm_90a", help="as cubecl-cuda compiles for the device")
     ap.add_argument("--jobs", type=int, default=os.cpu_count())
     args = ap.parse_args()
     found = chunks(args.cache)
     if not found:
         sys.exit(f"no PTX cache (cuda/*/ptx/*.cbor) under {args.cache}")
+    if args.list_ptx:
+        for path in found:
+            for record in read_records(path):
+                if not to_bytes(record["value"]["ptx"][:4]).startswith(ELF):
+                    print(record["value"]["entrypoint_name"])
+        return
+    if not args.ptxas:
+        ap.error("--ptxas is required")
     bad = 0
     for path in found:
         size = path.stat().st_size
