@@ -81,6 +81,9 @@ if "$CUDA/bin/ptxas" -arch=sm_90a -o /dev/null "$D/broken.ptx" 2> /dev/null; the
 fi
 export CUDA_PATH=$CUDA LD_LIBRARY_PATH=$D/lib:$CUDA/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export FAKE_CUDA_SM=${FAKE_CUDA_SM:-90}
+# The device's architecture as cubecl names it to NVRTC (the arch-specific target from sm_90 on).
+ARCH=sm_${FAKE_CUDA_SM}
+[ "$FAKE_CUDA_SM" -ge 90 ] && ARCH=${ARCH}a
 
 # Each step runs in a folder of its own whose cubecl.toml names this run's caches: cubecl's
 # default autotune cache is the user's cache folder, where choices made in an earlier run (on
@@ -141,7 +144,7 @@ run_step() {
       rm -rf "$D/ready-cache"
       (unset FAKE_CUDA_PTX_DIR
         OUT=$D/out/gpu-check-ready KERNEL_CACHE=$D/ready-cache TIME_SCALE=${TIME_SCALE:-30} \
-          KERNELS=$here/target/gpu/kernels-sm_90a.tar.xz values bash "$here/scripts/gpu_check.sh" "$BIRADS") |
+          KERNELS=$here/target/gpu/kernels-$ARCH.tar.xz values bash "$here/scripts/gpu_check.sh" "$BIRADS") |
         tee "$W/ready.txt"
       local compiled
       compiled=$(sed -n 's/^kernels: \([0-9]*\) compiled on this machine.*/\1/p' "$W/ready.txt")
@@ -156,18 +159,18 @@ run_step() {
 pack_kernels() {
   python3 -c 'import cbor2' 2> /dev/null || export PYTHONPATH=$D/py
   python3 -c 'import cbor2' 2> /dev/null || python3 -m pip install -q --target "$D/py" cbor2 || return 1
-  local arch=sm_${FAKE_CUDA_SM}
-  [ "$FAKE_CUDA_SM" -ge 90 ] && arch=${arch}a
-  python3 "$here/scripts/cuda_dry_run/assemble_kernels.py" "$D/kernels" --ptxas "$CUDA/bin/ptxas" --arch "$arch" || return 1
+  # (The binary is the one that filled the cache, as step gpu-check recorded it.)
+  [ -f "$D/kernels/binary_sha256" ] || { echo "no kernel cache: run step gpu-check first"; return 1; }
+  python3 "$here/scripts/cuda_dry_run/assemble_kernels.py" "$D/kernels" --ptxas "$CUDA/bin/ptxas" --arch "$ARCH" || return 1
   {
-    echo "binary_sha256 $(sha256sum < "$BIRADS" | cut -d' ' -f1)"
+    echo "binary_sha256 $(cat "$D/kernels/binary_sha256")"
     echo "ptxas_major $("$CUDA/bin/ptxas" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')"
-    echo "arch $arch"
+    echo "arch $ARCH"
   } > "$D/kernels/kernels-for.txt"
   cat "$D/kernels/kernels-for.txt"
   mkdir -p "$here/target/gpu"
-  tar cJf "$here/target/gpu/kernels-$arch.tar.xz" -C "$D/kernels" cuda kernels-for.txt || return 1
-  ls -l "$here/target/gpu/kernels-$arch.tar.xz"
+  tar cJf "$here/target/gpu/kernels-$ARCH.tar.xz" -C "$D/kernels" cuda kernels-for.txt || return 1
+  ls -l "$here/target/gpu/kernels-$ARCH.tar.xz"
 }
 
 failed=0
@@ -181,10 +184,7 @@ for s in $STEPS; do
   FAKE_CUDA_PTX_DIR=$ptx run_step "$s" > "$D/out/$s.txt" 2>&1
   rc=$?
   cd "$W" || exit 1
-  # ptxas on each module NVRTC made, for the device's architecture (sm_90a: cubecl asks NVRTC
-  # for the arch-specific target from sm_90 on).
-  arch=sm_${FAKE_CUDA_SM}
-  [ "$FAKE_CUDA_SM" -ge 90 ] && arch=${arch}a
+  # ptxas on each module NVRTC made, for the device's architecture ($ARCH).
   modules=$(find "$ptx" -name '*.ptx' | wc -l)
   # (A module an earlier step of this run assembled already is left out.)
   for f in "$ptx"/*.ptx; do
@@ -193,7 +193,7 @@ for s in $STEPS; do
     if [ -e "$W/assembled/$h" ]; then rm "$f"; else mkdir -p "$W/assembled" && touch "$W/assembled/$h"; fi
   done
   bad_ptx=$(find "$ptx" -name '*.ptx' -print0 | xargs -0 -r -P "$(nproc)" -I{} sh -c \
-    "'$CUDA/bin/ptxas' -arch=$arch -o /dev/null {} > {}.log 2>&1 || echo {}" | wc -l)
+    "'$CUDA/bin/ptxas' -arch=$ARCH -o /dev/null {} > {}.log 2>&1 || echo {}" | wc -l)
   # Autotune records a candidate that failed (to compile, or to launch) in its cache and goes on
   # without it; those records say which, and why. The cache is the run's: only what this step
   # added is its own (compared without the counts of keys, which grow from step to step).

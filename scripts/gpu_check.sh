@@ -50,11 +50,13 @@ unxz() {
 # unpacked FILE NAME: FILE itself, or where it was unpacked to (in $W, as NAME) when it ends in
 # .gz or .xz (xz: 21 MB where gzip makes 31, room for the kernels under the 64 MiB carried).
 unpacked() {
+  local unpack
   case $1 in
-    *.gz) gunzip -c "$1" > "$W/$2" && chmod +x "$W/$2" && echo "$W/$2" ;;
-    *.xz) unxz "$1" > "$W/$2" && chmod +x "$W/$2" && echo "$W/$2" ;;
-    *) echo "$1" ;;
+    *.gz) unpack="gunzip -c" ;;
+    *.xz) unpack=unxz ;;
+    *) echo "$1"; return ;;
   esac
+  $unpack "$1" > "$W/$2" && chmod +x "$W/$2" && echo "$W/$2"
 }
 BIRADS=$(unpacked "$BIRADS" birads)
 here=$(cd "$(dirname "$0")/.." && pwd)
